@@ -1,0 +1,1 @@
+"""Meta-portfolio stages: aggregate sleeve returns, optimize, flatten (pure, no dagster)."""
