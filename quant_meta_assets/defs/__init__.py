@@ -1,0 +1,1 @@
+"""Dagster definitions: thin drivers over the pure core (one implementation per stage)."""

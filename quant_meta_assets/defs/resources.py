@@ -1,0 +1,22 @@
+"""Resources, chosen from the environment in one place (no branching inside assets)."""
+
+from __future__ import annotations
+
+from dagster_ray import Lifecycle, LocalRay
+
+from quant_meta_assets import settings
+
+
+def ray_resource() -> LocalRay:
+    """dagster-ray's LocalRay; `ray.init()` honours RAY_ADDRESS, so the same resource reaches a cluster.
+
+    `connect=False`: the sleeves asset connects itself (a bounded reachability probe first),
+    and `dagster job execute` does not start Ray a second time while tearing down.
+    num_cpus is only passed for a local Ray: ray.init raises if it is given with a cluster address.
+    """
+    options: dict = {"include_dashboard": False}
+    if settings.ray_address() is None:
+        num_cpus = settings.local_ray_num_cpus()
+        if num_cpus:
+            options["num_cpus"] = num_cpus
+    return LocalRay(lifecycle=Lifecycle(connect=False), ray_init_options=options)

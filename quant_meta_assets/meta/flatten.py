@@ -1,0 +1,90 @@
+"""meta.flatten: project meta-weights (across sleeves) onto asset weights.
+
+Each sleeve is a sub-account. Between rebalances the meta-weights drift with the sleeves'
+returns, exactly as holdings drift inside a sleeve: m_s(t+1) = m_s(t)(1 + r_s(t)) / (1 + m(t)·r(t)).
+Meta-weights dated d apply from the next row (no look-ahead). On each live day t the asset
+weight is a_i(t) = sum_s m_s(t) * w_{s,i}(t), where w_s(t) are sleeve s's start-of-day weights;
+overlapping tickers across sleeves net against each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from quant_meta_assets.errors import StageInputError
+
+
+@dataclass(frozen=True)
+class FlattenResult:
+    """Daily asset weights, the daily held meta-weights that produced them, and exposures."""
+
+    asset_weights: pd.DataFrame  # date x ticker
+    meta_weights_daily: pd.DataFrame  # date x sleeve, start-of-day held meta-weights
+    exposure: pd.DataFrame  # date x [gross, net]
+
+
+def held_meta_weights(meta_weights: pd.DataFrame, sleeve_returns: pd.DataFrame) -> pd.DataFrame:
+    """Start-of-day meta-weights for every day after the first rebalance, with drift."""
+    missing = meta_weights.columns.difference(sleeve_returns.columns)
+    if len(missing):
+        raise StageInputError(f"meta-weights name sleeves without returns: {list(missing)}")
+    if meta_weights.empty:
+        raise StageInputError("meta-weights are empty: no rebalance to apply")
+    bad_dates = meta_weights.index.difference(sleeve_returns.index)
+    if len(bad_dates):
+        raise StageInputError(
+            f"meta-weights dated {bad_dates[0].date()} is not a date of the sleeve returns"
+        )
+    returns = sleeve_returns[meta_weights.columns].to_numpy(dtype=float)
+    targets = meta_weights.to_numpy(dtype=float)
+    positions = sleeve_returns.index.get_indexer(meta_weights.index)
+    if np.any(np.diff(positions) <= 0):
+        raise StageInputError("meta-weights dates must be strictly increasing")
+    n_rows = len(sleeve_returns)
+    held = np.full((n_rows, targets.shape[1]), np.nan)
+    bounds = list(positions[1:] + 1) + [n_rows]
+    for target, first_row, stop in zip(targets, positions + 1, bounds, strict=True):
+        if first_row >= n_rows:
+            break
+        segment = returns[first_row:stop]
+        # wealth of each sleeve's sub-account at the start of each day of the segment
+        growth = np.vstack([np.ones(targets.shape[1]), np.cumprod(1.0 + segment[:-1], axis=0)])
+        wealth = target * growth
+        held[first_row:stop] = wealth / wealth.sum(axis=1, keepdims=True)
+    frame = pd.DataFrame(held, index=sleeve_returns.index, columns=meta_weights.columns)
+    return frame.iloc[positions[0] + 1 :]
+
+
+def flatten_weights(
+    meta_weights: pd.DataFrame,
+    sleeve_weights: Mapping[str, pd.DataFrame],
+    sleeve_returns: pd.DataFrame,
+) -> FlattenResult:
+    """Asset weights per live day = sum over sleeves of held meta-weight x sleeve weight."""
+    missing = [s for s in meta_weights.columns if s not in sleeve_weights]
+    if missing:
+        raise StageInputError(f"meta.flatten needs the daily weights of sleeves {missing}")
+    held = held_meta_weights(meta_weights, sleeve_returns)
+    tickers = sorted(set().union(*(sleeve_weights[s].columns for s in meta_weights.columns)))
+    assets = np.zeros((len(held), len(tickers)))
+    for sleeve in meta_weights.columns:
+        weights = sleeve_weights[sleeve].reindex(index=held.index, columns=tickers)
+        if weights.isna().all(axis=1).any():
+            day = weights.index[weights.isna().all(axis=1)][0]
+            raise StageInputError(f"sleeve {sleeve!r} has no weights on live day {day.date()}")
+        assets += held[sleeve].to_numpy()[:, None] * weights.fillna(0.0).to_numpy()
+    asset_weights = pd.DataFrame(assets, index=held.index, columns=tickers)
+    exposure = pd.DataFrame(
+        {"gross": np.abs(assets).sum(axis=1), "net": assets.sum(axis=1)}, index=held.index
+    )
+    return FlattenResult(asset_weights=asset_weights, meta_weights_daily=held, exposure=exposure)
+
+
+def meta_portfolio_returns(meta_weights_daily: pd.DataFrame, sleeve_returns: pd.DataFrame) -> pd.Series:
+    """The meta-portfolio's daily net return: held meta-weights times sleeve net returns."""
+    aligned = sleeve_returns.loc[meta_weights_daily.index, meta_weights_daily.columns]
+    return (meta_weights_daily * aligned).sum(axis=1).rename("meta")

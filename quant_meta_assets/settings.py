@@ -1,0 +1,35 @@
+"""The environment variables the project reads, in one place, with their defaults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PRICES_ENV = "QUANT_META_PRICES"  # CSV/Parquet of daily adjusted closes; unset = skfolio's S&P 500
+SLEEVES_ENV = "QUANT_META_SLEEVES"  # sleeve registry YAML; unset = the bundled data/sleeves.yaml
+STORAGE_ENV = "QUANT_META_STORAGE"  # root of every stored output (Parquet/JSON/HTML)
+RAY_ADDRESS_ENV = "RAY_ADDRESS"  # an existing Ray cluster; unset = a local Ray started on demand
+RAY_NUM_CPUS_ENV = "QUANT_META_RAY_NUM_CPUS"  # CPUs of the local Ray; unset = all cores
+
+DEFAULT_STORAGE_DIRNAME = ".quant_meta_storage"
+
+
+def storage_root() -> Path:
+    """Where outputs go: $QUANT_META_STORAGE, else $DAGSTER_HOME/storage/quant_meta, else ./.quant_meta_storage."""
+    explicit = os.environ.get(STORAGE_ENV)
+    if explicit:
+        return Path(explicit)
+    dagster_home = os.environ.get("DAGSTER_HOME")
+    if dagster_home:
+        return Path(dagster_home) / "storage" / "quant_meta"
+    return Path(DEFAULT_STORAGE_DIRNAME)
+
+
+def ray_address() -> str | None:
+    """The address of an existing Ray cluster, or None for a local one."""
+    return os.environ.get(RAY_ADDRESS_ENV) or None
+
+
+def local_ray_num_cpus() -> int | None:
+    value = os.environ.get(RAY_NUM_CPUS_ENV)
+    return int(value) if value else None
