@@ -1,0 +1,310 @@
+"""Performance metrics on daily simple returns, with every convention stated.
+
+Pure functions (numpy/pandas only). Each function takes a daily simple-return ``pd.Series``,
+drops the leading NaN (portfolio not live yet) and rejects any NaN after that: a hole inside
+the live period would silently change compounding, so it is an error that names the date.
+
+The conventions are collected in :data:`CONVENTIONS` so the report prints exactly what was
+computed. Peer libraries disagree on several of them (see the report's conventions table).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from quant_meta_assets.errors import QuantMetaError
+
+PERIODS_PER_YEAR = 252
+VAR_LEVEL = 0.95
+
+
+class MetricsInputError(QuantMetaError, ValueError):
+    """A return series cannot be measured (NaN inside the live period, too short, not numeric)."""
+
+
+CONVENTIONS: dict[str, str] = {
+    "returns": "Daily simple returns r_t = P_t/P_{t-1} - 1; leading NaN (not live yet) is dropped, "
+    "a NaN after the first live day is an error.",
+    "annualisation": f"{PERIODS_PER_YEAR} trading periods per year.",
+    "cagr": f"CAGR = (prod(1 + r))^({PERIODS_PER_YEAR}/N) - 1, N = number of live days (compounded, "
+    "trading-day count, not calendar years).",
+    "ann_vol": f"Annualised volatility = std(r, ddof=1) * sqrt({PERIODS_PER_YEAR}).",
+    "risk_free_rate": "rf is an annual rate (decimal, e.g. 0.02 = 2%/yr), converted to a daily rate "
+    f"geometrically: rf_d = (1 + rf)^(1/{PERIODS_PER_YEAR}) - 1.",
+    "sharpe": f"Sharpe = mean(r - rf_d) / std(r - rf_d, ddof=1) * sqrt({PERIODS_PER_YEAR}).",
+    "sortino": "Sortino = mean(r - MAR_d) / sqrt(mean(min(r - MAR_d, 0)^2)) * "
+    f"sqrt({PERIODS_PER_YEAR}); MAR is annual (default 0), converted to daily like rf; "
+    "the downside deviation averages over ALL days (zeros for days above MAR).",
+    "max_drawdown": "Max drawdown = min_t(W_t / max_{s<=t} W_s - 1) on the compounded wealth curve "
+    "W_t = prod_{s<=t}(1 + r_s) with W_0 = 1 before the first day; reported as a NEGATIVE number "
+    "(-0.25 = a 25% peak-to-trough loss).",
+    "calmar": "Calmar = CAGR / |max drawdown| (NaN when there is no drawdown).",
+    "var_95": "Historical one-day VaR at 95%: -q_5%(r), q by linear interpolation between order "
+    "statistics (numpy/pandas default); reported as a POSITIVE loss (0.02 = lose 2% or more on "
+    "5% of days).",
+    "cvar_95": "Historical one-day CVaR (expected shortfall) at 95%: -mean(r | r <= q_5%(r)); "
+    "POSITIVE loss number, >= VaR.",
+    "skew": "Sample skewness, bias-corrected (adjusted Fisher-Pearson G1, as pandas Series.skew).",
+    "excess_kurtosis": "EXCESS kurtosis (normal = 0), bias-corrected sample estimator "
+    "(G2, as pandas Series.kurt).",
+    "hit_rate": "Share of live days with r > 0 among non-NaN days (a zero-return day counts as a miss).",
+    "best_day / worst_day": "Largest / smallest single daily simple return.",
+    "turnover": "Average two-sided turnover per rebalance: mean over rebalances of sum_i |w_new,i - "
+    "w_old,i| (w_old = drifted pre-trade weights); NOT halved. For the meta portfolios it is the "
+    "sleeve-level reallocation at meta rebalances; sleeve costs are already in sleeve returns.",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# input handling
+# --------------------------------------------------------------------------------------------
+
+
+def live_returns(returns: pd.Series) -> pd.Series:
+    """Drop the leading NaN (not live yet); raise if a NaN or inf remains inside the live period."""
+    if not isinstance(returns, pd.Series):
+        raise MetricsInputError(f"returns must be a pandas Series, got {type(returns).__name__}")
+    r = pd.to_numeric(returns, errors="raise").astype(float)
+    values = r.to_numpy()
+    finite_or_nan = np.isfinite(values) | np.isnan(values)
+    if not finite_or_nan.all():
+        bad = r.index[~finite_or_nan][0]
+        raise MetricsInputError(f"returns {returns.name!r} contain an infinite value on {bad}")
+    first = r.first_valid_index()
+    if first is None:
+        return r.iloc[0:0]
+    r = r.loc[first:]
+    if r.isna().any():
+        bad = r.index[r.isna().to_numpy()][0]
+        raise MetricsInputError(
+            f"returns {returns.name!r} have a NaN on {bad}, after the first live day {first}"
+        )
+    return r
+
+
+def daily_rate(annual_rate: float) -> float:
+    """Annual rate -> daily rate, geometric: (1 + rf)^(1/252) - 1."""
+    return float((1.0 + annual_rate) ** (1.0 / PERIODS_PER_YEAR) - 1.0)
+
+
+def _values(returns: pd.Series) -> np.ndarray:
+    return live_returns(returns).to_numpy(dtype=float)
+
+
+# --------------------------------------------------------------------------------------------
+# single-series metrics
+# --------------------------------------------------------------------------------------------
+
+
+def cagr(returns: pd.Series) -> float:
+    """(prod(1 + r))^(252/N) - 1 over the N live days."""
+    r = _values(returns)
+    if r.size == 0:
+        return float("nan")
+    wealth = float(np.prod(1.0 + r))
+    if wealth <= 0:
+        return -1.0
+    return float(wealth ** (PERIODS_PER_YEAR / r.size) - 1.0)
+
+
+def ann_vol(returns: pd.Series) -> float:
+    """std(r, ddof=1) * sqrt(252)."""
+    r = _values(returns)
+    if r.size < 2:
+        return float("nan")
+    return float(np.std(r, ddof=1) * np.sqrt(PERIODS_PER_YEAR))
+
+
+def sharpe(returns: pd.Series, risk_free_rate: float = 0.0) -> float:
+    """mean(r - rf_d) / std(r - rf_d, ddof=1) * sqrt(252); rf annual, rf_d = (1+rf)^(1/252) - 1."""
+    r = _values(returns)
+    if r.size < 2:
+        return float("nan")
+    excess = r - daily_rate(risk_free_rate)
+    sd = np.std(excess, ddof=1)
+    if sd == 0:
+        return float("nan")
+    return float(np.mean(excess) / sd * np.sqrt(PERIODS_PER_YEAR))
+
+
+def sortino(returns: pd.Series, mar: float = 0.0) -> float:
+    """mean(r - MAR_d) / sqrt(mean(min(r - MAR_d, 0)^2)) * sqrt(252); MAR annual, converted like rf."""
+    r = _values(returns)
+    if r.size == 0:
+        return float("nan")
+    excess = r - daily_rate(mar)
+    downside = np.sqrt(np.mean(np.minimum(excess, 0.0) ** 2))
+    if downside == 0:
+        return float("nan")
+    return float(np.mean(excess) / downside * np.sqrt(PERIODS_PER_YEAR))
+
+
+def wealth_curve(returns: pd.Series) -> pd.Series:
+    """Compounded wealth W_t = prod_{s<=t}(1 + r_s), starting from 1 before the first live day."""
+    r = live_returns(returns)
+    return (1.0 + r).cumprod()
+
+
+def drawdown_series(returns: pd.Series) -> pd.Series:
+    """W_t / running max(W) - 1 (<= 0), with the running max starting at W_0 = 1."""
+    wealth = wealth_curve(returns)
+    peak = np.maximum.accumulate(np.concatenate([[1.0], wealth.to_numpy()]))[1:]
+    return pd.Series(wealth.to_numpy() / peak - 1.0, index=wealth.index, name=returns.name)
+
+
+def max_drawdown(returns: pd.Series) -> float:
+    """Most negative drawdown on the compounded wealth curve (a negative number, 0 if none)."""
+    dd = drawdown_series(returns)
+    if dd.empty:
+        return float("nan")
+    return float(min(dd.min(), 0.0))
+
+
+def calmar(returns: pd.Series) -> float:
+    """CAGR / |max drawdown|."""
+    mdd = max_drawdown(returns)
+    if not np.isfinite(mdd) or mdd == 0:
+        return float("nan")
+    return float(cagr(returns) / abs(mdd))
+
+
+def value_at_risk(returns: pd.Series, level: float = VAR_LEVEL) -> float:
+    """Historical one-day VaR as a POSITIVE loss: -quantile(r, 1 - level), linear interpolation."""
+    r = _values(returns)
+    if r.size == 0:
+        return float("nan")
+    return float(-np.quantile(r, 1.0 - level))
+
+
+def conditional_value_at_risk(returns: pd.Series, level: float = VAR_LEVEL) -> float:
+    """Historical one-day CVaR as a POSITIVE loss: -mean(r | r <= quantile(r, 1 - level))."""
+    r = _values(returns)
+    if r.size == 0:
+        return float("nan")
+    q = np.quantile(r, 1.0 - level)
+    return float(-np.mean(r[r <= q]))
+
+
+def skew(returns: pd.Series) -> float:
+    """Bias-corrected sample skewness (pandas Series.skew)."""
+    return float(live_returns(returns).skew())
+
+
+def excess_kurtosis(returns: pd.Series) -> float:
+    """Bias-corrected sample EXCESS kurtosis (pandas Series.kurt; normal = 0)."""
+    return float(live_returns(returns).kurt())
+
+
+def hit_rate(returns: pd.Series) -> float:
+    """Share of live days with r > 0."""
+    r = _values(returns)
+    if r.size == 0:
+        return float("nan")
+    return float(np.mean(r > 0))
+
+
+def best_day(returns: pd.Series) -> float:
+    r = _values(returns)
+    return float(r.max()) if r.size else float("nan")
+
+
+def worst_day(returns: pd.Series) -> float:
+    r = _values(returns)
+    return float(r.min()) if r.size else float("nan")
+
+
+def average_turnover(turnover: pd.Series | None) -> float:
+    """Mean two-sided turnover per rebalance (NaN when there is none)."""
+    if turnover is None:
+        return float("nan")
+    t = pd.to_numeric(pd.Series(turnover), errors="raise").dropna()
+    return float(t.mean()) if len(t) else float("nan")
+
+
+# --------------------------------------------------------------------------------------------
+# the table
+# --------------------------------------------------------------------------------------------
+
+METRIC_COLUMNS: tuple[str, ...] = (
+    "cagr",
+    "ann_vol",
+    "sharpe",
+    "sortino",
+    "max_drawdown",
+    "calmar",
+    "var_95",
+    "cvar_95",
+    "skew",
+    "excess_kurtosis",
+    "hit_rate",
+    "best_day",
+    "worst_day",
+    "turnover",
+    "n_days",
+    "start",
+    "end",
+)
+
+
+def metrics_row(
+    returns: pd.Series,
+    turnover: pd.Series | None = None,
+    risk_free_rate: float = 0.0,
+    mar: float = 0.0,
+) -> dict[str, object]:
+    """Every metric of one return series, as a dict keyed like :data:`METRIC_COLUMNS`."""
+    r = live_returns(returns)
+    return {
+        "cagr": cagr(r),
+        "ann_vol": ann_vol(r),
+        "sharpe": sharpe(r, risk_free_rate),
+        "sortino": sortino(r, mar),
+        "max_drawdown": max_drawdown(r),
+        "calmar": calmar(r),
+        "var_95": value_at_risk(r),
+        "cvar_95": conditional_value_at_risk(r),
+        "skew": skew(r),
+        "excess_kurtosis": excess_kurtosis(r),
+        "hit_rate": hit_rate(r),
+        "best_day": best_day(r),
+        "worst_day": worst_day(r),
+        "turnover": average_turnover(turnover),
+        "n_days": int(r.size),
+        "start": r.index[0] if r.size else pd.NaT,
+        "end": r.index[-1] if r.size else pd.NaT,
+    }
+
+
+def performance_table(
+    returns: pd.DataFrame | Mapping[str, pd.Series],
+    turnover: Mapping[str, pd.Series] | None = None,
+    risk_free_rate: float = 0.0,
+    mar: float = 0.0,
+) -> pd.DataFrame:
+    """Metrics for each portfolio (column of ``returns`` / key of the mapping), indexed by name.
+
+    ``turnover`` maps portfolio name -> turnover per rebalance; portfolios without an entry get NaN.
+    ``risk_free_rate`` and ``mar`` are annual decimals (see :data:`CONVENTIONS`).
+    """
+    if isinstance(returns, pd.DataFrame):
+        items = [(str(c), returns[c]) for c in returns.columns]
+    elif isinstance(returns, Mapping):
+        items = [(str(k), pd.Series(v)) for k, v in returns.items()]
+    else:
+        raise MetricsInputError(
+            f"returns must be a DataFrame or a mapping name -> Series, got {type(returns).__name__}"
+        )
+    turnover = turnover or {}
+    rows = {
+        name: metrics_row(series.rename(name), turnover.get(name), risk_free_rate, mar)
+        for name, series in items
+    }
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=list(METRIC_COLUMNS))
+    table.index.name = "portfolio"
+    float_cols = [c for c in METRIC_COLUMNS if c not in ("n_days", "start", "end")]
+    table[float_cols] = table[float_cols].astype(float)
+    table["n_days"] = table["n_days"].astype(int)
+    return table
