@@ -20,3 +20,12 @@ def ray_resource() -> LocalRay:
         if num_cpus:
             options["num_cpus"] = num_cpus
     return LocalRay(lifecycle=Lifecycle(connect=False), ray_init_options=options)
+
+
+def connect_ray(ray_cluster, context) -> None:
+    """Connect the dagster-ray resource once per process (a no-op when Ray is already up)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    ray_cluster.connect(context)

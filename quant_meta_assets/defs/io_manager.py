@@ -1,0 +1,95 @@
+"""Parquet/JSON IO manager: no pickle, atomic bundles, one directory per asset (partition).
+
+A stored value is a *bundle*: its pandas objects as Parquet files plus `meta.json` for the
+rest, swapped in atomically (see storage.write_bundle). The partitioned `sleeves` asset
+returns `{partition_key: sleeve_record}` so that a single-run backfill over many partitions
+stores each partition in its own bundle; an unpartitioned downstream asset loads
+`{partition_key: record}` back. A failed sleeve is stored as a bundle with its status and
+error and *no* frames, so stale good-looking data can never outlive a failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from quant_meta_assets import settings
+from quant_meta_assets.errors import StorageError
+from quant_meta_assets.storage import read_bundle, safe_child, write_bundle
+
+_VALUE_KEY = "__value__"
+_NEST = "__"
+
+
+def split_value(value: Any) -> tuple[dict[str, pd.DataFrame | pd.Series], dict[str, Any]]:
+    """Frames (Parquet) and the JSON-able rest; one level of nested mappings is flattened."""
+    if isinstance(value, (pd.DataFrame, pd.Series)):
+        return {_VALUE_KEY: value}, {}
+    if not isinstance(value, Mapping):
+        raise StorageError(f"cannot store a {type(value).__name__}; return a DataFrame, Series or mapping")
+    frames: dict[str, pd.DataFrame | pd.Series] = {}
+    meta: dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(item, (pd.DataFrame, pd.Series)):
+            frames[key] = item
+        elif isinstance(item, Mapping) and any(isinstance(v, (pd.DataFrame, pd.Series)) for v in item.values()):
+            for sub, sub_item in item.items():
+                if isinstance(sub_item, (pd.DataFrame, pd.Series)):
+                    frames[f"{key}{_NEST}{sub}"] = sub_item
+                else:
+                    meta[f"{key}{_NEST}{sub}"] = sub_item
+        else:
+            meta[key] = item
+    return frames, meta
+
+
+def join_value(frames: Mapping[str, Any], meta: Mapping[str, Any]) -> Any:
+    if _VALUE_KEY in frames:
+        return frames[_VALUE_KEY]
+    value: dict[str, Any] = {}
+    for key, item in {**meta, **frames}.items():
+        if _NEST in key:
+            outer, inner = key.split(_NEST, 1)
+            value.setdefault(outer, {})[inner] = item
+        else:
+            value[key] = item
+    return value
+
+
+class ParquetIOManager(dg.ConfigurableIOManager):
+    """Stores every asset under `base_dir/<asset key path>[/<partition>]`."""
+
+    base_dir: str = ""
+
+    def _root(self) -> Path:
+        return Path(self.base_dir) if self.base_dir else settings.storage_root()
+
+    def _dir(self, asset_key: dg.AssetKey, partition: str | None = None) -> Path:
+        parts = [*asset_key.path, *([partition] if partition is not None else [])]
+        return safe_child(self._root(), *parts)
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        if obj is None:
+            return
+        if context.has_asset_partitions:
+            keys = context.asset_partition_keys
+            if not isinstance(obj, Mapping) or set(keys) - set(obj):
+                raise StorageError(
+                    f"partitioned asset {context.asset_key.to_user_string()} must return "
+                    f"{{partition_key: value}} covering {list(keys)}"
+                )
+            for key in keys:
+                write_bundle(self._dir(context.asset_key, key), *split_value(obj[key]))
+            return
+        write_bundle(self._dir(context.asset_key), *split_value(obj))
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        asset_key = context.asset_key
+        if context.has_asset_partitions:
+            keys = context.asset_partition_keys
+            return {key: join_value(*read_bundle(self._dir(asset_key, key))) for key in keys}
+        return join_value(*read_bundle(self._dir(asset_key)))

@@ -1,0 +1,228 @@
+"""The four meta assets. Keys mirror the stage ids (`meta.optimize` -> ["meta", "optimize"]);
+each body feeds its stage function from upstream assets and records metadata. No stage logic here."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+import pandas as pd
+
+from quant_meta_assets import settings
+from quant_meta_assets.defs.instance_queries import latest_sleeve_states
+from quant_meta_assets.stages import StageRegistry
+
+CODE_VERSION = "1"
+GROUP = "meta"
+
+
+def _key(stage_id: str) -> dg.AssetKey:
+    return dg.AssetKey(list(StageRegistry.asset_key(stage_id)))
+
+
+RETURNS_KEY, OPTIMIZE_KEY, FLATTEN_KEY, REPORT_KEY = (
+    _key(s) for s in ("meta.returns", "meta.optimize", "meta.flatten", "meta.report")
+)
+META_KEYS = [RETURNS_KEY, OPTIMIZE_KEY, FLATTEN_KEY, REPORT_KEY]
+
+
+def registered_records(sleeves: Mapping[str, dict]) -> list[dict]:
+    """The stored sleeve records of the registry's sleeves, in registry order (stale partitions ignored)."""
+    from quant_meta_assets.registry import load_registry
+
+    names = [p.name for p in load_registry()]
+    missing = [n for n in names if n not in sleeves]
+    if missing:
+        raise dg.Failure(description=f"registered sleeves with no stored output: {missing}")
+    return [{**sleeves[n], "sleeve": n} for n in names]
+
+
+def _date_range(frame: pd.DataFrame | pd.Series) -> dict:
+    if len(frame.index) == 0:
+        return {}
+    return {"start": str(frame.index[0].date()), "end": str(frame.index[-1].date())}
+
+
+def _markdown(frame: pd.DataFrame, floatfmt: str = ".4f") -> dg.MarkdownMetadataValue:
+    return dg.MarkdownMetadataValue(frame.to_markdown(floatfmt=floatfmt))
+
+
+@dg.asset(
+    key=RETURNS_KEY,
+    ins={"sleeves": dg.AssetIn(key="sleeves")},
+    group_name=GROUP,
+    code_version=CODE_VERSION,
+    kinds={"pandas"},
+    description=StageRegistry.get("meta.returns").description,
+)
+def meta_returns(context: dg.AssetExecutionContext, sleeves: dict) -> pd.DataFrame:
+    out = StageRegistry.get("meta.returns").run(sleeve_results=registered_records(sleeves))["meta_returns"]
+    context.add_output_metadata(
+        {"rows": len(out), "sleeves": dg.IntMetadataValue(out.shape[1]), **_date_range(out),
+         "sleeve_names": ", ".join(out.columns)}
+    )
+    return out
+
+
+class OptimizeConfig(dg.Config):
+    """meta.optimize parameters, editable in the launchpad. Per-sleeve mappings override the scalars."""
+
+    method: Literal[
+        "equal_weight", "inverse_vol", "min_variance", "risk_parity", "max_sharpe", "mean_variance",
+        "max_diversification", "hrp",
+    ] = "risk_parity"
+    lookback: int = 252
+    rebalance_every: int = 21
+    min_weight: float = 0.0
+    max_weight: float = 1.0
+    min_weight_by_sleeve: dict[str, float] | None = None
+    max_weight_by_sleeve: dict[str, float] | None = None
+    covariance: Literal["sample", "ledoit_wolf", "oas", "ewma"] = "sample"
+    halflife: float | None = None
+    expected_returns: Literal["historical", "ewma"] = "historical"
+    risk_aversion: float = 1.0
+    risk_budget: dict[str, float] | None = None
+    groups: dict[str, str] | None = None
+    group_caps: dict[str, float] | None = None
+    max_turnover: float | None = None
+    turnover_penalty: float = 0.0
+    risk_free_rate: float = 0.0
+    fallback: list[str] = ["previous_weights", "equal_weight"]
+    solver: str = "CLARABEL"
+
+    def optimizer_params(self, sleeves: list[str]) -> dict:
+        params = self.model_dump(exclude={"min_weight_by_sleeve", "max_weight_by_sleeve"})
+        for name, by_sleeve in (("min_weight", self.min_weight_by_sleeve), ("max_weight", self.max_weight_by_sleeve)):
+            if by_sleeve:
+                params[name] = {s: by_sleeve.get(s, params[name]) for s in sleeves} | dict(by_sleeve)
+        params["fallback"] = tuple(params["fallback"])
+        return params
+
+
+@dg.asset(
+    key=OPTIMIZE_KEY,
+    ins={"meta_returns": dg.AssetIn(key=RETURNS_KEY)},
+    group_name=GROUP,
+    code_version=CODE_VERSION,
+    kinds={"cvxpy"},
+    description=StageRegistry.get("meta.optimize").description,
+)
+def meta_weights(context: dg.AssetExecutionContext, config: OptimizeConfig, meta_returns: pd.DataFrame) -> dict:
+    params = config.optimizer_params(list(meta_returns.columns))
+    out = StageRegistry.get("meta.optimize").run(meta_returns=meta_returns, **params)
+    weights, diagnostics = out["meta_weights"], out["optimizer_diagnostics"]
+    latest = weights.iloc[-1]
+    fallbacks = int(diagnostics["fallback_used"].sum()) if "fallback_used" in diagnostics else 0
+    context.add_output_metadata(
+        {
+            "method": config.method,
+            "rebalances": dg.IntMetadataValue(len(weights)),
+            "fallbacks": dg.IntMetadataValue(fallbacks),
+            **_date_range(weights),
+            "latest_weights": _markdown(latest.rename("weight").to_frame()),
+            **{f"weight/{s}": dg.FloatMetadataValue(float(w)) for s, w in latest.items()},
+            "max_weight_row_sum_error": dg.FloatMetadataValue(float((weights.sum(axis=1) - 1).abs().max())),
+        }
+    )
+    return {"weights": weights, "diagnostics": diagnostics}
+
+
+@dg.asset(
+    key=FLATTEN_KEY,
+    ins={
+        "optimized": dg.AssetIn(key=OPTIMIZE_KEY),
+        "meta_returns": dg.AssetIn(key=RETURNS_KEY),
+        "sleeves": dg.AssetIn(key="sleeves"),
+    },
+    group_name=GROUP,
+    code_version=CODE_VERSION,
+    kinds={"pandas"},
+    description=StageRegistry.get("meta.flatten").description,
+)
+def flattened_weights(
+    context: dg.AssetExecutionContext, optimized: dict, meta_returns: pd.DataFrame, sleeves: dict
+) -> dict:
+    out = StageRegistry.get("meta.flatten").run(
+        meta_weights=optimized["weights"], meta_returns=meta_returns, sleeve_results=registered_records(sleeves)
+    )
+    assets, exposure = out["flattened_weights"], out["exposure"]
+    latest = assets.iloc[-1]
+    top = latest.reindex(latest.abs().sort_values(ascending=False).index).head(10)
+    context.add_output_metadata(
+        {
+            "rows": len(assets), "tickers": dg.IntMetadataValue(assets.shape[1]), **_date_range(assets),
+            "gross_exposure": dg.FloatMetadataValue(float(exposure["gross"].iloc[-1])),
+            "net_exposure": dg.FloatMetadataValue(float(exposure["net"].iloc[-1])),
+            "top_exposures": _markdown(top.rename("weight").to_frame()),
+        }
+    )
+    return {"asset_weights": assets, "meta_weights_daily": out["meta_weights_daily"], "exposure": exposure}
+
+
+def _previous_summary(instance: dg.DagsterInstance) -> dict | None:
+    records = instance.fetch_materializations(REPORT_KEY, limit=1).records
+    if not records or records[0].asset_materialization is None:
+        return None
+    entry = records[0].asset_materialization.metadata.get("report_dir")
+    path = Path(str(entry.value)) / "summary.json" if entry is not None else None
+    return json.loads(path.read_text()) if path is not None and path.is_file() else None
+
+
+@dg.asset(
+    key=REPORT_KEY,
+    ins={
+        "optimized": dg.AssetIn(key=OPTIMIZE_KEY),
+        "flattened": dg.AssetIn(key=FLATTEN_KEY),
+        "meta_returns": dg.AssetIn(key=RETURNS_KEY),
+        "sleeves": dg.AssetIn(key="sleeves"),
+    },
+    group_name=GROUP,
+    code_version=CODE_VERSION,
+    kinds={"html", "plotly"},
+    description=StageRegistry.get("meta.report").description,
+)
+def meta_report(
+    context: dg.AssetExecutionContext, optimized: dict, flattened: dict, meta_returns: pd.DataFrame, sleeves: dict
+) -> dict:
+    from quant_meta_assets.prices import load_benchmark, load_prices
+    from quant_meta_assets.registry import load_registry
+    from quant_meta_assets.report import headline_metrics, report_markdown_summary
+
+    records = registered_records(sleeves)
+    lineage = {
+        s.sleeve: {
+            "run_id": s.run_id, "code_version": s.code_version, "data_version": s.data_version,
+            "materialized_at": pd.Timestamp(s.timestamp, unit="s", tz="UTC").isoformat() if s.timestamp else None,
+            "start": s.start, "end": s.end,
+        }
+        for s in latest_sleeve_states(context.instance, [p.name for p in load_registry()])
+    }
+    output_dir = settings.storage_root() / "reports" / context.run_id
+    out = StageRegistry.get("meta.report").run(
+        prices=load_prices(),
+        sleeve_results=records,
+        meta_returns=meta_returns,
+        meta_weights=optimized["weights"],
+        optimizer_diagnostics=optimized["diagnostics"],
+        flattened_weights=flattened["asset_weights"],
+        meta_weights_daily=flattened["meta_weights_daily"],
+        exposure=flattened["exposure"],
+        output_dir=output_dir,
+        benchmark=load_benchmark(),
+        lineage=lineage,
+        previous=_previous_summary(context.instance),
+    )
+    report = out["report"]
+    markdown = report_markdown_summary(report)
+    context.add_output_metadata(
+        {
+            "report_path": dg.PathMetadataValue(str(report["html"])),
+            "report_dir": str(output_dir),
+            **{name: dg.MarkdownMetadataValue(text) for name, text in markdown.items()},
+            **{name: dg.FloatMetadataValue(float(value)) for name, value in headline_metrics(report).items()},
+        }
+    )
+    return report

@@ -1,0 +1,133 @@
+"""The real graph: real Dagster (materialize, sensors), real Ray (local, 2 CPUs), real data."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from quant_meta_assets.defs.definitions import defs
+from quant_meta_assets.defs.meta_assets import META_KEYS
+from quant_meta_assets.defs.partitions import SLEEVES_PARTITIONS_NAME, partition_range_tags
+from quant_meta_assets.defs.sensors import meta_on_fresh_sleeves, sleeve_registry_sensor
+from quant_meta_assets.stages import StageRegistry
+from quant_meta_assets_tests.conftest import write_registry
+
+pytestmark = [pytest.mark.timeout(300)]
+
+GOOD = """
+sleeves:
+  - name: equal_weight
+    strategy: equal_weight
+    cost_bps: 5
+  - name: low_volatility
+    strategy: low_volatility
+    cost_bps: 5
+  - name: min_variance
+    strategy: min_variance
+    cost_bps: 5
+"""
+FAILING = GOOD + """
+  - name: broken_sleeve
+    strategy: quant_meta_assets_tests.strategies_for_tests:raises
+"""
+
+
+def test_asset_keys_mirror_stage_ids():
+    repo_keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    for stage in StageRegistry.meta_stages():
+        assert "/".join(stage.asset_key) in repo_keys
+        assert stage.stage_id.replace(".", "/") == "/".join(stage.asset_key)
+    assert {"meta_full", "sleeves_job", "meta_job"} <= {j.name for j in defs.resolve_all_job_defs()}
+
+
+def test_check_is_blocking():
+    checks = list(defs.resolve_asset_graph().asset_check_keys)
+    assert [c.name for c in checks] == ["all_sleeves_succeeded"]
+    spec = next(iter(defs.resolve_asset_graph().get_checks_def(checks[0]).check_specs))
+    assert spec.blocking
+
+
+def _instance_with(registry_path, monkeypatch, names):
+    monkeypatch.setenv("QUANT_META_SLEEVES", str(registry_path))
+    instance = dg.DagsterInstance.get()
+    instance.add_dynamic_partitions(SLEEVES_PARTITIONS_NAME, names)
+    return instance
+
+
+def _materialize_all(instance, names):
+    assets = defs.resolve_asset_graph().assets_defs
+    return dg.materialize(
+        assets,
+        instance=instance,
+        resources=defs.resources,
+        selection=dg.AssetSelection.all(),
+        tags=partition_range_tags(instance, names),
+        raise_on_error=False,
+    )
+
+
+def test_whole_graph_materializes_on_real_ray(tmp_path, monkeypatch, local_ray):
+    names = ["equal_weight", "low_volatility", "min_variance"]
+    instance = _instance_with(write_registry(tmp_path / "s.yaml", GOOD), monkeypatch, names)
+    result = _materialize_all(instance, names)
+    assert result.success
+    for key in META_KEYS:
+        records = instance.fetch_materializations(key, limit=1).records
+        assert records, f"{key.to_user_string()} was not materialized"
+    check = result.get_asset_check_evaluations()[0]
+    assert check.passed
+    weights = result.asset_value(["meta", "optimize"])["weights"]
+    assert abs(weights.sum(axis=1) - 1).max() < 1e-9
+    report_md = instance.fetch_materializations(META_KEYS[-1], limit=1).records[0].asset_materialization.metadata
+    assert "report_path" in report_md
+
+
+def test_failing_sleeve_fails_check_and_blocks_every_meta_asset(tmp_path, monkeypatch, local_ray):
+    names = ["equal_weight", "low_volatility", "min_variance", "broken_sleeve"]
+    instance = _instance_with(write_registry(tmp_path / "s.yaml", FAILING), monkeypatch, names)
+    result = _materialize_all(instance, names)
+    assert not result.success
+    evaluation = result.get_asset_check_evaluations()[0]
+    assert not evaluation.passed
+    assert "broken_sleeve" in evaluation.description and "RuntimeError" in evaluation.description
+    for key in META_KEYS:
+        assert not instance.fetch_materializations(key, limit=1).records, key
+    # the failure is visible per partition in the UI, without opening logs
+    record = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("sleeves"), asset_partitions=["broken_sleeve"]), limit=1
+    ).records[0]
+    assert record.asset_materialization.metadata["status"].value == "error"
+
+
+def test_registry_sensor_syncs_partitions(tmp_path, monkeypatch):
+    monkeypatch.setenv("QUANT_META_SLEEVES", str(write_registry(tmp_path / "s.yaml", GOOD)))
+    instance = dg.DagsterInstance.get()
+    instance.add_dynamic_partitions(SLEEVES_PARTITIONS_NAME, ["stale_sleeve", "equal_weight"])
+    result = sleeve_registry_sensor(dg.build_sensor_context(instance=instance))
+    assert isinstance(result, dg.SensorResult)
+    added = [r for r in result.dynamic_partitions_requests if isinstance(r, dg.AddDynamicPartitionsRequest)]
+    deleted = [r for r in result.dynamic_partitions_requests if isinstance(r, dg.DeleteDynamicPartitionsRequest)]
+    assert list(added[0].partition_keys) == ["low_volatility", "min_variance"]
+    assert list(deleted[0].partition_keys) == ["stale_sleeve"]
+    assert sorted(r.partition_key for r in result.run_requests) == ["low_volatility", "min_variance"]
+
+
+def test_meta_sensor_waits_for_every_sleeve(tmp_path, monkeypatch):
+    monkeypatch.setenv("QUANT_META_SLEEVES", str(write_registry(tmp_path / "s.yaml", GOOD)))
+    instance = dg.DagsterInstance.get()
+    instance.add_dynamic_partitions(SLEEVES_PARTITIONS_NAME, ["equal_weight", "low_volatility", "min_variance"])
+
+    def materialize(name, status):
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization("sleeves", partition=name, metadata={"status": status, "error": ""})
+        )
+
+    materialize("equal_weight", "success")
+    with dg.build_sensor_context(instance=instance, definitions=defs) as context:
+        skip = meta_on_fresh_sleeves(context)
+    assert isinstance(skip, dg.SkipReason) and "low_volatility: never materialized" in skip.skip_message
+    materialize("low_volatility", "success")
+    materialize("min_variance", "success")
+    with dg.build_sensor_context(instance=instance, definitions=defs) as context:
+        request = meta_on_fresh_sleeves(context)
+    assert isinstance(request, dg.RunRequest)
