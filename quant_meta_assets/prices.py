@@ -1,0 +1,253 @@
+"""Load and validate daily adjusted close prices.
+
+Contract (ARCHITECTURE.md): a ``pd.DataFrame`` with a sorted, unique, tz-naive ``DatetimeIndex``
+named ``date`` (microsecond resolution, the pandas 3 default), one float64 column per ticker,
+every value finite and > 0.
+
+Missing-data policy (strict): **no NaN anywhere**. The bundled skfolio S&P 500 data has none
+(20 tickers, 1990-2022, every ticker priced on every day). A user file whose tickers list at
+different dates is refused with a message naming the ticker, the first missing date and the
+number of missing cells: trim the file to the common history or drop the ticker. We never
+forward-fill or back-fill: a silently filled price is a silently wrong return. Strategies and
+the sleeve engine can therefore rely on every price being finite and positive.
+
+Sources, in order: the ``path`` argument, the ``QUANT_META_PRICES`` environment variable,
+else ``skfolio.datasets.load_sp500_dataset()`` (offline, bundled with skfolio).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from quant_meta_assets.errors import PriceDataError, RegistryError
+
+PRICES_ENV_VAR = "QUANT_META_PRICES"
+REBALANCE_FREQUENCIES = ("daily", "weekly", "monthly", "quarterly")
+_PERIOD_CODE = {"weekly": "W-SUN", "monthly": "M", "quarterly": "Q-DEC"}
+
+__all__ = [
+    "PRICES_ENV_VAR",
+    "REBALANCE_FREQUENCIES",
+    "asset_returns",
+    "check_lookback",
+    "load_benchmark",
+    "load_prices",
+    "period_ends",
+    "validate_prices",
+]
+
+
+def _default_prices() -> pd.DataFrame:
+    from skfolio.datasets import load_sp500_dataset
+
+    return load_sp500_dataset()
+
+
+def load_prices(path: str | os.PathLike[str] | None = None) -> pd.DataFrame:
+    """Load prices from ``path``, else ``$QUANT_META_PRICES``, else the bundled S&P 500 data.
+
+    A user file is CSV (``.csv``, ``.txt``) or Parquet (``.parquet``, ``.pq``) in wide format: a
+    ``date`` column (any case) or, for Parquet, a ``DatetimeIndex``; then one column per ticker.
+    """
+    if path is None:
+        env = os.environ.get(PRICES_ENV_VAR)
+        if env is None or env.strip() == "":
+            return validate_prices(_default_prices(), source="skfolio load_sp500_dataset()")
+        path = env
+    file = Path(path)
+    source = f"price file {str(file)!r}"
+    if not file.is_file():
+        raise PriceDataError(f"{source} does not exist or is not a file")
+    if file.stat().st_size == 0:
+        raise PriceDataError(f"{source} is empty (0 bytes)")
+    suffix = file.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            raw = pd.read_parquet(file)
+        elif suffix in (".csv", ".txt"):
+            raw = pd.read_csv(file)
+        else:
+            raise PriceDataError(
+                f"{source} has unsupported extension {suffix!r}; use .csv or .parquet"
+            )
+    except PriceDataError:
+        raise
+    except pd.errors.EmptyDataError as exc:
+        raise PriceDataError(f"{source} is empty: {exc}") from exc
+    except Exception as exc:  # unreadable file: name it and keep the cause
+        raise PriceDataError(f"{source} could not be read: {type(exc).__name__}: {exc}") from exc
+    return validate_prices(raw, source=source)
+
+
+def _extract_dates(frame: pd.DataFrame, source: str) -> tuple[pd.Series, pd.DataFrame]:
+    """Return (raw date values, ticker columns) from a wide frame."""
+    date_cols = [c for c in frame.columns if isinstance(c, str) and c.strip().lower() == "date"]
+    if len(date_cols) > 1:
+        raise PriceDataError(f"{source}: several date columns {date_cols!r}; keep exactly one")
+    if date_cols:
+        col = date_cols[0]
+        return pd.Series(frame[col].to_numpy(), name="date"), frame.drop(columns=[col])
+    if isinstance(frame.index, pd.DatetimeIndex):
+        return pd.Series(frame.index, name="date"), frame
+    raise PriceDataError(
+        f"{source}: no date column (expected a column named 'date', any case, or a DatetimeIndex); "
+        f"columns are {[str(c) for c in frame.columns][:10]!r}"
+    )
+
+
+def _parse_dates(raw: pd.Series, source: str) -> pd.DatetimeIndex:
+    if isinstance(raw.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(raw):
+        parsed = pd.DatetimeIndex(raw)
+    else:
+        parsed = pd.DatetimeIndex(pd.to_datetime(raw, errors="coerce", format="mixed"))
+        bad = np.flatnonzero(np.asarray(parsed.isna()))
+        if bad.size:
+            i = int(bad[0])
+            raise PriceDataError(
+                f"{source}: unparseable date {raw.iloc[i]!r} at row {i} "
+                f"({bad.size} unparseable date(s) in total)"
+            )
+    if parsed.isna().any():
+        i = int(np.flatnonzero(parsed.isna())[0])
+        raise PriceDataError(f"{source}: missing date (NaT) at row {i}")
+    if parsed.tz is not None:  # keep the wall-clock date; the contract is tz-naive
+        parsed = parsed.tz_localize(None)
+    return parsed.as_unit("us")
+
+
+def validate_prices(prices: pd.DataFrame, source: str = "prices") -> pd.DataFrame:
+    """Return a clean float64 copy of ``prices`` or raise PriceDataError naming the problem."""
+    if not isinstance(prices, pd.DataFrame):
+        raise PriceDataError(f"{source}: expected a pandas DataFrame, got {type(prices).__name__}")
+    if prices.shape[0] == 0 or prices.shape[1] == 0:
+        raise PriceDataError(f"{source} is empty (shape {prices.shape})")
+
+    raw_dates, body = _extract_dates(prices, source)
+    if body.shape[1] == 0:
+        raise PriceDataError(f"{source}: no ticker columns besides the date")
+    dates = _parse_dates(raw_dates, source)
+
+    tickers = [str(c) for c in body.columns]
+    for c in tickers:
+        if c.strip() == "" or c.startswith("Unnamed:"):
+            raise PriceDataError(f"{source}: column with no ticker name ({c!r})")
+    dup_tickers = sorted({t for t in tickers if tickers.count(t) > 1})
+    if dup_tickers:
+        raise PriceDataError(f"{source}: duplicate ticker column(s) {dup_tickers!r}")
+
+    dup = dates.duplicated()
+    if dup.any():
+        first = dates[np.flatnonzero(dup)[0]]
+        raise PriceDataError(
+            f"{source}: duplicate date {first.date().isoformat()} ({int(dup.sum())} duplicate row(s))"
+        )
+    order = np.flatnonzero(np.diff(dates.asi8) < 0)
+    if order.size:
+        i = int(order[0]) + 1
+        raise PriceDataError(
+            f"{source}: dates not sorted ascending: {dates[i].date().isoformat()} comes after "
+            f"{dates[i - 1].date().isoformat()} (row {i})"
+        )
+
+    columns: dict[str, np.ndarray] = {}
+    for ticker, (_, col) in zip(tickers, body.items(), strict=True):
+        if pd.api.types.is_bool_dtype(col) or not (
+            pd.api.types.is_numeric_dtype(col) or col.dtype == object or pd.api.types.is_string_dtype(col)
+        ):
+            raise PriceDataError(f"{source}: column {ticker!r} is not numeric (dtype {col.dtype})")
+        if pd.api.types.is_numeric_dtype(col):
+            values = col.to_numpy(dtype="float64", na_value=np.nan)
+        else:
+            coerced = pd.to_numeric(col, errors="coerce")
+            text_bad = coerced.isna().to_numpy() & col.notna().to_numpy()
+            if text_bad.any():
+                i = int(np.flatnonzero(text_bad)[0])
+                raise PriceDataError(
+                    f"{source}: column {ticker!r} is not numeric: value {col.iloc[i]!r} on "
+                    f"{dates[i].date().isoformat()}"
+                )
+            values = coerced.to_numpy(dtype="float64", na_value=np.nan)
+        columns[ticker] = values
+
+    clean = pd.DataFrame(columns, index=pd.DatetimeIndex(dates, name="date"))
+    arr = clean.to_numpy()
+    for label, mask in (
+        ("missing (NaN)", np.isnan(arr)),
+        ("infinite", np.isinf(arr)),
+        ("zero or negative", np.isfinite(arr) & (arr <= 0)),
+    ):
+        if mask.any():
+            rows, cols = np.nonzero(mask)
+            # report the first bad cell in date order
+            k = int(np.lexsort((cols, rows))[0])
+            ticker, date = tickers[cols[k]], clean.index[rows[k]].date().isoformat()
+            value = arr[rows[k], cols[k]]
+            hint = (
+                " (policy: no NaN at all, not even before a ticker lists; trim the history or drop "
+                "the ticker)"
+                if label.startswith("missing")
+                else ""
+            )
+            raise PriceDataError(
+                f"{source}: {label} price for ticker {ticker!r} on {date} (value {value!r}); "
+                f"{int(mask.sum())} such cell(s) in total{hint}"
+            )
+    clean.columns = pd.Index(tickers)
+    return clean
+
+
+def asset_returns(prices: pd.DataFrame) -> pd.DataFrame:
+    """Simple daily returns ``P_t / P_{t-1} - 1``; the first row (no previous price) is dropped."""
+    return (prices / prices.shift(1) - 1.0).iloc[1:]
+
+
+def load_benchmark() -> pd.Series | None:
+    """S&P 500 index closes (skfolio) when the default price data is in use, else ``None``.
+
+    The benchmark only matches the default universe; a user price file has no benchmark.
+    """
+    env = os.environ.get(PRICES_ENV_VAR)
+    if env is not None and env.strip() != "":
+        return None
+    from skfolio.datasets import load_sp500_index
+
+    frame = validate_prices(load_sp500_index(), source="skfolio load_sp500_index()")
+    series = frame.iloc[:, 0].rename("SP500")
+    return series
+
+
+def check_lookback(prices: pd.DataFrame, lookback: int, what: str = "lookback") -> None:
+    """Raise PriceDataError if ``lookback`` (in rows of returns) needs more history than exists.
+
+    A lookback of L returns needs L + 1 prices, so L must be < ``len(prices)``.
+    """
+    if isinstance(lookback, bool) or not isinstance(lookback, (int, np.integer)) or lookback < 1:
+        raise PriceDataError(f"{what} must be a positive integer number of days, got {lookback!r}")
+    n = len(prices)
+    if lookback >= n:
+        raise PriceDataError(
+            f"{what} of {int(lookback)} days is longer than the price history: {n} rows "
+            f"({n - 1} daily returns) available"
+        )
+
+
+def period_ends(index: pd.DatetimeIndex, rebalance: str) -> pd.DatetimeIndex:
+    """Last date of each calendar period present in ``index`` (daily: every date).
+
+    Weeks end on Sunday (so the last trading day is usually Friday), quarters end in
+    Mar/Jun/Sep/Dec. The last date of ``index`` always closes its (possibly partial) period.
+    """
+    if rebalance not in REBALANCE_FREQUENCIES:
+        raise RegistryError(
+            f"rebalance must be one of {list(REBALANCE_FREQUENCIES)}, got {rebalance!r}"
+        )
+    index = pd.DatetimeIndex(index)
+    if rebalance == "daily" or len(index) == 0:
+        return index
+    periods = index.to_period(_PERIOD_CODE[rebalance]).asi8
+    is_last = np.append(periods[1:] != periods[:-1], True)
+    return index[is_last]

@@ -1,0 +1,332 @@
+"""Sleeve registry: YAML -> ``SleeveProfile``; sleeve-name validation; strategy resolution.
+
+Registry file (``yaml.safe_load`` only)::
+
+    defaults:            # optional: timeout_s, max_retries, cost_bps, rebalance
+      timeout_s: 300
+      max_retries: 1
+    sleeves:             # required, non-empty, order preserved
+      - name: momentum_12_1
+        strategy: momentum_12_1          # built-in, or package.module:function
+        universe: [AAPL, MSFT]           # optional, default: every ticker
+        params: {top_n: 5}               # optional, checked against the strategy signature
+        rebalance: monthly               # daily | weekly | monthly | quarterly
+        cost_bps: 5
+
+Source: the ``path`` argument, else ``$QUANT_META_SLEEVES``, else the bundled
+``quant_meta_assets/data/sleeves.yaml``.
+
+Trust: a ``package.module:function`` strategy is imported and executed, so a registry file is
+as trusted as code. YAML is never loaded with a loader that can build Python objects.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.resources
+import inspect
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from quant_meta_assets.errors import RegistryError
+from quant_meta_assets.prices import REBALANCE_FREQUENCIES
+
+SLEEVES_ENV_VAR = "QUANT_META_SLEEVES"
+DEFAULT_TIMEOUT_S = 300.0
+DEFAULT_MAX_RETRIES = 1
+SLEEVE_NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+SLEEVE_NAME_RULE = "1-64 characters from A-Z, a-z, 0-9, '_' and '-'"
+
+_SLEEVE_KEYS = frozenset(
+    {"name", "strategy", "universe", "params", "rebalance", "cost_bps", "timeout_s", "max_retries"}
+)
+_DEFAULT_KEYS = frozenset({"rebalance", "cost_bps", "timeout_s", "max_retries"})
+_TOP_KEYS = frozenset({"defaults", "sleeves"})
+
+__all__ = [
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_TIMEOUT_S",
+    "SLEEVES_ENV_VAR",
+    "SleeveProfile",
+    "load_registry",
+    "resolve_strategy",
+    "validate_sleeve_name",
+    "validate_universe",
+]
+
+
+def validate_sleeve_name(name: object) -> str:
+    """Return ``name`` if it matches ``^[A-Za-z0-9_-]{1,64}$`` (ASCII only), else RegistryError.
+
+    Sleeve names become Dagster partition keys and file names: this is a safety boundary.
+    """
+    if not isinstance(name, str):
+        raise RegistryError(
+            f"invalid sleeve name {name!r}: must be a string ({SLEEVE_NAME_RULE}), "
+            f"got {type(name).__name__}"
+        )
+    if SLEEVE_NAME_PATTERN.fullmatch(name) is None:
+        raise RegistryError(f"invalid sleeve name {name!r}: must be {SLEEVE_NAME_RULE}")
+    return name
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class SleeveProfile:
+    """One sleeve of the registry. Validated on construction; picklable (shipped to Ray workers).
+
+    ``params`` is a plain dict (picklable), excluded from the hash; it is copied on construction.
+    """
+
+    name: str
+    strategy: str
+    universe: tuple[str, ...] | None = None
+    params: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    rebalance: str = "monthly"
+    cost_bps: float = 0.0
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    max_retries: int = DEFAULT_MAX_RETRIES
+
+    def __post_init__(self) -> None:
+        validate_sleeve_name(self.name)
+        where = f"sleeve {self.name!r}"
+        if not isinstance(self.strategy, str) or not self.strategy.strip():
+            raise RegistryError(f"{where}: 'strategy' must be a non-empty string, got {self.strategy!r}")
+        if self.universe is not None:
+            if isinstance(self.universe, (str, bytes)) or not isinstance(self.universe, (list, tuple)):
+                raise RegistryError(
+                    f"{where}: 'universe' must be a list of ticker strings, got {type(self.universe).__name__}"
+                )
+            bad = [t for t in self.universe if not isinstance(t, str) or not t]
+            if bad:
+                raise RegistryError(f"{where}: 'universe' must be a list of ticker strings; bad entries {bad!r}")
+            if not self.universe:
+                raise RegistryError(f"{where}: 'universe' is empty; omit it to use every ticker")
+            dups = sorted({t for t in self.universe if self.universe.count(t) > 1})
+            if dups:
+                raise RegistryError(f"{where}: duplicate ticker(s) in 'universe': {dups!r}")
+            object.__setattr__(self, "universe", tuple(self.universe))
+        if not isinstance(self.params, Mapping):
+            raise RegistryError(f"{where}: 'params' must be a mapping, got {type(self.params).__name__}")
+        bad_keys = [k for k in self.params if not isinstance(k, str)]
+        if bad_keys:
+            raise RegistryError(f"{where}: 'params' keys must be strings, got {bad_keys!r}")
+        object.__setattr__(self, "params", dict(self.params))
+        if self.rebalance not in REBALANCE_FREQUENCIES:
+            raise RegistryError(
+                f"{where}: 'rebalance' must be one of {list(REBALANCE_FREQUENCIES)}, got {self.rebalance!r}"
+            )
+        if not _is_number(self.cost_bps) or self.cost_bps < 0:
+            raise RegistryError(f"{where}: 'cost_bps' must be a finite number >= 0, got {self.cost_bps!r}")
+        if not _is_number(self.timeout_s) or self.timeout_s <= 0:
+            raise RegistryError(f"{where}: 'timeout_s' must be a finite number > 0, got {self.timeout_s!r}")
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise RegistryError(f"{where}: 'max_retries' must be an integer >= 0, got {self.max_retries!r}")
+        object.__setattr__(self, "cost_bps", float(self.cost_bps))
+        object.__setattr__(self, "timeout_s", float(self.timeout_s))
+
+
+def resolve_strategy(spec: str) -> Callable[..., pd.DataFrame]:
+    """A built-in strategy name, or ``package.module:function`` imported with importlib."""
+    from quant_meta_assets.strategies import BUILTIN_STRATEGIES
+
+    if not isinstance(spec, str) or not spec.strip():
+        raise RegistryError(f"strategy must be a non-empty string, got {spec!r}")
+    if ":" not in spec:
+        fn = BUILTIN_STRATEGIES.get(spec)
+        if fn is None:
+            raise RegistryError(
+                f"unknown built-in strategy {spec!r}; known built-ins: {sorted(BUILTIN_STRATEGIES)} "
+                f"(or use 'package.module:function')"
+            )
+        return fn
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise RegistryError(f"strategy {spec!r} must look like 'package.module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # any import-time failure: name the module and the cause
+        raise RegistryError(
+            f"strategy {spec!r}: cannot import module {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise RegistryError(f"strategy {spec!r}: module {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise RegistryError(f"strategy {spec!r}: {attr!r} is not callable ({type(obj).__name__})")
+    return obj
+
+
+def check_params(fn: Callable[..., Any], params: Mapping[str, Any], where: str) -> None:
+    """Check ``params`` against ``fn(prices, **params)``'s signature (skipped if it takes **kwargs)."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins without a signature: cannot check
+        return
+    parameters = list(sig.parameters.values())
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return
+    positional = [
+        p for p in parameters
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    if not positional and not any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters):
+        raise RegistryError(f"{where}: strategy takes no positional 'prices' argument {sig}")
+    first = positional[0].name if positional else None
+    accepted = [
+        p.name for p in parameters
+        if p.name != first
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    ]
+    unknown = [k for k in params if k not in accepted]
+    if unknown:
+        raise RegistryError(f"{where}: unknown param(s) {unknown!r}; the strategy accepts {accepted!r}")
+    missing = [
+        p.name for p in parameters
+        if p.name != first
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        and p.default is inspect.Parameter.empty
+        and p.name not in params
+    ]
+    if missing:
+        raise RegistryError(f"{where}: missing required param(s) {missing!r}")
+
+
+def validate_universe(profile: SleeveProfile, prices: pd.DataFrame) -> tuple[str, ...]:
+    """Return the sleeve's tickers (``None`` = every price column); RegistryError if any is missing."""
+    available = [str(c) for c in prices.columns]
+    if profile.universe is None:
+        return tuple(available)
+    known = set(available)
+    missing = [t for t in profile.universe if t not in known]
+    if missing:
+        raise RegistryError(
+            f"sleeve {profile.name!r}: universe ticker(s) {missing!r} not in the price data "
+            f"({len(available)} tickers available)"
+        )
+    return profile.universe
+
+
+def _read_registry_text(path: str | os.PathLike[str] | None) -> tuple[str, str]:
+    if path is None:
+        env = os.environ.get(SLEEVES_ENV_VAR)
+        if env is not None and env.strip():
+            path = env
+    if path is None:
+        resource = importlib.resources.files("quant_meta_assets").joinpath("data/sleeves.yaml")
+        return resource.read_text(encoding="utf-8"), "bundled quant_meta_assets/data/sleeves.yaml"
+    file = Path(path)
+    label = f"registry file {str(file)!r}"
+    try:
+        return file.read_text(encoding="utf-8"), label
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RegistryError(f"{label} cannot be read: {type(exc).__name__}: {exc}") from exc
+
+
+def _sleeve_lines(text: str) -> list[int | None]:
+    """1-based line of each ``sleeves:`` entry (for messages); best effort."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return []
+    if not isinstance(root, yaml.MappingNode):
+        return []
+    for key, value in root.value:
+        if isinstance(key, yaml.ScalarNode) and key.value == "sleeves" and isinstance(value, yaml.SequenceNode):
+            return [item.start_mark.line + 1 for item in value.value]
+    return []
+
+
+def load_registry(path: str | os.PathLike[str] | None = None) -> list[SleeveProfile]:
+    """Load, validate and return the sleeves in file order. Every error names the file and sleeve."""
+    text, label = _read_registry_text(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RegistryError(f"{label}: YAML syntax error{where}: {problem}") from exc
+    if data is None:
+        raise RegistryError(f"{label} is empty: expected a mapping with a 'sleeves:' list")
+    if not isinstance(data, dict):
+        raise RegistryError(f"{label}: top level must be a mapping with 'sleeves:', got {type(data).__name__}")
+    unknown_top = sorted(str(k) for k in data if k not in _TOP_KEYS)
+    if unknown_top:
+        raise RegistryError(f"{label}: unknown top-level key(s) {unknown_top!r}; allowed {sorted(_TOP_KEYS)}")
+
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise RegistryError(f"{label}: 'defaults' must be a mapping, got {type(defaults).__name__}")
+    unknown_def = sorted(str(k) for k in defaults if k not in _DEFAULT_KEYS)
+    if unknown_def:
+        raise RegistryError(f"{label}: unknown key(s) {unknown_def!r} in 'defaults'; allowed {sorted(_DEFAULT_KEYS)}")
+
+    sleeves = data.get("sleeves")
+    if sleeves is None or (isinstance(sleeves, list) and not sleeves):
+        raise RegistryError(f"{label}: no sleeves (the 'sleeves:' list is missing or empty)")
+    if not isinstance(sleeves, list):
+        raise RegistryError(f"{label}: 'sleeves' must be a list, got {type(sleeves).__name__}")
+
+    lines = _sleeve_lines(text)
+    profiles: list[SleeveProfile] = []
+    seen: dict[str, str] = {}
+    for i, entry in enumerate(sleeves):
+        line = lines[i] if i < len(lines) else None
+        at = f"{label}, sleeve #{i + 1}" + (f" (line {line})" if line else "")
+        if not isinstance(entry, dict):
+            raise RegistryError(f"{at}: each sleeve must be a mapping, got {type(entry).__name__}")
+        raw_name = entry.get("name")
+        if raw_name is not None:
+            at = f"{label}, sleeve {raw_name!r}" + (f" (line {line})" if line else "")
+        unknown = sorted(str(k) for k in entry if k not in _SLEEVE_KEYS)
+        if unknown:
+            raise RegistryError(f"{at}: unknown key(s) {unknown!r}; allowed {sorted(_SLEEVE_KEYS)}")
+        for required in ("name", "strategy"):
+            if required not in entry:
+                raise RegistryError(f"{at}: missing required key {required!r}")
+        try:
+            name = validate_sleeve_name(raw_name)
+        except RegistryError as exc:
+            raise RegistryError(f"{at}: {exc}") from None
+        if name in seen:
+            raise RegistryError(f"{at}: duplicate sleeve name {name!r} (first defined at {seen[name]})")
+        seen[name] = f"line {line}" if line else f"sleeve #{i + 1}"
+
+        merged = {**defaults, **entry}
+        universe = merged.get("universe")
+        if universe is not None and not isinstance(universe, list):
+            raise RegistryError(f"{at}: 'universe' must be a list of ticker strings, got {type(universe).__name__}")
+        params = merged.get("params")
+        if params is None:
+            params = {}
+        try:
+            profile = SleeveProfile(
+                name=name,
+                strategy=merged["strategy"],
+                universe=tuple(universe) if universe is not None else None,
+                params=params,
+                rebalance=merged.get("rebalance", "monthly"),
+                cost_bps=merged.get("cost_bps", 0.0),
+                timeout_s=merged.get("timeout_s", DEFAULT_TIMEOUT_S),
+                max_retries=merged.get("max_retries", DEFAULT_MAX_RETRIES),
+            )
+            fn = resolve_strategy(profile.strategy)
+            check_params(fn, profile.params, f"strategy {profile.strategy!r}")
+        except RegistryError as exc:
+            raise RegistryError(f"{at}: {exc}") from exc
+        profiles.append(profile)
+    return profiles

@@ -1,0 +1,211 @@
+"""Built-in sleeve strategies: ``fn(prices, **params) -> target weights (dates x tickers)``.
+
+Conventions shared by every built-in:
+
+* **Causality.** The weight row dated ``t`` uses prices up to and including ``t`` only: every
+  signal is a trailing ``rolling``/``shift`` computation. The sleeve engine then trades at the
+  close of ``t`` and earns from ``t + 1``.
+* **Output dates.** A weight row is returned for every date on which the signal is defined
+  (after the warm-up lookback); the engine samples the last row at or before each rebalance
+  date. ``min_variance`` is the exception: it is solved only on month-end dates (the last date
+  of each calendar month present in the index) to stay fast.
+* **Prices** follow the strict policy of :mod:`quant_meta_assets.prices` (finite and > 0
+  everywhere, no "not listed yet" NaN), so every ticker is available on every date.
+* **Weights.** Long-only and summing to 1, except ``trend_vol_target`` which is long/flat with
+  a gross exposure ``<= max_leverage`` (the rest is cash earning 0).
+* **Ties** in rankings are broken by column order (``rank(method="first")``), so results are
+  deterministic.
+
+Bad parameter values raise :class:`RegistryError` (they come from the sleeve registry); a
+lookback longer than the history raises :class:`PriceDataError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from quant_meta_assets.errors import RegistryError
+from quant_meta_assets.prices import check_lookback, period_ends
+
+TRADING_DAYS = 252
+
+__all__ = [
+    "BUILTIN_STRATEGIES",
+    "equal_weight",
+    "low_volatility",
+    "min_variance",
+    "momentum_12_1",
+    "short_term_reversal",
+    "trend_vol_target",
+]
+
+
+def _positive_int(name: str, value: object, strategy: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise RegistryError(f"{strategy}: parameter {name!r} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _positive_float(name: str, value: object, strategy: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not (
+        np.isfinite(value) and value > 0
+    ):
+        raise RegistryError(f"{strategy}: parameter {name!r} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _daily_returns(prices: pd.DataFrame) -> pd.DataFrame:
+    """Simple returns on the full price index (first row NaN), so rolling windows stay aligned."""
+    return prices / prices.shift(1) - 1.0
+
+
+def _top_n_equal_weight(score: pd.DataFrame, top_n: int, largest: bool) -> pd.DataFrame:
+    """Equal weight on the ``top_n`` best scores per row; rows with no defined score are dropped."""
+    score = score.dropna(how="all")
+    ranks = score.rank(axis=1, ascending=not largest, method="first")
+    chosen = (ranks <= top_n).astype("float64")
+    return chosen.div(chosen.sum(axis=1), axis=0)
+
+
+def momentum_12_1(
+    prices: pd.DataFrame, lookback: int = 252, skip: int = 21, top_n: int = 5
+) -> pd.DataFrame:
+    """Cross-sectional 12-1 momentum: equal weight on the ``top_n`` best ``P[t-skip]/P[t-lookback]-1``.
+
+    Defaults: 252-day formation period, skipping the most recent 21 days (short-term reversal),
+    top 5 of the universe. First weight row: the ``lookback``-th row after the start.
+    """
+    lookback = _positive_int("lookback", lookback, "momentum_12_1")
+    top_n = _positive_int("top_n", top_n, "momentum_12_1")
+    if isinstance(skip, bool) or not isinstance(skip, (int, np.integer)) or not 0 <= skip < lookback:
+        raise RegistryError(f"momentum_12_1: parameter 'skip' must be an integer in [0, lookback), got {skip!r}")
+    check_lookback(prices, lookback, "momentum_12_1 lookback")
+    score = prices.shift(int(skip)) / prices.shift(lookback) - 1.0
+    return _top_n_equal_weight(score, top_n, largest=True)
+
+
+def short_term_reversal(prices: pd.DataFrame, lookback: int = 5, top_n: int = 5) -> pd.DataFrame:
+    """Short-term reversal: equal weight on the ``top_n`` worst trailing ``lookback``-day returns."""
+    lookback = _positive_int("lookback", lookback, "short_term_reversal")
+    top_n = _positive_int("top_n", top_n, "short_term_reversal")
+    check_lookback(prices, lookback, "short_term_reversal lookback")
+    score = prices / prices.shift(lookback) - 1.0
+    return _top_n_equal_weight(score, top_n, largest=False)
+
+
+def low_volatility(prices: pd.DataFrame, lookback: int = 63, top_n: int | None = 5) -> pd.DataFrame:
+    """Low volatility: the ``top_n`` lowest trailing-vol assets, weighted by inverse volatility.
+
+    Volatility is the std (ddof=1) of the last ``lookback`` daily returns. ``top_n=None`` holds
+    every asset (plain inverse-vol). An asset with zero trailing vol is skipped on that date.
+    """
+    lookback = _positive_int("lookback", lookback, "low_volatility")
+    if lookback < 2:
+        raise RegistryError(f"low_volatility: parameter 'lookback' must be >= 2, got {lookback!r}")
+    n = prices.shape[1]
+    top_n = n if top_n is None else _positive_int("top_n", top_n, "low_volatility")
+    check_lookback(prices, lookback, "low_volatility lookback")
+    vol = _daily_returns(prices).rolling(lookback, min_periods=lookback).std(ddof=1)
+    vol = vol.where(vol > 0).dropna(how="all")
+    ranks = vol.rank(axis=1, ascending=True, method="first")
+    inv = (1.0 / vol).where(ranks <= top_n, 0.0).fillna(0.0)
+    return inv.div(inv.sum(axis=1), axis=0)
+
+
+def trend_vol_target(
+    prices: pd.DataFrame,
+    lookback: int = 252,
+    vol_lookback: int = 63,
+    target_vol: float = 0.10,
+    max_leverage: float = 1.0,
+) -> pd.DataFrame:
+    """Time-series trend with per-asset volatility targeting, long/flat.
+
+    Asset ``i`` is held when its trailing ``lookback``-day return is > 0, at weight
+    ``(target_vol / sigma_i) / N`` where ``sigma_i`` is its annualised (sqrt 252) trailing
+    ``vol_lookback``-day volatility and ``N`` the number of tickers (each asset gets an equal
+    slice of the risk budget). If the gross exposure exceeds ``max_leverage`` the row is scaled
+    down to exactly ``max_leverage``; otherwise the rest is cash (earning 0). An asset with zero
+    trailing vol is not held.
+    """
+    lookback = _positive_int("lookback", lookback, "trend_vol_target")
+    vol_lookback = _positive_int("vol_lookback", vol_lookback, "trend_vol_target")
+    if vol_lookback < 2:
+        raise RegistryError(f"trend_vol_target: parameter 'vol_lookback' must be >= 2, got {vol_lookback!r}")
+    target_vol = _positive_float("target_vol", target_vol, "trend_vol_target")
+    max_leverage = _positive_float("max_leverage", max_leverage, "trend_vol_target")
+    check_lookback(prices, max(lookback, vol_lookback), "trend_vol_target lookback")
+
+    trend = prices / prices.shift(lookback) - 1.0
+    sigma = _daily_returns(prices).rolling(vol_lookback, min_periods=vol_lookback).std(ddof=1)
+    sigma = sigma * np.sqrt(TRADING_DAYS)
+    defined = trend.notna().all(axis=1) & sigma.notna().all(axis=1)
+    trend, sigma = trend[defined], sigma[defined]
+    n = prices.shape[1]
+    hold = (trend > 0) & (sigma > 0)
+    raw = (target_vol / sigma.where(hold)).fillna(0.0) / n
+    gross = raw.sum(axis=1)
+    scale = np.minimum(1.0, max_leverage / gross.where(gross > 0, np.inf))
+    return raw.mul(scale, axis=0)
+
+
+def _min_variance_weights(cov: np.ndarray) -> np.ndarray:
+    """Exact long-only minimum variance: argmin w'Cw s.t. sum w = 1, w >= 0.
+
+    KKT: C w = lam 1 + nu, nu >= 0, nu'w = 0, lam = w'Cw > 0. With x = w / lam this is exactly
+    the KKT system of min_{x >= 0} x'Cx - 2 1'x = ||L'x - L^{-1} 1||^2 + const (C = L L'),
+    a non-negative least squares problem solved exactly by Lawson-Hanson; then w = x / sum x.
+    """
+    from scipy.linalg import cholesky, solve_triangular
+    from scipy.optimize import nnls
+
+    lower = cholesky(cov, lower=True)
+    b = solve_triangular(lower, np.ones(cov.shape[0]), lower=True)
+    x, _ = nnls(lower.T, b, maxiter=50 * cov.shape[0])
+    return x / x.sum()
+
+
+def min_variance(prices: pd.DataFrame, lookback: int = 252) -> pd.DataFrame:
+    """Long-only minimum variance on a Ledoit-Wolf covariance of the trailing ``lookback`` returns.
+
+    Solved exactly (NNLS reformulation of the KKT conditions, see ``_min_variance_weights``) on
+    month-end dates only, from the first month end with ``lookback`` returns available.
+    """
+    from sklearn.covariance import ledoit_wolf
+
+    lookback = _positive_int("lookback", lookback, "min_variance")
+    if lookback < 2:
+        raise RegistryError(f"min_variance: parameter 'lookback' must be >= 2, got {lookback!r}")
+    check_lookback(prices, lookback, "min_variance lookback")
+    rets = _daily_returns(prices).to_numpy()
+    positions = np.flatnonzero(prices.index.isin(period_ends(prices.index, "monthly")))
+    positions = positions[positions >= lookback]  # rows 1..pos hold returns; need `lookback` of them
+    rows = []
+    for pos in positions:
+        window = rets[pos - lookback + 1 : pos + 1]
+        cov, _ = ledoit_wolf(window * 100.0)  # percent returns: better conditioned, same argmin
+        rows.append(_min_variance_weights(cov))
+    return pd.DataFrame(
+        np.asarray(rows, dtype="float64").reshape(len(rows), prices.shape[1]),
+        index=prices.index[positions],
+        columns=prices.columns,
+    )
+
+
+def equal_weight(prices: pd.DataFrame) -> pd.DataFrame:
+    """1/N over every ticker, on every date."""
+    n = prices.shape[1]
+    return pd.DataFrame(1.0 / n, index=prices.index, columns=prices.columns, dtype="float64")
+
+
+BUILTIN_STRATEGIES: dict[str, Callable[..., pd.DataFrame]] = {
+    "momentum_12_1": momentum_12_1,
+    "short_term_reversal": short_term_reversal,
+    "low_volatility": low_volatility,
+    "trend_vol_target": trend_vol_target,
+    "min_variance": min_variance,
+    "equal_weight": equal_weight,
+}

@@ -1,0 +1,170 @@
+"""registry: YAML loading, every refusal, sleeve-name safety, strategy resolution."""
+
+from __future__ import annotations
+
+import pickle
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from quant_meta_assets.errors import RegistryError
+from quant_meta_assets.registry import (
+    SLEEVES_ENV_VAR,
+    SleeveProfile,
+    load_registry,
+    resolve_strategy,
+    validate_sleeve_name,
+    validate_universe,
+)
+from quant_meta_assets.strategies import BUILTIN_STRATEGIES, momentum_12_1
+
+
+@pytest.fixture(autouse=True)
+def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SLEEVES_ENV_VAR, raising=False)
+
+
+def _write(tmp_path: Path, body: str, name: str = "reg.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def _raises(path: Path, *needles: str) -> str:
+    with pytest.raises(RegistryError) as info:
+        load_registry(path)
+    msg = str(info.value)
+    for needle in (path.name, *needles):
+        assert needle in msg, (needle, msg)
+    return msg
+
+
+def test_bundled_default_registry() -> None:
+    profiles = load_registry()
+    assert [p.name for p in profiles] == [
+        "momentum_12_1", "short_term_reversal", "low_volatility",
+        "trend_vol_target", "min_variance", "equal_weight",
+    ]
+    assert {p.strategy for p in profiles} == set(BUILTIN_STRATEGIES)
+    assert all(5 <= p.cost_bps <= 10 and p.timeout_s > 0 and p.max_retries >= 0 for p in profiles)
+    assert pickle.loads(pickle.dumps(profiles)) == profiles
+    assert len({hash(p) for p in profiles}) == len(profiles)
+
+
+def test_defaults_merge_order_and_env_var(tmp_path, monkeypatch) -> None:
+    path = _write(tmp_path, """
+        defaults: {timeout_s: 12, max_retries: 3, cost_bps: 7, rebalance: weekly}
+        sleeves:
+          - {name: zeta, strategy: equal_weight}
+          - {name: alpha, strategy: momentum_12_1, params: {top_n: 3}, cost_bps: 0, universe: [AAPL, MSFT]}
+    """)
+    monkeypatch.setenv(SLEEVES_ENV_VAR, str(path))
+    zeta, alpha = load_registry()
+    assert (zeta.name, alpha.name) == ("zeta", "alpha")  # file order kept
+    assert (zeta.timeout_s, zeta.max_retries, zeta.cost_bps, zeta.rebalance) == (12.0, 3, 7.0, "weekly")
+    assert alpha.cost_bps == 0.0 and alpha.params == {"top_n": 3} and alpha.universe == ("AAPL", "MSFT")
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path) -> None:
+    path = _write(tmp_path, "sleeves:\n  - name: a\n    strategy: [equal_weight\n  - name: b\n")
+    _raises(path, "YAML syntax error", "line ")
+    msg = _raises(path)
+    assert any(f"line {n}" in msg for n in (3, 4, 5))
+
+
+@pytest.mark.parametrize(
+    ("body", "needles"),
+    [
+        ("", ["empty"]),
+        ("defaults: {timeout_s: 1}\n", ["no sleeves"]),
+        ("sleeves: []\n", ["no sleeves"]),
+        ("- a\n- b\n", ["top level must be a mapping"]),
+        ("sleeves:\n  - {name: a, strategy: equal_weight}\n  - {name: a, strategy: equal_weight}\n",
+         ["duplicate sleeve name 'a'", "line 3", "line 2"]),
+        ("sleeves:\n  - {name: '../x', strategy: equal_weight}\n", ["'../x'", "invalid sleeve name"]),
+        ("sleeves:\n  - {name: 'a b', strategy: equal_weight}\n", ["'a b'"]),
+        ("sleeves:\n  - {name: 'é', strategy: equal_weight}\n", ["'é'"]),
+        (f"sleeves:\n  - {{name: {'a' * 65}, strategy: equal_weight}}\n", ["a" * 65, "1-64"]),
+        ("sleeves:\n  - {name: 12, strategy: equal_weight}\n", ["12", "must be a string"]),
+        ("sleeves:\n  - {name: a, strategy: equal_weight, colour: red}\n", ["'a'", "unknown key", "colour"]),
+        ("sleeves:\n  - {name: a}\n", ["'a'", "missing required key 'strategy'"]),
+        ("sleeves:\n  - {name: a, strategy: nope}\n", ["'a'", "unknown built-in strategy 'nope'", "equal_weight"]),
+        ("sleeves:\n  - {name: a, strategy: 'no_such_pkg.mod:fn'}\n",
+         ["'a'", "no_such_pkg.mod", "ModuleNotFoundError"]),
+        ("sleeves:\n  - {name: a, strategy: 'quant_meta_assets.strategies:nope'}\n", ["'a'", "no attribute 'nope'"]),
+        ("sleeves:\n  - {name: a, strategy: 'quant_meta_assets.strategies:TRADING_DAYS'}\n", ["not callable"]),
+        ("sleeves:\n  - {name: a, strategy: momentum_12_1, params: {topn: 3}}\n",
+         ["'a'", "unknown param", "topn", "top_n", "lookback"]),
+        ("sleeves:\n  - {name: a, strategy: equal_weight, cost_bps: -1}\n", ["'a'", "cost_bps", "-1"]),
+        ("sleeves:\n  - {name: a, strategy: equal_weight, rebalance: hourly}\n", ["'a'", "rebalance", "hourly"]),
+        ("sleeves:\n  - {name: a, strategy: equal_weight, timeout_s: 0}\n", ["'a'", "timeout_s"]),
+        ("sleeves:\n  - {name: a, strategy: equal_weight, max_retries: -1}\n", ["'a'", "max_retries"]),
+        ("sleeves:\n  - {name: a, strategy: equal_weight, universe: AAPL}\n", ["'a'", "universe"]),
+        ("sleeves:\n  - {name: a, strategy: equal_weight, universe: [AAPL, 3]}\n", ["'a'", "universe", "3"]),
+        ("defaults: {colour: red}\nsleeves:\n  - {name: a, strategy: equal_weight}\n", ["defaults", "colour"]),
+    ],
+)
+def test_bad_registry_is_refused(tmp_path, body: str, needles: list[str]) -> None:
+    _raises(_write(tmp_path, body), *needles)
+
+
+def test_params_not_checked_when_strategy_takes_kwargs(tmp_path) -> None:
+    path = _write(tmp_path, """
+        sleeves:
+          - {name: a, strategy: 'quant_meta_assets_tests.unit.test_registry:kwargs_strategy', params: {x: 1}}
+    """)
+    (profile,) = load_registry(path)
+    assert profile.params == {"x": 1}
+
+
+def kwargs_strategy(prices: pd.DataFrame, **params: object) -> pd.DataFrame:
+    return prices.iloc[:1] * 0 + 1.0 / prices.shape[1]
+
+
+def test_resolve_strategy() -> None:
+    assert resolve_strategy("momentum_12_1") is momentum_12_1
+    assert resolve_strategy("quant_meta_assets.strategies:momentum_12_1") is momentum_12_1
+    with pytest.raises(RegistryError, match="known built-ins"):
+        resolve_strategy("momentum")
+    with pytest.raises(RegistryError, match="no_such_pkg"):
+        resolve_strategy("no_such_pkg.mod:fn")
+
+
+def test_validate_universe_names_missing_tickers() -> None:
+    prices = pd.DataFrame({"AAPL": [1.0], "MSFT": [2.0]}, index=pd.DatetimeIndex(["2021-01-04"], name="date"))
+    assert validate_universe(SleeveProfile(name="s", strategy="equal_weight"), prices) == ("AAPL", "MSFT")
+    profile = SleeveProfile(name="s", strategy="equal_weight", universe=("AAPL", "ZZZZ", "YYY"))
+    with pytest.raises(RegistryError, match=r"sleeve 's'.*\['ZZZZ', 'YYY'\]"):
+        validate_universe(profile, prices)
+
+
+def test_profile_validates_on_construction_and_is_hashable() -> None:
+    with pytest.raises(RegistryError, match="cost_bps"):
+        SleeveProfile(name="s", strategy="equal_weight", cost_bps=-0.5)
+    with pytest.raises(RegistryError, match="invalid sleeve name"):
+        SleeveProfile(name="a/b", strategy="equal_weight")
+    p = SleeveProfile(name="s", strategy="equal_weight", params={"a": [1]})
+    assert hash(p) == hash(SleeveProfile(name="s", strategy="equal_weight", params={"b": 2}))
+
+
+@pytest.mark.parametrize("name", ["", "../x", "a b", "é", "a" * 65, "a/b", "a\\b", ".", "..", "a.b", "x\n", None, 3, b"ab"])
+def test_validate_sleeve_name_refuses(name: object) -> None:
+    with pytest.raises(RegistryError) as info:
+        validate_sleeve_name(name)
+    assert repr(name) in str(info.value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=80), st.from_regex(r"[A-Za-z0-9_.\-/]{0,70}", fullmatch=True)))
+def test_validated_names_stay_direct_children_of_root(name: str) -> None:
+    root = Path("sleeve_root").resolve()
+    try:
+        ok = validate_sleeve_name(name)
+    except RegistryError:
+        return
+    target = (root / ok).resolve()
+    assert target.parent == root and target.name == ok
