@@ -56,6 +56,7 @@ __all__ = [
     "DEFAULT_TIMEOUT_S",
     "SLEEVES_ENV_VAR",
     "SleeveProfile",
+    "check_params",
     "load_registry",
     "resolve_strategy",
     "validate_sleeve_name",
@@ -71,7 +72,7 @@ def validate_sleeve_name(name: object) -> str:
     if not isinstance(name, str):
         raise RegistryError(
             f"invalid sleeve name {name!r}: must be a string ({SLEEVE_NAME_RULE}), "
-            f"got {type(name).__name__}"
+            f"got {type(name).__name__} (quote it in YAML: names like 0123, yes, on are not strings)"
         )
     if SLEEVE_NAME_PATTERN.fullmatch(name) is None:
         raise RegistryError(f"invalid sleeve name {name!r}: must be {SLEEVE_NAME_RULE}")

@@ -135,7 +135,12 @@ def simulate(target_weights: pd.DataFrame, asset_returns: pd.DataFrame, cost_bps
     rets = asset_returns
     days = rets.index
     n_days, n_assets = rets.shape
+    foreign = [c for c in target_weights.columns if c not in set(rets.columns)]
+    if foreign:
+        raise StrategyOutputError(f"simulate: target weights for ticker(s) {foreign!r} with no returns")
     targets = target_weights.reindex(columns=rets.columns, fill_value=0.0).astype("float64")
+    if not np.isfinite(targets.to_numpy()).all():
+        raise StrategyOutputError("simulate: target weights must be finite (validate_target_weights first)")
     if not targets.index.is_monotonic_increasing or targets.index.has_duplicates:
         raise StrategyOutputError("simulate: target weight dates must be sorted and unique")
     # first day each target earns: the first return date strictly after the decision date

@@ -98,6 +98,25 @@ def test_weight_dated_d_never_earns_r_of_d(prices) -> None:
     assert (sim.returns.dropna() < 1.0).all()
 
 
+def test_simulate_refuses_unknown_tickers_and_nan(prices) -> None:
+    rets = asset_returns(prices)
+    with pytest.raises(StrategyOutputError, match="ZZZ"):
+        simulate(pd.DataFrame({"ZZZ": [1.0]}, index=prices.index[:1]), rets, 0.0)
+    with pytest.raises(StrategyOutputError, match="finite"):
+        simulate(pd.DataFrame({"A": [np.nan]}, index=prices.index[:1]), rets, 0.0)
+
+
+def test_simulate_is_fast_on_real_data(real_prices) -> None:
+    import time
+
+    rets = asset_returns(real_prices)
+    daily = pd.DataFrame(1.0 / 20, index=real_prices.index, columns=real_prices.columns)
+    t0 = time.perf_counter()
+    sim = simulate(daily, rets, 5.0)
+    assert time.perf_counter() - t0 < 0.5
+    assert sim.returns.notna().all()
+
+
 def test_rebalance_dates() -> None:
     idx = pd.bdate_range("2021-01-01", "2021-04-15")
     assert list(rebalance_dates(idx, "monthly").strftime("%m-%d")) == ["01-29", "02-26", "03-31", "04-15"]
@@ -178,3 +197,16 @@ def test_default_sleeves_on_real_data(real_prices, profile: SleeveProfile) -> No
     assert rec["costs"].sum() == pytest.approx(rec["turnover"].sum() * profile.cost_bps / 1e4)
     assert -0.5 < live.mean() * 252 < 1.0  # plausible annualised return
     assert rec["runtime_s"] < 5.0
+
+
+def test_domain_core_imports_neither_dagster_nor_ray() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, quant_meta_assets.sleeve_engine, quant_meta_assets.strategies;"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('dagster', 'ray'));"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
