@@ -1,0 +1,521 @@
+"""Walk-forward meta-optimizer: estimation windows, method dispatch, fallback chain, validation.
+
+Walk-forward contract (ARCHITECTURE.md): rebalance rows are ``lookback-1, lookback-1+every, ...``
+(0-based positions in ``returns.index``); the weights dated ``d`` are estimated from the
+``lookback`` rows ending at ``d`` inclusive and apply from the next row (the caller applies them).
+
+Per-rebalance policies (recorded in the ``notes`` diagnostic):
+
+* **NaN window**: a sleeve with any NaN in the window is *inactive*: weight exactly 0, its bounds
+  are dropped, the remaining (active) sleeves carry the budget. Bounds/group caps are re-checked on
+  the active set; if they are then infeasible, InfeasibleConstraintsError names the date and the
+  inactive sleeves (no fallback can help: every fallback must honour the same bounds).
+* **Zero variance**: a sleeve whose window variance is 0 (or below 1e-14 x the largest variance)
+  carries no risk information; it is treated like a NaN sleeve (inactive, weight 0).
+* **Non-PSD / singular covariance**: the covariance is scaled to unit mean variance
+  (``s = trace/k``) and its eigenvalues are clipped at ``1e-10`` (relative to that mean);
+  ``psd_repaired`` is True when anything was clipped (negative eigenvalues from an estimator, or
+  a singular matrix, e.g. more sleeves than rows). ``condition_number`` is cond(Sigma) *before*
+  repair (``inf`` when singular).
+* **Scaling**: solvers see Sigma/s and mu/s (or (mu - rf)/max|mu - rf|); weights are invariant.
+* **risk_free_rate** is annual and converted to daily as ``rf / 252`` (simple).
+* **turnover** is two-sided, ``sum |w - w_prev|``, against the previous rebalance's weights
+  (first rebalance: unconstrained, no penalty). ``turnover_penalty`` is in annualised objective
+  units (``252 w'Sigma w + p * turnover`` for min_variance, ``252 (mu'w - lambda/2 w'Sigma w) -
+  p * turnover`` for mean_variance) and is only defined for those two methods.
+
+Closed-form methods (equal_weight, inverse_vol, hrp) that violate a constraint are replaced by
+the Euclidean projection of their weights onto the feasible set (exact water-filling when only
+bounds bind, a Clarabel QP with groups/turnover); status ``projected``.
+
+``objective`` diagnostic (at the returned weights, for the method that produced them):
+min_variance: annualised variance (+ penalty); mean_variance: annualised utility (- penalty);
+max_sharpe: annualised Sharpe ratio; max_diversification: diversification ratio;
+risk_parity: max_i |RC_i - b_i|; equal_weight / inverse_vol / hrp / previous_weights:
+annualised variance.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from quant_meta_assets.meta.optimize.constraints import (
+    ActiveConstraints,
+    ConstraintSet,
+    build_constraints,
+    check_bounds_feasible,
+    project_box,
+)
+from quant_meta_assets.meta.optimize.errors import (
+    InfeasibleConstraintsError,
+    InsufficientHistoryError,
+    OptimizationError,
+    OptimizerConfigError,
+)
+from quant_meta_assets.meta.optimize.estimators import (
+    COVARIANCES,
+    EXPECTED_RETURNS,
+    estimate_covariance,
+    estimate_expected_returns,
+    ewma_weights,
+)
+from quant_meta_assets.meta.optimize.hrp import hrp_weights
+from quant_meta_assets.meta.optimize.methods import (
+    CvxProblem,
+    SolveOutcome,
+    nnls_direction,
+    risk_parity_newton,
+)
+
+PERIODS_PER_YEAR = 252
+METHODS = (
+    "equal_weight",
+    "inverse_vol",
+    "min_variance",
+    "risk_parity",
+    "max_sharpe",
+    "mean_variance",
+    "max_diversification",
+    "hrp",
+)
+FALLBACKS = ("previous_weights", *METHODS)
+PENALTY_METHODS = ("min_variance", "mean_variance")
+EIG_FLOOR = 1e-10
+ZERO_VAR_REL = 1e-14
+FAST_TOL = 1e-12
+
+DIAGNOSTIC_COLUMNS = [
+    "method",
+    "solver",
+    "status",
+    "solve_time_s",
+    "objective",
+    "condition_number",
+    "psd_repaired",
+    "fallback_used",
+    "fallback_reason",
+    "attempts",
+    "n_active_sleeves",
+    "weights_from",
+    "notes",
+]
+
+
+@dataclass
+class OptimizationResult:
+    """Plain, picklable result: rebalance-date x sleeve weights and one diagnostics row per date."""
+
+    weights: pd.DataFrame
+    diagnostics: pd.DataFrame
+
+
+@dataclass
+class _Window:
+    active: np.ndarray  # bool over all sleeves
+    X: np.ndarray  # window of the active sleeves
+    cov: np.ndarray  # daily covariance (repaired, unscaled)
+    scale: float
+    sigma: np.ndarray  # scaled covariance (mean variance 1), repaired
+    chol: np.ndarray | None  # lower Cholesky factor of sigma
+    cond: float
+    repaired: bool
+    notes: list[str]
+    mu: np.ndarray | None = None
+
+
+class _Attempt(Exception):
+    """An attempt failed; carries the status and the reason."""
+
+    def __init__(self, status: str, detail: str, solver: str = "", dt: float = 0.0) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.solver = solver
+        self.dt = dt
+
+
+def _validate_returns(returns: pd.DataFrame) -> np.ndarray:
+    if not isinstance(returns, pd.DataFrame):
+        raise OptimizerConfigError(f"returns must be a pandas DataFrame, got {type(returns).__name__}")
+    if returns.shape[1] == 0:
+        raise OptimizerConfigError("returns has no sleeve columns")
+    if not returns.columns.is_unique:
+        dup = sorted(map(str, returns.columns[returns.columns.duplicated()]))
+        raise OptimizerConfigError(f"returns has duplicate sleeve columns {dup}")
+    if not returns.index.is_unique or not returns.index.is_monotonic_increasing:
+        raise OptimizerConfigError("returns index must be sorted ascending and unique")
+    try:
+        R = returns.to_numpy(dtype=float, na_value=np.nan)
+    except (TypeError, ValueError) as exc:
+        raise OptimizerConfigError(f"returns must be numeric: {exc}") from exc
+    bad = np.isinf(R)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise OptimizerConfigError(
+            f"returns has an infinite value for sleeve {returns.columns[c]!r} on {returns.index[r]}"
+        )
+    return R
+
+
+class _Engine:
+    def __init__(self, *, sleeves, cs: ConstraintSet, covariance, halflife, expected_returns,
+                 risk_aversion, risk_budget, risk_free_rate, solver, lookback):
+        self.sleeves = sleeves
+        self.cs = cs
+        self.covariance = covariance
+        self.halflife = halflife
+        self.expected_returns = expected_returns
+        self.risk_aversion = risk_aversion
+        self.risk_budget = risk_budget
+        self.rf_daily = risk_free_rate / PERIODS_PER_YEAR
+        self.solver = solver
+        self.problems: dict[tuple, CvxProblem] = {}
+        self.ew = (
+            ewma_weights(lookback, halflife)
+            if "ewma" in (covariance, expected_returns)
+            else None
+        )
+
+    # ------------------------------------------------------------ estimation
+    def window(self, Xfull: np.ndarray) -> _Window:
+        notes: list[str] = []
+        active = ~np.isnan(Xfull).any(axis=0)
+        if not active.all():
+            notes.append("inactive (NaN in window): " + ", ".join(self.sleeves[i] for i in np.flatnonzero(~active)))
+        X = Xfull[:, active]
+        if X.shape[1]:
+            var = X.var(axis=0, ddof=1)
+            vmax = float(var.max())
+            zero = (var <= ZERO_VAR_REL * vmax) | (var <= 0)
+            if zero.any():
+                idx = np.flatnonzero(active)[zero]
+                notes.append("inactive (zero variance): " + ", ".join(self.sleeves[i] for i in idx))
+                active = active.copy()
+                active[idx] = False
+                X = X[:, ~zero]
+        k = X.shape[1]
+        if k == 0:
+            return _Window(active, X, np.zeros((0, 0)), 1.0, np.zeros((0, 0)), None, math.nan, False, notes)
+        cov = estimate_covariance(X, self.covariance, self.halflife, self.ew)
+        scale = float(np.trace(cov)) / k
+        sigma = cov / scale
+        repaired = False
+        chol = None
+        evals = np.linalg.eigvalsh(sigma)
+        lmin, lmax = float(evals[0]), float(evals[-1])
+        cond = lmax / lmin if lmin > 0 else math.inf
+        if lmin < EIG_FLOOR:
+            lam, V = np.linalg.eigh(sigma)
+            lam_c = np.maximum(lam, EIG_FLOOR)
+            sigma = (V * lam_c) @ V.T
+            sigma = (sigma + sigma.T) * 0.5
+            repaired = True
+            kind = "negative" if lmin < -1e-12 else "near-zero"
+            notes.append(f"covariance repaired: {int((lam < EIG_FLOOR).sum())} {kind} eigenvalue(s) clipped to {EIG_FLOOR:g} x mean variance")
+        try:
+            chol = np.linalg.cholesky(sigma)
+        except np.linalg.LinAlgError:
+            chol = None
+        return _Window(active, X, sigma * scale, scale, sigma, chol, cond, repaired, notes)
+
+    def mu(self, win: _Window) -> np.ndarray:
+        if win.mu is None:
+            win.mu = estimate_expected_returns(win.X, self.expected_returns, self.halflife, self.ew)
+        return win.mu
+
+    def factor(self, win: _Window) -> np.ndarray:
+        if win.chol is not None:
+            return win.chol
+        lam, V = np.linalg.eigh(win.sigma)
+        return V * np.sqrt(np.maximum(lam, 0.0))
+
+    def budget(self, win: _Window) -> np.ndarray:
+        if self.risk_budget is None:
+            k = int(win.active.sum())
+            return np.full(k, 1.0 / k)
+        b = self.risk_budget[win.active]
+        return b / b.sum()
+
+    # ------------------------------------------------------------ solving
+    def cvx(self, method, cons, win, vec, w_prev, t_budget, penalty) -> SolveOutcome:
+        use_t = t_budget is not None
+        use_p = penalty > 0 and w_prev is not None and method in PENALTY_METHODS
+        key = (method, cons.key(), use_t, use_p)
+        prob = self.problems.get(key)
+        if prob is None:
+            prob = CvxProblem(method, cons, use_t, use_p, self.risk_aversion,
+                              self.budget(win) if method == "risk_parity" else None)
+            self.problems[key] = prob
+        return prob.solve(self.factor(win), vec, w_prev, t_budget, penalty if use_p else 0.0, self.solver)
+
+    def project(self, target, cons, win, w_prev, t_budget, solver_label) -> tuple[np.ndarray, str, str]:
+        if not cons.violations(target, w_prev, t_budget, tol=FAST_TOL):
+            return target, "closed_form", solver_label
+        if cons.box_only and t_budget is None:
+            return project_box(target, cons.lb, cons.ub), "projected", f"{solver_label}+waterfill"
+        out = self.cvx("projection", cons, win, target, w_prev, t_budget, 0.0)
+        if out.weights is None:
+            raise _Attempt(out.status, f"projection onto the constraints failed: {out.detail}", out.solver, out.solve_time_s)
+        return out.weights, "projected", f"{solver_label}+{out.solver}"
+
+    def run_method(self, method, cons, win, w_prev, t_budget, penalty) -> tuple[np.ndarray, str, str]:
+        """Return (weights over active sleeves, status, solver label) or raise _Attempt."""
+        k = cons.k
+        sigma = win.sigma
+        if method == "equal_weight":
+            return self.project(np.full(k, 1.0 / k), cons, win, w_prev, t_budget, "closed_form")
+        if method == "inverse_vol":
+            iv = 1.0 / np.sqrt(np.diag(win.cov))
+            return self.project(iv / iv.sum(), cons, win, w_prev, t_budget, "closed_form")
+        if method == "hrp":
+            w = hrp_weights(win.cov, cons.lb, cons.ub)
+            return self.project(w, cons, win, w_prev, t_budget, "hrp")
+        use_pen = penalty > 0 and w_prev is not None and method in PENALTY_METHODS
+        vec = None
+        fast: np.ndarray | None = None
+        fast_label = ""
+        if method == "min_variance":
+            if not use_pen:
+                x = nnls_direction(sigma, np.ones(k), win.chol)
+                if x is not None and x.sum() > 0:
+                    fast, fast_label = x / x.sum(), "nnls-active-set"
+        elif method in ("max_sharpe", "max_diversification"):
+            if method == "max_sharpe":
+                a = self.mu(win) - self.rf_daily
+                if not np.any(a > 0):
+                    raise _Attempt(
+                        "infeasible",
+                        f"no sleeve has expected return above the risk-free rate "
+                        f"(max daily mu - rf = {float(a.max()):.3g})",
+                        "precheck",
+                    )
+                vec = a / float(np.abs(a).max())
+            else:
+                vec = np.sqrt(np.diag(sigma))
+            x = nnls_direction(sigma, vec, win.chol)
+            if x is not None and x.sum() > 0:
+                fast, fast_label = x / x.sum(), "nnls-active-set"
+        elif method == "mean_variance":
+            vec = self.mu(win) / win.scale
+        elif method == "risk_parity":
+            w = risk_parity_newton(sigma, self.budget(win))
+            if w is not None:
+                fast, fast_label = w, "newton"
+        else:  # pragma: no cover
+            raise OptimizerConfigError(f"unknown method {method!r}")
+        if fast is not None and not cons.violations(fast, w_prev, t_budget, tol=FAST_TOL):
+            return fast, "optimal", fast_label
+        out = self.cvx(method, cons, win, vec, w_prev, t_budget, penalty)
+        if out.weights is None:
+            raise _Attempt(out.status, out.detail, out.solver, out.solve_time_s)
+        return out.weights, out.status, out.solver
+
+    def objective(self, method, w, win, w_prev, penalty) -> float:
+        cov = win.cov
+        var = float(w @ cov @ w)
+        to = float(np.abs(w - w_prev).sum()) if w_prev is not None else 0.0
+        pen = penalty if (w_prev is not None and method in PENALTY_METHODS) else 0.0
+        if method == "min_variance":
+            return PERIODS_PER_YEAR * var + pen * to
+        if method == "mean_variance":
+            return PERIODS_PER_YEAR * (float(self.mu(win) @ w) - 0.5 * self.risk_aversion * var) - pen * to
+        if method == "max_sharpe":
+            return float((self.mu(win) - self.rf_daily) @ w) / math.sqrt(var) * math.sqrt(PERIODS_PER_YEAR)
+        if method == "max_diversification":
+            return float(np.sqrt(np.diag(cov)) @ w) / math.sqrt(var)
+        if method == "risk_parity":
+            rc = w * (cov @ w) / var
+            return float(np.max(np.abs(rc - self.budget(win))))
+        return PERIODS_PER_YEAR * var
+
+
+def _resolve_budget(risk_budget, sleeves) -> np.ndarray | None:
+    if risk_budget is None:
+        return None
+    unknown = sorted(set(risk_budget) - set(sleeves))
+    if unknown:
+        raise OptimizerConfigError(f"risk_budget names unknown sleeves {unknown}; sleeves are {list(sleeves)}")
+    missing = [s for s in sleeves if s not in risk_budget]
+    if missing:
+        raise OptimizerConfigError(f"risk_budget has no budget for sleeves {missing}")
+    b = np.array([float(risk_budget[s]) for s in sleeves])
+    bad = [s for s, v in zip(sleeves, b, strict=True) if not (np.isfinite(v) and v > 0)]
+    if bad:
+        raise OptimizerConfigError(f"risk_budget must be finite and > 0; not for sleeves {bad}")
+    return b / b.sum()
+
+
+def optimize_meta_weights(
+    returns: pd.DataFrame,
+    method: str = "risk_parity",
+    lookback: int = 252,
+    rebalance_every: int = 21,
+    min_weight: float | Mapping[str, float] = 0.0,
+    max_weight: float | Mapping[str, float] = 1.0,
+    covariance: str = "sample",
+    halflife: float | None = None,
+    expected_returns: str = "historical",
+    risk_aversion: float = 1.0,
+    risk_budget: Mapping[str, float] | None = None,
+    groups: Mapping[str, str] | None = None,
+    group_caps: Mapping[str, float] | None = None,
+    max_turnover: float | None = None,
+    turnover_penalty: float = 0.0,
+    risk_free_rate: float = 0.0,
+    fallback: Sequence[str] = ("previous_weights", "equal_weight"),
+    solver: str = "CLARABEL",
+) -> OptimizationResult:
+    """Walk-forward meta-weights; see the module docstring for the contract and policies."""
+    if method not in METHODS:
+        raise OptimizerConfigError(f"unknown method {method!r}; known: {list(METHODS)}")
+    if isinstance(fallback, str):
+        fallback = (fallback,)
+    unknown_fb = [f for f in fallback if f not in FALLBACKS]
+    if unknown_fb:
+        raise OptimizerConfigError(f"unknown fallback entries {unknown_fb}; known: {list(FALLBACKS)}")
+    if covariance not in COVARIANCES:
+        raise OptimizerConfigError(f"unknown covariance estimator {covariance!r}; known: {list(COVARIANCES)}")
+    if expected_returns not in EXPECTED_RETURNS:
+        raise OptimizerConfigError(
+            f"unknown expected_returns {expected_returns!r}; known: {list(EXPECTED_RETURNS)}"
+        )
+    if "ewma" in (covariance, expected_returns) and (halflife is None or not halflife > 0):
+        raise OptimizerConfigError(f"covariance/expected_returns 'ewma' needs halflife > 0, got {halflife!r}")
+    if not (isinstance(lookback, int | np.integer) and lookback >= 2):
+        raise OptimizerConfigError(f"lookback must be an integer >= 2, got {lookback!r}")
+    if not (isinstance(rebalance_every, int | np.integer) and rebalance_every >= 1):
+        raise OptimizerConfigError(f"rebalance_every must be an integer >= 1, got {rebalance_every!r}")
+    if not (np.isfinite(risk_aversion) and risk_aversion > 0):
+        raise OptimizerConfigError(f"risk_aversion must be > 0, got {risk_aversion!r}")
+    if not np.isfinite(risk_free_rate):
+        raise OptimizerConfigError(f"risk_free_rate must be finite, got {risk_free_rate!r}")
+    if turnover_penalty and method not in PENALTY_METHODS:
+        raise OptimizerConfigError(
+            f"turnover_penalty={turnover_penalty} is only defined for {list(PENALTY_METHODS)}, not {method!r}"
+        )
+    if risk_budget is not None and "risk_parity" not in (method, *fallback):
+        raise OptimizerConfigError(f"risk_budget is only used by risk_parity, not {method!r}")
+    import cvxpy as cp
+
+    if solver.upper() not in cp.installed_solvers():
+        raise OptimizerConfigError(f"solver {solver!r} is not installed; installed: {cp.installed_solvers()}")
+    R = _validate_returns(returns)
+    sleeves = tuple(str(c) for c in returns.columns)
+    n_rows = R.shape[0]
+    if lookback > n_rows:
+        raise InsufficientHistoryError(
+            f"lookback={lookback} rows needed but returns has only {n_rows} rows: no rebalance date"
+        )
+    cs = build_constraints(sleeves, min_weight, max_weight, groups, group_caps, max_turnover, turnover_penalty)
+    budget = _resolve_budget(risk_budget, sleeves)
+    eng = _Engine(
+        sleeves=sleeves, cs=cs, covariance=covariance, halflife=halflife,
+        expected_returns=expected_returns, risk_aversion=float(risk_aversion), risk_budget=budget,
+        risk_free_rate=float(risk_free_rate), solver=solver.upper(), lookback=lookback,
+    )
+    rows = list(range(lookback - 1, n_rows, rebalance_every))
+    n = len(sleeves)
+    W = np.zeros((len(rows), n))
+    diags: list[dict] = []
+    prev: np.ndarray | None = None
+    chain = (method, *fallback)
+    for j, r in enumerate(rows):
+        date = returns.index[r]
+        t_start = time.perf_counter()
+        win = eng.window(R[r - lookback + 1 : r + 1])
+        active = win.active
+        if not active.any():
+            raise OptimizationError(
+                f"rebalance {date}: no active sleeve (every sleeve has NaN or zero variance in the "
+                f"{lookback}-row window); notes: {'; '.join(win.notes)}"
+            )
+        cons = cs.subset(active)
+        if not active.all():
+            try:
+                check_bounds_feasible(cons.names, cons.lb, cons.ub, cons.groups)
+            except InfeasibleConstraintsError as exc:
+                raise InfeasibleConstraintsError(
+                    f"rebalance {date}: with inactive sleeves pinned to 0 ({'; '.join(win.notes)}): {exc}"
+                ) from exc
+        w_prev = prev[active] if prev is not None else None
+        t_budget = None
+        if prev is not None and cs.max_turnover is not None:
+            t_budget = cs.max_turnover - float(np.abs(prev[~active]).sum())
+        penalty = cs.turnover_penalty / (PERIODS_PER_YEAR * win.scale) if prev is not None else 0.0
+        attempts: list[str] = []
+        primary_status = None
+        chosen = None
+        for name in chain:
+            t0 = time.perf_counter()
+            try:
+                if name == "previous_weights":
+                    if prev is None:
+                        raise _Attempt("unavailable", "no previous weights at the first rebalance")
+                    if np.any(prev[~active] != 0):
+                        raise _Attempt("invalid", "previous weights hold inactive sleeves")
+                    w, status, label = prev[active].copy(), "previous_weights", "none"
+                else:
+                    if t_budget is not None and t_budget < -1e-12:
+                        raise _Attempt(
+                            "infeasible",
+                            f"max_turnover={cs.max_turnover:g} cannot even liquidate the now-inactive "
+                            f"sleeves (turnover {float(np.abs(prev[~active]).sum()):.6g})",  # type: ignore[index]
+                            "precheck",
+                        )
+                    w, status, label = eng.run_method(name, cons, win, w_prev, t_budget, penalty)
+                w = cons.clean(w)
+                bad = cons.violations(w, w_prev, t_budget)
+                if bad:
+                    raise _Attempt("invalid", "validation failed: " + "; ".join(bad), label)
+            except _Attempt as a:
+                if primary_status is None:
+                    primary_status = a.status
+                solver_txt = f" [{a.solver}]" if a.solver else ""
+                attempts.append(f"{name}{solver_txt}: {a.status} ({a.detail})")
+                continue
+            dt = time.perf_counter() - t0
+            if primary_status is None:
+                primary_status = status
+            attempts.append(f"{name} [{label}]: {status} ({dt:.4f}s)")
+            chosen = (name, w, status, label)
+            break
+        if chosen is None:
+            raise OptimizationError(
+                f"rebalance {date}: every attempt of the chain {list(chain)} failed: " + "; ".join(attempts)
+            )
+        name, w, status, label = chosen
+        full = np.zeros(n)
+        full[active] = w
+        W[j] = full
+        prev = full
+        fb_used = name != method
+        diags.append(
+            {
+                "date": date,
+                "method": method,
+                "solver": label,
+                "status": primary_status,
+                "solve_time_s": time.perf_counter() - t_start,
+                "objective": eng.objective(name, w, win, w_prev, cs.turnover_penalty),
+                "condition_number": win.cond,
+                "psd_repaired": bool(win.repaired),
+                "fallback_used": bool(fb_used),
+                "fallback_reason": attempts[0] if fb_used else None,
+                "attempts": "; ".join(attempts),
+                "n_active_sleeves": int(active.sum()),
+                "weights_from": name,
+                "notes": "; ".join(win.notes) if win.notes else None,
+            }
+        )
+    index = returns.index[rows]
+    weights = pd.DataFrame(W, index=index, columns=returns.columns)
+    diagnostics = pd.DataFrame(diags).set_index("date")
+    diagnostics.index.name = index.name
+    diagnostics = diagnostics[DIAGNOSTIC_COLUMNS]
+    return OptimizationResult(weights=weights, diagnostics=diagnostics)

@@ -1,0 +1,132 @@
+"""Covariance and expected-return estimators for one estimation window (numpy only).
+
+Every estimator takes a window ``X`` of shape ``(T, k)`` (rows = days, no NaN) of daily simple
+returns and returns *daily* moments; the engine scales them for the solvers.
+
+Covariance
+    ``sample``       unbiased sample covariance (``ddof=1``), the walk-forward contract's default.
+    ``ledoit_wolf``  Ledoit-Wolf shrinkage towards ``mu * I``; identical to
+                     ``sklearn.covariance.LedoitWolf().fit(X).covariance_`` (which shrinks the
+                     maximum-likelihood, ``ddof=0``, covariance).
+    ``oas``          Oracle Approximating Shrinkage; identical to ``sklearn.covariance.OAS``.
+    ``ewma``         exponentially weighted: weight ``0.5 ** ((T-1-t) / halflife)`` on row ``t``
+                     (the newest row has weight 1), normalised to sum 1, weighted mean removed,
+                     bias-corrected by ``1 / (1 - sum(w**2))`` (the reliability-weights analogue of
+                     ``ddof=1``; equals ``pandas ... .ewm(halflife=h).cov(bias=False)`` on the last
+                     row, and tends to the sample covariance as ``halflife -> inf``).
+
+Expected returns
+    ``historical``   arithmetic mean of the window.
+    ``ewma``         the same exponential weights, normalised (``ewm(halflife=h).mean()``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from quant_meta_assets.meta.optimize.errors import OptimizerConfigError
+
+COVARIANCES = ("sample", "ledoit_wolf", "oas", "ewma")
+EXPECTED_RETURNS = ("historical", "ewma")
+
+
+def ewma_weights(n_rows: int, halflife: float) -> np.ndarray:
+    """Normalised EWMA weights for ``n_rows`` rows, oldest first (the newest row weighs most)."""
+    if halflife is None or not np.isfinite(halflife) or halflife <= 0:
+        raise OptimizerConfigError(f"ewma needs a finite halflife > 0, got halflife={halflife!r}")
+    age = np.arange(n_rows - 1, -1, -1, dtype=float)
+    w = 0.5 ** (age / float(halflife))
+    return w / w.sum()
+
+
+def sample_covariance(X: np.ndarray) -> np.ndarray:
+    n = X.shape[0]
+    if n < 2:
+        raise OptimizerConfigError(f"the sample covariance needs at least 2 rows, got {n}")
+    Xc = X - X.mean(axis=0)
+    cov = Xc.T @ Xc / (n - 1)
+    return (cov + cov.T) * 0.5
+
+
+def _mle_covariance(Xc: np.ndarray) -> np.ndarray:
+    cov = Xc.T @ Xc / Xc.shape[0]
+    return (cov + cov.T) * 0.5
+
+
+def ledoit_wolf_covariance(X: np.ndarray) -> np.ndarray:
+    """scikit-learn's ``ledoit_wolf`` (assume_centered=False) without the block loop."""
+    n, p = X.shape
+    Xc = X - X.mean(axis=0)
+    emp = _mle_covariance(Xc)
+    if p == 1:
+        return emp
+    X2 = Xc**2
+    emp_cov_trace = X2.sum(axis=0) / n
+    mu = emp_cov_trace.sum() / p
+    beta_ = np.sum(X2.T @ X2)
+    delta_ = np.sum((Xc.T @ Xc) ** 2) / n**2
+    beta = 1.0 / (p * n) * (beta_ / n - delta_)
+    delta = (delta_ - 2.0 * mu * emp_cov_trace.sum() + p * mu**2) / p
+    beta = min(beta, delta)
+    shrinkage = 0.0 if beta == 0 else beta / delta
+    out = (1.0 - shrinkage) * emp
+    out.flat[:: p + 1] += shrinkage * mu
+    return out
+
+
+def oas_covariance(X: np.ndarray) -> np.ndarray:
+    """scikit-learn's ``oas`` (assume_centered=False)."""
+    n, p = X.shape
+    Xc = X - X.mean(axis=0)
+    emp = _mle_covariance(Xc)
+    if p == 1:
+        return emp
+    alpha = np.mean(emp**2)
+    mu = np.trace(emp) / p
+    num = alpha + mu**2
+    den = (n + 1) * (alpha - mu**2 / p)
+    shrinkage = 1.0 if den == 0 else min(num / den, 1.0)
+    out = (1.0 - shrinkage) * emp
+    out.flat[:: p + 1] += shrinkage * mu
+    return out
+
+
+def ewma_covariance(X: np.ndarray, halflife: float, weights: np.ndarray | None = None) -> np.ndarray:
+    w = ewma_weights(X.shape[0], halflife) if weights is None else weights
+    m = w @ X
+    D = X - m
+    cov = (D * w[:, None]).T @ D
+    corr = 1.0 - float(w @ w)
+    if corr <= 0:
+        raise OptimizerConfigError(
+            f"ewma covariance with halflife={halflife} leaves no effective observations"
+        )
+    cov /= corr
+    return (cov + cov.T) * 0.5
+
+
+def estimate_covariance(
+    X: np.ndarray, method: str, halflife: float | None = None, weights: np.ndarray | None = None
+) -> np.ndarray:
+    if method == "sample":
+        return sample_covariance(X)
+    if method == "ledoit_wolf":
+        return ledoit_wolf_covariance(X)
+    if method == "oas":
+        return oas_covariance(X)
+    if method == "ewma":
+        return ewma_covariance(X, halflife, weights)  # type: ignore[arg-type]
+    raise OptimizerConfigError(f"unknown covariance estimator {method!r}; known: {list(COVARIANCES)}")
+
+
+def estimate_expected_returns(
+    X: np.ndarray, method: str, halflife: float | None = None, weights: np.ndarray | None = None
+) -> np.ndarray:
+    if method == "historical":
+        return X.mean(axis=0)
+    if method == "ewma":
+        w = ewma_weights(X.shape[0], halflife) if weights is None else weights  # type: ignore[arg-type]
+        return w @ X
+    raise OptimizerConfigError(
+        f"unknown expected-returns estimator {method!r}; known: {list(EXPECTED_RETURNS)}"
+    )
