@@ -1,0 +1,360 @@
+"""meta.report: ``build_report`` — metrics, forensics, plots and one self-contained HTML file.
+
+Nothing is written until every number, table and figure has been computed and the
+reconciliations have been judged: a failing reconciliation raises ``ReconciliationError``
+before any file exists (unless ``raise_on_failure=False``, then the report says FAILED loudly).
+``report.html`` and ``summary.json`` are each written atomically (temp file + ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import html as _html
+import json
+import os
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from quant_meta_assets import metrics as M
+from quant_meta_assets.errors import ReconciliationError, StageInputError
+from quant_meta_assets.report import forensics as F
+from quant_meta_assets.report import html as H
+from quant_meta_assets.report import plots as P
+from quant_meta_assets.report import portfolio as PF
+from quant_meta_assets.report.summary import build_summary
+
+REPORT_CONVENTIONS: dict[str, str] = {
+    "meta_return": "Meta daily return = sum_s m_s(t) r_s(t): held (drifting) meta-weights times sleeve "
+    "NET returns, on the live days (from the row after the first meta rebalance). Meta-weights dated "
+    "d apply from the next row. No cost is charged at the meta level.",
+    "drift": "Between meta rebalances m_s(t+1) = m_s(t)(1 + r_s(t)) / (1 + sum m r); reset to the "
+    "target on the row after each rebalance.",
+    "equal_weight_meta": "Benchmark: 1/N of the sleeves, rebalanced on the SAME dates as the meta and "
+    "drifting in between exactly like the meta (not daily fixed-mix).",
+    "sp500": "Benchmark: S&P 500 index price returns (no dividends), simple daily P_t/P_{t-1} - 1.",
+    "metric_window": "Every portfolio's metrics are computed on the meta's live date range.",
+    "meta_turnover": "Meta turnover = two-sided sleeve-level reallocation sum_s |target_s - drifted m_s| "
+    "at each meta rebalance, including the initial allocation from cash (= 1). Sleeve turnover is the "
+    "sleeve's own two-sided asset turnover per rebalance inside the live range.",
+    "reconciliation_identity": "Sleeve returns are net of costs, asset weights earn gross: "
+    "sum_i a_i R_i - sum_s m_s cost_s == sum_s m_s r_s, checked daily.",
+    "attribution": "Contribution = sum_t W(t-1) x daily contribution (W = meta wealth before day t, "
+    "W = 1 at the start), so contributions add up exactly to the compounded total return; "
+    "'arithmetic' is the plain sum of daily contributions. Asset contributions are gross; "
+    "sleeve costs are one negative line.",
+    "risk_contribution": "RC_i = w_i (Sigma w)_i / (w' Sigma w), sums to 1. Ex-ante: target weights at "
+    "each rebalance, Sigma = sample covariance (ddof=1) of the trailing window of sleeve returns "
+    "ending on the rebalance date inclusive. Ex-post: RC at the average held weights with the realised "
+    "covariance, and the exact realised split cov(m_s r_s, r_meta)/var(r_meta).",
+}
+
+FIGURE_IDS = ("cumulative", "drawdowns", "meta_weights", "risk_contributions", "correlation",
+              "latest_exposures", "exposures_over_time", "turnover")
+
+
+def _as_frame_weights(mapping: Mapping[str, pd.DataFrame], sleeves) -> dict[str, pd.DataFrame]:
+    missing = [s for s in sleeves if s not in mapping]
+    if missing:
+        raise StageInputError(f"meta.report needs the daily weights of sleeves {missing}")
+    return {s: mapping[s] for s in sleeves}
+
+
+def _fail_message(failed: pd.DataFrame) -> str:
+    parts = [
+        f"{row.check}: max |diff| = {H.fmt_sci(row.max_abs_diff)} > tolerance {row.tolerance:.1e} "
+        f"at {row.where}"
+        for row in failed.itertuples()
+    ]
+    return "reconciliation failed — " + "; ".join(parts)
+
+
+def build_report(
+    *,
+    sleeve_returns: pd.DataFrame,
+    meta_weights: pd.DataFrame,
+    diagnostics: pd.DataFrame | None,
+    flatten,
+    sleeve_weights: Mapping[str, pd.DataFrame],
+    sleeve_costs: Mapping[str, pd.Series],
+    sleeve_turnover: Mapping[str, pd.Series],
+    asset_returns: pd.DataFrame,
+    benchmark: pd.Series | pd.DataFrame | None,
+    lineage: Mapping[str, Mapping] | None,
+    previous: Mapping | None,
+    output_dir: os.PathLike | str,
+    risk_free_rate: float = 0.0,
+    tolerance: float = 1e-10,
+    raise_on_failure: bool = True,
+    mar: float = 0.0,
+    risk_window: int | None = None,
+    title: str = "Meta-portfolio report",
+) -> dict:
+    """Build the report; see the module docstring and ``REPORT_CONVENTIONS``.
+
+    ``risk_window`` (rows of the trailing covariance for ex-ante risk contributions) defaults to
+    the optimizer's lookback as implied by the contract: the first rebalance row is ``lookback-1``.
+    """
+    if meta_weights.empty:
+        raise StageInputError("meta.report: meta-weights are empty")
+    sleeves = list(meta_weights.columns)
+    missing = [s for s in sleeves if s not in sleeve_returns.columns]
+    if missing:
+        raise StageInputError(f"meta.report: meta-weights name sleeves without returns: {missing}")
+    sleeve_returns = sleeve_returns[sleeves].astype(float)
+    weights_by_sleeve = _as_frame_weights(sleeve_weights, sleeves)
+
+    # --- the meta and its comparison portfolios on the live days ---------------------------
+    recomputed_held, meta_turnover = PF.drifted_weights(meta_weights, sleeve_returns)
+    live = recomputed_held.index
+    held = flatten.meta_weights_daily.reindex(index=live, columns=sleeves)
+    meta_returns = PF.portfolio_returns(held, sleeve_returns).rename("meta")
+    ew_held, ew_turnover = PF.drifted_weights(PF.equal_weight_targets(meta_weights), sleeve_returns)
+    portfolios = {"meta": meta_returns, "equal_weight_meta": PF.portfolio_returns(ew_held, sleeve_returns)}
+    if benchmark is not None:
+        portfolios["sp500"] = PF.benchmark_returns(benchmark, live)
+    for s in sleeves:
+        portfolios[s] = sleeve_returns.loc[live, s]
+    returns_frame = pd.DataFrame(portfolios)
+    start, end = live[0], live[-1]
+    in_range = {s: pd.Series(sleeve_turnover.get(s), dtype=float).loc[start:end] for s in sleeves
+                if sleeve_turnover.get(s) is not None}
+    turnover = {"meta": meta_turnover, "equal_weight_meta": ew_turnover, **in_range}
+    metrics = M.performance_table(returns_frame, turnover, risk_free_rate=risk_free_rate, mar=mar)
+
+    # --- forensics ---------------------------------------------------------------------------
+    asset_weights = flatten.asset_weights.reindex(live)
+    reconciliations = F.reconcile(
+        meta_weights=meta_weights, meta_weights_daily=flatten.meta_weights_daily,
+        recomputed_meta_weights_daily=recomputed_held, sleeve_returns=sleeve_returns,
+        asset_weights=flatten.asset_weights, asset_returns=asset_returns, exposure=flatten.exposure,
+        sleeve_weights=weights_by_sleeve, sleeve_costs=sleeve_costs, tolerance=tolerance,
+    )
+    attribution = F.attribution(
+        meta_returns=meta_returns, meta_weights_daily=held, sleeve_returns=sleeve_returns,
+        asset_weights=asset_weights, asset_returns=asset_returns, sleeve_costs=sleeve_costs,
+    )
+    reconciliations = pd.concat(
+        [reconciliations, F.attribution_checks(attribution, meta_returns, tolerance)], ignore_index=True
+    )
+    failed = reconciliations[~reconciliations["passed"]]
+    if len(failed) and raise_on_failure:
+        raise ReconciliationError(_fail_message(failed))
+
+    window = risk_window or int(sleeve_returns.index.get_loc(meta_weights.index[0])) + 1
+    window = max(window, 2)
+    risk = {
+        "ex_ante": F.ex_ante_risk_contributions(meta_weights, sleeve_returns, window),
+        "ex_post": F.ex_post_risk_contributions(held, sleeve_returns),
+        "window": window,
+    }
+
+    generated_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    latest_target = meta_weights.iloc[-1].rename(meta_weights.index[-1])
+    summary = build_summary(
+        metrics=metrics, reconciliations=reconciliations, latest_meta_weights=held.iloc[-1],
+        latest_target_weights=latest_target, latest_asset_weights=asset_weights.iloc[-1].fillna(0.0),
+        generated_at=generated_at,
+    )
+    changes = F.what_changed(summary, previous)
+    conventions = {**M.CONVENTIONS, **REPORT_CONVENTIONS,
+                   "risk_free_rate_used": f"rf = {risk_free_rate:.4%} per year; MAR = {mar:.4%} per year",
+                   "risk_window_used": f"{window} trading days",
+                   "reconciliation_tolerance": f"{tolerance:.1e} absolute"}
+
+    # --- figures and HTML (still in memory) ---------------------------------------------------
+    figures = {
+        "cumulative": P.cumulative_returns(returns_frame, sleeves),
+        "drawdowns": P.drawdowns(returns_frame, sleeves),
+        "meta_weights": P.meta_weights_area(held, meta_weights.index),
+        "risk_contributions": P.risk_contributions_over_time(risk["ex_ante"]),
+        "correlation": P.correlation_heatmap(returns_frame[sleeves]),
+        "latest_exposures": P.latest_exposures(asset_weights),
+        "exposures_over_time": P.exposures_over_time(asset_weights, flatten.exposure.reindex(live)),
+        "turnover": P.turnover_per_rebalance(turnover, sleeves),
+    }
+    document = _render(
+        title=title, metrics=metrics, reconciliations=reconciliations, attribution=attribution,
+        risk=risk, diagnostics=diagnostics, lineage=lineage, changes=changes, conventions=conventions,
+        figures=figures, summary=summary, previous=previous, live=live, sleeves=sleeves,
+        tolerance=tolerance,
+    )
+    summary_text = json.dumps(summary, indent=2, allow_nan=False)
+
+    # --- write (atomically, only now) ---------------------------------------------------------
+    out_dir = Path(output_dir)
+    html_path = H.write_atomic(out_dir / "report.html", document)
+    H.write_atomic(out_dir / "summary.json", summary_text)
+
+    return {
+        "metrics": metrics,
+        "meta_returns": meta_returns,
+        "portfolio_returns": returns_frame,
+        "html": str(html_path),
+        "summary_path": str(out_dir / "summary.json"),
+        "reconciliations": reconciliations,
+        "reconciled": bool(reconciliations["passed"].all()),
+        "attribution": attribution,
+        "risk_contributions": risk,
+        "summary": summary,
+        "changes": changes,
+        "conventions": conventions,
+        "figures": list(figures),
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# rendering
+# ------------------------------------------------------------------------------------------------
+
+_METRIC_FORMATS = {
+    **{c: H.fmt_pct for c in ("cagr", "ann_vol", "max_drawdown", "var_95", "cvar_95", "hit_rate",
+                              "best_day", "worst_day", "turnover")},
+    **{c: H.fmt_num for c in ("sharpe", "sortino", "calmar", "skew", "excess_kurtosis")},
+    "n_days": lambda x: f"{int(x):,}",
+}
+
+
+def _tone(x: float) -> str:
+    return "" if not np.isfinite(x) else ("neg" if x < 0 else "pos")
+
+
+def _render(*, title, metrics, reconciliations, attribution, risk, diagnostics, lineage, changes,
+            conventions, figures, summary, previous, live, sleeves, tolerance) -> str:
+    meta = metrics.loc["meta"]
+    reconciled = bool(reconciliations["passed"].all())
+    max_diff = summary["max_reconciliation_diff"]
+    if reconciled:
+        banner = (f'<div class="banner ok">All {len(reconciliations)} reconciliations passed '
+                  f"(largest difference {H.fmt_sci(max_diff)} &le; tolerance {tolerance:.0e}).</div>")
+    else:
+        failed = reconciliations[~reconciliations["passed"]]
+        banner = ('<div class="banner bad">RECONCILIATION FAILED — the numbers in this report do not '
+                  "reconcile: " + _html.escape(_fail_message(failed)) + "</div>")
+    cards = "".join([
+        H.card("CAGR", H.fmt_pct(meta["cagr"]), "compounded, 252 d/yr", _tone(meta["cagr"])),
+        H.card("Sharpe", H.fmt_num(meta["sharpe"]), f"rf {conventions['risk_free_rate_used'].split(';')[0][5:]}"),
+        H.card("Volatility", H.fmt_pct(meta["ann_vol"]), "annualised, ddof=1"),
+        H.card("Max drawdown", H.fmt_pct(meta["max_drawdown"]), "compounded wealth", "neg"),
+        H.card("Calmar", H.fmt_num(meta["calmar"]), "CAGR / |MDD|"),
+        H.card("CVaR 95%", H.fmt_pct(meta["cvar_95"]), "1-day, loss > 0"),
+        H.card("Max recon. diff", H.fmt_sci(max_diff), "PASS" if reconciled else "FAIL",
+               "pos" if reconciled else "neg"),
+    ])
+
+    def fig(name: str) -> str:
+        return H.figure_div(figures[name], f"fig-{name}")
+
+    order = ["meta", "equal_weight_meta", "sp500", *sleeves]
+    metrics_view = metrics.loc[[n for n in order if n in metrics.index]]
+    perf = (
+        H.note(f"All portfolios on the meta's live range {live[0].date()} – {live[-1].date()} "
+               f"({len(live):,} trading days). VaR/CVaR are positive loss numbers; max drawdown is negative.")
+        + H.table(metrics_view, _METRIC_FORMATS, row_class=lambda k, r: "meta" if k == "meta" else "")
+        + fig("cumulative") + fig("drawdowns")
+    )
+    ex_post = risk["ex_post"]
+    allocation = (
+        fig("meta_weights") + fig("risk_contributions")
+        + '<div class="grid2"><div>'
+        + "<h3>Ex-post risk contributions over the live period</h3>"
+        + H.table(ex_post, {"avg_weight": H.fmt_pct, "ann_vol": H.fmt_pct, "rc_avg_weights": H.fmt_pct,
+                            "rc_realised": H.fmt_pct}, scroll=False)
+        + H.note(f"Ex-ante uses a trailing {risk['window']}-day covariance at each rebalance.")
+        + "<h3>Latest meta-weights</h3>"
+        + H.table(pd.DataFrame({"held (latest day)": pd.Series(summary["latest_meta_weights"]),
+                                "target (latest rebalance)": pd.Series(summary["latest_target_weights"])},
+                               ).rename_axis("sleeve"),
+                  {"held (latest day)": H.fmt_pct, "target (latest rebalance)": H.fmt_pct}, scroll=False)
+        + "</div><div>" + fig("correlation") + "</div></div>"
+    )
+    assets = fig("latest_exposures") + fig("exposures_over_time")
+    by_asset = attribution["by_asset"]
+    attr = (
+        H.note("Contribution = sum_t W(t-1) x daily contribution; the rows add up to the compounded total "
+               f"return of the meta ({H.fmt_pct(float(attribution['by_sleeve']['contribution'].sum()))}).")
+        + '<div class="grid2"><div><h3>By sleeve</h3>'
+        + H.table(attribution["by_sleeve"], {c: H.fmt_pct for c in attribution["by_sleeve"].columns}, scroll=False)
+        + "</div><div><h3>By asset (gross) and costs</h3>"
+        + H.table(by_asset, {c: H.fmt_pct for c in by_asset.columns})
+        + "</div></div>"
+    )
+    turnover_sec = fig("turnover")
+    forensics = "<h3>Reconciliations</h3>" + H.table(
+        reconciliations,
+        {"max_abs_diff": H.fmt_sci, "tolerance": lambda x: f"{x:.0e}",
+         "passed": lambda x: "PASS" if x else "FAIL"},
+        index=False, text_columns=("description",),
+        cell_class=lambda c, v: ("pass" if v else "fail") if c == "passed" else "",
+        scroll=False,
+    )
+    forensics += "<h3>Optimizer diagnostics per rebalance</h3>" + _diagnostics_table(diagnostics)
+    forensics += "<h3>Lineage per sleeve</h3>" + _lineage_table(lineage, sleeves)
+    forensics += "<h3>What changed since the previous report</h3>" + _changes_html(changes, previous)
+    conv = pd.DataFrame({"convention": list(conventions.values())},
+                        index=pd.Index(list(conventions.keys()), name="item"))
+    conventions_sec = H.table(conv, text_columns=("convention",), scroll=False)
+
+    sections = [
+        H.section("performance", "Performance", perf),
+        H.section("allocation", "Allocation & risk", allocation),
+        H.section("assets", "Look-through asset exposures", assets),
+        H.section("attribution", "Return attribution", attr),
+        H.section("turnover", "Turnover", turnover_sec),
+        H.section("forensics", "Forensics", forensics),
+        H.section("conventions", "Conventions", conventions_sec),
+    ]
+    nav = [("performance", "Performance"), ("allocation", "Allocation & risk"), ("assets", "Exposures"),
+           ("attribution", "Attribution"), ("turnover", "Turnover"), ("forensics", "Forensics"),
+           ("conventions", "Conventions")]
+    subtitle = (f"{len(sleeves)} sleeves · live {live[0].date()} – {live[-1].date()} · "
+                f"generated {summary['generated_at']}")
+    return H.page(title=title, subtitle=subtitle, banner=banner, cards=cards, nav=nav, sections=sections,
+                  footer="Self-contained report: plotly.js is embedded; opens offline.")
+
+
+def _diagnostics_table(diagnostics: pd.DataFrame | None) -> str:
+    if diagnostics is None or len(diagnostics) == 0:
+        return H.note("No optimizer diagnostics were given.")
+    frame = diagnostics.copy()
+    if frame.index.name is None:
+        frame.index.name = "rebalance"
+    flag_cols = [c for c in frame.columns if any(k in str(c).lower() for k in ("fallback", "status"))]
+
+    def flag(col, value) -> str:
+        if col not in flag_cols or value is None or (isinstance(value, float) and np.isnan(value)):
+            return ""
+        text = str(value).lower()
+        return "" if text in ("", "optimal", "ok", "success", "none", "false", "0") else "flag"
+
+    n_flag = int(sum(bool(flag(c, v)) for c in flag_cols for v in frame[c]))
+    return (H.note(f"{len(frame)} rebalances; {n_flag} flagged cells (fallbacks / non-optimal status) "
+                   "highlighted.") + H.table(frame, cell_class=flag))
+
+
+def _lineage_table(lineage: Mapping[str, Mapping] | None, sleeves) -> str:
+    if not lineage:
+        return H.note("No lineage was given.")
+    frame = pd.DataFrame.from_dict({s: dict(v) for s, v in lineage.items()}, orient="index")
+    frame.index.name = "sleeve"
+    missing = [s for s in sleeves if s not in frame.index]
+    note = H.note(f"No lineage for sleeves {missing}.") if missing else ""
+    return note + H.table(frame, scroll=False)
+
+
+def _changes_html(changes: Mapping[str, pd.DataFrame], previous: Mapping | None) -> str:
+    if not previous:
+        return H.note("No previous report summary was given: nothing to compare.")
+    pct = {c: H.fmt_pct for c in ("previous", "current", "change")}
+    metric_fmt = {c: (lambda x: H.fmt_num(x, 4)) for c in ("previous", "current", "change")}
+    return (
+        H.note(f"Previous report generated {previous.get('generated_at', 'unknown')}.")
+        + H.table(changes["period"], scroll=False)
+        + '<div class="grid2"><div><h3>Meta metric deltas</h3>'
+        + H.table(changes["metrics"], metric_fmt, scroll=False)
+        + "<h3>Meta-weight changes (latest held)</h3>" + H.table(changes["meta_weights"], pct, scroll=False)
+        + "</div><div><h3>Largest asset-weight changes</h3>"
+        + H.table(changes["asset_weights"], pct, scroll=False) + "</div></div>"
+    )

@@ -1,0 +1,309 @@
+"""Forensics: reconciliations, return attribution, risk contributions and "what changed".
+
+Reconciliation identities (each reported with its largest absolute difference, where it occurs,
+the tolerance and pass/fail):
+
+``meta_return_identity``
+    Sleeve returns are NET of their transaction costs while asset weights earn GROSS asset
+    returns, so on every live day t
+    ``sum_i a_i(t) R_i(t) - sum_s m_s(t) cost_s(t) == sum_s m_s(t) r_s(t)``
+    with a the flattened asset weights, R the asset returns, m the held meta-weights, cost_s the
+    sleeve's daily cost drag and r_s its net return.
+``meta_weights_budget``      every rebalance row of the meta-weights sums to 1.
+``meta_weights_daily_budget`` every held (drifted) meta-weight row sums to 1.
+``meta_weights_drift``       flatten's held meta-weights == an independent drift recomputation.
+``asset_weights_flatten``    a_i(t) == sum_s m_s(t) w_{s,i}(t) for every date and ticker.
+``exposure_net``             flatten net exposure == sum_s m_s(t) * net_s(t), net_s = sum_i w_{s,i}(t).
+``exposure_gross``           flatten gross exposure == sum_i |a_i(t)|
+                             (<= sum_s m_s gross_s; equality fails only where sleeves net out).
+``attribution_sleeves_total`` / ``attribution_assets_total``
+    the wealth-weighted contributions add up to the compounded total return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+RECONCILIATION_COLUMNS = ["check", "description", "max_abs_diff", "where", "tolerance", "passed"]
+
+
+# --------------------------------------------------------------------------------------------
+# reconciliations
+# --------------------------------------------------------------------------------------------
+
+
+def _label(key) -> str:
+    if isinstance(key, tuple):
+        return ", ".join(_label(k) for k in key)
+    if isinstance(key, pd.Timestamp):
+        return str(key.date()) if key == key.normalize() else str(key)
+    return str(key)
+
+
+def _check(name: str, description: str, diff: pd.Series | pd.DataFrame, tolerance: float) -> dict:
+    """Largest |diff| (NaN counts as a failure, reported as nan) and where it occurs."""
+    values = np.abs(np.asarray(diff, dtype=float))
+    row = dict(check=name, description=description, tolerance=float(tolerance))
+    if values.size == 0:
+        return {**row, "max_abs_diff": 0.0, "where": "(no rows)", "passed": True}
+
+    def where(flat_pos: int) -> str:
+        if values.ndim == 1:
+            return _label(diff.index[flat_pos])
+        i, j = np.unravel_index(flat_pos, values.shape)
+        return _label((diff.index[i], diff.columns[j]))
+
+    nan = np.isnan(values).ravel()
+    if nan.any():
+        return {**row, "max_abs_diff": float("nan"), "where": where(int(np.argmax(nan))) + " (NaN)",
+                "passed": False}
+    pos = int(np.argmax(values.ravel()))
+    worst = float(values.ravel()[pos])
+    return {**row, "max_abs_diff": worst, "where": where(pos), "passed": bool(worst <= tolerance)}
+
+
+def reconcile(
+    *,
+    meta_weights: pd.DataFrame,
+    meta_weights_daily: pd.DataFrame,
+    recomputed_meta_weights_daily: pd.DataFrame,
+    sleeve_returns: pd.DataFrame,
+    asset_weights: pd.DataFrame,
+    asset_returns: pd.DataFrame,
+    exposure: pd.DataFrame,
+    sleeve_weights: Mapping[str, pd.DataFrame],
+    sleeve_costs: Mapping[str, pd.Series],
+    tolerance: float,
+) -> pd.DataFrame:
+    """All identities on the live days of ``recomputed_meta_weights_daily``; one row per check."""
+    live = recomputed_meta_weights_daily.index
+    sleeves = list(meta_weights.columns)
+    held = meta_weights_daily.reindex(index=live, columns=sleeves)
+    rows = []
+
+    # 1. meta return identity (gross asset P&L minus meta-weighted sleeve costs == net sleeve P&L)
+    a = asset_weights.reindex(index=live).fillna(0.0)
+    big_r = asset_returns.reindex(index=live, columns=a.columns)
+    gross_pnl = (a * big_r).where(a != 0.0, 0.0).sum(axis=1, skipna=False)
+    costs = pd.DataFrame(
+        {s: pd.Series(sleeve_costs[s], dtype=float).reindex(live).fillna(0.0) if s in sleeve_costs
+         else pd.Series(0.0, index=live) for s in sleeves}
+    )
+    meta_cost = (held * costs).sum(axis=1)
+    meta_net = (held * sleeve_returns.reindex(index=live, columns=sleeves)).sum(axis=1, skipna=False)
+    rows.append(_check(
+        "meta_return_identity",
+        "sum_i a_i R_i - sum_s m_s cost_s == sum_s m_s r_s (sleeve returns are net of costs, "
+        "asset weights earn gross), daily",
+        gross_pnl - meta_cost - meta_net, tolerance))
+
+    # 2. budgets
+    rows.append(_check("meta_weights_budget", "meta-weights sum to 1 at every rebalance",
+                       meta_weights.sum(axis=1, skipna=False) - 1.0, tolerance))
+    rows.append(_check("meta_weights_daily_budget", "held (drifted) meta-weights sum to 1 every day",
+                       held.sum(axis=1, skipna=False) - 1.0, tolerance))
+    rows.append(_check("meta_weights_drift",
+                       "flatten's held meta-weights == independent drift m(t+1) = m(t)(1+r(t))/(1+m·r)",
+                       held - recomputed_meta_weights_daily, tolerance))
+
+    # 3. exposures
+    tickers = a.columns
+    expected = pd.DataFrame(0.0, index=live, columns=tickers)
+    net_by_sleeve = {}
+    gross_by_sleeve = {}
+    for s in sleeves:
+        w = sleeve_weights[s].reindex(index=live).fillna(0.0)
+        extra = w.columns.difference(tickers)
+        if len(extra):
+            expected = expected.reindex(columns=expected.columns.union(extra), fill_value=0.0)
+        expected = expected.add(w.mul(held[s], axis=0), fill_value=0.0)
+        net_by_sleeve[s] = w.sum(axis=1)
+        gross_by_sleeve[s] = w.abs().sum(axis=1)
+    a_full = a.reindex(columns=expected.columns, fill_value=0.0)
+    rows.append(_check("asset_weights_flatten", "a_i(t) == sum_s m_s(t) w_s,i(t), every date x ticker",
+                       a_full - expected, tolerance))
+    net_expected = sum(held[s] * net_by_sleeve[s] for s in sleeves)
+    rows.append(_check("exposure_net",
+                       "flatten net exposure == sum_s m_s net_s, net_s = sum of sleeve s's weights",
+                       exposure["net"].reindex(live) - net_expected, tolerance))
+    rows.append(_check("exposure_gross", "flatten gross exposure == sum_i |a_i|",
+                       exposure["gross"].reindex(live) - a.abs().sum(axis=1), tolerance))
+    gross_bound = sum(held[s] * gross_by_sleeve[s] for s in sleeves)
+    rows.append(_check("exposure_gross_bound",
+                       "flatten gross exposure <= sum_s m_s gross_s (excess shown)",
+                       (exposure["gross"].reindex(live) - gross_bound).clip(lower=0.0), tolerance))
+    return pd.DataFrame(rows, columns=RECONCILIATION_COLUMNS)
+
+
+def attribution_checks(attribution: Mapping[str, pd.DataFrame], meta_returns: pd.Series,
+                       tolerance: float) -> pd.DataFrame:
+    """The wealth-weighted contributions add up to the compounded total return."""
+    total = float(np.prod(1.0 + meta_returns.to_numpy()) - 1.0)
+    rows = [
+        _check("attribution_sleeves_total", "sum of sleeve contributions == compounded total return",
+               pd.Series([attribution["by_sleeve"]["contribution"].sum() - total], index=["total"]),
+               tolerance),
+        _check("attribution_assets_total",
+               "sum of asset contributions + costs == compounded total return",
+               pd.Series([attribution["by_asset"]["contribution"].sum() - total], index=["total"]),
+               tolerance),
+    ]
+    return pd.DataFrame(rows, columns=RECONCILIATION_COLUMNS)
+
+
+# --------------------------------------------------------------------------------------------
+# attribution
+# --------------------------------------------------------------------------------------------
+
+
+def attribution(
+    *,
+    meta_returns: pd.Series,
+    meta_weights_daily: pd.DataFrame,
+    sleeve_returns: pd.DataFrame,
+    asset_weights: pd.DataFrame,
+    asset_returns: pd.DataFrame,
+    sleeve_costs: Mapping[str, pd.Series],
+) -> dict[str, pd.DataFrame]:
+    """Return contribution by sleeve and by asset over the period.
+
+    ``contribution`` = sum_t W(t-1) x (daily contribution), W(t-1) the meta wealth before day t
+    (W = 1 at the start): these add up exactly to the compounded total return prod(1+r) - 1.
+    ``arithmetic`` = sum_t (daily contribution), which adds up to sum_t r_t.
+    Asset contributions are gross (a_i R_i); the sleeves' costs appear as one negative row.
+    """
+    live = meta_returns.index
+    wealth_before = (1.0 + meta_returns).cumprod().shift(1, fill_value=1.0)
+    held = meta_weights_daily.reindex(live)
+    daily_sleeve = held * sleeve_returns.reindex(index=live, columns=held.columns)
+    by_sleeve = pd.DataFrame({
+        "avg_weight": held.mean(),
+        "contribution": daily_sleeve.mul(wealth_before, axis=0).sum(),
+        "arithmetic": daily_sleeve.sum(),
+    })
+    by_sleeve.index.name = "sleeve"
+
+    a = asset_weights.reindex(live).fillna(0.0)
+    big_r = asset_returns.reindex(index=live, columns=a.columns)
+    daily_asset = (a * big_r).where(a != 0.0, 0.0)
+    costs = pd.Series(0.0, index=live)
+    for s in held.columns:
+        if s in sleeve_costs:
+            costs = costs + held[s] * pd.Series(sleeve_costs[s], dtype=float).reindex(live).fillna(0.0)
+    by_asset = pd.DataFrame({
+        "avg_weight": a.mean(),
+        "contribution": daily_asset.mul(wealth_before, axis=0).sum(),
+        "arithmetic": daily_asset.sum(),
+    })
+    by_asset.loc["(transaction costs)"] = [
+        0.0, -float((costs * wealth_before).sum()), -float(costs.sum())
+    ]
+    by_asset.index.name = "asset"
+    order = by_asset.drop(index="(transaction costs)")["contribution"].abs().sort_values(ascending=False)
+    by_asset = by_asset.loc[list(order.index) + ["(transaction costs)"]]
+    return {"by_sleeve": by_sleeve, "by_asset": by_asset}
+
+
+# --------------------------------------------------------------------------------------------
+# risk contributions
+# --------------------------------------------------------------------------------------------
+
+
+def risk_contribution(weights: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """RC_i = w_i (Σw)_i / (wᵀΣw); sums to 1 (NaN when the portfolio variance is 0)."""
+    w = np.asarray(weights, dtype=float)
+    sigma_w = np.asarray(cov, dtype=float) @ w
+    var = float(w @ sigma_w)
+    if var <= 0:
+        return np.full_like(w, np.nan)
+    return w * sigma_w / var
+
+
+def ex_ante_risk_contributions(meta_weights: pd.DataFrame, sleeve_returns: pd.DataFrame,
+                               window: int) -> pd.DataFrame:
+    """Per rebalance d: RC of the target weights under the sample covariance (ddof=1) of the
+    ``window`` sleeve-return rows ending at d inclusive (fewer at the start if not available)."""
+    rows = {}
+    for d, w in meta_weights.iterrows():
+        pos = sleeve_returns.index.get_loc(d)
+        hist = sleeve_returns.iloc[max(0, pos - window + 1): pos + 1][meta_weights.columns]
+        if len(hist) < 2:
+            rows[d] = np.full(len(w), np.nan)
+            continue
+        rows[d] = risk_contribution(w.to_numpy(dtype=float), np.cov(hist.to_numpy().T, ddof=1))
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=meta_weights.columns)
+    frame.index.name = "rebalance"
+    return frame
+
+
+def ex_post_risk_contributions(meta_weights_daily: pd.DataFrame,
+                               sleeve_returns: pd.DataFrame) -> pd.DataFrame:
+    """Over the live period: ``rc_avg_weights`` = RC formula at the average held weights with the
+    realised covariance; ``rc_realised`` = cov(m_s r_s, r_meta) / var(r_meta), the exact
+    decomposition of the realised meta variance with time-varying weights. Both sum to 1."""
+    held = meta_weights_daily
+    r = sleeve_returns.reindex(index=held.index, columns=held.columns)
+    avg_w = held.mean()
+    cov = np.cov(r.to_numpy().T, ddof=1)
+    parts = held * r
+    meta = parts.sum(axis=1)
+    var = float(meta.var(ddof=1))
+    realised = parts.apply(lambda c: float(np.cov(c, meta, ddof=1)[0, 1])) / var
+    frame = pd.DataFrame({
+        "avg_weight": avg_w,
+        "ann_vol": r.std(ddof=1) * np.sqrt(252),
+        "rc_avg_weights": risk_contribution(avg_w.to_numpy(), cov),
+        "rc_realised": realised,
+    })
+    frame.index.name = "sleeve"
+    return frame
+
+
+# --------------------------------------------------------------------------------------------
+# what changed since the previous report
+# --------------------------------------------------------------------------------------------
+
+
+def _delta_table(previous: Mapping, current: Mapping, key: str, top: int | None) -> pd.DataFrame:
+    prev = pd.Series(previous or {}, dtype=float)
+    curr = pd.Series(current or {}, dtype=float)
+    names = prev.index.union(curr.index)
+    table = pd.DataFrame({
+        "previous": prev.reindex(names),
+        "current": curr.reindex(names),
+    })
+    table["change"] = table["current"].fillna(0.0) - table["previous"].fillna(0.0)
+    table = table.loc[table["change"].abs().sort_values(ascending=False).index]
+    table.index.name = key
+    return table.head(top) if top else table
+
+
+def what_changed(summary: Mapping, previous: Mapping | None, top: int = 10) -> dict[str, pd.DataFrame]:
+    """Largest weight changes (sleeves, assets) and metric deltas of the meta vs the previous
+    report's summary. Empty dict without a previous summary."""
+    if not previous:
+        return {}
+    prev_metrics = (previous.get("metrics") or {}).get("meta") or previous.get("headline") or {}
+    curr_metrics = (summary.get("metrics") or {}).get("meta") or {}
+    metric_names = [k for k in curr_metrics if isinstance(curr_metrics.get(k), (int, float))
+                    and k in prev_metrics]
+    metrics_table = pd.DataFrame({
+        "previous": [prev_metrics[k] for k in metric_names],
+        "current": [curr_metrics[k] for k in metric_names],
+    }, index=pd.Index(metric_names, name="metric"), dtype=float)
+    metrics_table["change"] = metrics_table["current"] - metrics_table["previous"]
+    return {
+        "meta_weights": _delta_table(previous.get("latest_meta_weights"),
+                                     summary.get("latest_meta_weights"), "sleeve", None),
+        "asset_weights": _delta_table(previous.get("latest_asset_weights"),
+                                      summary.get("latest_asset_weights"), "asset", top),
+        "metrics": metrics_table,
+        "period": pd.DataFrame(
+            {"previous": [previous.get("start"), previous.get("end"), previous.get("n_days")],
+             "current": [summary.get("start"), summary.get("end"), summary.get("n_days")]},
+            index=pd.Index(["start", "end", "n_days"], name="field"),
+        ),
+    }

@@ -1,0 +1,94 @@
+"""Meta-portfolio return series and the portfolios it is compared with.
+
+Everything here is recomputed independently of ``meta.flatten`` so the forensics can compare
+the two: drifted meta-weights, the meta's live days, the equal-weight meta benchmark (1/N of
+the sleeves, rebalanced on the SAME dates as the meta and drifting in between, like the meta),
+the S&P 500 benchmark returns and the sleeve-level reallocation turnover.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from quant_meta_assets.errors import StageInputError
+
+
+def live_index(meta_weights: pd.DataFrame, sleeve_returns: pd.DataFrame) -> pd.DatetimeIndex:
+    """Days on which meta-weights are held: every sleeve-return row after the first rebalance."""
+    if meta_weights.empty:
+        raise StageInputError("meta-weights are empty: the meta-portfolio is never live")
+    first = meta_weights.index[0]
+    if first not in sleeve_returns.index:
+        raise StageInputError(f"first meta rebalance {first} is not a date of the sleeve returns")
+    live = sleeve_returns.index[sleeve_returns.index > first]
+    if len(live) == 0:
+        raise StageInputError(f"no sleeve returns after the first meta rebalance {first}")
+    return pd.DatetimeIndex(live)
+
+
+def drifted_weights(targets: pd.DataFrame, returns: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    """Start-of-day held weights from rebalance targets, drifting with ``returns``; and turnover.
+
+    Target row dated d is held from the row after d; between rebalances
+    m(t+1) = m(t)(1 + r(t)) / (1 + m(t)·r(t)). Turnover at each rebalance d is two-sided,
+    sum |target(d) - m_pre(d)| where m_pre(d) is the held weight drifted through day d (before the
+    trade); the first rebalance trades from cash, so its turnover is sum |target|.
+    Returns (held weights on the live days, turnover indexed by rebalance date).
+    """
+    live = live_index(targets, returns)
+    unknown = targets.index.difference(returns.index)
+    if len(unknown):
+        raise StageInputError(f"rebalance date {unknown[0]} is not a date of the sleeve returns")
+    r = returns.loc[:, targets.columns].to_numpy(dtype=float)
+    row_of = {d: i for i, d in enumerate(returns.index)}
+    rebal_rows = {row_of[d]: k for k, d in enumerate(targets.index)}
+    tgt = targets.to_numpy(dtype=float)
+    start = row_of[targets.index[0]]
+    held = np.full((len(live), tgt.shape[1]), np.nan)
+    turnover = np.full(len(targets), np.nan)
+    current = np.zeros(tgt.shape[1])  # weights held at the start of day `row`
+    for row in range(start, len(returns.index)):
+        if row > start:
+            held[row - start - 1] = current
+            growth = current * (1.0 + r[row])
+            post = growth / growth.sum()  # drifted through day `row`: the pre-trade weights
+        else:
+            post = np.zeros(tgt.shape[1])  # before the first rebalance: all cash
+        k = rebal_rows.get(row)
+        if k is not None:
+            turnover[k] = float(np.abs(tgt[k] - post).sum())
+            post = tgt[k].copy()
+        current = post
+    held_frame = pd.DataFrame(held, index=live, columns=targets.columns)
+    return held_frame, pd.Series(turnover, index=targets.index, name="turnover")
+
+
+def portfolio_returns(held: pd.DataFrame, returns: pd.DataFrame) -> pd.Series:
+    """sum_s m_s(t) r_s(t) on the held days."""
+    aligned = returns.loc[held.index, held.columns]
+    return (held * aligned).sum(axis=1, min_count=1)
+
+
+def equal_weight_targets(meta_weights: pd.DataFrame) -> pd.DataFrame:
+    """1/N of the sleeves on every meta rebalance date."""
+    n = meta_weights.shape[1]
+    return pd.DataFrame(1.0 / n, index=meta_weights.index, columns=meta_weights.columns)
+
+
+def benchmark_returns(benchmark: pd.Series | pd.DataFrame, index: pd.DatetimeIndex) -> pd.Series:
+    """Simple daily returns of a benchmark PRICE series on ``index`` (prices must cover it)."""
+    if isinstance(benchmark, pd.DataFrame):
+        if benchmark.shape[1] != 1:
+            raise StageInputError(
+                f"benchmark must be one price series, got columns {list(benchmark.columns)}"
+            )
+        benchmark = benchmark.iloc[:, 0]
+    prices = pd.to_numeric(benchmark, errors="raise").astype(float).sort_index()
+    rets = prices.pct_change(fill_method=None).reindex(index)
+    if rets.isna().any():
+        day = rets.index[rets.isna().to_numpy()][0]
+        raise StageInputError(
+            f"benchmark prices do not cover the meta's live day {day} and the day before it"
+        )
+    return rets

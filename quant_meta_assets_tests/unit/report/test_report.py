@@ -1,0 +1,164 @@
+"""build_report on toy sleeves from the real skfolio data (inputs built by independent numpy loops)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from quant_meta_assets import metrics as M
+from quant_meta_assets.errors import ReconciliationError
+from quant_meta_assets.report import build_report, headline_metrics, report_markdown_summary
+from quant_meta_assets.report import forensics as F
+from quant_meta_assets_tests.unit.report.toy import make_report_inputs
+
+
+@pytest.fixture(scope="module")
+def inputs() -> dict:
+    return make_report_inputs()
+
+
+@pytest.fixture(scope="module")
+def report(inputs, tmp_path_factory) -> dict:
+    return build_report(**inputs, output_dir=tmp_path_factory.mktemp("report"))
+
+
+def test_meta_returns_and_metrics(report, inputs):
+    fl = inputs["flatten"]
+    expected = (fl.meta_weights_daily * inputs["sleeve_returns"].loc[fl.meta_weights_daily.index]).sum(axis=1)
+    pd.testing.assert_series_equal(report["meta_returns"], expected.rename("meta"), check_freq=False)
+    assert report["meta_returns"].index[0] > inputs["meta_weights"].index[0]
+    metrics = report["metrics"]
+    assert {"meta", "equal_weight_meta", "sp500", *inputs["sleeve_returns"].columns} == set(metrics.index)
+    assert (metrics["start"] == report["meta_returns"].index[0]).all()
+    assert (metrics["n_days"] == len(report["meta_returns"])).all()
+    assert metrics.loc["meta", "sharpe"] == pytest.approx(M.sharpe(report["meta_returns"]), abs=1e-12)
+    for s in inputs["sleeve_returns"].columns:
+        live = inputs["sleeve_turnover"][s].loc[metrics.loc["meta", "start"]: metrics.loc["meta", "end"]]
+        assert metrics.loc[s, "turnover"] == pytest.approx(live.mean())
+    # sp500 from index prices, on the meta's days
+    idx = inputs["benchmark"].pct_change().reindex(report["meta_returns"].index)
+    assert metrics.loc["sp500", "cagr"] == pytest.approx(M.cagr(idx), abs=1e-12)
+
+
+def test_equal_weight_benchmark_is_drifting_one_over_n(report, inputs):
+    r = inputs["sleeve_returns"]
+    mw = inputs["meta_weights"]
+    ew = pd.DataFrame(1 / 3, index=mw.index, columns=mw.columns)
+    import types
+    from quant_meta_assets_tests.unit.report.toy import flatten_numpy
+    held = flatten_numpy(ew, {s: pd.DataFrame({"x": 1.0}, index=r.index) for s in mw.columns}, r)
+    expected = (held.meta_weights_daily * r.loc[held.meta_weights_daily.index]).sum(axis=1)
+    assert isinstance(held, types.SimpleNamespace)
+    got = report["portfolio_returns"]["equal_weight_meta"]
+    assert np.abs(got.to_numpy() - expected.to_numpy()).max() < 1e-14
+
+
+def test_reconciliations_pass_and_cover_the_identities(report):
+    rec = report["reconciliations"]
+    assert list(rec.columns) == ["check", "description", "max_abs_diff", "where", "tolerance", "passed"]
+    assert {"meta_return_identity", "meta_weights_budget", "exposure_net", "asset_weights_flatten",
+            "meta_weights_drift"} <= set(rec["check"])
+    assert rec["passed"].all() and (rec["max_abs_diff"] < 1e-12).all()
+    assert report["reconciled"]
+
+
+def test_attribution_adds_up(report, inputs):
+    total = float(np.prod(1 + report["meta_returns"]) - 1)
+    att = report["attribution"]
+    assert att["by_sleeve"]["contribution"].sum() == pytest.approx(total, abs=1e-12)
+    assert att["by_asset"]["contribution"].sum() == pytest.approx(total, abs=1e-12)
+    assert att["by_sleeve"]["arithmetic"].sum() == pytest.approx(report["meta_returns"].sum(), abs=1e-12)
+    assert att["by_asset"].loc["(transaction costs)", "contribution"] < 0
+
+
+def test_risk_contributions(report, inputs):
+    rc = report["risk_contributions"]
+    assert np.allclose(rc["ex_ante"].sum(axis=1), 1.0, atol=1e-12)
+    assert np.allclose(rc["ex_post"][["rc_avg_weights", "rc_realised"]].sum(), 1.0, atol=1e-12)
+    # first rebalance: explicit numpy reference with the trailing window (= implied lookback 63)
+    mw, r = inputs["meta_weights"], inputs["sleeve_returns"]
+    assert rc["window"] == r.index.get_loc(mw.index[0]) + 1
+    d = mw.index[2]
+    pos = r.index.get_loc(d)
+    cov = np.cov(r.iloc[pos - rc["window"] + 1: pos + 1].to_numpy().T)
+    w = mw.loc[d].to_numpy()
+    np.testing.assert_allclose(rc["ex_ante"].loc[d].to_numpy(), w * (cov @ w) / (w @ cov @ w), atol=1e-13)
+
+
+def test_files_summary_and_markdown(report):
+    out = os.path.dirname(report["html"])
+    assert sorted(f for f in os.listdir(out)) == ["report.html", "summary.json"]
+    stored = json.loads(open(os.path.join(out, "summary.json"), encoding="utf-8").read())
+    assert stored == report["summary"]
+    assert stored["reconciled"] is True and set(stored["headline"]) >= {"cagr", "sharpe"}
+    html = open(report["html"], encoding="utf-8").read()
+    for text in ("Conventions", "Reconciliations", "Lineage per sleeve", "Optimizer diagnostics",
+                 "inverse_vol", "252", "excess", "POSITIVE", "two-sided"):
+        assert text in html
+    md = report_markdown_summary(report)
+    assert set(md) == {"metrics", "reconciliations", "latest_weights"}
+    assert md["metrics"].startswith("| portfolio |") and "meta" in md["metrics"]
+    head = headline_metrics(report)
+    assert set(head) == {"meta_cagr", "meta_sharpe", "meta_ann_vol", "meta_max_drawdown", "meta_calmar",
+                         "max_reconciliation_diff"}
+    assert all(isinstance(v, float) for v in head.values())
+
+
+def test_what_changed(inputs, report, tmp_path):
+    previous = json.loads(json.dumps(report["summary"]))
+    previous["latest_meta_weights"] = {"tech": 0.5, "defensive": 0.5, "long_short": 0.0}
+    previous["metrics"]["meta"]["sharpe"] = 0.5
+    again = build_report(**{**inputs, "previous": previous}, output_dir=tmp_path)
+    changes = again["changes"]
+    assert changes["metrics"].loc["sharpe", "change"] == pytest.approx(report["metrics"].loc["meta", "sharpe"] - 0.5)
+    assert changes["meta_weights"].index[0] == "long_short"  # largest absolute change first
+    assert "Meta metric deltas" in open(again["html"], encoding="utf-8").read()
+
+
+def test_corrupted_sleeve_return_fails_loudly_and_writes_nothing(inputs, tmp_path):
+    bad = inputs["sleeve_returns"].copy()
+    day = inputs["flatten"].meta_weights_daily.index[100]
+    bad.loc[day, "defensive"] += 1e-6
+    out = tmp_path / "bad"
+    with pytest.raises(ReconciliationError, match=r"meta_return_identity.*" + str(day.date())):
+        build_report(**{**inputs, "sleeve_returns": bad}, output_dir=out)
+    assert not out.exists() or not any(out.iterdir())
+    # raise_on_failure=False: the report is written and says FAILED
+    report = build_report(**{**inputs, "sleeve_returns": bad}, output_dir=out, raise_on_failure=False)
+    assert not report["reconciled"]
+    failed = report["reconciliations"].set_index("check")
+    assert not failed.loc["meta_return_identity", "passed"]
+    assert failed.loc["meta_return_identity", "max_abs_diff"] > 1e-8
+    assert "RECONCILIATION FAILED" in open(report["html"], encoding="utf-8").read()
+    assert headline_metrics(report)["max_reconciliation_diff"] > 1e-8
+
+
+def test_budget_and_exposure_corruption_detected(inputs):
+    mw = inputs["meta_weights"].copy()
+    mw.iloc[2, 0] += 0.01
+    rec = F.reconcile(
+        meta_weights=mw, meta_weights_daily=inputs["flatten"].meta_weights_daily,
+        recomputed_meta_weights_daily=inputs["flatten"].meta_weights_daily,
+        sleeve_returns=inputs["sleeve_returns"], asset_weights=inputs["flatten"].asset_weights,
+        asset_returns=inputs["asset_returns"], exposure=inputs["flatten"].exposure * 1.001,
+        sleeve_weights=inputs["sleeve_weights"], sleeve_costs=inputs["sleeve_costs"], tolerance=1e-10,
+    ).set_index("check")
+    assert not rec.loc["meta_weights_budget", "passed"]
+    assert rec.loc["meta_weights_budget", "where"] == str(mw.index[2].date())
+    assert not rec.loc["exposure_net", "passed"] and not rec.loc["exposure_gross", "passed"]
+    assert rec.loc["meta_return_identity", "passed"]
+
+
+def test_with_project_flatten(inputs, tmp_path):
+    """Integration-style: the lead's meta.flatten gives the same report as the numpy loop."""
+    flatten_mod = pytest.importorskip("quant_meta_assets.meta.flatten")
+    fl = flatten_mod.flatten_weights(inputs["meta_weights"], inputs["sleeve_weights"], inputs["sleeve_returns"])
+    report = build_report(**{**inputs, "flatten": fl}, output_dir=tmp_path)
+    assert report["reconciled"], report["reconciliations"]
+    toy = inputs["flatten"]
+    assert np.abs(fl.meta_weights_daily - toy.meta_weights_daily).max().max() < 1e-12
+    assert np.abs(fl.asset_weights - toy.asset_weights.reindex(columns=fl.asset_weights.columns)).max().max() < 1e-12
