@@ -179,7 +179,7 @@ def build_report(
         title=title, metrics=metrics, reconciliations=reconciliations, attribution=attribution,
         risk=risk, diagnostics=diagnostics, lineage=lineage, changes=changes, conventions=conventions,
         figures=figures, summary=summary, previous=previous, live=live, sleeves=sleeves,
-        tolerance=tolerance,
+        tolerance=tolerance, risk_free_rate=risk_free_rate,
     )
     summary_text = json.dumps(summary, indent=2, allow_nan=False)
 
@@ -222,7 +222,7 @@ def _tone(x: float) -> str:
 
 
 def _render(*, title, metrics, reconciliations, attribution, risk, diagnostics, lineage, changes,
-            conventions, figures, summary, previous, live, sleeves, tolerance) -> str:
+            conventions, figures, summary, previous, live, sleeves, tolerance, risk_free_rate) -> str:
     meta = metrics.loc["meta"]
     reconciled = bool(reconciliations["passed"].all())
     max_diff = summary["max_reconciliation_diff"]
@@ -235,7 +235,7 @@ def _render(*, title, metrics, reconciliations, attribution, risk, diagnostics, 
                   "reconcile: " + _html.escape(_fail_message(failed)) + "</div>")
     cards = "".join([
         H.card("CAGR", H.fmt_pct(meta["cagr"]), "compounded, 252 d/yr", _tone(meta["cagr"])),
-        H.card("Sharpe", H.fmt_num(meta["sharpe"]), f"rf {conventions['risk_free_rate_used'].split(';')[0][5:]}"),
+        H.card("Sharpe", H.fmt_num(meta["sharpe"]), f"rf {risk_free_rate:.2%}/yr, 252 d/yr"),
         H.card("Volatility", H.fmt_pct(meta["ann_vol"]), "annualised, ddof=1"),
         H.card("Max drawdown", H.fmt_pct(meta["max_drawdown"]), "compounded wealth", "neg"),
         H.card("Calmar", H.fmt_num(meta["calmar"]), "CAGR / |MDD|"),

@@ -289,7 +289,7 @@ def what_changed(summary: Mapping, previous: Mapping | None, top: int = 10) -> d
     prev_metrics = (previous.get("metrics") or {}).get("meta") or previous.get("headline") or {}
     curr_metrics = (summary.get("metrics") or {}).get("meta") or {}
     metric_names = [k for k in curr_metrics if isinstance(curr_metrics.get(k), (int, float))
-                    and k in prev_metrics]
+                    and k in prev_metrics and k != "n_days"]
     metrics_table = pd.DataFrame({
         "previous": [prev_metrics[k] for k in metric_names],
         "current": [curr_metrics[k] for k in metric_names],
