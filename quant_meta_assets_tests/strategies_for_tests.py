@@ -1,0 +1,96 @@
+"""Strategies that misbehave on purpose, for the compute-engine tests.
+
+Referenced from profiles as ``quant_meta_assets_tests.strategies_for_tests:<name>``; they run on
+Ray workers, so this module must stay importable there (the test Ray puts the repository root on
+the workers' PYTHONPATH). Every strategy follows the contract ``fn(prices, **params) -> weights``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+MODULE = "quant_meta_assets_tests.strategies_for_tests"
+
+
+def spec(name: str) -> str:
+    """The registry ``strategy`` string of one of the functions below."""
+    return f"{MODULE}:{name}"
+
+
+def make_prices(n_days: int = 260, tickers: tuple[str, ...] = ("AAA", "BBB", "CCC", "DDD"), seed: int = 7) -> pd.DataFrame:
+    """A small valid price frame (business days, positive, finite, index named ``date``)."""
+    rng = np.random.default_rng(seed)
+    index = pd.bdate_range("2020-01-01", periods=n_days, name="date")
+    rets = rng.normal(0.0003, 0.01, size=(n_days, len(tickers)))
+    prices = 100.0 * np.cumprod(1.0 + rets, axis=0)
+    return pd.DataFrame(prices, index=index, columns=list(tickers))
+
+
+def good(prices: pd.DataFrame) -> pd.DataFrame:
+    """Equal weight on every ticker, every day."""
+    n = prices.shape[1]
+    return pd.DataFrame(1.0 / n, index=prices.index, columns=prices.columns)
+
+
+def raises(prices: pd.DataFrame, message: str = "boom from the strategy") -> pd.DataFrame:
+    raise ValueError(message)
+
+
+def crashes(prices: pd.DataFrame) -> pd.DataFrame:
+    """Kill the worker process outright (no exception, no cleanup)."""
+    os._exit(1)
+
+
+def hangs(prices: pd.DataFrame, seconds: float = 3600.0) -> pd.DataFrame:
+    time.sleep(seconds)
+    return good(prices)
+
+
+def nan_weights(prices: pd.DataFrame) -> pd.DataFrame:
+    weights = good(prices)
+    weights.iloc[len(weights) // 2, 0] = np.nan
+    return weights
+
+
+def returns_list(prices: pd.DataFrame) -> list:
+    return [0.25, 0.25, 0.25, 0.25]
+
+
+def crash_once(prices: pd.DataFrame, marker: str) -> pd.DataFrame:
+    """Crash the worker on the first call (creates ``marker``), succeed on every later one."""
+    path = Path(marker)
+    with path.open("a") as fh:
+        fh.write("attempt\n")
+    if path.read_text().count("attempt") == 1:
+        os._exit(1)
+    return good(prices)
+
+
+def count_and_raise(prices: pd.DataFrame, counter: str) -> pd.DataFrame:
+    """Append one line to ``counter`` per call, then raise (a deterministic failure)."""
+    with Path(counter).open("a") as fh:
+        fh.write("attempt\n")
+    raise RuntimeError("deterministic failure")
+
+
+def count_and_crash(prices: pd.DataFrame, counter: str) -> pd.DataFrame:
+    """Append one line to ``counter`` per call, then kill the worker (crashes on every attempt)."""
+    with Path(counter).open("a") as fh:
+        fh.write("attempt\n")
+    os._exit(1)
+
+
+def exploding_weights(prices: pd.DataFrame) -> pd.DataFrame:
+    """Finite but absurd weights whose returns overflow to inf: the engine's record check catches it."""
+    weights = good(prices) * 1e306
+    return weights
+
+
+def slow_good(prices: pd.DataFrame, seconds: float = 1.0) -> pd.DataFrame:
+    time.sleep(seconds)
+    return good(prices)
