@@ -1,0 +1,370 @@
+"""Atomic, contained storage: Parquet and JSON only (never pickle), always under a root.
+
+* ``safe_child(root, *parts)``: every part is a plain name (``^[A-Za-z0-9_.-]+$``, not ``.`` or
+  ``..``) and the resolved result must lie strictly inside ``root.resolve()`` (symlinks
+  included); otherwise ``StorageError`` naming the offending part.
+* ``atomic_write_*``: the bytes go to a temporary file in the target's directory, which is
+  flushed, fsynced and ``os.replace``-d over the target, then the directory is fsynced. On any
+  failure (serialisation included) the temporary file is removed and the previous version is
+  untouched.
+* Bundles (``write_bundle``/``read_bundle``): several Parquet files plus ``meta.json`` (written
+  last; it is the manifest) in one directory, replaced as a whole. The new version is written
+  into a fresh sibling ``.<name>.tmp-<pid>-<random>``; then the old directory is renamed to
+  ``.<name>.trash-<pid>-<random>``, the new one to ``<name>``, and the trash is deleted. A reader
+  therefore sees the old bundle or the new one, never a mix; during the two renames (or after a
+  crash between them) ``<name>`` is briefly absent, which a reader retries for a moment and then
+  reports as missing. Leftover ``tmp``/``trash`` siblings are never loaded; the next writer
+  deletes those whose writer process (same host) is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import pandas as pd
+
+from quant_meta_assets.errors import StorageError
+
+__all__ = [
+    "BUNDLE_MANIFEST",
+    "NAME_PATTERN",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_parquet",
+    "atomic_write_text",
+    "read_bundle",
+    "read_json",
+    "read_parquet_frame",
+    "read_parquet_series",
+    "safe_child",
+    "validate_part",
+    "write_bundle",
+]
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
+BUNDLE_MANIFEST = "meta.json"
+BUNDLE_FORMAT = "quant_meta_bundle/1"
+_KIND_KEY = b"quant_meta_kind"
+_SERIES_NAME_KEY = b"quant_meta_series_name"
+_SERIES_COLUMN = "__series__"
+_TMP_TAG = ".tmp-"
+_TRASH_TAG = ".trash-"
+_READ_RETRY_S = 0.5
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def validate_part(part: object) -> str:
+    """Return ``part`` if it is a plain file/dir name, else StorageError naming it."""
+    if not isinstance(part, str):
+        raise StorageError(f"path part {part!r} must be a string, got {type(part).__name__}")
+    if part in (".", "..") or NAME_PATTERN.fullmatch(part) is None:
+        raise StorageError(
+            f"unsafe path part {part!r}: must be 1+ characters from A-Z a-z 0-9 _ . - and not '.' or '..'"
+        )
+    return part
+
+
+def safe_child(root: Path | str, *parts: str) -> Path:
+    """``root/part1/part2/...`` resolved, guaranteed to lie strictly inside ``root``."""
+    if not parts:
+        raise StorageError(f"safe_child needs at least one path part under {str(root)!r}")
+    for part in parts:
+        validate_part(part)
+    base = Path(root).resolve()
+    child = base.joinpath(*parts).resolve()
+    if child == base or not child.is_relative_to(base):
+        raise StorageError(
+            f"path parts {list(parts)!r} resolve to {str(child)!r}, outside the storage root {str(base)!r} "
+            "(a symlink under the root?)"
+        )
+    return child
+
+
+# --------------------------------------------------------------------------- fsync helpers
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # platforms/filesystems without directory fds: best effort
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path | str, write: Callable[[IO[bytes]], None]) -> Path:
+    """Call ``write(fileobj)`` on a temp file next to ``path``, then atomically replace ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}{_TMP_TAG}", delete=False)
+    tmp_path = Path(tmp.name)
+    try:
+        with tmp:
+            write(tmp)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+# --------------------------------------------------------------------------- files
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
+    return _atomic_write(path, lambda fh: fh.write(bytes(data)))
+
+
+def atomic_write_text(path: Path | str, text: str, encoding: str = "utf-8") -> Path:
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+def _dump_json(obj: Any, fh: IO[bytes]) -> None:
+    text = io.TextIOWrapper(fh, encoding="utf-8")
+    try:
+        json.dump(obj, text, sort_keys=True, default=str, indent=1)
+        text.flush()
+    finally:
+        text.detach()  # keep fh open: the caller fsyncs and closes it
+
+
+def atomic_write_json(path: Path | str, obj: Any) -> Path:
+    """JSON with sorted keys; objects JSON does not know are written as ``str(obj)``."""
+    return _atomic_write(path, lambda fh: _dump_json(obj, fh))
+
+
+def read_json(path: Path | str) -> Any:
+    path = Path(path)
+    try:
+        with path.open("r", encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError as exc:
+        raise StorageError(f"stored JSON {str(path)!r} is missing") from exc
+    except (OSError, ValueError) as exc:
+        raise StorageError(f"stored JSON {str(path)!r} cannot be read: {type(exc).__name__}: {exc}") from exc
+
+
+def _to_table(obj: pd.DataFrame | pd.Series) -> Any:
+    import pyarrow as pa
+
+    if isinstance(obj, pd.Series):
+        frame = obj.to_frame(name=_SERIES_COLUMN)
+        extra = {_KIND_KEY: b"series", _SERIES_NAME_KEY: json.dumps(obj.name, default=str).encode()}
+    elif isinstance(obj, pd.DataFrame):
+        frame = obj
+        extra = {_KIND_KEY: b"frame"}
+    else:
+        raise StorageError(f"only pandas DataFrame/Series are stored as Parquet, got {type(obj).__name__}")
+    table = pa.Table.from_pandas(frame, preserve_index=True)
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), **extra})
+
+
+def _write_table(table: Any, fh: IO[bytes]) -> None:
+    import pyarrow.parquet as pq
+
+    pq.write_table(table, fh)
+
+
+def atomic_write_parquet(path: Path | str, obj: pd.DataFrame | pd.Series) -> Path:
+    """A DataFrame, or a Series stored as a one-column frame with its name kept; index kept."""
+    table = _to_table(obj)
+    return _atomic_write(path, lambda fh: _write_table(table, fh))
+
+
+def _read_table(source: Path | IO[bytes], label: str) -> tuple[pd.DataFrame, dict[bytes, bytes]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(source)
+    except FileNotFoundError as exc:
+        raise StorageError(f"stored Parquet {label!r} is missing") from exc
+    except Exception as exc:  # pyarrow raises ArrowInvalid/OSError on a corrupt file
+        raise StorageError(f"stored Parquet {label!r} cannot be read: {type(exc).__name__}: {exc}") from exc
+    return table.to_pandas(), dict(table.schema.metadata or {})
+
+
+def _load(source: Path | IO[bytes], label: str | None = None) -> pd.DataFrame | pd.Series:
+    frame, metadata = _read_table(source, label or str(source))
+    if metadata.get(_KIND_KEY) == b"series":
+        name = json.loads(metadata.get(_SERIES_NAME_KEY, b"null").decode())
+        return frame[_SERIES_COLUMN].rename(name)
+    return frame
+
+
+def read_parquet_frame(path: Path | str) -> pd.DataFrame:
+    """The stored DataFrame (a stored Series comes back as its one-column frame)."""
+    value = _load(Path(path))
+    if isinstance(value, pd.Series):
+        return value.to_frame()
+    return value
+
+
+def read_parquet_series(path: Path | str) -> pd.Series:
+    """The stored Series (its name restored); a stored one-column frame is accepted too."""
+    value = _load(Path(path))
+    if isinstance(value, pd.Series):
+        return value
+    if value.shape[1] != 1:
+        raise StorageError(f"stored Parquet {str(path)!r} has {value.shape[1]} columns, expected a Series")
+    return value.iloc[:, 0]
+
+
+# --------------------------------------------------------------------------- bundles
+
+
+def _leftovers(directory: Path) -> list[Path]:
+    prefixes = (f".{directory.name}{_TMP_TAG}", f".{directory.name}{_TRASH_TAG}")
+    try:
+        siblings = list(directory.parent.iterdir())
+    except FileNotFoundError:
+        return []
+    return [p for p in siblings if p.name.startswith(prefixes)]
+
+
+def _writer_alive(leftover: Path) -> bool:
+    """Whether the process that made ``leftover`` (pid in its name) still runs on this host."""
+    tag = leftover.name.rsplit(_TMP_TAG if _TMP_TAG in leftover.name else _TRASH_TAG, 1)[-1]
+    pid_text = tag.split("-", 1)[0]
+    if not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True  # another thread of this process may be writing (an interrupted call cleans up)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clean_leftovers(directory: Path) -> None:
+    for leftover in _leftovers(directory):
+        if not _writer_alive(leftover):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _sibling(directory: Path, tag: str) -> Path:
+    return directory.parent / f".{directory.name}{tag}{os.getpid()}-{secrets.token_hex(6)}"
+
+
+def write_bundle(
+    directory: Path | str,
+    frames: Mapping[str, pd.DataFrame | pd.Series],
+    meta: Mapping[str, Any],
+) -> Path:
+    """Replace the bundle at ``directory`` with ``frames`` (Parquet) and ``meta`` (JSON), atomically."""
+    directory = Path(directory)
+    validate_part(directory.name)
+    for key, value in frames.items():
+        validate_part(key)
+        if not isinstance(value, (pd.DataFrame, pd.Series)):
+            raise StorageError(f"bundle frame {key!r} must be a DataFrame or Series, got {type(value).__name__}")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    _clean_leftovers(directory)
+    staging = _sibling(directory, _TMP_TAG)
+    staging.mkdir()
+    trash: Path | None = None
+    try:
+        manifest: dict[str, Any] = {"format": BUNDLE_FORMAT, "frames": {}, "meta": dict(meta)}
+        for key, value in frames.items():
+            file_name = f"{key}.parquet"
+            atomic_write_parquet(staging / file_name, value)
+            kind = "series" if isinstance(value, pd.Series) else "frame"
+            manifest["frames"][key] = {"file": file_name, "kind": kind}
+        atomic_write_json(staging / BUNDLE_MANIFEST, manifest)  # last: the commit marker
+        _fsync_dir(staging)
+        if directory.exists():
+            trash = _sibling(directory, _TRASH_TAG)
+            os.rename(directory, trash)
+        os.rename(staging, directory)
+        _fsync_dir(directory.parent)
+    except BaseException:
+        if trash is not None and trash.exists() and not directory.exists():
+            with contextlib.suppress(OSError):
+                os.rename(trash, directory)  # roll back: the old version stays current
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+    return directory
+
+
+def read_bundle(directory: Path | str) -> tuple[dict[str, pd.DataFrame | pd.Series], dict[str, Any]]:
+    """``(frames, meta)`` of the bundle at ``directory``; StorageError if missing or malformed."""
+    directory = Path(directory)
+    deadline = time.monotonic() + _READ_RETRY_S
+    while True:
+        try:
+            return _read_bundle_once(directory)
+        except StorageError:
+            # a writer may be between its two renames, or have swapped the bundle under us
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
+def _read_bundle_once(directory: Path) -> tuple[dict[str, pd.DataFrame | pd.Series], dict[str, Any]]:
+    """Read every file through one directory descriptor: a concurrent swap cannot mix versions
+    (the old directory's files vanish with its trash, which fails the read and makes us retry)."""
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except FileNotFoundError as exc:
+        raise StorageError(f"stored bundle {str(directory)!r} is missing") from exc
+    except OSError as exc:
+        raise StorageError(f"stored bundle {str(directory)!r} cannot be opened: {exc}") from exc
+
+    def opener(name: str, flags: int) -> int:
+        return os.open(name, flags, dir_fd=dir_fd)
+
+    try:
+        try:
+            with open(BUNDLE_MANIFEST, encoding="utf-8", opener=opener) as fh:
+                manifest = json.load(fh)
+        except FileNotFoundError as exc:
+            raise StorageError(f"stored bundle {str(directory)!r} is missing (no {BUNDLE_MANIFEST})") from exc
+        except (OSError, ValueError) as exc:
+            raise StorageError(f"stored bundle {str(directory)!r}: {BUNDLE_MANIFEST} cannot be read: {exc}") from exc
+        if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+            raise StorageError(f"stored bundle {str(directory)!r} has an unknown manifest format")
+        frames: dict[str, pd.DataFrame | pd.Series] = {}
+        entries = manifest.get("frames", {})
+        if not isinstance(entries, dict):
+            raise StorageError(f"stored bundle {str(directory)!r}: malformed frame list in {BUNDLE_MANIFEST}")
+        for key, entry in entries.items():
+            file_name = validate_part(entry.get("file") if isinstance(entry, dict) else None)
+            label = str(directory / file_name)
+            try:
+                with open(file_name, "rb", opener=opener) as fh:
+                    value = _load(fh, label)
+            except FileNotFoundError as exc:
+                raise StorageError(f"stored bundle file {label!r} is missing") from exc
+            if entry.get("kind") == "series" and isinstance(value, pd.DataFrame):
+                raise StorageError(f"stored bundle {str(directory)!r}: frame {key!r} should be a Series")
+            frames[key] = value
+    finally:
+        os.close(dir_fd)
+    meta = manifest.get("meta", {})
+    return frames, dict(meta) if isinstance(meta, dict) else {}
