@@ -1,7 +1,6 @@
 """The four meta assets. Keys mirror the stage ids (`meta.optimize` -> ["meta", "optimize"]);
 each body feeds its stage function from upstream assets and records metadata. No stage logic here."""
 
-from __future__ import annotations
 
 import json
 from collections.abc import Mapping

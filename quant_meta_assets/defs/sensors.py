@@ -1,7 +1,6 @@
 """Sensors: keep the `sleeves` partitions equal to the registry, and rerun the meta stages
 once every registered sleeve is freshly and successfully materialized."""
 
-from __future__ import annotations
 
 import hashlib
 

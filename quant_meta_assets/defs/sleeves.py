@@ -1,7 +1,6 @@
 """The `sleeves` asset (one dynamic partition per sleeve, all computed on Ray in one step)
 and the blocking check that stops the line when any registered sleeve is not good."""
 
-from __future__ import annotations
 
 import dagster as dg
 from dagster_ray import RayResource
