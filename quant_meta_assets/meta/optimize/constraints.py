@@ -99,7 +99,10 @@ class ActiveConstraints:
 
     @property
     def trivial_bounds(self) -> bool:
-        return bool(np.all(self.lb <= 0.0) and np.all(self.ub >= 1.0))
+        return self._trivial
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_trivial", bool(np.all(self.lb <= 0.0) and np.all(self.ub >= 1.0)))
 
     def key(self) -> tuple:
         return (
@@ -123,6 +126,11 @@ class ActiveConstraints:
         s = float(w.sum())
         if abs(s - 1.0) > min(SUM_TOL, tol):
             out.append(f"weights sum to {s:.12g}, not 1 within {SUM_TOL:g}")
+        if self.trivial_bounds and not self.groups and (turnover_budget is None or w_prev is None):
+            if float(w.min()) < -tol:
+                i = int(np.argmin(w))
+                out.append(f"{self.names[i]} weight {w[i]:.10g} < 0 (long-only)")
+            return out
         lo = np.flatnonzero(w < self.lb - tol)
         if lo.size:
             i = lo[0]

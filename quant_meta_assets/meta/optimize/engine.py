@@ -190,7 +190,10 @@ class _Engine:
             notes.append("inactive (NaN in window): " + ", ".join(self.sleeves[i] for i in np.flatnonzero(~active)))
         X = Xfull[:, active]
         if X.shape[1]:
-            var = X.var(axis=0, ddof=1)
+            var = X.var(axis=0, ddof=1) if self.covariance != "sample" else None
+            if var is None:
+                cov = estimate_covariance(X, "sample")
+                var = np.diag(cov)
             vmax = float(var.max())
             zero = (var <= ZERO_VAR_REL * vmax) | (var <= 0)
             if zero.any():
@@ -199,10 +202,14 @@ class _Engine:
                 active = active.copy()
                 active[idx] = False
                 X = X[:, ~zero]
+                cov = None
+        else:
+            cov = None
         k = X.shape[1]
         if k == 0:
             return _Window(active, X, np.zeros((0, 0)), 1.0, np.zeros((0, 0)), None, math.nan, False, notes)
-        cov = estimate_covariance(X, self.covariance, self.halflife, self.ew)
+        if self.covariance != "sample" or cov is None:
+            cov = estimate_covariance(X, self.covariance, self.halflife, self.ew)
         scale = float(np.trace(cov)) / k
         sigma = cov / scale
         repaired = False
@@ -425,6 +432,7 @@ def optimize_meta_weights(
     diags: list[dict] = []
     prev: np.ndarray | None = None
     chain = (method, *fallback)
+    subsets: dict[bytes, ActiveConstraints] = {}
     for j, r in enumerate(rows):
         date = returns.index[r]
         t_start = time.perf_counter()
@@ -435,7 +443,10 @@ def optimize_meta_weights(
                 f"rebalance {date}: no active sleeve (every sleeve has NaN or zero variance in the "
                 f"{lookback}-row window); notes: {'; '.join(win.notes)}"
             )
-        cons = cs.subset(active)
+        akey = active.tobytes()
+        cons = subsets.get(akey)
+        if cons is None:
+            cons = subsets[akey] = cs.subset(active)
         if not active.all():
             try:
                 check_bounds_feasible(cons.names, cons.lb, cons.ub, cons.groups)
@@ -470,7 +481,7 @@ def optimize_meta_weights(
                         )
                     w, status, label = eng.run_method(name, cons, win, w_prev, t_budget, penalty)
                 w = cons.clean(w)
-                bad = cons.violations(w, w_prev, t_budget)
+                bad = cons.violations(w, w_prev, t_budget)  # every vector is validated
                 if bad:
                     raise _Attempt("invalid", "validation failed: " + "; ".join(bad), label)
             except _Attempt as a:

@@ -84,7 +84,8 @@ def nnls_direction(sigma: np.ndarray, a: np.ndarray, chol: np.ndarray | None = N
     for _ in range(5):
         S = np.flatnonzero(support)
         try:
-            xs = sla.cho_solve((np.linalg.cholesky(sigma[np.ix_(S, S)]), True), a[S], check_finite=False)
+            LS = L if S.size == k else np.linalg.cholesky(sigma[np.ix_(S, S)])
+            xs = sla.cho_solve((LS, True), a[S], check_finite=False)
         except np.linalg.LinAlgError:
             return None
         if np.all(xs > 0):

@@ -1,0 +1,137 @@
+"""Covariance estimators vs scikit-learn / numpy references; exact fast paths vs the cvxpy path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from quant_meta_assets.meta.optimize import optimize_meta_weights
+from quant_meta_assets.meta.optimize.constraints import build_constraints
+from quant_meta_assets.meta.optimize.estimators import (
+    estimate_covariance,
+    estimate_expected_returns,
+    ledoit_wolf_covariance,
+    oas_covariance,
+)
+from quant_meta_assets.meta.optimize.methods import CvxProblem, nnls_direction, risk_parity_newton
+from quant_meta_assets_tests.unit.meta.optimize.conftest import factor_returns, random_spd
+
+
+@pytest.mark.parametrize("shape", [(252, 20), (40, 60), (100, 1), (30, 5)])
+def test_shrinkage_matches_sklearn(shape):
+    from sklearn.covariance import OAS, LedoitWolf
+
+    X = factor_returns(shape[0], shape[1], seed=shape[1]).to_numpy()
+    np.testing.assert_allclose(ledoit_wolf_covariance(X), LedoitWolf().fit(X).covariance_, rtol=1e-12, atol=1e-18)
+    np.testing.assert_allclose(oas_covariance(X), OAS().fit(X).covariance_, rtol=1e-12, atol=1e-18)
+
+
+def test_sample_covariance_ddof1():
+    X = factor_returns(50, 4).to_numpy()
+    np.testing.assert_allclose(estimate_covariance(X, "sample"), np.cov(X, rowvar=False, ddof=1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("halflife", [5.0, 30.0, 1e7])
+def test_ewma_matches_numpy_loop_and_pandas(halflife):
+    X = factor_returns(80, 4, seed=7).to_numpy()
+    T = len(X)
+    lam = 0.5 ** (1 / halflife)
+    w = np.array([lam ** (T - 1 - t) for t in range(T)])
+    w /= w.sum()
+    m = sum(w[t] * X[t] for t in range(T))
+    C = sum(w[t] * np.outer(X[t] - m, X[t] - m) for t in range(T)) / (1 - np.sum(w**2))
+    np.testing.assert_allclose(estimate_covariance(X, "ewma", halflife), C, rtol=1e-10)
+    np.testing.assert_allclose(estimate_expected_returns(X, "ewma", halflife), m, rtol=1e-10)
+    df = pd.DataFrame(X)
+    pd_cov = df.ewm(halflife=halflife).cov(bias=False).loc[T - 1].to_numpy()
+    np.testing.assert_allclose(estimate_covariance(X, "ewma", halflife), pd_cov, rtol=1e-8)
+    np.testing.assert_allclose(estimate_expected_returns(X, "ewma", halflife), df.ewm(halflife=halflife).mean().iloc[-1], rtol=1e-10)
+    if halflife > 1e6:  # tends to the sample covariance
+        np.testing.assert_allclose(estimate_covariance(X, "ewma", halflife), np.cov(X.T), rtol=1e-4, atol=1e-10)
+
+
+@pytest.mark.parametrize("cov_name", ["ledoit_wolf", "oas", "ewma"])
+def test_engine_uses_estimator(cov_name):
+    R = factor_returns(120, 5, seed=8)
+    res = optimize_meta_weights(R, "min_variance", lookback=120, covariance=cov_name, halflife=20.0)
+    X = R.to_numpy()
+    C = estimate_covariance(X, cov_name, 20.0)
+    x = np.linalg.solve(C, np.ones(5))
+    if np.all(x > 0):
+        np.testing.assert_allclose(res.weights.iloc[0].to_numpy(), x / x.sum(), atol=1e-10)
+
+
+# Clarabel is an interior-point method: at a 1e-9 duality gap the weights of these flat
+# objectives are only ~sqrt(gap)/lambda_min accurate (~1e-7 .. 2e-5 here), which is why the exact
+# fast paths exist. The fast path must be at least as good (objective) and agree to CVX_TOL.
+CVX_TOL = 3e-5
+
+
+def _cons(k, **kw):
+    cs = build_constraints(tuple(f"s{i}" for i in range(k)), kw.get("lb", 0.0), kw.get("ub", 1.0), None, None, None, 0.0)
+    return cs.subset(np.ones(k, dtype=bool))
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("k", [5, 20, 60])
+def test_nnls_min_variance_matches_cvxpy(seed, k):
+    C = random_spd(k, seed)
+    S = C / (np.trace(C) / k)
+    L = np.linalg.cholesky(S)
+    x = nnls_direction(S, np.ones(k))
+    assert x is not None
+    w_fast = x / x.sum()
+    out = CvxProblem("min_variance", _cons(k), False, False).solve(L, None, None, None, 0.0, "CLARABEL")
+    assert out.status == "optimal"
+    assert np.abs(w_fast - out.weights).max() < CVX_TOL
+    assert w_fast @ S @ w_fast <= out.weights @ S @ out.weights + 1e-12
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_nnls_max_sharpe_and_maxdiv_match_cvxpy(seed):
+    k = 15
+    C = random_spd(k, seed)
+    S = C / (np.trace(C) / k)
+    L = np.linalg.cholesky(S)
+    rng = np.random.default_rng(seed)
+    for method, a in (("max_sharpe", rng.normal(0.2, 1.0, k)), ("max_diversification", np.sqrt(np.diag(S)))):
+        a = a / np.abs(a).max()
+        x = nnls_direction(S, a)
+        out = CvxProblem(method, _cons(k), False, False).solve(L, a, None, None, 0.0, "CLARABEL")
+        assert out.status == "optimal"
+        assert np.abs(x / x.sum() - out.weights).max() < CVX_TOL
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("k", [4, 20, 50])
+def test_newton_risk_parity_matches_cvxpy(seed, k):
+    C = random_spd(k, seed)
+    S = C / (np.trace(C) / k)
+    b = np.random.default_rng(seed).uniform(0.5, 2.0, k)
+    b /= b.sum()
+    w = risk_parity_newton(S, b)
+    assert w is not None
+    rc = w * (S @ w) / (w @ S @ w)
+    np.testing.assert_allclose(rc, b, atol=1e-12)
+    out = CvxProblem("risk_parity", _cons(k), False, False, budget=b).solve(
+        np.linalg.cholesky(S), None, None, None, 0.0, "CLARABEL"
+    )
+    assert out.status == "optimal"
+    assert np.abs(w - out.weights).max() < CVX_TOL
+    y = out.weights  # the Newton solution has the lower log-barrier objective on the same ray
+    def f(v):
+        v = v * np.sqrt(b.sum() / (v @ S @ v))
+        return 0.5 * v @ S @ v - b @ np.log(v)
+    assert f(w) <= f(y) + 1e-12
+
+
+def test_engine_fast_path_used_and_cvxpy_when_bound_binds(sp500_returns):
+    R = sp500_returns.iloc[:400]
+    fast = optimize_meta_weights(R, "min_variance", rebalance_every=50)
+    assert (fast.diagnostics["solver"] == "nnls-active-set").all()
+    rp = optimize_meta_weights(R, "risk_parity", rebalance_every=50)
+    assert (rp.diagnostics["solver"] == "newton").all()
+    capped = optimize_meta_weights(R, "min_variance", rebalance_every=50, max_weight=0.15)
+    assert (capped.diagnostics["solver"] == "CLARABEL").all()
+    assert capped.weights.to_numpy().max() <= 0.15 + 1e-8
