@@ -1,0 +1,217 @@
+"""Infeasible configurations, degenerate windows, fallback chain and its exhaustion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from quant_meta_assets.errors import InfeasibleConstraintsError, OptimizationError
+from quant_meta_assets.meta.optimize import OptimizerConfigError, optimize_meta_weights
+from quant_meta_assets.meta.optimize import engine as engine_mod
+from quant_meta_assets_tests.unit.meta.optimize.conftest import factor_returns
+
+
+@pytest.fixture
+def R() -> pd.DataFrame:
+    return factor_returns(120, 4, seed=21)
+
+
+@pytest.mark.parametrize(
+    "kw,pattern",
+    [
+        ({"min_weight": 0.3}, r"sum of min_weight over 4 sleeves is 1\.2 > 1"),
+        ({"max_weight": 0.2}, r"sum of max_weight over 4 sleeves is 0\.8 < 1"),
+        ({"min_weight": {"s1": 0.5}, "max_weight": {"s1": 0.4}}, r"min_weight > max_weight.*s1 \(min 0\.5 > max 0\.4\)"),
+        (
+            {"min_weight": {"s0": 0.3, "s1": 0.2}, "groups": {"s0": "A", "s1": "A"}, "group_caps": {"A": 0.4}},
+            r"group 'A' cap 0\.4 < sum of its members' min_weight 0\.5",
+        ),
+        (
+            {"max_weight": 0.5, "groups": {"s0": "A", "s1": "A", "s2": "B", "s3": "B"}, "group_caps": {"A": 0.3, "B": 0.6}},
+            r"group caps make the budget unreachable.*0\.9 < 1",
+        ),
+    ],
+)
+def test_infeasible_constraints_raise_before_solving(R, kw, pattern):
+    with pytest.raises(InfeasibleConstraintsError, match=pattern):
+        optimize_meta_weights(R, "min_variance", lookback=60, **kw)
+
+
+@pytest.mark.parametrize(
+    "kw,pattern",
+    [
+        ({"min_weight": {"nope": 0.1}}, r"min_weight names unknown sleeves \['nope'\]"),
+        ({"max_weight": {"zz": 0.5}}, r"max_weight names unknown sleeves \['zz'\]"),
+        ({"groups": {"bad": "A"}, "group_caps": {"A": 0.5}}, r"groups names unknown sleeves \['bad'\]"),
+        ({"groups": {"s0": "A"}, "group_caps": {"B": 0.5}}, r"unknown groups \['B'\]"),
+        ({"risk_budget": {"s0": 1.0}}, r"no budget for sleeves"),
+        ({"min_weight": -0.1}, r"long-only"),
+        ({"method": "nope"}, r"unknown method 'nope'"),
+        ({"fallback": ("nope",)}, r"unknown fallback entries \['nope'\]"),
+        ({"covariance": "ewma"}, r"halflife"),
+        ({"method": "risk_parity", "turnover_penalty": 0.1}, r"turnover_penalty"),
+        ({"max_turnover": -1.0}, r"max_turnover"),
+    ],
+)
+def test_config_errors_name_the_problem(R, kw, pattern):
+    kw = {"method": "risk_parity", **kw}
+    with pytest.raises(OptimizerConfigError, match=pattern):
+        optimize_meta_weights(R, lookback=60, **kw)
+
+
+def _negative_drift(n_rows=120, k=4, seed=3):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(-2e-3, 0.01, (n_rows, k))
+    return pd.DataFrame(X, index=pd.bdate_range("2021-01-01", periods=n_rows, name="date"), columns=[f"s{i}" for i in range(k)])
+
+
+def test_max_sharpe_no_positive_excess_falls_back_and_records():
+    R = _negative_drift()
+    res = optimize_meta_weights(R, "max_sharpe", lookback=60, rebalance_every=30)
+    d = res.diagnostics
+    assert d["fallback_used"].all()
+    assert (d["status"] == "infeasible").all()
+    assert d["fallback_reason"].str.contains("no sleeve has expected return above the risk-free rate").all()
+    # first rebalance: previous weights unavailable -> equal weight; later: previous weights
+    assert d["weights_from"].iloc[0] == "equal_weight"
+    assert "previous_weights: unavailable" in d["attempts"].iloc[0]
+    assert (d["weights_from"].iloc[1:] == "previous_weights").all()
+    np.testing.assert_allclose(res.weights.to_numpy(), 0.25)
+
+
+def test_chain_exhausted_names_date_and_every_attempt():
+    R = _negative_drift()
+    with pytest.raises(OptimizationError) as ei:
+        optimize_meta_weights(R, "max_sharpe", lookback=60, fallback=("previous_weights", "max_sharpe"))
+    msg = str(ei.value)
+    assert str(R.index[59]) in msg
+    assert "max_sharpe [precheck]: infeasible" in msg and "previous_weights: unavailable" in msg
+    assert msg.count("max_sharpe [precheck]") == 2
+
+
+def test_solver_infeasible_vs_numerical_are_distinguished(R):
+    # max_sharpe with a floor on sleeves with negative mean can make (mu-rf)'w > 0 impossible
+    Rn = R.copy()
+    Rn[["s0", "s1", "s2"]] -= 5e-3
+    Rn["s3"] += 5e-3
+    res = optimize_meta_weights(Rn, "max_sharpe", lookback=60, min_weight={"s0": 0.3, "s1": 0.3, "s2": 0.3})
+    d = res.diagnostics.iloc[0]
+    assert d["status"] == "infeasible" and d["fallback_used"]
+    assert "max_sharpe [CLARABEL]: infeasible" in d["attempts"]
+    # OSQP cannot solve the exponential-cone risk-parity problem -> solver error, not "infeasible"
+    res2 = optimize_meta_weights(R, "risk_parity", lookback=60, max_weight=0.3, solver="OSQP")
+    d2 = res2.diagnostics.iloc[0]
+    assert d2["status"] == "solver_error" and d2["fallback_used"]
+    assert d2["weights_from"] == "equal_weight"
+
+
+def test_invalid_solution_goes_to_fallback(monkeypatch, R):
+    def bad(self, *a, **k):
+        return np.array([0.7, 0.7, -0.2, -0.2]), "optimal", "fake"
+
+    orig = engine_mod._Engine.__dict__["run_method"]
+    monkeypatch.setattr(
+        engine_mod._Engine,
+        "run_method",
+        lambda self, name, *a, **k: bad(self) if name == "min_variance" else orig(self, name, *a, **k),
+    )
+    res = optimize_meta_weights(R, "min_variance", lookback=60, rebalance_every=100)
+    d = res.diagnostics.iloc[0]
+    assert d["status"] == "invalid" and d["fallback_used"]
+    assert "validation failed" in d["attempts"] and "< 0" in d["attempts"]
+
+
+def test_previous_weights_must_respect_current_constraints():
+    # sleeve s3 goes inactive (NaN) at the 2nd rebalance; previous weights hold it -> invalid
+    R = _negative_drift()
+    R.iloc[70:80, 3] = np.nan
+    res = optimize_meta_weights(R, "max_sharpe", lookback=60, rebalance_every=20)
+    d = res.diagnostics
+    row = d.iloc[1]
+    assert "previous_weights: invalid (previous weights hold inactive sleeves)" in row["attempts"]
+    assert row["weights_from"] == "equal_weight" and res.weights.iloc[1]["s3"] == 0.0
+
+
+def test_more_sleeves_than_rows():
+    R = factor_returns(40, 30, seed=4)
+    for method in ("min_variance", "risk_parity", "max_diversification", "hrp", "inverse_vol"):
+        res = optimize_meta_weights(R, method, lookback=20, rebalance_every=10)
+        d = res.diagnostics
+        assert d["psd_repaired"].all() and np.isinf(d["condition_number"]).all()
+        W = res.weights.to_numpy()
+        np.testing.assert_allclose(W.sum(axis=1), 1.0, atol=1e-9)
+        assert W.min() >= 0
+
+
+def test_zero_variance_sleeve_is_inactive(R):
+    R = R.copy()
+    R["cash"] = 0.0
+    res = optimize_meta_weights(R, "risk_parity", lookback=60, rebalance_every=30)
+    assert (res.weights["cash"] == 0).all()
+    assert res.diagnostics["notes"].str.contains("inactive \\(zero variance\\): cash").all()
+    assert (res.diagnostics["n_active_sleeves"] == 4).all()
+
+
+def test_nan_window_sleeve_inactive_then_live(R):
+    R = R.copy()
+    R.iloc[:70, 2] = np.nan  # s2 goes live on row 70
+    res = optimize_meta_weights(R, "min_variance", lookback=60, rebalance_every=20, max_weight=0.6)
+    W = res.weights
+    live_from = 70 + 60 - 1
+    for pos, date in zip(range(59, 120, 20), W.index, strict=True):
+        if pos < live_from:
+            assert W.loc[date, "s2"] == 0.0
+        else:
+            assert W.loc[date, "s2"] > 0
+    assert res.diagnostics["notes"].iloc[0].startswith("inactive (NaN in window): s2")
+    np.testing.assert_allclose(W.sum(axis=1), 1.0, atol=1e-12)
+
+
+def test_nan_window_makes_min_weights_infeasible(R):
+    R = R.copy()
+    R.iloc[:70, 2] = np.nan
+    with pytest.raises(InfeasibleConstraintsError, match=r"rebalance .*inactive \(NaN in window\): s2.*sum of max_weight over 3 sleeves is 0\.9 < 1"):
+        optimize_meta_weights(R, "min_variance", lookback=60, max_weight=0.3)
+
+
+def test_non_psd_covariance_is_repaired(monkeypatch, R):
+    real = engine_mod.estimate_covariance
+
+    def broken(X, *a, **k):
+        C = real(X, *a, **k)
+        lam, V = np.linalg.eigh(C)
+        lam[0] = -0.5 * lam[1]
+        return (V * lam) @ V.T
+
+    monkeypatch.setattr(engine_mod, "estimate_covariance", broken)
+    res = optimize_meta_weights(R, "min_variance", lookback=60, rebalance_every=30, covariance="oas")
+    d = res.diagnostics
+    assert d["psd_repaired"].all() and np.isinf(d["condition_number"]).all()
+    assert d["notes"].str.contains("negative eigenvalue").all()
+    np.testing.assert_allclose(res.weights.sum(axis=1), 1.0, atol=1e-12)
+
+
+def test_singular_covariance_duplicate_sleeve(R):
+    R = R.copy()
+    R["dup"] = R["s0"]
+    for method in ("min_variance", "risk_parity", "max_sharpe", "mean_variance"):
+        res = optimize_meta_weights(R, method, lookback=60, rebalance_every=30, max_weight=0.5)
+        assert res.diagnostics["psd_repaired"].all()
+        assert (res.diagnostics["condition_number"] > 1e12).all()
+        W = res.weights.to_numpy()
+        np.testing.assert_allclose(W.sum(axis=1), 1.0, atol=1e-9)
+        assert W.min() >= -1e-12 and W.max() <= 0.5 + 1e-8
+
+
+def test_turnover_constraint_and_penalty(sp500_returns):
+    R = sp500_returns.iloc[:700]
+    free = optimize_meta_weights(R, "min_variance", rebalance_every=21).weights.to_numpy()
+    capped = optimize_meta_weights(R, "min_variance", rebalance_every=21, max_turnover=0.1).weights.to_numpy()
+    assert np.abs(np.diff(free, axis=0)).sum(axis=1).max() > 0.1
+    assert np.abs(np.diff(capped, axis=0)).sum(axis=1).max() <= 0.1 + 1e-8
+    pen = optimize_meta_weights(R, "min_variance", rebalance_every=21, turnover_penalty=0.05).weights.to_numpy()
+    assert np.abs(np.diff(pen, axis=0)).sum() < np.abs(np.diff(free, axis=0)).sum()
+    for method in ("risk_parity", "hrp", "max_diversification", "equal_weight"):
+        W = optimize_meta_weights(R, method, rebalance_every=21, max_turnover=0.05, max_weight=0.2).weights.to_numpy()
+        assert np.abs(np.diff(W, axis=0)).sum(axis=1).max() <= 0.05 + 1e-8
