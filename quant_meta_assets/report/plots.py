@@ -73,8 +73,11 @@ def meta_weights_area(meta_weights_daily: pd.DataFrame, rebalance_dates) -> go.F
         fig.add_trace(go.Scatter(x=meta_weights_daily.index, y=meta_weights_daily[name].to_numpy(),
                                  name=name, mode="lines", stackgroup="w",
                                  line=dict(width=0.5, color=colors[name])))
-    for d in rebalance_dates:
-        fig.add_vline(x=d, line=dict(color="rgba(0,0,0,0.15)", width=1, dash="dot"))
+    # one trace of None-separated segments: add_vline per date is quadratic in plotly
+    dates = list(rebalance_dates)
+    fig.add_trace(go.Scatter(x=[v for d in dates for v in (d, d, None)], y=[0, 1, None] * len(dates),
+                             mode="lines", name="rebalance", showlegend=False, hoverinfo="skip",
+                             line=dict(color="rgba(0,0,0,0.15)", width=1, dash="dot")))
     fig.update_yaxes(range=[0, 1])
     return _layout(fig, "Held meta-weights (drifting; dotted lines = rebalances)", ".0%")
 
