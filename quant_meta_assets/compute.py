@@ -16,7 +16,9 @@ Records
 Failure policy
     * Strategy exception (anything ``run_sleeve`` raises): caught on the worker and recorded
       with the ORIGINAL type and message. Deterministic, so never retried
-      (``retry_exceptions=False``); ``attempts`` is 1 unless an earlier attempt crashed.
+      (``retry_exceptions=False``). ``attempts`` is 1 when ``max_retries`` is 0, else ``None``:
+      an earlier attempt may have crashed and been retried, and Ray does not report attempt
+      counts without its state API (which needs the dashboard).
     * Worker crash (the process dies: ``os._exit``, segfault, OOM kill, node loss): a Ray system
       failure, retried by Ray up to ``profile.max_retries`` times (``max_retries`` option). When
       every attempt crashed the record is ``WorkerCrashedError: worker process died while

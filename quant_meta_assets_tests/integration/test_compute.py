@@ -247,3 +247,29 @@ def test_unreachable_ray_raises_naming_the_address_in_bounded_time():
     message, address = out["silent"]
     assert address in message and "3 s" in message
     assert out["silent_s"] < 8
+
+
+@pytest.mark.timeout(60)
+def test_engine_starts_a_local_ray_when_none_and_shuts_down_only_that():
+    # in a subprocess: this module's Ray is already initialised in the test process
+    code = """
+        import json, os, ray
+        from quant_meta_assets.compute import RayComputeEngine
+        from quant_meta_assets.registry import SleeveProfile
+        from quant_meta_assets_tests.strategies_for_tests import make_prices, spec
+        assert "RAY_ADDRESS" not in os.environ
+        sleeves = [SleeveProfile(name="a", strategy=spec("good")), SleeveProfile(name="b", strategy=spec("raises"))]
+        records = RayComputeEngine(num_cpus=1).execute_sleeves(sleeves, make_prices())
+        after_call = ray.is_initialized()
+        with RayComputeEngine(num_cpus=1) as engine:
+            engine.execute_sleeves(sleeves[:1], make_prices())
+            inside = ray.is_initialized() and ray.cluster_resources().get("CPU")
+        print(json.dumps([[r["status"] for r in records], after_call, inside, ray.is_initialized()]))
+    """
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], cwd=REPO_ROOT, capture_output=True, text=True,
+        env={**env, "PYTHONPATH": str(REPO_ROOT)}, timeout=55,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [["success", "error"], False, 1.0, False]
