@@ -41,10 +41,12 @@ def test_asset_keys_mirror_stage_ids():
 
 
 def test_check_is_blocking():
+    from quant_meta_assets.defs.sleeves import all_sleeves_succeeded
+
     checks = list(defs.resolve_asset_graph().asset_check_keys)
     assert [c.name for c in checks] == ["all_sleeves_succeeded"]
-    spec = next(iter(defs.resolve_asset_graph().get_checks_def(checks[0]).check_specs))
-    assert spec.blocking
+    spec = next(iter(all_sleeves_succeeded.check_specs))
+    assert spec.blocking and spec.asset_key == dg.AssetKey("sleeves")
 
 
 def _instance_with(registry_path, monkeypatch, names):
@@ -59,7 +61,6 @@ def _materialize_all(instance, names):
     return dg.materialize(
         assets,
         instance=instance,
-        resources=defs.resources,
         selection=dg.AssetSelection.all(),
         tags=partition_range_tags(instance, names),
         raise_on_error=False,
@@ -89,7 +90,7 @@ def test_failing_sleeve_fails_check_and_blocks_every_meta_asset(tmp_path, monkey
     assert not result.success
     evaluation = result.get_asset_check_evaluations()[0]
     assert not evaluation.passed
-    assert "broken_sleeve" in evaluation.description and "RuntimeError" in evaluation.description
+    assert "broken_sleeve: ValueError: boom from the strategy" in evaluation.description
     for key in META_KEYS:
         assert not instance.fetch_materializations(key, limit=1).records, key
     # the failure is visible per partition in the UI, without opening logs
@@ -124,10 +125,10 @@ def test_meta_sensor_waits_for_every_sleeve(tmp_path, monkeypatch):
 
     materialize("equal_weight", "success")
     with dg.build_sensor_context(instance=instance, definitions=defs) as context:
-        skip = meta_on_fresh_sleeves(context)
-    assert isinstance(skip, dg.SkipReason) and "low_volatility: never materialized" in skip.skip_message
+        tick = meta_on_fresh_sleeves.evaluate_tick(context)
+    assert not tick.run_requests and "low_volatility: never materialized" in tick.skip_message
     materialize("low_volatility", "success")
     materialize("min_variance", "success")
     with dg.build_sensor_context(instance=instance, definitions=defs) as context:
-        request = meta_on_fresh_sleeves(context)
-    assert isinstance(request, dg.RunRequest)
+        tick = meta_on_fresh_sleeves.evaluate_tick(context)
+    assert len(tick.run_requests) == 1 and tick.run_requests[0].job_name in (None, "meta_job")

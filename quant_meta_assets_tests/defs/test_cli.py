@@ -1,0 +1,52 @@
+"""`dagster job execute -m quant_meta_assets -j meta_full` in a subprocess: the real entry point."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from quant_meta_assets_tests.conftest import REPO_ROOT, run_cli, write_registry
+from quant_meta_assets_tests.defs.test_graph import FAILING, GOOD
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
+
+META_DIRS = ("meta/returns", "meta/optimize", "meta/flatten", "meta/report")
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def meta_materializations(home: Path) -> int:
+    with sqlite3.connect(home / "history" / "runs" / "index.db") as db:
+        return db.execute(
+            "select count(*) from event_logs where dagster_event_type = 'ASSET_MATERIALIZATION' "
+            "and asset_key like '%meta%'"
+        ).fetchone()[0]
+
+
+def test_cli_job_runs_then_stops_the_line_and_keeps_last_good_outputs(tmp_path, isolated_env):
+    storage = tmp_path / "storage"
+    env = {"PYTHONPATH": str(REPO_ROOT), "QUANT_META_RAY_NUM_CPUS": "2"}
+    env["QUANT_META_SLEEVES"] = str(write_registry(tmp_path / "good.yaml", GOOD))
+    good = run_cli(["dagster", "job", "execute", "-m", "quant_meta_assets", "-j", "meta_full"], env)
+    assert good.returncode == 0, good.stdout[-3000:] + good.stderr[-3000:]
+    for sub in META_DIRS:
+        assert (storage / sub).is_dir(), sub
+    before = {sub: tree_digest(storage / sub) for sub in META_DIRS}
+    n_meta = meta_materializations(isolated_env)
+    assert n_meta == 4
+
+    env["QUANT_META_SLEEVES"] = str(write_registry(tmp_path / "failing.yaml", FAILING))
+    bad = run_cli(["dagster", "job", "execute", "-m", "quant_meta_assets", "-j", "meta_full"], env)
+    output = bad.stdout + bad.stderr
+    assert bad.returncode != 0
+    assert "broken_sleeve" in output and "ValueError: boom from the strategy" in output
+    assert meta_materializations(isolated_env) == n_meta  # no meta/* materialization recorded
+    assert {sub: tree_digest(storage / sub) for sub in META_DIRS} == before  # byte-for-byte unchanged
