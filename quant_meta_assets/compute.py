@@ -212,7 +212,7 @@ def _parse_host_port(address: str) -> tuple[str, int] | None:
     return host, int(port)
 
 
-def _probe(address: str, timeout_s: float) -> None:
+def probe_ray_address(address: str, timeout_s: float) -> None:
     """Fail fast (RayUnavailableError) when nothing accepts TCP connections at ``address``."""
     parsed = _parse_host_port(address)
     if parsed is None:
@@ -304,7 +304,7 @@ class RayComputeEngine:
             logger.warning("num_cpus=%s ignored: connecting to the existing Ray cluster at %s",
                            self.num_cpus, address)
         deadline = time.monotonic() + self.connect_timeout_s
-        _probe(address, self.connect_timeout_s)
+        probe_ray_address(address, self.connect_timeout_s)
         self._init_with_deadline(address, max(0.1, deadline - time.monotonic()))
         self._owns_ray = True
 

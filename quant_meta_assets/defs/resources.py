@@ -22,10 +22,22 @@ def ray_resource() -> LocalRay:
     return LocalRay(lifecycle=Lifecycle(connect=False), ray_init_options=options)
 
 
+CONNECT_PROBE_TIMEOUT_S = 10.0
+
+
 def connect_ray(ray_cluster, context) -> None:
-    """Connect the dagster-ray resource once per process (a no-op when Ray is already up)."""
+    """Connect the dagster-ray resource once per process (a no-op when Ray is already up).
+
+    With RAY_ADDRESS set, a TCP probe first turns "nothing listens there" into a clear error
+    naming the address within seconds (ray.init alone retries a dead address for minutes).
+    """
     import ray
+
+    from quant_meta_assets.compute import probe_ray_address
 
     if ray.is_initialized():
         return
+    address = settings.ray_address()
+    if address:
+        probe_ray_address(address, CONNECT_PROBE_TIMEOUT_S)
     ray_cluster.connect(context)
