@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from quant_meta_assets import settings
 from quant_meta_assets.errors import PriceDataError, RegistryError
 
-PRICES_ENV_VAR = "QUANT_META_PRICES"
+PRICES_ENV_VAR = settings.PRICES_ENV
 REBALANCE_FREQUENCIES = ("daily", "weekly", "monthly", "quarterly")
 _PERIOD_CODE = {"weekly": "W-SUN", "monthly": "M", "quarterly": "Q-DEC"}
 

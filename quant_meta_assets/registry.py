@@ -36,10 +36,11 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from quant_meta_assets import settings
 from quant_meta_assets.errors import RegistryError
 from quant_meta_assets.prices import REBALANCE_FREQUENCIES
 
-SLEEVES_ENV_VAR = "QUANT_META_SLEEVES"
+SLEEVES_ENV_VAR = settings.SLEEVES_ENV
 DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_MAX_RETRIES = 1
 SLEEVE_NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
