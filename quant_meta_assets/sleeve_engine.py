@@ -113,7 +113,7 @@ def validate_target_weights(
     if bad_cells.any():
         rows, cols = np.nonzero(bad_cells)
         raise StrategyOutputError(
-            f"{where} has non-finite weight {values[rows[0], cols[0]]!r} for ticker "
+            f"{where} has non-finite weight {float(values[rows[0], cols[0]])!r} for ticker "
             f"{columns[cols[0]]!r} on {weights.index[rows[0]].date().isoformat()}; "
             f"{int(bad_cells.sum())} such cell(s)"
         )

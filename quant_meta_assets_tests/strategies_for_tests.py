@@ -94,3 +94,27 @@ def exploding_weights(prices: pd.DataFrame) -> pd.DataFrame:
 def slow_good(prices: pd.DataFrame, seconds: float = 1.0) -> pd.DataFrame:
     time.sleep(seconds)
     return good(prices)
+
+
+def foreign_tickers(prices: pd.DataFrame) -> pd.DataFrame:
+    """Weights on a ticker that is not in the sleeve's universe."""
+    weights = good(prices)
+    weights["NOT_A_TICKER"] = 0.0
+    return weights
+
+
+def off_index_dates(prices: pd.DataFrame) -> pd.DataFrame:
+    """A weight row dated the day after the last price (not in the price index: look-ahead)."""
+    weights = good(prices)
+    extra = weights.iloc[[-1]].copy()
+    extra.index = pd.DatetimeIndex([prices.index[-1] + pd.Timedelta(days=1)], name=prices.index.name)
+    return pd.concat([weights, extra])
+
+
+def empty_weights(prices: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(index=pd.DatetimeIndex([], name="date"), columns=prices.columns, dtype=float)
+
+
+def zero_variance(prices: pd.DataFrame) -> pd.DataFrame:
+    """All cash: a sleeve that is live but whose returns are exactly 0 every day."""
+    return pd.DataFrame(0.0, index=prices.index, columns=prices.columns)

@@ -1,0 +1,137 @@
+"""Stop the line through real Dagster (`materialize`, `meta_job`) on a real local Ray.
+
+A sleeve that crashes its worker or hangs past its budget must fail the blocking check naming
+the sleeve and the cause; no `meta/*` materialization may be recorded and the stored `meta/*`
+files must stay byte-for-byte what the last good run wrote. A partition that once succeeded and
+then failed must never be served as good data (no stale frames survive the failure).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from quant_meta_assets.defs.definitions import defs
+from quant_meta_assets.defs.io_manager import ParquetIOManager, join_value
+from quant_meta_assets.storage import read_bundle, read_json
+from quant_meta_assets_tests.defs.test_graph import GOOD
+from quant_meta_assets_tests.faults.conftest import (
+    check_evaluation,
+    materialize_all,
+    meta_digest,
+    meta_materialization_count,
+    meta_materialization_ids,
+    use_registry,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+CRASH_AND_HANG = GOOD + """
+  - name: crashed_sleeve
+    strategy: quant_meta_assets_tests.strategies_for_tests:crashes
+    max_retries: 0
+  - name: hung_sleeve
+    strategy: quant_meta_assets_tests.strategies_for_tests:hangs
+    timeout_s: 3
+"""
+FLAKY_GOOD = GOOD + """
+  - name: flaky
+    strategy: equal_weight
+"""
+FLAKY_BAD = GOOD + """
+  - name: flaky
+    strategy: quant_meta_assets_tests.strategies_for_tests:raises
+"""
+STORED_SUFFIXES = {".parquet", ".json", ".html"}
+
+
+def _storage() -> Path:
+    from quant_meta_assets import settings
+
+    return settings.storage_root()
+
+
+def _good_run(tmp_path, monkeypatch, instance, body=GOOD):
+    names = use_registry(tmp_path / "good.yaml", body, monkeypatch, instance)
+    result = materialize_all(instance, names)
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    ids = meta_materialization_ids(instance)
+    assert all(v is not None for v in ids.values()), ids
+    return ids
+
+
+def test_worker_crash_and_hang_stop_the_line_and_keep_last_good_meta(tmp_path, monkeypatch, local_ray, small_prices):
+    instance = dg.DagsterInstance.get()
+    ids = _good_run(tmp_path, monkeypatch, instance)
+    storage = _storage()
+    before = meta_digest(storage)
+    assert all(before.values()), "the good run stored every meta asset"
+    n_meta = meta_materialization_count(instance)
+
+    # safety: nothing stored is a pickle (or anything but Parquet / JSON / HTML)
+    stored = [p for p in storage.rglob("*") if p.is_file()]
+    assert stored and {p.suffix for p in stored} <= STORED_SUFFIXES, {p.suffix for p in stored}
+    for path in stored:
+        assert not path.read_bytes().startswith(b"\x80"), f"{path} looks like a pickle"
+
+    names = use_registry(tmp_path / "bad.yaml", CRASH_AND_HANG, monkeypatch, instance)
+    result = materialize_all(instance, names)
+    assert not result.success
+    evaluation = check_evaluation(result)
+    assert not evaluation.passed
+    text = evaluation.description
+    assert "2 of 5 sleeves are not good" in text, text
+    assert "crashed_sleeve: WorkerCrashedError" in text, text
+    assert "hung_sleeve: SleeveTimeout: sleeve 'hung_sleeve' timed out after 3 s" in text, text
+    assert "equal_weight" not in text  # the good sleeves are not blamed
+    # nothing downstream ran: same latest meta materializations, same count, same bytes
+    assert meta_materialization_ids(instance) == ids
+    assert meta_materialization_count(instance) == n_meta
+    assert meta_digest(storage) == before
+    # each failed partition is visible in the UI with its cause
+    for name, cause in (("crashed_sleeve", "WorkerCrashedError"), ("hung_sleeve", "timed out after 3 s")):
+        record = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("sleeves"), asset_partitions=[name]), limit=1
+        ).records[0]
+        metadata = record.asset_materialization.metadata
+        assert metadata["status"].value == "error" and cause in metadata["error"].value
+
+
+def test_failed_partition_leaves_no_stale_data_and_meta_job_stays_blocked(
+    tmp_path, monkeypatch, local_ray, small_prices
+):
+    instance = dg.DagsterInstance.get()
+    ids = _good_run(tmp_path, monkeypatch, instance, FLAKY_GOOD)
+    storage = _storage()
+    bundle = storage / "sleeves" / "flaky"
+    assert read_json(bundle / "meta.json")["meta"]["status"] == "success"
+    assert sorted(p.suffix for p in bundle.iterdir()) == [".json", *[".parquet"] * 4]
+    before = meta_digest(storage)
+    n_meta = meta_materialization_count(instance)
+
+    names = use_registry(tmp_path / "bad.yaml", FLAKY_BAD, monkeypatch, instance)
+    result = materialize_all(instance, names)
+    assert not result.success
+    assert "flaky: ValueError: boom from the strategy" in check_evaluation(result).description
+
+    # the stored bundle is the failure, with no frames: the old good data is gone, not stale
+    assert [p.name for p in bundle.iterdir()] == ["meta.json"]
+    manifest = read_json(bundle / "meta.json")
+    assert manifest["frames"] == {}
+    assert manifest["meta"]["status"] == "error"
+    assert manifest["meta"]["error"] == "ValueError: boom from the strategy"
+    loaded = join_value(*read_bundle(ParquetIOManager()._dir(dg.AssetKey("sleeves"), "flaky")))
+    assert loaded["status"] == "error"
+    assert all(loaded[k] is None for k in ("returns", "weights", "costs", "turnover"))
+
+    # meta_job alone (the meta assets + the check, no sleeves) still stops at the check
+    meta_job = defs.resolve_job_def("meta_job")
+    rerun = meta_job.execute_in_process(instance=instance, raise_on_error=False)
+    assert not rerun.success
+    evaluation = check_evaluation(rerun)
+    assert not evaluation.passed and "flaky: ValueError: boom from the strategy" in evaluation.description
+    assert meta_materialization_ids(instance) == ids
+    assert meta_materialization_count(instance) == n_meta
+    assert meta_digest(storage) == before
