@@ -1,19 +1,22 @@
-"""Covariance and expected-return estimators for one estimation window (numpy only).
+"""Covariance and expected-return estimators for one estimation window.
 
 Every estimator takes a window ``X`` of shape ``(T, k)`` (rows = days, no NaN) of daily simple
 returns and returns *daily* moments; the engine scales them for the solvers.
 
 Covariance
     ``sample``       unbiased sample covariance (``ddof=1``), the walk-forward contract's default.
-    ``ledoit_wolf``  Ledoit-Wolf shrinkage towards ``mu * I``; identical to
-                     ``sklearn.covariance.LedoitWolf().fit(X).covariance_`` (which shrinks the
-                     maximum-likelihood, ``ddof=0``, covariance).
-    ``oas``          Oracle Approximating Shrinkage; identical to ``sklearn.covariance.OAS``.
+    ``ledoit_wolf``  Ledoit-Wolf shrinkage towards ``mu * I``: scikit-learn's
+                     ``LedoitWolf().fit(X).covariance_`` itself (it shrinks the
+                     maximum-likelihood, ``ddof=0``, covariance); sklearn is imported lazily.
+    ``oas``          Oracle Approximating Shrinkage: scikit-learn's ``OAS().fit(X).covariance_``.
     ``ewma``         exponentially weighted: weight ``0.5 ** ((T-1-t) / halflife)`` on row ``t``
                      (the newest row has weight 1), normalised to sum 1, weighted mean removed,
                      bias-corrected by ``1 / (1 - sum(w**2))`` (the reliability-weights analogue of
                      ``ddof=1``; equals ``pandas ... .ewm(halflife=h).cov(bias=False)`` on the last
-                     row, and tends to the sample covariance as ``halflife -> inf``).
+                     row, and tends to the sample covariance as ``halflife -> inf``). Kept in
+                     numpy: pandas' ``ewm().cov()`` computes every row's pairwise covariance and
+                     measured ~2,700x slower per 252 x 20 window (39 ms vs 0.015 ms); the tests
+                     use pandas as the oracle instead.
 
 Expected returns
     ``historical``   arithmetic mean of the window.
@@ -48,47 +51,21 @@ def sample_covariance(X: np.ndarray) -> np.ndarray:
     return (cov + cov.T) * 0.5
 
 
-def _mle_covariance(Xc: np.ndarray) -> np.ndarray:
-    cov = Xc.T @ Xc / Xc.shape[0]
-    return (cov + cov.T) * 0.5
-
-
 def ledoit_wolf_covariance(X: np.ndarray) -> np.ndarray:
-    """scikit-learn's ``ledoit_wolf`` (assume_centered=False) without the block loop."""
-    n, p = X.shape
-    Xc = X - X.mean(axis=0)
-    emp = _mle_covariance(Xc)
-    if p == 1:
-        return emp
-    X2 = Xc**2
-    emp_cov_trace = X2.sum(axis=0) / n
-    mu = emp_cov_trace.sum() / p
-    beta_ = np.sum(X2.T @ X2)
-    delta_ = np.sum((Xc.T @ Xc) ** 2) / n**2
-    beta = 1.0 / (p * n) * (beta_ / n - delta_)
-    delta = (delta_ - 2.0 * mu * emp_cov_trace.sum() + p * mu**2) / p
-    beta = min(beta, delta)
-    shrinkage = 0.0 if beta == 0 else beta / delta
-    out = (1.0 - shrinkage) * emp
-    out.flat[:: p + 1] += shrinkage * mu
-    return out
+    """``sklearn.covariance.LedoitWolf`` (shrinks the ``ddof=0`` covariance towards ``mu * I``).
+
+    scikit-learn is imported here, not at module level, so importing the package stays fast.
+    """
+    from sklearn.covariance import LedoitWolf
+
+    return LedoitWolf(store_precision=False, assume_centered=False).fit(X).covariance_
 
 
 def oas_covariance(X: np.ndarray) -> np.ndarray:
-    """scikit-learn's ``oas`` (assume_centered=False)."""
-    n, p = X.shape
-    Xc = X - X.mean(axis=0)
-    emp = _mle_covariance(Xc)
-    if p == 1:
-        return emp
-    alpha = np.mean(emp**2)
-    mu = np.trace(emp) / p
-    num = alpha + mu**2
-    den = (n + 1) * (alpha - mu**2 / p)
-    shrinkage = 1.0 if den == 0 else min(num / den, 1.0)
-    out = (1.0 - shrinkage) * emp
-    out.flat[:: p + 1] += shrinkage * mu
-    return out
+    """``sklearn.covariance.OAS`` (Oracle Approximating Shrinkage of the ``ddof=0`` covariance)."""
+    from sklearn.covariance import OAS
+
+    return OAS(store_precision=False, assume_centered=False).fit(X).covariance_
 
 
 def ewma_covariance(X: np.ndarray, halflife: float, weights: np.ndarray | None = None) -> np.ndarray:

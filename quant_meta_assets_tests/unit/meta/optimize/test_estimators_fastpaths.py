@@ -19,12 +19,39 @@ from quant_meta_assets_tests.unit.meta.optimize.conftest import factor_returns, 
 
 
 @pytest.mark.parametrize("shape", [(252, 20), (40, 60), (100, 1), (30, 5)])
-def test_shrinkage_matches_sklearn(shape):
-    from sklearn.covariance import OAS, LedoitWolf
+def test_shrinkage_is_sklearn(shape):
+    # the estimators *are* scikit-learn's: identical to its public functions bit for bit (1e-15)
+    from sklearn.covariance import ledoit_wolf, oas
 
     X = factor_returns(shape[0], shape[1], seed=shape[1]).to_numpy()
-    np.testing.assert_allclose(ledoit_wolf_covariance(X), LedoitWolf().fit(X).covariance_, rtol=1e-12, atol=1e-18)
-    np.testing.assert_allclose(oas_covariance(X), OAS().fit(X).covariance_, rtol=1e-12, atol=1e-18)
+    for ours, ref in ((ledoit_wolf_covariance(X), ledoit_wolf(X)[0]), (oas_covariance(X), oas(X)[0])):
+        assert ours.shape == (shape[1], shape[1])
+        np.testing.assert_allclose(ours, ref, rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("cov_name,cls_name", [("ledoit_wolf", "LedoitWolf"), ("oas", "OAS")])
+def test_engine_calls_sklearn_estimator_once_per_rebalance(monkeypatch, cov_name, cls_name):
+    import sklearn.covariance as skc
+
+    cls = getattr(skc, cls_name)
+    real_fit = cls.fit
+    seen: list[np.ndarray] = []
+
+    def spy(self, X, y=None):
+        seen.append(np.array(X, copy=True))
+        return real_fit(self, X, y)
+
+    monkeypatch.setattr(cls, "fit", spy)
+    R = factor_returns(200, 5, seed=12)
+    res = optimize_meta_weights(R, "inverse_vol", lookback=100, rebalance_every=50, covariance=cov_name)
+    rows = list(range(99, 200, 50))
+    assert len(seen) == len(rows) == len(res.weights)
+    for X, r in zip(seen, rows, strict=True):
+        np.testing.assert_array_equal(X, R.to_numpy()[r - 99 : r + 1])  # exactly the window
+    # inverse_vol reads the estimator's diagonal: the weights follow sklearn's estimate
+    C = getattr(skc, cov_name)(R.to_numpy()[rows[-1] - 99 : rows[-1] + 1])[0]
+    iv = 1.0 / np.sqrt(np.diag(C))
+    np.testing.assert_allclose(res.weights.iloc[-1].to_numpy(), iv / iv.sum(), rtol=1e-14)
 
 
 def test_sample_covariance_ddof1():
