@@ -151,13 +151,14 @@ class ActiveConstraints:
 
     def clean(self, w: np.ndarray) -> np.ndarray:
         """Remove solver noise: clip violations of at most NOISE_TOL, renormalise to sum 1."""
-        w = np.asarray(w, dtype=float).copy()
-        if not np.all(np.isfinite(w)):
+        w = np.array(w, dtype=float)  # a copy
+        if not np.isfinite(w).all():
             return w
-        below = self.lb - w
-        above = w - self.ub
-        w = np.where((below > 0) & (below <= NOISE_TOL), self.lb, w)
-        w = np.where((above > 0) & (above <= NOISE_TOL), self.ub, w)
+        if (w < self.lb).any() or (w > self.ub).any():
+            below = self.lb - w
+            above = w - self.ub
+            w = np.where((below > 0) & (below <= NOISE_TOL), self.lb, w)
+            w = np.where((above > 0) & (above <= NOISE_TOL), self.ub, w)
         s = w.sum()
         if s > 0 and abs(s - 1.0) <= 1e-6:
             w = w / s

@@ -37,6 +37,7 @@ annualised variance.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -44,6 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.linalg import lapack
 
 from quant_meta_assets.meta.optimize.constraints import (
     ActiveConstraints,
@@ -69,6 +71,7 @@ from quant_meta_assets.meta.optimize.hrp import hrp_weights
 from quant_meta_assets.meta.optimize.methods import (
     CvxProblem,
     SolveOutcome,
+    chol_lower,
     nnls_direction,
     risk_parity_newton,
 )
@@ -129,6 +132,12 @@ class _Window:
     mu: np.ndarray | None = None
 
 
+def _eigvalsh(A: np.ndarray) -> np.ndarray:
+    """Ascending eigenvalues of the symmetric ``A`` (LAPACK dsyevd without numpy's wrapper)."""
+    evals, _, info = lapack.dsyevd(A, compute_v=0, lower=1)
+    return evals if info == 0 else np.linalg.eigvalsh(A)
+
+
 class _Attempt(Exception):
     """An attempt failed; carries the status and the reason."""
 
@@ -183,17 +192,22 @@ class _Engine:
         )
 
     # ------------------------------------------------------------ estimation
-    def window(self, Xfull: np.ndarray) -> _Window:
+    def window(self, Xfull: np.ndarray, active: np.ndarray | None = None) -> _Window:
+        """Estimate one window; ``active`` (no NaN in the window) may be precomputed by the caller."""
         notes: list[str] = []
-        active = ~np.isnan(Xfull).any(axis=0)
-        if not active.all():
+        if active is None:
+            active = ~np.isnan(Xfull).any(axis=0)
+        all_active = bool(active.all())
+        if not all_active:
             notes.append("inactive (NaN in window): " + ", ".join(self.sleeves[i] for i in np.flatnonzero(~active)))
-        X = Xfull[:, active]
+        X = Xfull if all_active else Xfull[:, active]
+        cov = None
         if X.shape[1]:
-            var = X.var(axis=0, ddof=1) if self.covariance != "sample" else None
-            if var is None:
+            if self.covariance == "sample":
                 cov = estimate_covariance(X, "sample")
                 var = np.diag(cov)
+            else:
+                var = X.var(axis=0, ddof=1)
             vmax = float(var.max())
             zero = (var <= ZERO_VAR_REL * vmax) | (var <= 0)
             if zero.any():
@@ -203,8 +217,6 @@ class _Engine:
                 active[idx] = False
                 X = X[:, ~zero]
                 cov = None
-        else:
-            cov = None
         k = X.shape[1]
         if k == 0:
             return _Window(active, X, np.zeros((0, 0)), 1.0, np.zeros((0, 0)), None, math.nan, False, notes)
@@ -214,7 +226,7 @@ class _Engine:
         sigma = cov / scale
         repaired = False
         chol = None
-        evals = np.linalg.eigvalsh(sigma)
+        evals = _eigvalsh(sigma)  # one eigen-decomposition: PSD check and cond(Sigma)
         lmin, lmax = float(evals[0]), float(evals[-1])
         cond = lmax / lmin if lmin > 0 else math.inf
         if lmin < EIG_FLOOR:
@@ -225,10 +237,7 @@ class _Engine:
             repaired = True
             kind = "negative" if lmin < -1e-12 else "near-zero"
             notes.append(f"covariance repaired: {int((lam < EIG_FLOOR).sum())} {kind} eigenvalue(s) clipped to {EIG_FLOOR:g} x mean variance")
-        try:
-            chol = np.linalg.cholesky(sigma)
-        except np.linalg.LinAlgError:
-            chol = None
+        chol = chol_lower(sigma)
         return _Window(active, X, sigma * scale, scale, sigma, chol, cond, repaired, notes)
 
     def mu(self, win: _Window) -> np.ndarray:
@@ -342,6 +351,14 @@ class _Engine:
         return PERIODS_PER_YEAR * var
 
 
+@functools.cache
+def _installed_solvers() -> tuple[str, ...]:
+    """cvxpy's installed solvers, asked once per process (the query costs ~1 ms)."""
+    import cvxpy as cp
+
+    return tuple(cp.installed_solvers())
+
+
 def _resolve_budget(risk_budget, sleeves) -> np.ndarray | None:
     if risk_budget is None:
         return None
@@ -408,10 +425,9 @@ def optimize_meta_weights(
         )
     if risk_budget is not None and "risk_parity" not in (method, *fallback):
         raise OptimizerConfigError(f"risk_budget is only used by risk_parity, not {method!r}")
-    import cvxpy as cp
-
-    if solver.upper() not in cp.installed_solvers():
-        raise OptimizerConfigError(f"solver {solver!r} is not installed; installed: {cp.installed_solvers()}")
+    installed = _installed_solvers()
+    if solver.upper() not in installed:
+        raise OptimizerConfigError(f"solver {solver!r} is not installed; installed: {list(installed)}")
     R = _validate_returns(returns)
     sleeves = tuple(str(c) for c in returns.columns)
     n_rows = R.shape[0]
@@ -429,35 +445,48 @@ def optimize_meta_weights(
     rows = list(range(lookback - 1, n_rows, rebalance_every))
     n = len(sleeves)
     W = np.zeros((len(rows), n))
-    diags: list[dict] = []
+    # diagnostics are collected column by column and framed once at the end
+    cols: dict[str, list] = {c: [] for c in DIAGNOSTIC_COLUMNS}
     prev: np.ndarray | None = None
     chain = (method, *fallback)
     subsets: dict[bytes, ActiveConstraints] = {}
+    # NaN bookkeeping once for the whole history: NaNs of column c in rows [a, b) are
+    # nan_cum[b, c] - nan_cum[a, c]; without any NaN every sleeve is active in every window
+    isnan = np.isnan(R)
+    all_active = np.ones(n, dtype=bool)
+    nan_cum = None
+    if isnan.any():
+        nan_cum = np.zeros((n_rows + 1, n), dtype=np.int64)
+        np.cumsum(isnan, axis=0, out=nan_cum[1:])
+    index = returns.index
     for j, r in enumerate(rows):
-        date = returns.index[r]
         t_start = time.perf_counter()
-        win = eng.window(R[r - lookback + 1 : r + 1])
+        lo = r - lookback + 1
+        act = all_active if nan_cum is None else (nan_cum[r + 1] - nan_cum[lo]) == 0
+        win = eng.window(R[lo : r + 1], act)
         active = win.active
         if not active.any():
             raise OptimizationError(
-                f"rebalance {date}: no active sleeve (every sleeve has NaN or zero variance in the "
+                f"rebalance {index[r]}: no active sleeve (every sleeve has NaN or zero variance in the "
                 f"{lookback}-row window); notes: {'; '.join(win.notes)}"
             )
         akey = active.tobytes()
         cons = subsets.get(akey)
         if cons is None:
             cons = subsets[akey] = cs.subset(active)
-        if not active.all():
-            try:
-                check_bounds_feasible(cons.names, cons.lb, cons.ub, cons.groups)
-            except InfeasibleConstraintsError as exc:
-                raise InfeasibleConstraintsError(
-                    f"rebalance {date}: with inactive sleeves pinned to 0 ({'; '.join(win.notes)}): {exc}"
-                ) from exc
-        w_prev = prev[active] if prev is not None else None
+            if not active.all():  # the feasibility of a subset depends only on the subset
+                try:
+                    check_bounds_feasible(cons.names, cons.lb, cons.ub, cons.groups)
+                except InfeasibleConstraintsError as exc:
+                    del subsets[akey]
+                    raise InfeasibleConstraintsError(
+                        f"rebalance {index[r]}: with inactive sleeves pinned to 0 ({'; '.join(win.notes)}): {exc}"
+                    ) from exc
+        full_set = cons.k == n
+        w_prev = None if prev is None else (prev if full_set else prev[active])
         t_budget = None
         if prev is not None and cs.max_turnover is not None:
-            t_budget = cs.max_turnover - float(np.abs(prev[~active]).sum())
+            t_budget = cs.max_turnover - (0.0 if full_set else float(np.abs(prev[~active]).sum()))
         penalty = cs.turnover_penalty / (PERIODS_PER_YEAR * win.scale) if prev is not None else 0.0
         attempts: list[str] = []
         primary_status = None
@@ -468,9 +497,9 @@ def optimize_meta_weights(
                 if name == "previous_weights":
                     if prev is None:
                         raise _Attempt("unavailable", "no previous weights at the first rebalance")
-                    if np.any(prev[~active] != 0):
+                    if not full_set and np.any(prev[~active] != 0):
                         raise _Attempt("invalid", "previous weights hold inactive sleeves")
-                    w, status, label = prev[active].copy(), "previous_weights", "none"
+                    w, status, label = w_prev.copy(), "previous_weights", "none"  # type: ignore[union-attr]
                 else:
                     if t_budget is not None and t_budget < -1e-12:
                         raise _Attempt(
@@ -498,35 +527,33 @@ def optimize_meta_weights(
             break
         if chosen is None:
             raise OptimizationError(
-                f"rebalance {date}: every attempt of the chain {list(chain)} failed: " + "; ".join(attempts)
+                f"rebalance {index[r]}: every attempt of the chain {list(chain)} failed: " + "; ".join(attempts)
             )
         name, w, status, label = chosen
-        full = np.zeros(n)
-        full[active] = w
+        if full_set:
+            full = w
+        else:
+            full = np.zeros(n)
+            full[active] = w
         W[j] = full
         prev = full
         fb_used = name != method
-        diags.append(
-            {
-                "date": date,
-                "method": method,
-                "solver": label,
-                "status": primary_status,
-                "solve_time_s": time.perf_counter() - t_start,
-                "objective": eng.objective(name, w, win, w_prev, cs.turnover_penalty),
-                "condition_number": win.cond,
-                "psd_repaired": bool(win.repaired),
-                "fallback_used": bool(fb_used),
-                "fallback_reason": attempts[0] if fb_used else None,
-                "attempts": "; ".join(attempts),
-                "n_active_sleeves": int(active.sum()),
-                "weights_from": name,
-                "notes": "; ".join(win.notes) if win.notes else None,
-            }
-        )
-    index = returns.index[rows]
-    weights = pd.DataFrame(W, index=index, columns=returns.columns)
-    diagnostics = pd.DataFrame(diags).set_index("date")
-    diagnostics.index.name = index.name
-    diagnostics = diagnostics[DIAGNOSTIC_COLUMNS]
+        cols["method"].append(method)
+        cols["solver"].append(label)
+        cols["status"].append(primary_status)
+        cols["solve_time_s"].append(time.perf_counter() - t_start)
+        cols["objective"].append(eng.objective(name, w, win, w_prev, cs.turnover_penalty))
+        cols["condition_number"].append(win.cond)
+        cols["psd_repaired"].append(bool(win.repaired))
+        cols["fallback_used"].append(fb_used)
+        cols["fallback_reason"].append(attempts[0] if fb_used else None)
+        cols["attempts"].append("; ".join(attempts))
+        cols["n_active_sleeves"].append(cons.k)
+        cols["weights_from"].append(name)
+        cols["notes"].append("; ".join(win.notes) if win.notes else None)
+    out_index = index[rows]
+    weights = pd.DataFrame(W, index=out_index, columns=returns.columns)
+    diagnostics = pd.DataFrame(cols, index=out_index, columns=DIAGNOSTIC_COLUMNS)
+    diagnostics["psd_repaired"] = diagnostics["psd_repaired"].astype(bool)
+    diagnostics["fallback_used"] = diagnostics["fallback_used"].astype(bool)
     return OptimizationResult(weights=weights, diagnostics=diagnostics)

@@ -46,9 +46,10 @@ def sample_covariance(X: np.ndarray) -> np.ndarray:
     n = X.shape[0]
     if n < 2:
         raise OptimizerConfigError(f"the sample covariance needs at least 2 rows, got {n}")
-    Xc = X - X.mean(axis=0)
-    cov = Xc.T @ Xc / (n - 1)
-    return (cov + cov.T) * 0.5
+    Xc = X - np.full(n, 1.0 / n) @ X  # the column means as one BLAS call
+    cov = Xc.T @ Xc  # numpy computes A.T @ A with syrk: exactly symmetric
+    cov *= 1.0 / (n - 1)
+    return cov
 
 
 def ledoit_wolf_covariance(X: np.ndarray) -> np.ndarray:
