@@ -206,6 +206,12 @@ class CvxProblem:
         self.t_budget = cp.Parameter(nonneg=True, name="turnover_budget")
         self.penalty = cp.Parameter(nonneg=True, name="penalty")
         lb, ub = cons.lb, cons.ub
+        self.cons = cons
+        self.risk_aversion = float(risk_aversion)
+        self.budget = budget
+        self.polishable = not use_turnover and not (
+            use_penalty and method in ("min_variance", "mean_variance")
+        )
         homog = method in ("max_sharpe", "max_diversification", "risk_parity")
         x = cp.Variable(k, name="x", nonneg=True)
         self.x = x
@@ -294,4 +300,248 @@ class CvxProblem:
             if not np.isfinite(s) or s <= 0:
                 return SolveOutcome(None, "numerical", solver, dt, f"homogenised solution has sum {s}")
             x = x / s
+        if self.polishable and self.method == "risk_parity":
+            xp = polish_risk_parity(self.cons, F @ F.T, self.budget, x)
+            if xp is not None:
+                return SolveOutcome(xp, "optimal", f"{solver}+polish", time.perf_counter() - t0)
+        elif self.polishable:
+            xp = polish_active_set(self.method, self.cons, F @ F.T, self.vec.value, x, self.risk_aversion)
+            if xp is not None:
+                return SolveOutcome(xp, "optimal", f"{solver}+polish", time.perf_counter() - t0)
         return SolveOutcome(x, "optimal", solver, dt)
+
+
+# ---------------------------------------------------------------- active-set polish
+
+POLISH_ACTIVE_TOL = 1e-6  # a constraint this close to binding at the solver's point starts active
+POLISH_FEAS_TOL = 1e-12
+
+
+def _polish_objective(method: str, sigma: np.ndarray, vec: np.ndarray, w: np.ndarray, lam: float) -> float:
+    if method == "min_variance":
+        return float(w @ sigma @ w)
+    if method == "mean_variance":
+        return 0.5 * lam * float(w @ sigma @ w) - float(vec @ w)
+    if method == "projection":
+        return float(np.sum((w - vec) ** 2))
+    return -float(vec @ w) / float(np.sqrt(w @ sigma @ w))  # max_sharpe / max_diversification
+
+
+def polish_active_set(
+    method: str, cons: ActiveConstraints, sigma: np.ndarray, vec: np.ndarray, w0: np.ndarray, lam: float = 1.0
+) -> np.ndarray | None:
+    """Exact optimum of the QP from an interior-point solution, or None.
+
+    Starts from the constraints that (nearly) bind at ``w0``, solves the equality-constrained KKT
+    system on that working set exactly, and repairs the set (drop a constraint whose multiplier
+    has the wrong sign, add the most violated one) until the KKT conditions hold: the result is
+    then the exact optimum (the problems are convex). It is returned only if it is feasible and its
+    objective is not worse than ``w0``'s; any doubt returns None (the caller keeps ``w0``).
+
+    Variables are ``w`` (min_variance, mean_variance, projection: ``sum w = 1``) or ``(y, kappa)``
+    for the homogenised max_sharpe / max_diversification (``vec'y = 1``, ``sum y = kappa``).
+    """
+    k = w0.size
+    homog = method in ("max_sharpe", "max_diversification")
+    m = k + 1 if homog else k
+    P = np.zeros((m, m))
+    q = np.zeros(m)
+    if method == "min_variance":
+        P[:k, :k] = 2.0 * sigma
+    elif method == "mean_variance":
+        P[:k, :k] = lam * sigma
+        q[:k] = -vec
+    elif method == "projection":
+        P[:k, :k] = 2.0 * np.eye(k)
+        q[:k] = -2.0 * vec
+    elif homog:
+        P[:k, :k] = 2.0 * sigma
+    else:  # pragma: no cover
+        return None
+    # equality rows (always active)
+    if homog:
+        E = np.zeros((2, m))
+        E[0, :k] = vec
+        E[1, :k] = 1.0
+        E[1, k] = -1.0
+        e = np.array([1.0, 0.0])
+        kappa0 = 1.0 / float(vec @ w0) if float(vec @ w0) > 0 else None
+        if kappa0 is None:
+            return None
+        z0 = np.append(w0 * kappa0, kappa0)
+    else:
+        E = np.ones((1, m))
+        e = np.array([1.0])
+        z0 = w0
+    # inequality rows a'z <= b
+    rows, rhs = [], []
+    for i in range(k):
+        a = np.zeros(m)
+        a[i] = -1.0
+        if homog:
+            a[k] = cons.lb[i]
+            rhs.append(0.0)
+        else:
+            rhs.append(-cons.lb[i])
+        rows.append(a)
+        if cons.ub[i] < 1.0:
+            a = np.zeros(m)
+            a[i] = 1.0
+            if homog:
+                a[k] = -cons.ub[i]
+                rhs.append(0.0)
+            else:
+                rhs.append(cons.ub[i])
+            rows.append(a)
+    for _g, members, cap in cons.groups:
+        a = np.zeros(m)
+        a[members] = 1.0
+        if homog:
+            a[k] = -cap
+            rhs.append(0.0)
+        else:
+            rhs.append(cap)
+        rows.append(a)
+    A = np.array(rows)
+    b = np.array(rhs)
+    zscale = float(z0[k]) if homog else 1.0
+    work = set(np.flatnonzero(b - A @ z0 <= POLISH_ACTIVE_TOL * zscale).tolist())
+    z = None
+    for _ in range(2 * len(rows) + 5):
+        act = sorted(work)
+        C = np.vstack([E, A[act]]) if act else E
+        c = np.concatenate([e, b[act]]) if act else e
+        nc = C.shape[0]
+        if nc > m:
+            return None
+        K = np.zeros((m + nc, m + nc))
+        K[:m, :m] = P
+        K[:m, m:] = C.T
+        K[m:, :m] = C
+        try:
+            sol = np.linalg.solve(K, np.concatenate([-q, c]))
+        except np.linalg.LinAlgError:
+            return None
+        if not np.all(np.isfinite(sol)) or np.abs(K @ sol - np.concatenate([-q, c])).max() > 1e-9:
+            return None
+        z, nu = sol[:m], sol[m + E.shape[0]:]
+        dscale = max(1.0, float(np.abs(sol[m:]).max()))
+        if act and nu.min() < -1e-10 * dscale:
+            work.discard(act[int(np.argmin(nu))])  # wrong-sign multiplier: not binding
+            continue
+        slack = b - A @ z
+        zs = float(z[k]) if homog else 1.0
+        if slack.min() < -POLISH_FEAS_TOL * max(zs, 1e-300):
+            work.add(int(np.argmin(slack)))
+            continue
+        break
+    else:
+        return None
+    if z is None:
+        return None
+    if homog:
+        if not z[k] > 0:
+            return None
+        w = z[:k] / z[k]
+    else:
+        w = z.copy()
+    w = np.where(np.abs(w) < 1e-15, 0.0, w)
+    w = np.maximum(w, cons.lb) if np.all(w >= cons.lb - 1e-12) else w
+    if (
+        not np.all(np.isfinite(w))
+        or abs(float(w.sum()) - 1.0) > 1e-12
+        or np.any(w < cons.lb - 1e-12)
+        or np.any(w > cons.ub + 1e-12)
+        or any(float(w[mm].sum()) > cap + 1e-12 for _g, mm, cap in cons.groups)
+    ):
+        return None
+    if _polish_objective(method, sigma, vec, w, lam) > _polish_objective(method, sigma, vec, w0, lam) + 1e-14 * max(
+        1.0, abs(_polish_objective(method, sigma, vec, w0, lam))
+    ):
+        return None
+    return w
+
+
+def polish_risk_parity(cons: ActiveConstraints, sigma: np.ndarray, b: np.ndarray, w0: np.ndarray) -> np.ndarray | None:
+    """Exact constrained risk budgeting from an interior-point solution, or None.
+
+    The constraints that bind at ``w0`` (within POLISH_ACTIVE_TOL) are homogeneous in ``y``
+    (``y_i = lb_i sum(y)``, ``y_i = ub_i sum(y)``, ``sum_g y = cap_g sum(y)``): Newton on the
+    log-barrier objective restricted to their null space, to a gradient of 1e-13; accepted only
+    if the multipliers have the right sign (KKT), the weights are feasible and the objective on
+    the budget ray is not worse than ``w0``'s.
+    """
+    k = w0.size
+    rows = []
+    for i in range(k):
+        if w0[i] - cons.lb[i] <= POLISH_ACTIVE_TOL:
+            a = np.full(k, cons.lb[i])
+            a[i] -= 1.0
+            rows.append(a)
+        if cons.ub[i] < 1.0 and cons.ub[i] - w0[i] <= POLISH_ACTIVE_TOL:
+            a = np.full(k, -cons.ub[i])
+            a[i] += 1.0
+            rows.append(a)
+    for _g, members, cap in cons.groups:
+        if cap - float(w0[members].sum()) <= POLISH_ACTIVE_TOL:
+            a = np.full(k, -cap)
+            a[members] += 1.0
+            rows.append(a)
+
+    def ray_f(w: np.ndarray) -> float:
+        v = w * np.sqrt(b.sum() / float(w @ sigma @ w))
+        return 0.5 * float(v @ sigma @ v) - float(b @ np.log(v))
+
+    if not rows:
+        w = risk_parity_newton(sigma, b)
+    else:
+        import scipy.linalg as sla
+
+        A = np.array(rows)
+        N = sla.null_space(A)
+        if N.shape[1] == 0:
+            return None
+        y = N @ (N.T @ (w0 * np.sqrt(b.sum() / float(w0 @ sigma @ w0))))
+        if np.any(y <= 0):
+            return None
+        w = None
+        for _ in range(100):
+            g = sigma @ y - b / y
+            gz = N.T @ g
+            if np.abs(gz).max() < 1e-13:
+                nu = np.linalg.lstsq(A.T, -g, rcond=None)[0]  # grad f = -A' nu, nu >= 0
+                if nu.min() < -1e-10 * max(1.0, float(np.abs(nu).max())) or np.abs(A.T @ nu + g).max() > 1e-9:
+                    return None
+                w = y / y.sum()
+                break
+            H = N.T @ (sigma + np.diag(b / y**2)) @ N
+            try:
+                dz = -np.linalg.solve(H, gz)
+            except np.linalg.LinAlgError:
+                return None
+            dy = N @ dz
+            alpha = 1.0
+            neg = dy < 0
+            if neg.any():
+                alpha = min(1.0, 0.99 * float(np.min(-y[neg] / dy[neg])))
+            fy = 0.5 * float(y @ sigma @ y) - float(b @ np.log(y))
+            while alpha > 1e-14:
+                yn = y + alpha * dy
+                if 0.5 * float(yn @ sigma @ yn) - float(b @ np.log(yn)) <= fy + 1e-4 * alpha * float(gz @ dz) + 1e-15 * abs(fy):
+                    break
+                alpha *= 0.5
+            y = y + alpha * dy
+        if w is None:
+            return None
+    if w is None or not np.all(np.isfinite(w)):
+        return None
+    if (
+        abs(float(w.sum()) - 1.0) > 1e-12
+        or np.any(w < cons.lb - 1e-12)
+        or np.any(w > cons.ub + 1e-12)
+        or any(float(w[mm].sum()) > cap + 1e-12 for _g, mm, cap in cons.groups)
+    ):
+        return None
+    if ray_f(w) > ray_f(w0) + 1e-14 * max(1.0, abs(ray_f(w0))):
+        return None
+    return w

@@ -90,9 +90,10 @@ def test_engine_uses_estimator(cov_name):
 
 
 # Clarabel is an interior-point method: at a 1e-9 duality gap the weights of these flat
-# objectives are only ~sqrt(gap)/lambda_min accurate (~1e-7 .. 2e-5 here), which is why the exact
-# fast paths exist. The fast path must be at least as good (objective) and agree to CVX_TOL.
-CVX_TOL = 3e-5
+# objectives are only ~sqrt(gap)/lambda_min accurate (~1e-7 .. 2e-5 here). CvxProblem therefore
+# polishes its solution on the active set (exact KKT solve, accepted only when feasible and not
+# worse), which brings the cvxpy path to the exact fast paths to ~1e-15.
+CVX_TOL = 1e-12
 
 
 def _cons(k, **kw):
@@ -160,5 +161,35 @@ def test_engine_fast_path_used_and_cvxpy_when_bound_binds(sp500_returns):
     rp = optimize_meta_weights(R, "risk_parity", rebalance_every=50)
     assert (rp.diagnostics["solver"] == "newton").all()
     capped = optimize_meta_weights(R, "min_variance", rebalance_every=50, max_weight=0.15)
-    assert (capped.diagnostics["solver"] == "CLARABEL").all()
+    assert capped.diagnostics["solver"].isin(["CLARABEL", "CLARABEL+polish"]).all()
+    assert (capped.diagnostics["solver"] == "CLARABEL+polish").mean() > 0.9
     assert capped.weights.to_numpy().max() <= 0.15 + 1e-8
+
+
+def test_polish_with_binding_bounds_and_groups():
+    from quant_meta_assets.meta.optimize.methods import CLARABEL_OPTS
+
+    k = 12
+    C = random_spd(k, 3)
+    S = C / (np.trace(C) / k)
+    L = np.linalg.cholesky(S)
+    names = tuple(f"s{i}" for i in range(k))
+    groups = {n: ("A" if i < 4 else "B") for i, n in enumerate(names)}
+    cs = build_constraints(names, 0.02, 0.15, groups, {"A": 0.3}, None, 0.0)
+    cons = cs.subset(np.ones(k, dtype=bool))
+    b = np.full(k, 1.0 / k)
+    for method, kw in (("min_variance", {}), ("risk_parity", {"budget": b})):
+        prob = CvxProblem(method, cons, False, False, **kw)
+        out = prob.solve(L, None, None, None, 0.0, "CLARABEL")
+        assert out.solver == "CLARABEL+polish"
+        w = out.weights
+        assert not cons.violations(w, None, None, tol=1e-12)
+        assert abs(w.sum() - 1) < 1e-14
+        # binding constraints are met exactly, and Clarabel alone (no polish) is close by
+        assert method == "risk_parity" or abs(w.max() - 0.15) <= 1e-15 or abs(w[:4].sum() - 0.3) <= 1e-15 or abs(w.min() - 0.02) <= 1e-15
+        prob.polishable = False
+        raw = prob.solve(L, None, None, None, 0.0, "CLARABEL").weights
+        assert np.abs(w - raw).max() < 1e-4
+        if method == "min_variance":
+            assert w @ S @ w <= raw @ S @ raw + 1e-15
+    assert CLARABEL_OPTS["tol_gap_abs"] == 1e-9

@@ -183,6 +183,6 @@ def test_constrained_min_variance_vs_skfolio(sp500_returns):
     from skfolio.optimization import MeanRisk
 
     sub, w, diag = _one_window(sp500_returns, WINDOW_ENDS[2], "min_variance", min_weight=0.01, max_weight=0.1)
-    assert diag["solver"] == "CLARABEL"
+    assert diag["solver"] == "CLARABEL+polish"
     ref = MeanRisk(min_weights=0.01, max_weights=0.1, **TIGHT).fit(sub).weights_
     assert np.abs(w - ref).max() < 1e-5
