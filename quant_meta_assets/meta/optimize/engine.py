@@ -133,7 +133,13 @@ class _Window:
 
 
 def _eigvalsh(A: np.ndarray) -> np.ndarray:
-    """Ascending eigenvalues of the symmetric ``A`` (LAPACK dsyevd without numpy's wrapper)."""
+    """Ascending eigenvalues of the symmetric ``A``.
+
+    Small matrices call LAPACK dsyevd directly (numpy's wrapper costs ~3 us of a 20 x 20 solve);
+    from 64 sleeves on numpy's eigvalsh is faster (measured 6 ms vs 12 ms at 500).
+    """
+    if A.shape[0] >= 64:
+        return np.linalg.eigvalsh(A)
     evals, _, info = lapack.dsyevd(A, compute_v=0, lower=1)
     return evals if info == 0 else np.linalg.eigvalsh(A)
 
