@@ -58,6 +58,7 @@ BUNDLE_FORMAT = "quant_meta_bundle/1"
 _KIND_KEY = b"quant_meta_kind"
 _SERIES_NAME_KEY = b"quant_meta_series_name"
 _SERIES_COLUMN = "__series__"
+_JSON_COLUMNS_KEY = b"quant_meta_json_columns"
 _TMP_TAG = ".tmp-"
 _TRASH_TAG = ".trash-"
 _READ_RETRY_S = 0.5
@@ -176,8 +177,38 @@ def _to_table(obj: pd.DataFrame | pd.Series) -> Any:
         extra = {_KIND_KEY: b"frame"}
     else:
         raise StorageError(f"only pandas DataFrame/Series are stored as Parquet, got {type(obj).__name__}")
-    table = pa.Table.from_pandas(frame, preserve_index=True)
+    try:
+        table = pa.Table.from_pandas(frame, preserve_index=True)
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        mixed = _mixed_object_columns(frame)
+        if not mixed:
+            raise
+        # e.g. a report table with a str 'start' and an int 'n_days' in one column: Arrow has no
+        # type for it, so each cell is stored as JSON text and decoded on read (lossless for JSON values)
+        frame = frame.copy()
+        for column in mixed:
+            frame[column] = [json.dumps(_plain(v), default=str) for v in frame[column]]
+        table = pa.Table.from_pandas(frame, preserve_index=True)
+        extra[_JSON_COLUMNS_KEY] = json.dumps([str(c) for c in mixed]).encode()
     return table.replace_schema_metadata({**(table.schema.metadata or {}), **extra})
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python scalar JSON knows (NaN stays NaN)."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, (str, bytes)) else value
+
+
+def _mixed_object_columns(frame: pd.DataFrame) -> list:
+    """Object columns holding values of more than one type (missing values aside)."""
+    mixed = []
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype != object:
+            continue
+        kinds = {type(v) for v in values if not (v is None or (isinstance(v, float) and v != v))}
+        if len(kinds) > 1:
+            mixed.append(column)
+    return mixed
 
 
 def _write_table(table: Any, fh: IO[bytes]) -> None:
@@ -206,6 +237,13 @@ def _read_table(source: Path | IO[bytes], label: str) -> tuple[pd.DataFrame, dic
 
 def _load(source: Path | IO[bytes], label: str | None = None) -> pd.DataFrame | pd.Series:
     frame, metadata = _read_table(source, label or str(source))
+    if _JSON_COLUMNS_KEY in metadata:
+        encoded = set(json.loads(metadata[_JSON_COLUMNS_KEY].decode()))
+        for column in frame.columns:
+            if str(column) in encoded:
+                frame[column] = pd.Series(
+                    [json.loads(v) if isinstance(v, str) else v for v in frame[column]], index=frame.index, dtype=object
+                )
     if metadata.get(_KIND_KEY) == b"series":
         name = json.loads(metadata.get(_SERIES_NAME_KEY, b"null").decode())
         return frame[_SERIES_COLUMN].rename(name)

@@ -40,3 +40,49 @@ def test_meta_full_fails_fast_naming_the_unreachable_ray_address(tmp_path, isola
     # nothing was computed or stored
     storage = tmp_path / "storage"
     assert not any(storage.rglob("*.parquet")) if storage.exists() else True
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_meta_full_fails_in_bounded_time_when_something_else_listens_at_ray_address(tmp_path, isolated_env):
+    """The TCP probe passes (a socket accepts) but nothing answers as Ray: ray.init alone would
+    retry for minutes; the sleeves step must fail within the engine's connect deadline."""
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    port = server.getsockname()[1]
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    address = f"127.0.0.1:{port}"
+    env = {
+        "PYTHONPATH": str(REPO_ROOT),
+        "RAY_ADDRESS": address,
+        "QUANT_META_SLEEVES": str(write_registry(tmp_path / "s.yaml", GOOD)),
+    }
+    try:
+        t0 = time.monotonic()
+        proc = run_cli(["dagster", "job", "execute", "-m", "quant_meta_assets", "-j", "meta_full"], env, timeout=130)
+        elapsed = time.monotonic() - t0
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in accepted:
+            conn.close()
+        server.close()
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output[-3000:]
+    assert elapsed < 60, f"took {elapsed:.1f} s"
+    assert f"Ray is unreachable at '{address}'" in output, output[-3000:]

@@ -183,6 +183,23 @@ def test_writer_killed_between_the_two_renames_is_missing_not_stale(io):
     pd.testing.assert_frame_equal(load(io), returns(3.0), check_freq=False)
 
 
+def test_report_with_a_mixed_type_column_is_stored_and_loaded_back(io):
+    """meta.report's 'what changed' period table holds str dates and an int n_days in one column;
+    Arrow has no type for that, and every second report run used to fail to store (soak test)."""
+    period = pd.DataFrame(
+        {"previous": ["2020-01-02", "2022-12-28", 751], "current": ["2020-01-02", "2022-12-28", np.int64(751)]},
+        index=pd.Index(["start", "end", "n_days"], name="field"),
+    )
+    report = {"html": "report.html", "what_changed": {"period": period, "note": "x"}}
+    key = dg.AssetKey(["meta", "report"])
+    store(io, report, key)
+    back = load(io, key)
+    loaded = back["what_changed"]["period"]
+    assert loaded.loc["n_days", "previous"] == 751 and isinstance(loaded.loc["n_days", "current"], int)
+    pd.testing.assert_frame_equal(loaded, period.astype(object).assign(current=["2020-01-02", "2022-12-28", 751]))
+    assert back["what_changed"]["note"] == "x" and back["html"] == "report.html"
+
+
 # ----------------------------------------------------------------- containment (property)
 
 ASSET_PARTS = st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=3)
