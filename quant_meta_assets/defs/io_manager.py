@@ -25,6 +25,13 @@ _VALUE_KEY = "__value__"
 _NEST = "__"
 
 
+def _leftovers_of(directory: Path) -> bool:
+    """Whether a writer's tmp/trash sibling exists (a swap in progress or interrupted): then the
+    bundle counts as present and read_bundle decides (it retries, then reports it missing)."""
+    prefixes = (f".{directory.name}.tmp-", f".{directory.name}.trash-")  # storage.write_bundle's siblings
+    return directory.parent.is_dir() and any(p.name.startswith(prefixes) for p in directory.parent.iterdir())
+
+
 def split_value(value: Any) -> tuple[dict[str, pd.DataFrame | pd.Series], dict[str, Any]]:
     """Frames (Parquet) and the JSON-able rest; one level of nested mappings is flattened."""
     if isinstance(value, (pd.DataFrame, pd.Series)):
@@ -90,6 +97,15 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> Any:
         asset_key = context.asset_key
         if context.has_asset_partitions:
-            keys = context.asset_partition_keys
-            return {key: join_value(*read_bundle(self._dir(asset_key, key))) for key in keys}
+            # every partition the instance knows is requested, stale ones (no longer registered,
+            # never stored) included: a partition with no bundle at all is left out, and the
+            # consumer decides (registered_records names each *registered* sleeve with no output,
+            # so no partial set can pass). A bundle that exists but cannot be read still raises.
+            values = {}
+            for key in context.asset_partition_keys:
+                directory = self._dir(asset_key, key)
+                if not directory.exists() and not _leftovers_of(directory):
+                    continue
+                values[key] = join_value(*read_bundle(directory))
+            return values
         return join_value(*read_bundle(self._dir(asset_key)))

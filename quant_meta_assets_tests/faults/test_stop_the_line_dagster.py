@@ -135,3 +135,40 @@ def test_failed_partition_leaves_no_stale_data_and_meta_job_stays_blocked(
     assert meta_materialization_ids(instance) == ids
     assert meta_materialization_count(instance) == n_meta
     assert meta_digest(storage) == before
+
+
+def test_meta_job_blocks_on_a_never_run_sleeve_and_on_storage_that_disagrees_with_the_instance(
+    tmp_path, monkeypatch, local_ray, small_prices
+):
+    """Two ways the instance and the stored bundles can drift apart; neither may reach meta/*."""
+    from quant_meta_assets.defs.io_manager import split_value
+    from quant_meta_assets.sleeve_engine import error_record
+    from quant_meta_assets.storage import write_bundle
+
+    instance = dg.DagsterInstance.get()
+    ids = _good_run(tmp_path, monkeypatch, instance)
+    storage = _storage()
+    before = meta_digest(storage)
+    meta_job = defs.resolve_job_def("meta_job")
+
+    # 1. a sleeve registered after the last run: the check names it, nothing downstream runs
+    use_registry(tmp_path / "new.yaml", FLAKY_GOOD, monkeypatch, instance)
+    result = meta_job.execute_in_process(instance=instance, raise_on_error=False)
+    assert not result.success
+    assert "flaky: never materialized" in check_evaluation(result).description
+    assert meta_materialization_ids(instance) == ids and meta_digest(storage) == before
+
+    # 2. the stored bundle says error while the instance still records success (a writer that
+    #    died between storing the bundle and logging the materialization): the check passes,
+    #    meta.returns refuses the failed sleeve by name, and nothing is materialized or stored
+    use_registry(tmp_path / "good_again.yaml", GOOD, monkeypatch, instance)
+    failed = error_record("min_variance", ValueError("written but never recorded"), 0.1)
+    write_bundle(ParquetIOManager()._dir(dg.AssetKey("sleeves"), "min_variance"), *split_value(failed))
+    result = meta_job.execute_in_process(instance=instance, raise_on_error=False)
+    assert not result.success
+    assert check_evaluation(result).passed  # the instance has nothing against it ...
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert [e.step_key for e in failures] == ["meta__returns"]
+    message = str(failures[0].step_failure_data.error)
+    assert "min_variance: ValueError: written but never recorded" in message, message
+    assert meta_materialization_ids(instance) == ids and meta_digest(storage) == before

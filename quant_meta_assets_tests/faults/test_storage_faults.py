@@ -200,6 +200,24 @@ def test_report_with_a_mixed_type_column_is_stored_and_loaded_back(io):
     assert back["what_changed"]["note"] == "x" and back["html"] == "report.html"
 
 
+def test_partitioned_load_leaves_out_never_stored_partitions_but_not_half_swapped_ones(io):
+    """meta assets request every partition the instance knows (stale ones included): one that was
+    never stored is left out (registered_records then names any *registered* sleeve missing);
+    one whose swap was interrupted (only tmp/trash siblings left) is an error, never skipped."""
+    store(io, {"p1": record(0.0)}, SLEEVES, ["p1"])
+
+    class Ctx:
+        asset_key = SLEEVES
+        has_asset_partitions = True
+        asset_partition_keys = ["p1", "stale"]
+
+    assert list(io.load_input(Ctx())) == ["p1"]
+    half = io._dir(SLEEVES, "p1").parent / ".stale.trash-999999999-abc"
+    half.mkdir()
+    with pytest.raises(StorageError, match="stale.*missing"):
+        io.load_input(Ctx())
+
+
 # ----------------------------------------------------------------- containment (property)
 
 ASSET_PARTS = st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=3)
