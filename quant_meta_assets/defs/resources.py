@@ -22,22 +22,19 @@ def ray_resource() -> LocalRay:
     return LocalRay(lifecycle=Lifecycle(connect=False), ray_init_options=options)
 
 
-CONNECT_PROBE_TIMEOUT_S = 10.0
+def connect_ray(ray_cluster, context, engine) -> None:
+    """Connect once per process (a no-op when Ray is already up).
 
-
-def connect_ray(ray_cluster, context) -> None:
-    """Connect the dagster-ray resource once per process (a no-op when Ray is already up).
-
-    With RAY_ADDRESS set, a TCP probe first turns "nothing listens there" into a clear error
-    naming the address within seconds (ray.init alone retries a dead address for minutes).
+    Local Ray: dagster-ray's LocalRay connects, and cleans up after the step. A cluster
+    (RAY_ADDRESS): the engine's bounded connect (TCP probe, then ray.init with a deadline),
+    because ray.init alone retries for minutes when something that is not Ray listens there;
+    the engine then disconnects after the sleeves ran.
     """
     import ray
 
-    from quant_meta_assets.compute import probe_ray_address
-
     if ray.is_initialized():
         return
-    address = settings.ray_address()
-    if address:
-        probe_ray_address(address, CONNECT_PROBE_TIMEOUT_S)
+    if engine.target_address() is not None:
+        engine.connect()
+        return
     ray_cluster.connect(context)

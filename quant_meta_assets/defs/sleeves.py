@@ -51,14 +51,8 @@ def sleeves(context: dg.AssetExecutionContext, ray_cluster: RayResource) -> dict
             "the registry sensor removes stale partitions"
         )
     prices = load_prices()
-    import ray
-
     engine = RayComputeEngine()
-    if engine.target_address() is not None and not ray.is_initialized():
-        # bounded: a TCP probe, then ray.init with a deadline. ray.init alone (dagster-ray's connect)
-        # retries for minutes when something that is not a Ray cluster listens at RAY_ADDRESS.
-        engine.connect()
-    connect_ray(ray_cluster, context)  # a no-op once Ray is up
+    connect_ray(ray_cluster, context, engine)
     records = engine.execute_sleeves([profiles[k] for k in keys], prices)
     for record in records:
         context.add_asset_metadata(_sleeve_metadata(record), partition_key=record["sleeve"])
