@@ -16,7 +16,7 @@ _EXPORTS = {
     "QuantSDK": "quant_meta_assets.sdk",
     "run_meta_pipeline": "quant_meta_assets.sdk",
     "RayComputeEngine": "quant_meta_assets.compute",
-    "defs": "quant_meta_assets.defs.definitions",
+    "defs": "quant_meta_assets.dagster_defs.definitions",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -8,9 +8,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from quant_meta_assets.defs.definitions import defs
-from quant_meta_assets.defs.meta_assets import META_KEYS
-from quant_meta_assets.defs.partitions import SLEEVES_PARTITIONS_NAME, partition_range_tags
+from quant_meta_assets.dagster_defs.definitions import defs
+from quant_meta_assets.dagster_defs.meta_assets import META_KEYS
+from quant_meta_assets.dagster_defs.partitions import SLEEVES_PARTITIONS_NAME, partition_range_tags
 
 META_DIRS = ("meta/returns", "meta/optimize", "meta/flatten", "meta/report")
 N_PRICE_ROWS = 800  # the last ~3 years of skfolio's S&P 500 prices: keeps every run short

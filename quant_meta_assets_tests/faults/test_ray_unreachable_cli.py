@@ -8,7 +8,7 @@ import time
 import pytest
 
 from quant_meta_assets_tests.conftest import REPO_ROOT, run_cli, write_registry
-from quant_meta_assets_tests.defs.test_graph import GOOD
+from quant_meta_assets_tests.dagster_defs.test_graph import GOOD
 
 pytestmark = [pytest.mark.timeout(150)]
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from quant_meta_assets.defs.definitions import defs
-from quant_meta_assets.defs.io_manager import ParquetIOManager, join_value
+from quant_meta_assets.dagster_defs.definitions import defs
+from quant_meta_assets.dagster_defs.io_manager import ParquetIOManager, join_value
 from quant_meta_assets.storage import read_bundle, read_json
-from quant_meta_assets_tests.defs.test_graph import GOOD
+from quant_meta_assets_tests.dagster_defs.test_graph import GOOD
 from quant_meta_assets_tests.faults.conftest import (
     check_evaluation,
     materialize_all,
@@ -141,7 +141,7 @@ def test_meta_job_blocks_on_a_never_run_sleeve_and_on_storage_that_disagrees_wit
     tmp_path, monkeypatch, local_ray, small_prices
 ):
     """Two ways the instance and the stored bundles can drift apart; neither may reach meta/*."""
-    from quant_meta_assets.defs.io_manager import split_value
+    from quant_meta_assets.dagster_defs.io_manager import split_value
     from quant_meta_assets.sleeve_engine import error_record
     from quant_meta_assets.storage import write_bundle
 

@@ -22,7 +22,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from quant_meta_assets.defs.io_manager import ParquetIOManager
+from quant_meta_assets.dagster_defs.io_manager import ParquetIOManager
 from quant_meta_assets.errors import StorageError
 from quant_meta_assets.storage import read_bundle
 from quant_meta_assets_tests.conftest import REPO_ROOT, run_cli
@@ -257,7 +257,7 @@ def test_make_dev_binds_localhost_and_workspace_loads_the_package(tmp_path):
     workspace = yaml.safe_load((REPO_ROOT / "workspace.yaml").read_text())
     modules = [entry["python_module"]["module_name"] for entry in workspace["load_from"]]
     assert modules == ["quant_meta_assets"]
-    # a fresh process, as `dagster dev` loads it (in this process `quant_meta_assets.defs` may
+    # a fresh process, as `dagster dev` loads it (in this process `quant_meta_assets.dagster_defs` may
     # already be the subpackage: see the report)
     env = {"PYTHONPATH": str(REPO_ROOT)}
     proc = run_cli(["dagster", "definitions", "validate", "-w", "workspace.yaml"], env, timeout=120)

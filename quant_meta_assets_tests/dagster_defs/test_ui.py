@@ -14,7 +14,7 @@ import pytest
 from skfolio.datasets import load_sp500_dataset
 
 from quant_meta_assets_tests.conftest import REPO_ROOT, write_registry
-from quant_meta_assets_tests.defs.test_graph import GOOD
+from quant_meta_assets_tests.dagster_defs.test_graph import GOOD
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 

@@ -5,8 +5,8 @@ and the blocking check that stops the line when any registered sleeve is not goo
 import dagster as dg
 from dagster_ray import RayResource
 
-from quant_meta_assets.defs.instance_queries import latest_sleeve_states
-from quant_meta_assets.defs.partitions import sleeve_partitions
+from quant_meta_assets.dagster_defs.instance_queries import latest_sleeve_states
+from quant_meta_assets.dagster_defs.partitions import sleeve_partitions
 
 CODE_VERSION = "1"
 
@@ -38,7 +38,7 @@ def _sleeve_metadata(record: dict) -> dict:
 )
 def sleeves(context: dg.AssetExecutionContext, ray_cluster: RayResource) -> dict:
     from quant_meta_assets.compute import RayComputeEngine
-    from quant_meta_assets.defs.resources import connect_ray
+    from quant_meta_assets.dagster_defs.resources import connect_ray
     from quant_meta_assets.prices import load_prices
     from quant_meta_assets.registry import load_registry
 

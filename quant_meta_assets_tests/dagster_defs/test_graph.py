@@ -5,10 +5,10 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from quant_meta_assets.defs.definitions import defs
-from quant_meta_assets.defs.meta_assets import META_KEYS
-from quant_meta_assets.defs.partitions import SLEEVES_PARTITIONS_NAME, partition_range_tags
-from quant_meta_assets.defs.sensors import meta_on_fresh_sleeves, sleeve_registry_sensor
+from quant_meta_assets.dagster_defs.definitions import defs
+from quant_meta_assets.dagster_defs.meta_assets import META_KEYS
+from quant_meta_assets.dagster_defs.partitions import SLEEVES_PARTITIONS_NAME, partition_range_tags
+from quant_meta_assets.dagster_defs.sensors import meta_on_fresh_sleeves, sleeve_registry_sensor
 from quant_meta_assets.stages import StageRegistry
 from quant_meta_assets_tests.conftest import write_registry
 
@@ -41,7 +41,7 @@ def test_asset_keys_mirror_stage_ids():
 
 
 def test_check_is_blocking():
-    from quant_meta_assets.defs.sleeves import all_sleeves_succeeded
+    from quant_meta_assets.dagster_defs.sleeves import all_sleeves_succeeded
 
     checks = list(defs.resolve_asset_graph().asset_check_keys)
     assert [c.name for c in checks] == ["all_sleeves_succeeded"]

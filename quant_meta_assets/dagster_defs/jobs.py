@@ -11,8 +11,8 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from quant_meta_assets.defs.meta_assets import META_KEYS
-from quant_meta_assets.defs.sleeves import sleeves
+from quant_meta_assets.dagster_defs.meta_assets import META_KEYS
+from quant_meta_assets.dagster_defs.sleeves import sleeves
 
 SLEEVE_SELECTION = dg.AssetSelection.assets(sleeves)
 META_SELECTION = dg.AssetSelection.assets(*META_KEYS)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from quant_meta_assets_tests.conftest import REPO_ROOT, run_cli, write_registry
-from quant_meta_assets_tests.defs.test_graph import FAILING, GOOD
+from quant_meta_assets_tests.dagster_defs.test_graph import FAILING, GOOD
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 

@@ -6,14 +6,14 @@ import hashlib
 
 import dagster as dg
 
-from quant_meta_assets.defs.instance_queries import (
+from quant_meta_assets.dagster_defs.instance_queries import (
     SLEEVES_KEY,
     latest_materialization_storage_id,
     latest_sleeve_states,
 )
-from quant_meta_assets.defs.jobs import meta_job, sleeves_job
-from quant_meta_assets.defs.meta_assets import RETURNS_KEY
-from quant_meta_assets.defs.partitions import SLEEVES_PARTITIONS_NAME, partition_changes, sleeve_partitions
+from quant_meta_assets.dagster_defs.jobs import meta_job, sleeves_job
+from quant_meta_assets.dagster_defs.meta_assets import RETURNS_KEY
+from quant_meta_assets.dagster_defs.partitions import SLEEVES_PARTITIONS_NAME, partition_changes, sleeve_partitions
 
 
 @dg.sensor(

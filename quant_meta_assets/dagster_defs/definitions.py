@@ -12,13 +12,13 @@ import warnings
 
 import dagster as dg
 
-from quant_meta_assets.defs.io_manager import ParquetIOManager
-from quant_meta_assets.defs.jobs import meta_full_job, meta_job, sleeves_job
-from quant_meta_assets.defs.meta_assets import flattened_weights, meta_report, meta_returns, meta_weights
-from quant_meta_assets.defs.partitions import partition_range_tags, sync_sleeve_partitions
-from quant_meta_assets.defs.resources import ray_resource
-from quant_meta_assets.defs.sensors import meta_on_fresh_sleeves, sleeve_registry_sensor
-from quant_meta_assets.defs.sleeves import all_sleeves_succeeded, sleeves
+from quant_meta_assets.dagster_defs.io_manager import ParquetIOManager
+from quant_meta_assets.dagster_defs.jobs import meta_full_job, meta_job, sleeves_job
+from quant_meta_assets.dagster_defs.meta_assets import flattened_weights, meta_report, meta_returns, meta_weights
+from quant_meta_assets.dagster_defs.partitions import partition_range_tags, sync_sleeve_partitions
+from quant_meta_assets.dagster_defs.resources import ray_resource
+from quant_meta_assets.dagster_defs.sensors import meta_on_fresh_sleeves, sleeve_registry_sensor
+from quant_meta_assets.dagster_defs.sleeves import all_sleeves_succeeded, sleeves
 from quant_meta_assets.registry import load_registry
 
 

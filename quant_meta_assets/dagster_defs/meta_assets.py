@@ -11,7 +11,7 @@ import dagster as dg
 import pandas as pd
 
 from quant_meta_assets import settings
-from quant_meta_assets.defs.instance_queries import latest_sleeve_states
+from quant_meta_assets.dagster_defs.instance_queries import latest_sleeve_states
 from quant_meta_assets.stages import StageRegistry
 
 CODE_VERSION = "1"
