@@ -301,9 +301,10 @@ def what_changed(summary: Mapping, previous: Mapping | None, top: int = 10) -> d
         "asset_weights": _delta_table(previous.get("latest_asset_weights"),
                                       summary.get("latest_asset_weights"), "asset", top),
         "metrics": metrics_table,
+        # one type per column (text): dates and a day count share the column
         "period": pd.DataFrame(
-            {"previous": [previous.get("start"), previous.get("end"), previous.get("n_days")],
-             "current": [summary.get("start"), summary.get("end"), summary.get("n_days")]},
+            {"previous": [str(previous.get(k)) for k in ("start", "end", "n_days")],
+             "current": [str(summary.get(k)) for k in ("start", "end", "n_days")]},
             index=pd.Index(["start", "end", "n_days"], name="field"),
         ),
     }
