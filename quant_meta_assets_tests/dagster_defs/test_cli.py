@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from pathlib import Path
 
@@ -10,18 +9,9 @@ import pytest
 
 from quant_meta_assets_tests.conftest import REPO_ROOT, run_cli, write_registry
 from quant_meta_assets_tests.dagster_defs.test_graph import FAILING, GOOD
+from quant_meta_assets_tests.dagster_support import META_DIRS, tree_digest
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
-
-META_DIRS = ("meta/returns", "meta/optimize", "meta/flatten", "meta/report")
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*")) if p.is_file()
-    }
-
 
 def meta_materializations(home: Path) -> int:
     with sqlite3.connect(home / "history" / "runs" / "index.db") as db:

@@ -7,10 +7,11 @@ import pytest
 
 from quant_meta_assets.dagster_defs.definitions import defs
 from quant_meta_assets.dagster_defs.meta_assets import META_KEYS
-from quant_meta_assets.dagster_defs.partitions import SLEEVES_PARTITIONS_NAME, partition_range_tags
+from quant_meta_assets.dagster_defs.partitions import SLEEVES_PARTITIONS_NAME
 from quant_meta_assets.dagster_defs.sensors import meta_on_fresh_sleeves, sleeve_registry_sensor
 from quant_meta_assets.stages import StageRegistry
 from quant_meta_assets_tests.conftest import write_registry
+from quant_meta_assets_tests.dagster_support import materialize_all, use_registry
 
 pytestmark = [pytest.mark.timeout(300)]
 
@@ -49,28 +50,10 @@ def test_check_is_blocking():
     assert spec.blocking and spec.asset_key == dg.AssetKey("sleeves")
 
 
-def _instance_with(registry_path, monkeypatch, names):
-    monkeypatch.setenv("QUANT_META_SLEEVES", str(registry_path))
-    instance = dg.DagsterInstance.get()
-    instance.add_dynamic_partitions(SLEEVES_PARTITIONS_NAME, names)
-    return instance
-
-
-def _materialize_all(instance, names):
-    assets = defs.resolve_asset_graph().assets_defs
-    return dg.materialize(
-        assets,
-        instance=instance,
-        selection=dg.AssetSelection.all(),
-        tags=partition_range_tags(instance, names),
-        raise_on_error=False,
-    )
-
-
 def test_whole_graph_materializes_on_real_ray(tmp_path, monkeypatch, local_ray):
-    names = ["equal_weight", "low_volatility", "min_variance"]
-    instance = _instance_with(write_registry(tmp_path / "s.yaml", GOOD), monkeypatch, names)
-    result = _materialize_all(instance, names)
+    instance = dg.DagsterInstance.get()
+    names = use_registry(tmp_path / "s.yaml", GOOD, monkeypatch, instance)
+    result = materialize_all(instance, names)
     assert result.success
     for key in META_KEYS:
         records = instance.fetch_materializations(key, limit=1).records
@@ -84,9 +67,9 @@ def test_whole_graph_materializes_on_real_ray(tmp_path, monkeypatch, local_ray):
 
 
 def test_failing_sleeve_fails_check_and_blocks_every_meta_asset(tmp_path, monkeypatch, local_ray):
-    names = ["equal_weight", "low_volatility", "min_variance", "broken_sleeve"]
-    instance = _instance_with(write_registry(tmp_path / "s.yaml", FAILING), monkeypatch, names)
-    result = _materialize_all(instance, names)
+    instance = dg.DagsterInstance.get()
+    names = use_registry(tmp_path / "s.yaml", FAILING, monkeypatch, instance)
+    result = materialize_all(instance, names)
     assert not result.success
     evaluation = result.get_asset_check_evaluations()[0]
     assert not evaluation.passed
