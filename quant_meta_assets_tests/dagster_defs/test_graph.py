@@ -63,7 +63,13 @@ def test_whole_graph_materializes_on_real_ray(tmp_path, monkeypatch, local_ray):
     weights = result.asset_value(["meta", "optimize"])["weights"]
     assert abs(weights.sum(axis=1) - 1).max() < 1e-9
     report_md = instance.fetch_materializations(META_KEYS[-1], limit=1).records[0].asset_materialization.metadata
-    assert "report_path" in report_md
+    assert "report_path" in report_md and report_md["report_path"].value.endswith("report.html")
+    # the UI summary: Markdown tables and numeric headline metrics (plotted across materializations)
+    for table in ("metrics", "reconciliations", "latest_weights"):
+        assert isinstance(report_md[table], dg.MarkdownMetadataValue)
+    for number in ("meta_cagr", "meta_sharpe", "meta_max_drawdown", "max_reconciliation_diff"):
+        assert isinstance(report_md[number], dg.FloatMetadataValue)
+    assert report_md["max_reconciliation_diff"].value < 1e-9
 
 
 def test_failing_sleeve_fails_check_and_blocks_every_meta_asset(tmp_path, monkeypatch, local_ray):
