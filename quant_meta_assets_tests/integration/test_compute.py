@@ -227,7 +227,7 @@ def test_unreachable_ray_raises_naming_the_address_in_bounded_time():
             out["closed"] = [str(exc), isinstance(exc, QuantMetaError), isinstance(exc, ConnectionError)]
         out["closed_s"] = time.monotonic() - t0
         # something listens but never speaks Ray: bounded by connect_timeout_s
-        server = socket.socket(); server.bind(("0.0.0.0", 0)); server.listen(8)
+        server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen(8)
         address = f"127.0.0.1:{server.getsockname()[1]}"
         t0 = time.monotonic()
         try:
