@@ -65,8 +65,12 @@ def latest_sleeve_states(instance: dg.DagsterInstance, sleeves: Sequence[str]) -
                 run_id=record.run_id,
                 timestamp=record.timestamp,
                 storage_id=record.storage_id,
-                code_version=tags.get("dagster/code_version"),
-                data_version=tags.get("dagster/data_version"),
+                # the asset's code version plus the hash of the sleeve's registry entry; the data
+                # version is the content hash of the stored returns and weights
+                code_version="/".join(
+                    v for v in (tags.get("dagster/code_version"), _text(metadata, "config_hash")) if v
+                ) or None,
+                data_version=_text(metadata, "data_hash") or tags.get("dagster/data_version"),
                 start=_text(metadata, "start"),
                 end=_text(metadata, "end"),
             )

@@ -1,8 +1,12 @@
 """The `sleeves` asset (one dynamic partition per sleeve, all computed on Ray in one step)
 and the blocking check that stops the line when any registered sleeve is not good."""
 
+import dataclasses
+import hashlib
+import json
 
 import dagster as dg
+import pandas as pd
 from dagster_ray import RayResource
 
 from quant_meta_assets.dagster_defs.instance_queries import latest_sleeve_states
@@ -11,9 +15,25 @@ from quant_meta_assets.dagster_defs.partitions import sleeve_partitions
 CODE_VERSION = "1"
 
 
-def _sleeve_metadata(record: dict) -> dict:
+def frame_hash(*frames: pd.DataFrame | pd.Series) -> str:
+    """Content hash of pandas objects (values and index): the data version of a stored output."""
+    digest = hashlib.sha256()
+    for frame in frames:
+        digest.update(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def config_hash(profile) -> str:
+    """Hash of everything in a sleeve's registry entry that changes its output."""
+    fields = {k: v for k, v in dataclasses.asdict(profile).items() if k not in ("timeout_s", "max_retries")}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _sleeve_metadata(record: dict, profile, prices_hash: str) -> dict:
     metadata = {
         "status": record["status"],
+        "config_hash": config_hash(profile),
+        "prices_hash": prices_hash,
         "error": record.get("error") or "",
         "runtime_s": dg.FloatMetadataValue(float(record.get("runtime_s") or 0.0)),
         "start": record.get("start") or "",
@@ -24,6 +44,7 @@ def _sleeve_metadata(record: dict) -> dict:
         live = returns.dropna()
         metadata["n_days"] = dg.IntMetadataValue(int(live.size))
         metadata["total_return"] = dg.FloatMetadataValue(float((1.0 + live).prod() - 1.0))
+        metadata["data_hash"] = frame_hash(returns, record["weights"])
     return metadata
 
 
@@ -51,11 +72,13 @@ def sleeves(context: dg.AssetExecutionContext, ray_cluster: RayResource) -> dict
             "the registry sensor removes stale partitions"
         )
     prices = load_prices()
+    prices_hash = frame_hash(prices)
     engine = RayComputeEngine()
     connect_ray(ray_cluster, context, engine)
     records = engine.execute_sleeves([profiles[k] for k in keys], prices)
     for record in records:
-        context.add_asset_metadata(_sleeve_metadata(record), partition_key=record["sleeve"])
+        metadata = _sleeve_metadata(record, profiles[record["sleeve"]], prices_hash)
+        context.add_asset_metadata(metadata, partition_key=record["sleeve"])
         if record["status"] != "success":
             context.log.error(f"sleeve {record['sleeve']} failed: {record.get('error')}")
     ok = sum(r["status"] == "success" for r in records)

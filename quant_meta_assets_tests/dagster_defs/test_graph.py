@@ -6,6 +6,7 @@ import dagster as dg
 import pytest
 
 from quant_meta_assets.dagster_defs.definitions import defs
+from quant_meta_assets.dagster_defs.instance_queries import latest_sleeve_states
 from quant_meta_assets.dagster_defs.meta_assets import META_KEYS
 from quant_meta_assets.dagster_defs.partitions import SLEEVES_PARTITIONS_NAME
 from quant_meta_assets.dagster_defs.sensors import meta_on_fresh_sleeves, sleeve_registry_sensor
@@ -70,6 +71,11 @@ def test_whole_graph_materializes_on_real_ray(tmp_path, monkeypatch, local_ray):
     for number in ("meta_cagr", "meta_sharpe", "meta_max_drawdown", "max_reconciliation_diff"):
         assert isinstance(report_md[number], dg.FloatMetadataValue)
     assert report_md["max_reconciliation_diff"].value < 1e-9
+    # lineage: per sleeve, its run, a code version that includes its registry entry, a content hash
+    states = latest_sleeve_states(instance, names)
+    assert {s.run_id for s in states} == {result.run_id}
+    assert len({s.data_version for s in states}) == len(names)
+    assert all(s.code_version.startswith("1/") and len(s.code_version) == 18 for s in states)
 
 
 def test_failing_sleeve_fails_check_and_blocks_every_meta_asset(tmp_path, monkeypatch, local_ray):
