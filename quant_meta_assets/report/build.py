@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from quant_meta_assets.meta.flatten import meta_portfolio_returns
 from quant_meta_assets import metrics as M
 from quant_meta_assets.errors import ReconciliationError, StageInputError
 from quant_meta_assets.report import forensics as F
@@ -110,9 +111,9 @@ def build_report(
     recomputed_held, meta_turnover = PF.drifted_weights(meta_weights, sleeve_returns)
     live = recomputed_held.index
     held = flatten.meta_weights_daily.reindex(index=live, columns=sleeves)
-    meta_returns = PF.portfolio_returns(held, sleeve_returns).rename("meta")
+    meta_returns = meta_portfolio_returns(held, sleeve_returns)
     ew_held, ew_turnover = PF.drifted_weights(PF.equal_weight_targets(meta_weights), sleeve_returns)
-    portfolios = {"meta": meta_returns, "equal_weight_meta": PF.portfolio_returns(ew_held, sleeve_returns)}
+    portfolios = {"meta": meta_returns, "equal_weight_meta": meta_portfolio_returns(ew_held, sleeve_returns).rename("equal_weight_meta")}
     if benchmark is not None:
         portfolios["sp500"] = PF.benchmark_returns(benchmark, live)
     for s in sleeves:

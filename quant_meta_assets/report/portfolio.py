@@ -64,12 +64,6 @@ def drifted_weights(targets: pd.DataFrame, returns: pd.DataFrame) -> tuple[pd.Da
     return held_frame, pd.Series(turnover, index=targets.index, name="turnover")
 
 
-def portfolio_returns(held: pd.DataFrame, returns: pd.DataFrame) -> pd.Series:
-    """sum_s m_s(t) r_s(t) on the held days."""
-    aligned = returns.loc[held.index, held.columns]
-    return (held * aligned).sum(axis=1, min_count=1)
-
-
 def equal_weight_targets(meta_weights: pd.DataFrame) -> pd.DataFrame:
     """1/N of the sleeves on every meta rebalance date."""
     n = meta_weights.shape[1]
