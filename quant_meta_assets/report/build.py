@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from quant_meta_assets.meta.flatten import meta_portfolio_returns
 from quant_meta_assets import metrics as M
 from quant_meta_assets.errors import ReconciliationError, StageInputError
+from quant_meta_assets.meta.flatten import meta_portfolio_returns
 from quant_meta_assets.report import forensics as F
 from quant_meta_assets.report import html as H
 from quant_meta_assets.report import plots as P
