@@ -273,6 +273,28 @@ def build_constraints(
     return cs
 
 
+def min_restoring_trade(cons: ActiveConstraints, held: np.ndarray) -> float:
+    """Smallest two-sided trade ``min ||w - held||_1`` that brings ``held`` into the feasible set.
+
+    0 when the (drifted) holdings already satisfy the budget, bounds and group caps; otherwise a
+    small LP (Clarabel). Used to tell "the turnover cap binds" from "the cap cannot be met at all
+    because the holdings drifted outside the constraints".
+    """
+    h = np.asarray(held, dtype=float)
+    if not cons.violations(h, None, None, tol=FEAS_TOL):
+        return 0.0
+    import cvxpy as cp
+
+    w = cp.Variable(cons.k, nonneg=True)
+    constraints = [cp.sum(w) == 1, w >= cons.lb, w <= cons.ub]
+    constraints += [cp.sum(w[members]) <= cap for _g, members, cap in cons.groups]
+    problem = cp.Problem(cp.Minimize(cp.sum(cp.abs(w - h))), constraints)
+    problem.solve(solver="CLARABEL")
+    if problem.status != cp.OPTIMAL or problem.value is None:  # pragma: no cover - feasibility checked upstream
+        raise InfeasibleConstraintsError(f"no weights satisfy the constraints on {list(cons.names)} ({problem.status})")
+    return float(problem.value)
+
+
 def project_box(target: np.ndarray, lb: np.ndarray, ub: np.ndarray) -> np.ndarray:
     """Exact Euclidean projection onto {lb <= w <= ub, sum(w) = 1} (water-filling).
 

@@ -19,10 +19,21 @@ Per-rebalance policies (recorded in the ``notes`` diagnostic):
   repair (``inf`` when singular).
 * **Scaling**: solvers see Sigma/s and mu/s (or (mu - rf)/max|mu - rf|); weights are invariant.
 * **risk_free_rate** is annual and converted to daily as ``rf / 252`` (simple).
-* **turnover** is two-sided, ``sum |w - w_prev|``, against the previous rebalance's weights
-  (first rebalance: unconstrained, no penalty). ``turnover_penalty`` is in annualised objective
+* **turnover** is two-sided, ``sum |w - w_held|``, where ``w_held`` is the previous rebalance's
+  target *drifted* with the sleeve returns up to and including the decision date (the holdings
+  known at the close of ``d``; ``meta.drift.drift_weights``), not the previous target. It is what
+  ``max_turnover`` caps, what ``turnover_penalty`` charges and what the ``turnover`` diagnostic
+  records (first rebalance: bought from cash, turnover 1, unconstrained, no penalty). When the
+  drifted holdings break the bounds / group caps (or hold a now-inactive sleeve) by more than
+  ``max_turnover`` can repair, the cap is relaxed to the least trade that restores them
+  (``min_restoring_trade``) and ``notes`` says so. A held
+  sleeve (weight != 0) with a NaN return between two rebalances is a missing input:
+  ``StageInputError`` naming the sleeve and the date. ``turnover_penalty`` is in annualised objective
   units (``252 w'Sigma w + p * turnover`` for min_variance, ``252 (mu'w - lambda/2 w'Sigma w) -
   p * turnover`` for mean_variance) and is only defined for those two methods.
+
+The ``previous_weights`` fallback *holds* the drifted weights (zero trade); it is invalid when
+they hold a now-inactive sleeve.
 
 Closed-form methods (equal_weight, inverse_vol, hrp) that violate a constraint are replaced by
 the Euclidean projection of their weights onto the feasible set (exact water-filling when only
@@ -47,11 +58,13 @@ import numpy as np
 import pandas as pd
 from scipy.linalg import lapack
 
+from quant_meta_assets.meta.drift import drift_weights
 from quant_meta_assets.meta.optimize.constraints import (
     ActiveConstraints,
     ConstraintSet,
     build_constraints,
     check_bounds_feasible,
+    min_restoring_trade,
     project_box,
 )
 from quant_meta_assets.meta.optimize.errors import (
@@ -106,6 +119,7 @@ DIAGNOSTIC_COLUMNS = [
     "attempts",
     "n_active_sleeves",
     "weights_from",
+    "turnover",
     "notes",
 ]
 
@@ -453,7 +467,9 @@ def optimize_meta_weights(
     W = np.zeros((len(rows), n))
     # diagnostics are collected column by column and framed once at the end
     cols: dict[str, list] = {c: [] for c in DIAGNOSTIC_COLUMNS}
-    prev: np.ndarray | None = None
+    prev: np.ndarray | None = None  # holdings drifted to the decision date (None before the first)
+    last_target: np.ndarray | None = None
+    last_row = -1
     chain = (method, *fallback)
     subsets: dict[bytes, ActiveConstraints] = {}
     # NaN bookkeeping once for the whole history: NaNs of column c in rows [a, b) are
@@ -467,6 +483,8 @@ def optimize_meta_weights(
     index = returns.index
     for j, r in enumerate(rows):
         t_start = time.perf_counter()
+        if last_target is not None:
+            prev = drift_weights(last_target, R[last_row + 1 : r + 1], sleeves, index[last_row + 1 : r + 1])
         lo = r - lookback + 1
         act = all_active if nan_cum is None else (nan_cum[r + 1] - nan_cum[lo]) == 0
         win = eng.window(R[lo : r + 1], act)
@@ -492,7 +510,17 @@ def optimize_meta_weights(
         w_prev = None if prev is None else (prev if full_set else prev[active])
         t_budget = None
         if prev is not None and cs.max_turnover is not None:
-            t_budget = cs.max_turnover - (0.0 if full_set else float(np.abs(prev[~active]).sum()))
+            forced = 0.0 if full_set else float(np.abs(prev[~active]).sum())
+            t_budget = cs.max_turnover - forced
+            need = min_restoring_trade(cons, w_prev)  # type: ignore[arg-type]
+            if need + forced > cs.max_turnover:
+                # the drifted holdings sit outside the constraints (or hold a now-inactive sleeve)
+                # by more than the cap: trade the least that restores them, and say so
+                t_budget = need + max(1e-7, 1e-6 * need)
+                win.notes.append(
+                    f"max_turnover relaxed to {forced + t_budget:.10f}: the drifted "
+                    f"holdings need a trade of {need + forced:.6g} to satisfy the constraints"
+                )
         penalty = cs.turnover_penalty / (PERIODS_PER_YEAR * win.scale) if prev is not None else 0.0
         attempts: list[str] = []
         primary_status = None
@@ -505,15 +533,9 @@ def optimize_meta_weights(
                         raise _Attempt("unavailable", "no previous weights at the first rebalance")
                     if not full_set and np.any(prev[~active] != 0):
                         raise _Attempt("invalid", "previous weights hold inactive sleeves")
-                    w, status, label = w_prev.copy(), "previous_weights", "none"  # type: ignore[union-attr]
+                    # hold the drifted weights: no trade
+                    w, status, label = w_prev.copy(), "previous_weights", "held"  # type: ignore[union-attr]
                 else:
-                    if t_budget is not None and t_budget < -1e-12:
-                        raise _Attempt(
-                            "infeasible",
-                            f"max_turnover={cs.max_turnover:g} cannot even liquidate the now-inactive "
-                            f"sleeves (turnover {float(np.abs(prev[~active]).sum()):.6g})",  # type: ignore[index]
-                            "precheck",
-                        )
                     w, status, label = eng.run_method(name, cons, win, w_prev, t_budget, penalty)
                 w = cons.clean(w)
                 bad = cons.violations(w, w_prev, t_budget)  # every vector is validated
@@ -542,7 +564,8 @@ def optimize_meta_weights(
             full = np.zeros(n)
             full[active] = w
         W[j] = full
-        prev = full
+        trade = float(np.abs(full).sum()) if prev is None else float(np.abs(full - prev).sum())
+        last_target, last_row = full, r
         fb_used = name != method
         cols["method"].append(method)
         cols["solver"].append(label)
@@ -556,6 +579,7 @@ def optimize_meta_weights(
         cols["attempts"].append("; ".join(attempts))
         cols["n_active_sleeves"].append(cons.k)
         cols["weights_from"].append(name)
+        cols["turnover"].append(trade)
         cols["notes"].append("; ".join(win.notes) if win.notes else None)
     out_index = index[rows]
     weights = pd.DataFrame(W, index=out_index, columns=returns.columns)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quant_meta_assets.errors import InfeasibleConstraintsError, OptimizationError
+from quant_meta_assets.errors import InfeasibleConstraintsError, OptimizationError, StageInputError
 from quant_meta_assets.meta.optimize import OptimizerConfigError, optimize_meta_weights
 from quant_meta_assets.meta.optimize import engine as engine_mod
 from quant_meta_assets_tests.unit.meta.optimize.conftest import factor_returns
@@ -77,7 +77,8 @@ def test_max_sharpe_no_positive_excess_falls_back_and_records():
     assert d["weights_from"].iloc[0] == "equal_weight"
     assert "previous_weights: unavailable" in d["attempts"].iloc[0]
     assert (d["weights_from"].iloc[1:] == "previous_weights").all()
-    np.testing.assert_allclose(res.weights.to_numpy(), 0.25)
+    np.testing.assert_allclose(res.weights.iloc[0].to_numpy(), 0.25)  # later rows: 1/N drifted (held)
+    np.testing.assert_allclose(res.weights.sum(axis=1), 1.0, atol=1e-12)
 
 
 def test_chain_exhausted_names_date_and_every_attempt():
@@ -123,9 +124,10 @@ def test_invalid_solution_goes_to_fallback(monkeypatch, R):
 
 
 def test_previous_weights_must_respect_current_constraints():
-    # sleeve s3 goes inactive (NaN) at the 2nd rebalance; previous weights hold it -> invalid
+    # sleeve s3 goes inactive (zero variance: it stops moving) at the 2nd rebalance; the held
+    # weights hold it -> invalid (a held sleeve with a NaN return is an input error instead)
     R = _negative_drift()
-    R.iloc[70:80, 3] = np.nan
+    R.iloc[20:80, 3] = 0.0
     res = optimize_meta_weights(R, "max_sharpe", lookback=60, rebalance_every=20)
     d = res.diagnostics
     row = d.iloc[1]
@@ -207,11 +209,80 @@ def test_singular_covariance_duplicate_sleeve(R):
 def test_turnover_constraint_and_penalty(sp500_returns):
     R = sp500_returns.iloc[:700]
     free = optimize_meta_weights(R, "min_variance", rebalance_every=21).weights.to_numpy()
-    capped = optimize_meta_weights(R, "min_variance", rebalance_every=21, max_turnover=0.1).weights.to_numpy()
+    capped = optimize_meta_weights(R, "min_variance", rebalance_every=21, max_turnover=0.1).weights
     assert np.abs(np.diff(free, axis=0)).sum(axis=1).max() > 0.1
-    assert np.abs(np.diff(capped, axis=0)).sum(axis=1).max() <= 0.1 + 1e-8
+    assert _turnover_vs_drifted(capped, R).max() <= 0.1 + 1e-8
     pen = optimize_meta_weights(R, "min_variance", rebalance_every=21, turnover_penalty=0.05).weights.to_numpy()
     assert np.abs(np.diff(pen, axis=0)).sum() < np.abs(np.diff(free, axis=0)).sum()
     for method in ("risk_parity", "hrp", "max_diversification", "equal_weight"):
-        W = optimize_meta_weights(R, method, rebalance_every=21, max_turnover=0.05, max_weight=0.2).weights.to_numpy()
-        assert np.abs(np.diff(W, axis=0)).sum(axis=1).max() <= 0.05 + 1e-8
+        W = optimize_meta_weights(R, method, rebalance_every=21, max_turnover=0.05, max_weight=0.2).weights
+        assert _turnover_vs_drifted(W, R).max() <= 0.05 + 1e-8
+
+
+def _turnover_vs_drifted(weights, returns):
+    """Independent recomputation: each target vs the previous target drifted day by day."""
+    R = returns.loc[:, weights.columns].to_numpy()
+    pos = returns.index.get_indexer(weights.index)
+    W = weights.to_numpy()
+    out = []
+    for j in range(1, len(W)):
+        held = W[j - 1].copy()
+        for t in range(pos[j - 1] + 1, pos[j] + 1):
+            held = held * (1 + R[t]) / float(held @ (1 + R[t]))
+        out.append(np.abs(W[j] - held).sum())
+    return np.array(out)
+
+
+@pytest.mark.timeout(120)
+def test_max_turnover_caps_the_trade_against_drifted_holdings(sp500_returns):
+    # issue 13 item 1: target-to-target capped at 0.100 while the real trade reached 0.158
+    res = optimize_meta_weights(sp500_returns, "risk_parity", max_turnover=0.10)
+    traded = _turnover_vs_drifted(res.weights, sp500_returns)
+    assert traded.max() <= 0.10 + 1e-8
+    np.testing.assert_allclose(res.diagnostics["turnover"].iloc[1:].to_numpy(), traded, atol=1e-12)
+    assert res.diagnostics["turnover"].iloc[0] == pytest.approx(1.0)  # bought from cash
+
+
+def test_turnover_penalty_charges_the_trade_against_drifted_holdings(sp500_returns):
+    R = sp500_returns.iloc[:700]
+    free = optimize_meta_weights(R, "min_variance", rebalance_every=21)
+    pen = optimize_meta_weights(R, "min_variance", rebalance_every=21, turnover_penalty=0.05)
+    # the recorded turnover is the trade against drifted holdings; the penalty reduces it
+    np.testing.assert_allclose(pen.diagnostics["turnover"].iloc[1:], _turnover_vs_drifted(pen.weights, R), atol=1e-12)
+    assert pen.diagnostics["turnover"].iloc[1:].sum() < free.diagnostics["turnover"].iloc[1:].sum()
+
+
+def test_previous_weights_fallback_holds_the_drifted_weights():
+    # max_sharpe is infeasible at every rebalance -> from the 2nd on the fallback holds: zero trade
+    R = _negative_drift()
+    res = optimize_meta_weights(R, "max_sharpe", lookback=60, rebalance_every=30)
+    d = res.diagnostics
+    assert (d["weights_from"].iloc[1:] == "previous_weights").all()
+    np.testing.assert_allclose(_turnover_vs_drifted(res.weights, R), 0.0, atol=1e-15)
+    assert (d["turnover"].iloc[1:] == 0.0).all()
+    assert not np.allclose(res.weights.iloc[-1].to_numpy(), 0.25)  # it drifted, not stale 1/N
+
+
+def test_held_sleeve_with_a_nan_return_is_a_named_input_error():
+    R = _negative_drift()
+    R.iloc[70, 3] = np.nan
+    with pytest.raises(StageInputError, match=rf"sleeve 's3' is held .* on {R.index[70].date()} is NaN"):
+        optimize_meta_weights(R, "equal_weight", lookback=60, rebalance_every=20)
+
+
+def test_max_turnover_relaxed_to_the_least_trade_that_restores_the_bounds():
+    # s0 rallies 2%/day: the held 50/50 drifts to ~0.60 > max_weight 0.55, and a 0.02 cap cannot
+    # bring it back; the cap is relaxed to exactly the restoring trade 2 x (held_s0 - 0.55)
+    rng = np.random.default_rng(0)
+    idx = pd.bdate_range("2022-01-03", periods=40, name="date")
+    R = pd.DataFrame({"s0": 0.02 + rng.normal(0, 1e-4, 40), "s1": rng.normal(0, 1e-4, 40)}, index=idx)
+    res = optimize_meta_weights(R, "equal_weight", lookback=20, rebalance_every=20, max_weight=0.55,
+                                max_turnover=0.02)
+    held_s0 = 0.5 * np.prod(1 + R["s0"].iloc[20:40]) / (
+        0.5 * np.prod(1 + R["s0"].iloc[20:40]) + 0.5 * np.prod(1 + R["s1"].iloc[20:40]))
+    need = 2 * (held_s0 - 0.55)
+    assert need > 0.02
+    d = res.diagnostics.iloc[1]
+    assert "max_turnover relaxed to" in d["notes"]
+    assert d["turnover"] == pytest.approx(need, abs=1e-6)
+    assert res.weights.iloc[1]["s0"] <= 0.55 + 1e-8

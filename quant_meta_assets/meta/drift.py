@@ -1,0 +1,83 @@
+"""Holdings drift: what a fully invested book holds after its weights ride the returns.
+
+One helper, reused by the optimizer (turnover is measured against the drifted holdings, not the
+previous target), by meta.flatten and by anyone costing trades (issue 11):
+
+    w(t) = w(s) * prod_{u in (s, t]} (1 + r_u) / sum_j w_j(s) * prod (1 + r_j,u)
+
+A NaN return of a *held* sleeve (weight != 0) is a missing input: the holding's value is
+unknown, so it raises ``StageInputError`` naming the sleeve and the date. A NaN return of a
+sleeve with weight exactly 0 (not live yet, or liquidated) contributes exactly 0: it is not
+held, so its return does not matter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from quant_meta_assets.errors import StageInputError
+
+__all__ = ["drift_weights", "growth_factors", "turnover"]
+
+
+def growth_factors(
+    weights: np.ndarray,
+    returns_rows: np.ndarray,
+    names: Sequence[str] | None = None,
+    dates: Sequence | None = None,
+) -> np.ndarray:
+    """Cumulative growth prod(1 + r) of each sleeve over ``returns_rows`` (T x n), checked.
+
+    Sleeves with weight 0 get growth 1 whatever their returns (NaN included): not held.
+    """
+    w = np.asarray(weights, dtype=float)
+    R = np.asarray(returns_rows, dtype=float)
+    if R.ndim != 2 or R.shape[1] != w.shape[0]:
+        raise StageInputError(f"drift: returns rows of shape {R.shape} do not match {w.shape[0]} weights")
+    held = w != 0.0
+    R = np.where(held, R, 0.0)
+    bad = np.isnan(R) | np.isinf(R)
+    if bad.any():
+        row, col = (int(v) for v in np.argwhere(bad)[0])
+        who = repr(names[col]) if names is not None else f"#{col}"
+        when = dates[row] if dates is not None else f"row {row}"
+        when = when.date().isoformat() if isinstance(when, pd.Timestamp) else when
+        raise StageInputError(
+            f"sleeve {who} is held (weight {w[col]:.6g}) but its return on {when} is "
+            f"{'NaN' if np.isnan(R[row, col]) else R[row, col]}: a held sleeve's return is a required input"
+        )
+    return np.prod(1.0 + R, axis=0)
+
+
+def drift_weights(weights, returns_rows, names: Sequence[str] | None = None,
+                  dates: Sequence | None = None):
+    """Weights ``weights`` (fully invested) after drifting through every row of ``returns_rows``.
+
+    ``weights``: (n,) array or Series; ``returns_rows``: (T, n) array or DataFrame of the simple
+    returns earned *after* the weights were set, up to and including the decision date. With
+    pandas inputs the sleeve names and dates come from them and a Series is returned.
+    Zero rows return the weights unchanged.
+    """
+    if isinstance(returns_rows, pd.DataFrame):
+        if isinstance(weights, pd.Series):
+            returns_rows = returns_rows.loc[:, weights.index]
+        names = [str(c) for c in returns_rows.columns] if names is None else names
+        dates = list(returns_rows.index) if dates is None else dates
+    w = np.asarray(weights, dtype=float)
+    g = growth_factors(w, np.asarray(returns_rows, dtype=float).reshape(-1, w.shape[0]), names, dates)
+    wealth = w * g
+    total = float(wealth.sum())
+    if not total > 0:
+        raise StageInputError(f"drift: the drifted book has non-positive value {total:.6g}")
+    out = wealth / total
+    if isinstance(weights, pd.Series):
+        return pd.Series(out, index=weights.index, name=weights.name)
+    return out
+
+
+def turnover(target, held) -> float:
+    """Two-sided trade sum |target - held| (not halved)."""
+    return float(np.abs(np.asarray(target, dtype=float) - np.asarray(held, dtype=float)).sum())
