@@ -5,6 +5,11 @@ returns, exactly as holdings drift inside a sleeve: m_s(t+1) = m_s(t)(1 + r_s(t)
 Meta-weights dated d apply from the next row (no look-ahead). On each live day t the asset
 weight is a_i(t) = sum_s m_s(t) * w_{s,i}(t), where w_s(t) are sleeve s's start-of-day weights;
 overlapping tickers across sleeves net against each other.
+
+Missing returns (NaN) are never read as 0: a sleeve with meta-weight exactly 0 (e.g. not live
+yet) is not held, so its return contributes exactly 0 and does not touch the others' drift; a
+*held* sleeve (weight != 0) with a NaN return raises ``StageInputError`` naming the sleeve and
+the date.
 """
 
 from __future__ import annotations
@@ -50,7 +55,19 @@ def held_meta_weights(meta_weights: pd.DataFrame, sleeve_returns: pd.DataFrame) 
     for target, first_row, stop in zip(targets, positions + 1, bounds, strict=True):
         if first_row >= n_rows:
             break
+        if not np.isfinite(target).all():
+            raise StageInputError(f"meta-weights dated {sleeve_returns.index[first_row - 1].date()} are not finite")
+        held_now = target != 0.0
         segment = returns[first_row:stop]
+        missing = held_now & ~np.isfinite(segment)
+        if missing.any():
+            row, col = (int(v) for v in np.argwhere(missing)[0])
+            raise StageInputError(
+                f"sleeve {meta_weights.columns[col]!r} is held (meta-weight {target[col]:.6g}) but its "
+                f"return on {sleeve_returns.index[first_row + row].date()} is {segment[row, col]}: a held "
+                "sleeve's return is a required input"
+            )
+        segment = np.where(held_now, segment, 0.0)  # not held: contributes exactly 0
         # wealth of each sleeve's sub-account at the start of each day of the segment
         growth = np.vstack([np.ones(targets.shape[1]), np.cumprod(1.0 + segment[:-1], axis=0)])
         wealth = target * growth
@@ -73,10 +90,13 @@ def flatten_weights(
     assets = np.zeros((len(held), len(tickers)))
     for sleeve in meta_weights.columns:
         weights = sleeve_weights[sleeve].reindex(index=held.index, columns=tickers)
-        if weights.isna().all(axis=1).any():
-            day = weights.index[weights.isna().all(axis=1)][0]
-            raise StageInputError(f"sleeve {sleeve!r} has no weights on live day {day.date()}")
-        assets += held[sleeve].to_numpy()[:, None] * weights.fillna(0.0).to_numpy()
+        m = held[sleeve].to_numpy()
+        empty = weights.isna().all(axis=1).to_numpy() & (m != 0.0)
+        if empty.any():
+            day = weights.index[empty][0]
+            raise StageInputError(f"sleeve {sleeve!r} is held but has no weights on live day {day.date()}")
+        # a ticker outside a sleeve's frame (NaN after reindexing) is not held by that sleeve
+        assets += np.where(m[:, None] != 0.0, m[:, None] * weights.fillna(0.0).to_numpy(), 0.0)
     asset_weights = pd.DataFrame(assets, index=held.index, columns=tickers)
     exposure = pd.DataFrame(
         {"gross": np.abs(assets).sum(axis=1), "net": assets.sum(axis=1)}, index=held.index
@@ -85,6 +105,20 @@ def flatten_weights(
 
 
 def meta_portfolio_returns(meta_weights_daily: pd.DataFrame, sleeve_returns: pd.DataFrame) -> pd.Series:
-    """The meta-portfolio's daily net return: held meta-weights times sleeve net returns."""
-    aligned = sleeve_returns.loc[meta_weights_daily.index, meta_weights_daily.columns]
-    return (meta_weights_daily * aligned).sum(axis=1).rename("meta")
+    """The meta-portfolio's daily net return: held meta-weights times sleeve net returns.
+
+    A sleeve with held weight exactly 0 contributes 0 whatever its return; a NaN held weight, or a
+    NaN return of a held sleeve, raises ``StageInputError`` naming the sleeve and the date.
+    """
+    aligned = sleeve_returns.loc[meta_weights_daily.index, meta_weights_daily.columns].to_numpy(dtype=float)
+    m = meta_weights_daily.to_numpy(dtype=float)
+    bad = np.isnan(m) | ((m != 0.0) & ~np.isfinite(aligned))
+    if bad.any():
+        row, col = (int(v) for v in np.argwhere(bad)[0])
+        what = "held meta-weight is NaN" if np.isnan(m[row, col]) else f"return is {aligned[row, col]} while held"
+        raise StageInputError(
+            f"meta return on {meta_weights_daily.index[row].date()}: sleeve "
+            f"{meta_weights_daily.columns[col]!r} {what}"
+        )
+    contributions = m * np.where(m != 0.0, aligned, 0.0)  # not held: exactly 0, not 0 x NaN
+    return pd.Series(contributions.sum(axis=1), index=meta_weights_daily.index, name="meta")

@@ -33,7 +33,7 @@ REPORT_CONVENTIONS: dict[str, str] = {
     "d apply from the next row. No cost is charged at the meta level.",
     "drift": "Between meta rebalances m_s(t+1) = m_s(t)(1 + r_s(t)) / (1 + sum m r); reset to the "
     "target on the row after each rebalance.",
-    "equal_weight_meta": "Benchmark: 1/N of the sleeves, rebalanced on the SAME dates as the meta and "
+    "equal_weight_meta": "Benchmark: 1/N of the sleeves live on the rebalance date, rebalanced on the SAME dates as the meta and "
     "drifting in between exactly like the meta (not daily fixed-mix).",
     "sp500": "Benchmark: S&P 500 index price returns (no dividends), simple daily P_t/P_{t-1} - 1.",
     "metric_window": "Every portfolio's metrics are computed on the meta's live date range.",
@@ -112,7 +112,7 @@ def build_report(
     live = recomputed_held.index
     held = flatten.meta_weights_daily.reindex(index=live, columns=sleeves)
     meta_returns = meta_portfolio_returns(held, sleeve_returns)
-    ew_held, ew_turnover = PF.drifted_weights(PF.equal_weight_targets(meta_weights), sleeve_returns)
+    ew_held, ew_turnover = PF.drifted_weights(PF.equal_weight_targets(meta_weights, sleeve_returns), sleeve_returns)
     portfolios = {"meta": meta_returns, "equal_weight_meta": meta_portfolio_returns(ew_held, sleeve_returns).rename("equal_weight_meta")}
     if benchmark is not None:
         portfolios["sp500"] = PF.benchmark_returns(benchmark, live)

@@ -93,7 +93,8 @@ def reconcile(
          else pd.Series(0.0, index=live) for s in sleeves}
     )
     meta_cost = (held * costs).sum(axis=1)
-    meta_net = (held * sleeve_returns.reindex(index=live, columns=sleeves)).sum(axis=1, skipna=False)
+    sleeve_r = sleeve_returns.reindex(index=live, columns=sleeves)
+    meta_net = (held * sleeve_r.where(held != 0.0, 0.0)).sum(axis=1, skipna=False)  # not held: exactly 0
     rows.append(_check(
         "meta_return_identity",
         "sum_i a_i R_i - sum_s m_s cost_s == sum_s m_s r_s (sleeve returns are net of costs, "
@@ -178,7 +179,7 @@ def attribution(
     live = meta_returns.index
     wealth_before = (1.0 + meta_returns).cumprod().shift(1, fill_value=1.0)
     held = meta_weights_daily.reindex(live)
-    daily_sleeve = held * sleeve_returns.reindex(index=live, columns=held.columns)
+    daily_sleeve = held * sleeve_returns.reindex(index=live, columns=held.columns).where(held != 0.0, 0.0)
     by_sleeve = pd.DataFrame({
         "avg_weight": held.mean(),
         "contribution": daily_sleeve.mul(wealth_before, axis=0).sum(),
@@ -243,12 +244,14 @@ def ex_post_risk_contributions(meta_weights_daily: pd.DataFrame,
                                sleeve_returns: pd.DataFrame) -> pd.DataFrame:
     """Over the live period: ``rc_avg_weights`` = RC formula at the average held weights with the
     realised covariance; ``rc_realised`` = cov(m_s r_s, r_meta) / var(r_meta), the exact
-    decomposition of the realised meta variance with time-varying weights. Both sum to 1."""
+    decomposition of the realised meta variance with time-varying weights. Both sum to 1.
+    A sleeve not live on part of the period (NaN returns while its weight is 0) contributes 0 on
+    those days; the realised covariance then uses pairwise-complete days."""
     held = meta_weights_daily
     r = sleeve_returns.reindex(index=held.index, columns=held.columns)
     avg_w = held.mean()
-    cov = np.cov(r.to_numpy().T, ddof=1)
-    parts = held * r
+    cov = r.cov(ddof=1).to_numpy()
+    parts = held * r.where(held != 0.0, 0.0)
     meta = parts.sum(axis=1)
     var = float(meta.var(ddof=1))
     realised = parts.apply(lambda c: float(np.cov(c, meta, ddof=1)[0, 1])) / var

@@ -51,7 +51,14 @@ def drifted_weights(targets: pd.DataFrame, returns: pd.DataFrame) -> tuple[pd.Da
     for row in range(start, len(returns.index)):
         if row > start:
             held[row - start - 1] = current
-            growth = current * (1.0 + r[row])
+            missing = (current != 0.0) & ~np.isfinite(r[row])
+            if missing.any():
+                col = int(np.flatnonzero(missing)[0])
+                raise StageInputError(
+                    f"sleeve {targets.columns[col]!r} is held but its return on "
+                    f"{returns.index[row].date()} is {r[row, col]}"
+                )
+            growth = current * (1.0 + np.where(current != 0.0, r[row], 0.0))  # not held: exactly 0
             post = growth / growth.sum()  # drifted through day `row`: the pre-trade weights
         else:
             post = np.zeros(tgt.shape[1])  # before the first rebalance: all cash
@@ -64,10 +71,16 @@ def drifted_weights(targets: pd.DataFrame, returns: pd.DataFrame) -> tuple[pd.Da
     return held_frame, pd.Series(turnover, index=targets.index, name="turnover")
 
 
-def equal_weight_targets(meta_weights: pd.DataFrame) -> pd.DataFrame:
-    """1/N of the sleeves on every meta rebalance date."""
-    n = meta_weights.shape[1]
-    return pd.DataFrame(1.0 / n, index=meta_weights.index, columns=meta_weights.columns)
+def equal_weight_targets(meta_weights: pd.DataFrame, returns: pd.DataFrame | None = None) -> pd.DataFrame:
+    """1/N of the sleeves on every meta rebalance date; with ``returns``, of the sleeves live then
+    (a return on the rebalance date), so a sleeve that does not exist yet is not bought."""
+    live = pd.DataFrame(True, index=meta_weights.index, columns=meta_weights.columns)
+    if returns is not None:
+        live = returns.loc[meta_weights.index, meta_weights.columns].notna()
+    n = live.sum(axis=1)
+    if (n == 0).any():
+        raise StageInputError(f"no sleeve is live on the meta rebalance date {n.index[(n == 0).to_numpy()][0]}")
+    return live.astype(float).div(n, axis=0)
 
 
 def benchmark_returns(benchmark: pd.Series | pd.DataFrame, index: pd.DatetimeIndex) -> pd.Series:

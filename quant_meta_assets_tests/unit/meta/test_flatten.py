@@ -85,3 +85,41 @@ def test_flatten_errors_name_the_problem(toy):
     bad.index = bad.index + pd.Timedelta(days=1000)
     with pytest.raises(StageInputError, match="not a date"):
         held_meta_weights(bad, returns)
+
+
+def _late_sleeve_case():
+    """Issue 13 item 2: 3 sleeves, 'c' starts at row 250; risk_parity with lookback 100."""
+    rng = np.random.default_rng(13)
+    dates = pd.bdate_range("2020-01-01", periods=400)
+    returns = pd.DataFrame(rng.normal(4e-4, 0.01, (400, 3)), index=dates, columns=["a", "b", "c"])
+    returns.iloc[:250, 2] = np.nan
+    return returns
+
+
+def test_not_live_sleeve_with_zero_weight_does_not_poison_the_others():
+    from quant_meta_assets.meta.optimize import optimize_meta_weights
+
+    returns = _late_sleeve_case()
+    meta = optimize_meta_weights(returns, "risk_parity", lookback=100, rebalance_every=21).weights
+    assert (meta.loc[: returns.index[348], "c"] == 0.0).all()  # inactive while its window has NaN
+    held = held_meta_weights(meta, returns)
+    assert not held.isna().any().any()  # was: 147 of 300 rows NaN
+    expected = loop_reference(returns.fillna(0.0), meta)  # c is not held while NaN: its value is irrelevant
+    pd.testing.assert_frame_equal(held, expected, check_freq=False, check_names=False, atol=1e-14, rtol=0)
+    r = meta_portfolio_returns(held, returns)
+    by_hand = (held[["a", "b"]] * returns.loc[held.index, ["a", "b"]]).sum(axis=1)
+    early = held.index[held.index <= returns.index[349]]
+    np.testing.assert_allclose(r.loc[early], by_hand.loc[early], rtol=0, atol=1e-16)  # was exactly 0.0
+    assert (r.loc[early] != 0.0).all()
+
+
+def test_a_held_sleeve_with_a_nan_return_is_named():
+    returns = _late_sleeve_case().iloc[260:].copy()
+    meta = pd.DataFrame([[0.4, 0.3, 0.3]], index=returns.index[[5]], columns=["a", "b", "c"])
+    returns.iloc[20, 1] = np.nan
+    day = returns.index[20].date()
+    with pytest.raises(StageInputError, match=rf"sleeve 'b' is held .* return on {day} is nan"):
+        held_meta_weights(meta, returns)
+    held = held_meta_weights(meta, returns.fillna(0.0))
+    with pytest.raises(StageInputError, match=rf"meta return on {day}: sleeve 'b' return is nan while held"):
+        meta_portfolio_returns(held, returns)
