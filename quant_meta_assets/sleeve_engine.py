@@ -33,6 +33,8 @@ from quant_meta_assets.registry import SleeveProfile, resolve_strategy, validate
 __all__ = [
     "SimulationResult",
     "error_record",
+    "gross_returns",
+    "net_returns",
     "rebalance_dates",
     "run_sleeve",
     "sample_weights",
@@ -126,6 +128,16 @@ def sample_weights(weights: pd.DataFrame, dates: pd.DatetimeIndex) -> pd.DataFra
     return weights.reindex(dates, method="ffill")
 
 
+def net_returns(gross, costs):
+    """A sleeve's net return from its gross return and its cost drag of the same day: ``g - c``."""
+    return gross - costs
+
+
+def gross_returns(net, costs):
+    """The exact inverse of ``net_returns``: the return the sleeve would have earned without its costs."""
+    return net + costs
+
+
 def simulate(target_weights: pd.DataFrame, asset_returns: pd.DataFrame, cost_bps: float) -> SimulationResult:
     """Simulate drifting holdings of ``target_weights`` (rebalance date x ticker) on ``asset_returns``.
 
@@ -181,7 +193,7 @@ def simulate(target_weights: pd.DataFrame, asset_returns: pd.DataFrame, cost_bps
         costs[starts] = turnover * float(cost_bps) / 1e4
 
     return SimulationResult(
-        returns=pd.Series(gross - costs, index=days, name="returns"),
+        returns=pd.Series(net_returns(gross, costs), index=days, name="returns"),
         weights=pd.DataFrame(weights_out, index=days, columns=rets.columns),
         costs=pd.Series(costs, index=days, name="costs"),
         turnover=pd.Series(turnover, index=targets.index, name="turnover"),

@@ -1,0 +1,362 @@
+"""Meta-level trading costs, two ways, and what running the sleeves in one book saves.
+
+**Stand-alone view.** Each sleeve trades in its own account and pays its own costs (its net
+return ``r_s``), as ``meta.flatten`` assumes; on top of that every meta rebalance trades the
+assets behind the capital it moves: on the first day ``t`` the new meta-weights earn,
+
+    Δa_i(t) = Σ_s (m_s^target − m_s^pre(t)) · w^pre_{s,i}(t)
+
+with ``m^pre`` the held meta-weights drifted through the decision date (0 before the first
+rebalance: the book starts in cash) and ``w^pre_s`` sleeve s's holdings drifted through the
+decision date (before its own trade of that day). The meta pays ``cost_bps · Σ_i |Δa_i|``; its
+return is ``Σ_s m_s r_s − cost_meta`` with ``m`` drifting with the sleeves' net returns.
+
+**Netted book.** One account holds ``a(t) = Σ_s m_s(t) w_s(t)`` where the sub-account shares
+``m`` drift with the sleeves' GROSS returns (the book pays no sleeve's stand-alone cost; its own
+cost is a proportional drag on the whole book, so it does not move the shares). It trades only
+the net of every sleeve trade and meta trade of the day and pays
+``cost_bps · Σ_i |a_i(t) − a_i^drifted(t)|``, ``a^drifted`` = yesterday's book after one day of
+asset returns (0 on the first day: the initial build is paid). Return: ``Σ_i a_i R_i + cash −
+cost_book``.
+
+Because ``a(t) − a^drifted(t) = Σ_s m_s (w_s − w^pre_s) + Σ_s (m_s − m^pre_s) w^pre_s``, the
+book's net trade is at most the sum of its sleeves' trades and its meta trade (the triangle
+inequality): crossing never costs volume. Conventions: one-way ``cost_bps`` on two-sided
+turnover, charged on the first day the new weights earn; volumes and costs are fractions of the
+book's value at the start of that day.
+
+Everything can be fed sleeve by sleeve (``BookCosts.add``): only the book's asset weights
+(date x ticker) and the per-rebalance meta trades are accumulated, never all sleeves at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from quant_meta_assets.errors import ReconciliationError, StageInputError
+from quant_meta_assets.meta.flatten import held_meta_weights
+from quant_meta_assets.sleeve_engine import gross_returns
+
+__all__ = [
+    "DEFAULT_BOOK_COST_BPS",
+    "BookCosts",
+    "CostViews",
+    "cost_views",
+]
+
+DEFAULT_BOOK_COST_BPS = 5.0
+"""Book-level one-way cost: the registry's default sleeve cost (and its cheapest sleeve)."""
+
+PERIODS_PER_YEAR = 252
+
+DAILY_COLUMNS = [
+    "netted_return", "standalone_return",
+    "book_volume", "book_cost",
+    "standalone_sleeve_volume", "standalone_meta_volume", "standalone_volume",
+    "standalone_sleeve_cost", "standalone_meta_cost", "standalone_cost",
+    "savings_volume", "savings_cost", "savings_cost_netting", "savings_cost_rate",
+    "unnetted_book_volume",
+]
+CHECK_COLUMNS = ["check", "description", "max_abs_diff", "where", "tolerance", "passed"]
+
+
+def _one_day_drift(weights: np.ndarray, returns: np.ndarray, cash_return: np.ndarray) -> np.ndarray:
+    """Weights (rows) after one day of ``returns``; the rest ``1 - Σw`` is cash earning ``cash_return``."""
+    cash = 1.0 - weights.sum(axis=1)
+    value = 1.0 + (weights * returns).sum(axis=1) + cash * cash_return
+    return weights * (1.0 + returns) / value[:, None]
+
+
+def _check(name: str, description: str, diff, index, tolerance: float) -> dict:
+    """Largest |diff| over the days (NaN fails) and the day it occurs on."""
+    values = np.abs(np.asarray(diff, dtype=float))
+    row = {"check": name, "description": description, "tolerance": float(tolerance)}
+    if values.size == 0:
+        return {**row, "max_abs_diff": 0.0, "where": "(no rows)", "passed": True}
+    nan = np.isnan(values)
+    if nan.any():
+        pos = int(np.argmax(nan))
+        return {**row, "max_abs_diff": float("nan"), "where": f"{index[pos].date()} (NaN)", "passed": False}
+    pos = int(np.argmax(values))
+    return {**row, "max_abs_diff": float(values[pos]), "where": str(index[pos].date()),
+            "passed": bool(values[pos] <= tolerance)}
+
+
+@dataclass(frozen=True)
+class CostViews:
+    """Both cost views on the meta's live days and their reconciliations.
+
+    ``daily``: one row per live day, ``DAILY_COLUMNS`` (returns, volumes and costs as fractions of
+    the book at the start of the day). ``book_weights``: the netted book's start-of-day asset
+    weights. ``checks``: the reconciliations, one row each (``CHECK_COLUMNS``).
+    """
+
+    daily: pd.DataFrame
+    book_weights: pd.DataFrame
+    cost_bps: float
+    checks: pd.DataFrame
+
+    @property
+    def reconciled(self) -> bool:
+        return bool(self.checks["passed"].all())
+
+    def raise_if_failed(self) -> None:
+        failed = self.checks[~self.checks["passed"]]
+        if len(failed):
+            raise ReconciliationError(
+                "cost reconciliation failed — " + "; ".join(
+                    f"{r.check}: max |diff| = {r.max_abs_diff:.3e} > {r.tolerance:.1e} at {r.where}"
+                    for r in failed.itertuples()))
+
+    def yearly(self) -> pd.DataFrame:
+        """Per calendar year: summed volumes and costs (a full year's sum is its annual figure),
+        and the year's savings in bps of book value (``savings_bps``)."""
+        out = _sums(self.daily, self.daily.index.year.rename("year"))
+        out["savings_bps"] = out["savings_cost"] * 1e4
+        return out
+
+    def totals(self) -> pd.Series:
+        """The whole live period: summed volumes and costs, annualised turnover of both views
+        (initial build included) and the savings in annualised bps (mean daily x 252 x 1e4)."""
+        out = _sums(self.daily, np.zeros(len(self.daily), dtype=int)).iloc[0].rename("total")
+        years = len(self.daily) / PERIODS_PER_YEAR
+        for col in ("savings_cost", "savings_cost_netting", "savings_cost_rate"):
+            out[col.replace("savings_cost", "savings_bps_per_year")] = out[col] / years * 1e4
+        out["standalone_turnover"] = out["standalone_volume"] / years
+        out["book_turnover"] = out["book_volume"] / years
+        out["standalone_cost_bps_per_year"] = out["standalone_cost"] / years * 1e4
+        out["book_cost_bps_per_year"] = out["book_cost"] / years * 1e4
+        return out
+
+
+def _sums(daily: pd.DataFrame, by) -> pd.DataFrame:
+    grouped = daily.groupby(by)
+    sums = grouped[["standalone_volume", "book_volume", "savings_volume", "standalone_cost", "book_cost",
+                    "savings_cost", "savings_cost_netting", "savings_cost_rate"]].sum()
+    return sums.assign(days=grouped.size())
+
+
+class BookCosts:
+    """Accumulates both cost views sleeve by sleeve; ``result()`` finishes and reconciles.
+
+    The constructor takes what is small (date x sleeve frames, the meta targets and the asset
+    returns); ``add(sleeve, weights)`` takes one sleeve's start-of-day held weights (date x
+    ticker, as the sleeve engine records them) at a time, in any order, each sleeve once.
+    """
+
+    def __init__(
+        self,
+        *,
+        meta_weights: pd.DataFrame,
+        sleeve_returns: pd.DataFrame,
+        sleeve_costs: pd.DataFrame,
+        asset_returns: pd.DataFrame,
+        cost_bps: float = DEFAULT_BOOK_COST_BPS,
+        cash_return: float | pd.Series = 0.0,
+        tolerance: float = 1e-10,
+    ) -> None:
+        if not np.isfinite(cost_bps) or cost_bps < 0:
+            raise StageInputError(f"book cost_bps must be a finite number >= 0, got {cost_bps!r}")
+        self.cost = float(cost_bps) / 1e4
+        self.cost_bps = float(cost_bps)
+        self.tolerance = float(tolerance)
+        self.sleeves = [str(s) for s in meta_weights.columns]
+        missing = [s for s in self.sleeves if s not in sleeve_returns.columns]
+        if missing:
+            raise StageInputError(f"cost views: meta-weights name sleeves without returns: {missing}")
+        net = sleeve_returns.loc[:, self.sleeves].astype(float)
+        costs = sleeve_costs.reindex(index=net.index, columns=self.sleeves).astype(float)
+        no_costs = [s for s in self.sleeves if s not in sleeve_costs.columns]
+        if no_costs:
+            raise StageInputError(f"cost views need the daily costs of sleeves {no_costs}")
+        self.held_net = held_meta_weights(meta_weights, net)  # stand-alone: drift with net returns
+        self.live = self.held_net.index
+        self.days = net.index[net.index.get_loc(self.live[0]) - 1:]  # decision day before + live days
+        if costs.loc[self.live].isna().any().any():
+            day = costs.loc[self.live].index[costs.loc[self.live].isna().any(axis=1)][0]
+            raise StageInputError(f"cost views: a sleeve's cost is missing on live day {day.date()}")
+        self.gross = gross_returns(net, costs)
+        self.held_gross = held_meta_weights(meta_weights, self.gross)  # book: drift with gross returns
+        self.net, self.costs = net.loc[self.live], costs.loc[self.live]
+
+        pos = asset_returns.index.get_indexer(self.days)
+        if (pos < 0).any() or np.any(np.diff(pos) != 1):
+            raise StageInputError("cost views: the sleeve-return days must be consecutive rows of the "
+                                  "asset returns (same price calendar)")
+        self.tickers = [str(c) for c in asset_returns.columns]
+        self.R = asset_returns.iloc[pos].to_numpy(dtype=float)  # row 0 = the day before the first live day
+        if not np.isfinite(self.R).all():
+            raise StageInputError("cost views: asset returns must be finite on the meta's live days")
+        if isinstance(cash_return, pd.Series):
+            self.rf = cash_return.reindex(self.days).to_numpy(dtype=float)
+        else:
+            self.rf = np.full(len(self.days), float(cash_return))
+        if not np.isfinite(self.rf).all():
+            raise StageInputError("cost views: the cash return must be finite on every live day")
+
+        # meta rebalances that earn: first earning row (in `live`) and the drifted pre-trade shares
+        live_pos = {d: i for i, d in enumerate(self.live)}
+        nxt = {d: self.live[i + 1] for i, d in enumerate(self.live[:-1])}
+        nxt[self.days[0]] = self.live[0]
+        targets = meta_weights.loc[[d for d in meta_weights.index if d in nxt]]
+        self.rebalance_rows = np.array([live_pos[nxt[d]] for d in targets.index], dtype=int)
+        self.delta_m = {}
+        for label, held, rets in (("net", self.held_net, self.net), ("gross", self.held_gross,
+                                                                     self.gross.loc[self.live])):
+            h = held.to_numpy()
+            pre = np.zeros_like(targets.to_numpy(dtype=float))
+            rows = self.rebalance_rows
+            later = rows > 0
+            prev = rows[later] - 1
+            grown = h[prev] * (1.0 + rets.to_numpy()[prev])
+            pre[later] = grown / grown.sum(axis=1, keepdims=True)
+            self.delta_m[label] = targets.to_numpy(dtype=float) - pre  # K x sleeves
+
+        n_days, n_assets, k = len(self.live), len(self.tickers), len(self.rebalance_rows)
+        self._col = {t: i for i, t in enumerate(self.tickers)}
+        self.book = np.zeros((n_days, n_assets))  # netted book a(t), gross-drifted shares
+        self.standalone_book = np.zeros((n_days, n_assets))  # same, net-drifted shares (flatten's a)
+        self.meta_trade = {"net": np.zeros((k, n_assets)), "gross": np.zeros((k, n_assets))}
+        self.sleeve_volume = {"net": np.zeros(n_days), "gross": np.zeros(n_days)}
+        self.gross_diff = np.zeros(n_days)  # |w_s·R + cash - reconstructed gross|, max over sleeves
+        self.added: set[str] = set()
+
+    def add(self, sleeve: str, weights: pd.DataFrame) -> None:
+        """Fold one sleeve's start-of-day held weights into the book and its trades."""
+        sleeve = str(sleeve)
+        if sleeve not in self.sleeves:
+            raise StageInputError(f"cost views: sleeve {sleeve!r} has no meta-weight")
+        if sleeve in self.added:
+            raise StageInputError(f"cost views: sleeve {sleeve!r} was added twice")
+        foreign = [str(c) for c in weights.columns if str(c) not in self._col]
+        if foreign:
+            raise StageInputError(f"cost views: sleeve {sleeve!r} holds tickers without returns: {foreign[:5]}")
+        w = weights.reindex(index=self.days).to_numpy(dtype=float)
+        if np.isnan(w).any():
+            row, col = np.argwhere(np.isnan(w))[0]
+            raise StageInputError(f"cost views: sleeve {sleeve!r} has no weight for {weights.columns[col]!r} "
+                                  f"on {self.days[row].date()}")
+        cols = np.array([self._col[str(c)] for c in weights.columns], dtype=int)
+        R = self.R[:, cols]
+        held, today = w[:-1], w[1:]  # yesterday's start-of-day weights, today's
+        # the sleeve's own trade: today's weights minus yesterday's drifted through yesterday
+        pre = _one_day_drift(held, R[:-1], self.rf[:-1])
+        trade = np.abs(today - pre).sum(axis=1)
+        gross_today = (today * R[1:]).sum(axis=1) + (1.0 - today.sum(axis=1)) * self.rf[1:]
+        self.gross_diff = np.maximum(self.gross_diff,
+                                     np.abs(gross_today - self.gross.loc[self.live, sleeve].to_numpy()))
+        j = self.sleeves.index(sleeve)
+        rows = self.rebalance_rows
+        for label, held_m in (("net", self.held_net), ("gross", self.held_gross)):
+            m = held_m[sleeve].to_numpy()
+            self.sleeve_volume[label] += m * trade
+            self.meta_trade[label][:, cols] += self.delta_m[label][:, [j]] * pre[rows]
+            target = self.book if label == "gross" else self.standalone_book
+            target[:, cols] += m[:, None] * today
+        self.added.add(sleeve)
+
+    def result(self) -> CostViews:
+        """Finish both views and run every reconciliation (see ``CostViews.checks``)."""
+        missing = [s for s in self.sleeves if s not in self.added]
+        if missing:
+            raise StageInputError(f"cost views: no weights were added for sleeves {missing}")
+        R, rf, c = self.R[1:], self.rf[1:], self.cost
+        a = self.book
+        drifted = np.zeros_like(a)
+        drifted[1:] = _one_day_drift(a[:-1], R[:-1], rf[:-1])  # first live day: built from cash
+        book_volume = np.abs(a - drifted).sum(axis=1)
+        book_gross = (a * R).sum(axis=1) + (1.0 - a.sum(axis=1)) * rf
+        book_cost = c * book_volume
+        netted = book_gross - book_cost
+
+        def meta_volume(label: str) -> np.ndarray:
+            out = np.zeros(len(self.live))
+            out[self.rebalance_rows] = np.abs(self.meta_trade[label]).sum(axis=1)
+            return out
+
+        sa_meta_volume = meta_volume("net")
+        sa_sleeve_cost = (self.held_net * self.costs).sum(axis=1, skipna=False).to_numpy()
+        sa_meta_cost = c * sa_meta_volume
+        standalone = (self.held_net * self.net).sum(axis=1, skipna=False).to_numpy() - sa_meta_cost
+        sa_volume = self.sleeve_volume["net"] + sa_meta_volume
+        sa_cost = sa_sleeve_cost + sa_meta_cost
+        unnetted = self.sleeve_volume["gross"] + meta_volume("gross")
+        daily = pd.DataFrame({
+            "netted_return": netted, "standalone_return": standalone,
+            "book_volume": book_volume, "book_cost": book_cost,
+            "standalone_sleeve_volume": self.sleeve_volume["net"], "standalone_meta_volume": sa_meta_volume,
+            "standalone_volume": sa_volume,
+            "standalone_sleeve_cost": sa_sleeve_cost, "standalone_meta_cost": sa_meta_cost,
+            "standalone_cost": sa_cost,
+            "savings_volume": sa_volume - book_volume, "savings_cost": sa_cost - book_cost,
+            "savings_cost_netting": c * (sa_volume - book_volume),
+            "savings_cost_rate": sa_sleeve_cost - c * self.sleeve_volume["net"],
+            "unnetted_book_volume": unnetted,
+        }, index=self.live)[DAILY_COLUMNS]
+        book_weights = pd.DataFrame(a, index=self.live, columns=self.tickers)
+        return CostViews(daily=daily, book_weights=book_weights, cost_bps=self.cost_bps,
+                         checks=self._checks(daily, R, rf))
+
+    def _checks(self, daily: pd.DataFrame, R: np.ndarray, rf: np.ndarray) -> pd.DataFrame:
+        """Each identity recomputed along a second path (sleeves vs assets), daily."""
+        tol, idx = self.tolerance, daily.index
+        sleeve_path_book = (self.held_gross * self.gross.loc[self.live]).sum(axis=1, skipna=False).to_numpy()
+        b = self.standalone_book
+        asset_path_sa = ((b * R).sum(axis=1) + (1.0 - b.sum(axis=1)) * rf
+                         - daily["standalone_sleeve_cost"].to_numpy() - daily["standalone_meta_cost"].to_numpy())
+        sa_cost_read_back = (self.held_net * self.gross.loc[self.live]).sum(axis=1).to_numpy() \
+            - daily["standalone_return"].to_numpy()
+        book_cost_read_back = sleeve_path_book - daily["netted_return"].to_numpy()
+        rows = [
+            _check("sleeve_gross_returns",
+                   "each sleeve's weights x asset returns (+ cash) == its gross return reconstructed from "
+                   "net return and own cost (max over sleeves)", self.gross_diff, idx, tol),
+            _check("netted_book_return",
+                   "netted return == sum_i a_i R_i + cash - cost_book, recomputed as sum_s m_s g_s - cost_book "
+                   "(g_s gross sleeve returns, m drifting with them)",
+                   daily["netted_return"].to_numpy() - (sleeve_path_book - daily["book_cost"].to_numpy()),
+                   idx, tol),
+            _check("standalone_return",
+                   "stand-alone return == sum_s m_s r_s(net) - cost_meta, recomputed through the assets: "
+                   "sum_i a_i R_i + cash - sum_s m_s cost_s - cost_meta",
+                   daily["standalone_return"].to_numpy() - asset_path_sa, idx, tol),
+            _check("crossing_savings",
+                   "savings == stand-alone cost - book cost, each cost read back as gross - net return",
+                   daily["savings_cost"].to_numpy() - (sa_cost_read_back - book_cost_read_back), idx, tol),
+            _check("costs_nonnegative", "both views' daily costs and volumes are >= 0 (negative part shown)",
+                   np.minimum(daily[["book_volume", "standalone_volume", "book_cost", "standalone_cost"]]
+                              .to_numpy().min(axis=1), 0.0), idx, tol),
+            _check("triangle_inequality",
+                   "book net trade <= its sleeves' trades + its meta trade on the same holdings (excess shown)",
+                   np.maximum(daily["book_volume"] - daily["unnetted_book_volume"], 0.0).to_numpy(), idx, tol),
+        ]
+        return pd.DataFrame(rows, columns=CHECK_COLUMNS)
+
+
+def cost_views(
+    *,
+    meta_weights: pd.DataFrame,
+    sleeve_returns: pd.DataFrame,
+    sleeve_costs: pd.DataFrame | Mapping[str, pd.Series],
+    sleeve_weights: Mapping[str, pd.DataFrame] | Iterable[tuple[str, pd.DataFrame]],
+    asset_returns: pd.DataFrame,
+    cost_bps: float = DEFAULT_BOOK_COST_BPS,
+    cash_return: float | pd.Series = 0.0,
+    tolerance: float = 1e-10,
+) -> CostViews:
+    """Both cost views in one call; ``sleeve_weights`` may be a mapping or an iterator of
+    ``(sleeve, weights)`` chunks (consumed one at a time)."""
+    if not isinstance(sleeve_costs, pd.DataFrame):
+        sleeve_costs = pd.DataFrame({s: pd.Series(v, dtype=float) for s, v in sleeve_costs.items()})
+    acc = BookCosts(meta_weights=meta_weights, sleeve_returns=sleeve_returns, sleeve_costs=sleeve_costs,
+                    asset_returns=asset_returns, cost_bps=cost_bps, cash_return=cash_return,
+                    tolerance=tolerance)
+    chunks = sleeve_weights.items() if isinstance(sleeve_weights, Mapping) else sleeve_weights
+    for sleeve, weights in chunks:
+        if str(sleeve) in acc.sleeves:
+            acc.add(sleeve, weights)
+    return acc.result()
