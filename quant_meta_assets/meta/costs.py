@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from quant_meta_assets.errors import ReconciliationError, StageInputError
+from quant_meta_assets.meta.drift import drift_weights
 from quant_meta_assets.meta.flatten import held_meta_weights
 from quant_meta_assets.sleeve_engine import gross_returns
 
@@ -176,12 +177,19 @@ class BookCosts:
         self.held_net = held_meta_weights(meta_weights, net)  # stand-alone: drift with net returns
         self.live = self.held_net.index
         self.days = net.index[net.index.get_loc(self.live[0]) - 1:]  # decision day before + live days
-        if costs.loc[self.live].isna().any().any():
-            day = costs.loc[self.live].index[costs.loc[self.live].isna().any(axis=1)][0]
-            raise StageInputError(f"cost views: a sleeve's cost is missing on live day {day.date()}")
-        self.gross = gross_returns(net, costs)
-        self.held_gross = held_meta_weights(meta_weights, self.gross)  # book: drift with gross returns
-        self.net, self.costs = net.loc[self.live], costs.loc[self.live]
+        self.held_gross = held_meta_weights(meta_weights, gross_returns(net, costs))  # book: gross drift
+        # a sleeve not held that day (meta-weight exactly 0 in both views) contributes exactly 0
+        self.held = (self.held_net.to_numpy() != 0.0) | (self.held_gross.to_numpy() != 0.0)
+        for name, frame in (("return", net), ("cost", costs)):
+            values = frame.loc[self.live].to_numpy()
+            bad = self.held & ~np.isfinite(values)
+            if bad.any():
+                row, col = np.argwhere(bad)[0]
+                raise StageInputError(f"cost views: sleeve {self.sleeves[col]!r} is held but its {name} on "
+                                      f"{self.live[row].date()} is {values[row, col]}")
+        self.net = net.loc[self.live].where(self.held, 0.0)
+        self.costs = costs.loc[self.live].where(self.held, 0.0)
+        self.gross = gross_returns(self.net, self.costs)
 
         pos = asset_returns.index.get_indexer(self.days)
         if (pos < 0).any() or np.any(np.diff(pos) != 1):
@@ -205,15 +213,12 @@ class BookCosts:
         targets = meta_weights.loc[[d for d in meta_weights.index if d in nxt]]
         self.rebalance_rows = np.array([live_pos[nxt[d]] for d in targets.index], dtype=int)
         self.delta_m = {}
-        for label, held, rets in (("net", self.held_net, self.net), ("gross", self.held_gross,
-                                                                     self.gross.loc[self.live])):
-            h = held.to_numpy()
-            pre = np.zeros_like(targets.to_numpy(dtype=float))
-            rows = self.rebalance_rows
-            later = rows > 0
-            prev = rows[later] - 1
-            grown = h[prev] * (1.0 + rets.to_numpy()[prev])
-            pre[later] = grown / grown.sum(axis=1, keepdims=True)
+        for label, held, rets in (("net", self.held_net, self.net), ("gross", self.held_gross, self.gross)):
+            pre = np.zeros((len(targets), len(self.sleeves)))  # the first rebalance buys from cash
+            h, r = held.to_numpy(), rets.to_numpy()
+            for k, row in enumerate(self.rebalance_rows):
+                if row > 0:  # shares held at the start of the day before, drifted through it
+                    pre[k] = drift_weights(h[row - 1], r[row - 1: row], self.sleeves, [self.live[row - 1]])
             self.delta_m[label] = targets.to_numpy(dtype=float) - pre  # K x sleeves
 
         n_days, n_assets, k = len(self.live), len(self.tickers), len(self.rebalance_rows)
@@ -235,7 +240,11 @@ class BookCosts:
         foreign = [str(c) for c in weights.columns if str(c) not in self._col]
         if foreign:
             raise StageInputError(f"cost views: sleeve {sleeve!r} holds tickers without returns: {foreign[:5]}")
-        w = weights.reindex(index=self.days).to_numpy(dtype=float)
+        j = self.sleeves.index(sleeve)
+        held_day = np.concatenate([[False], self.held[:, j]])  # per row of `days`
+        needed = held_day | np.concatenate([held_day[1:], [False]])  # held that day or the next
+        w = weights.reindex(index=self.days).to_numpy(dtype=float, copy=True)
+        w[~needed] = 0.0
         if np.isnan(w).any():
             row, col = np.argwhere(np.isnan(w))[0]
             raise StageInputError(f"cost views: sleeve {sleeve!r} has no weight for {weights.columns[col]!r} "
@@ -247,9 +256,8 @@ class BookCosts:
         pre = _one_day_drift(held, R[:-1], self.rf[:-1])
         trade = np.abs(today - pre).sum(axis=1)
         gross_today = (today * R[1:]).sum(axis=1) + (1.0 - today.sum(axis=1)) * self.rf[1:]
-        self.gross_diff = np.maximum(self.gross_diff,
-                                     np.abs(gross_today - self.gross.loc[self.live, sleeve].to_numpy()))
-        j = self.sleeves.index(sleeve)
+        diff = np.where(held_day[1:], gross_today - self.gross[sleeve].to_numpy(), 0.0)
+        self.gross_diff = np.maximum(self.gross_diff, np.abs(diff))
         rows = self.rebalance_rows
         for label, held_m in (("net", self.held_net), ("gross", self.held_gross)):
             m = held_m[sleeve].to_numpy()
@@ -304,11 +312,11 @@ class BookCosts:
     def _checks(self, daily: pd.DataFrame, R: np.ndarray, rf: np.ndarray) -> pd.DataFrame:
         """Each identity recomputed along a second path (sleeves vs assets), daily."""
         tol, idx = self.tolerance, daily.index
-        sleeve_path_book = (self.held_gross * self.gross.loc[self.live]).sum(axis=1, skipna=False).to_numpy()
+        sleeve_path_book = (self.held_gross * self.gross).sum(axis=1, skipna=False).to_numpy()
         b = self.standalone_book
         asset_path_sa = ((b * R).sum(axis=1) + (1.0 - b.sum(axis=1)) * rf
                          - daily["standalone_sleeve_cost"].to_numpy() - daily["standalone_meta_cost"].to_numpy())
-        sa_cost_read_back = (self.held_net * self.gross.loc[self.live]).sum(axis=1).to_numpy() \
+        sa_cost_read_back = (self.held_net * self.gross).sum(axis=1, skipna=False).to_numpy() \
             - daily["standalone_return"].to_numpy()
         book_cost_read_back = sleeve_path_book - daily["netted_return"].to_numpy()
         rows = [
