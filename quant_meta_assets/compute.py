@@ -48,6 +48,9 @@ Connection
     ``ray.init`` runs in a helper thread with a deadline, because Ray itself retries an
     unreachable GCS for minutes. Only what the engine started is shut down: at the end of the
     call, or at ``close()`` / the end of a ``with`` block when used as a context manager.
+    What is sent to a cluster (the runtime_env shipping this package and the plug-in strategy
+    modules), the preflight that runs before any sleeve and the auth errors live in
+    ``quant_meta_assets.ray_cluster``; the engine only calls it.
 
 ``prices`` is put into the object store once and the reference is passed to every task.
 """
@@ -281,17 +284,22 @@ class RayComputeEngine:
         address = self.address or os.environ.get("RAY_ADDRESS") or None
         return None if address == "local" else address
 
-    def connect(self) -> None:
-        """Initialise Ray unless it already is (then it is reused and never shut down)."""
+    def connect(self, strategies: Sequence[str] = ()) -> None:
+        """Initialise Ray unless it already is (then it is reused and never shut down).
+
+        On a cluster, ``strategies`` (registry ``strategy`` fields) say which plug-in modules
+        the runtime_env ships and the preflight imports; the preflight raises
+        ``ClusterPreflightError`` before any sleeve runs.
+        """
         import ray
+
+        from quant_meta_assets import ray_cluster
 
         if ray.is_initialized():
             return
         address = self.target_address()
         if address is None:
-            options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
-            if self.num_cpus is not None:
-                options["num_cpus"] = self.num_cpus
+            options = ray_cluster.local_init_options(self.num_cpus)
             try:
                 ray.init(address=self.address, **options)
             except Exception as exc:
@@ -303,12 +311,19 @@ class RayComputeEngine:
         if self.num_cpus is not None:
             logger.warning("num_cpus=%s ignored: connecting to the existing Ray cluster at %s",
                            self.num_cpus, address)
+        strategies = list(strategies)
+        options = ray_cluster.cluster_init_options(address, strategies)  # bad config: fail before connecting
         deadline = time.monotonic() + self.connect_timeout_s
         probe_ray_address(address, self.connect_timeout_s)
-        self._init_with_deadline(address, max(0.1, deadline - time.monotonic()))
+        self._init_with_deadline(address, max(0.1, deadline - time.monotonic()), options)
         self._owns_ray = True
+        try:
+            ray_cluster.preflight(address, strategies)
+        except BaseException:
+            self.close()
+            raise
 
-    def _init_with_deadline(self, address: str, timeout_s: float) -> None:
+    def _init_with_deadline(self, address: str, timeout_s: float, options: dict[str, Any]) -> None:
         """``ray.init(address)`` in a helper thread; RayUnavailableError if it is not done in time.
 
         Ray retries an unresponsive GCS for minutes. If the deadline passes, the helper thread is
@@ -322,7 +337,7 @@ class RayComputeEngine:
 
         def target() -> None:
             try:
-                ray.init(address=address, log_to_driver=True)
+                ray.init(**options)
                 error: BaseException | None = None
             except BaseException as exc:  # SystemExit included: Ray exits on some failures
                 error = exc
@@ -345,6 +360,11 @@ class RayComputeEngine:
                 )
         error = outcome["error"]
         if error is not None:
+            from quant_meta_assets.ray_cluster import explain_connect_error
+
+            explained = explain_connect_error(address, error)
+            if explained is not None:
+                raise explained from error
             raise RayUnavailableError(
                 f"Ray is unreachable at {address!r}: {type(error).__name__}: {error}"
             ) from error
@@ -379,7 +399,7 @@ class RayComputeEngine:
             raise RegistryError(f"duplicate sleeve name(s) {dups!r}: records are one per sleeve")
         if not profiles:
             return []
-        self.connect()
+        self.connect([getattr(p, "strategy", "") for p in profiles])
         try:
             return self._execute(profiles, prices)
         finally:

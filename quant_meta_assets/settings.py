@@ -10,6 +10,7 @@ SLEEVES_ENV = "QUANT_META_SLEEVES"  # sleeve registry YAML; unset = the bundled 
 STORAGE_ENV = "QUANT_META_STORAGE"  # root of every stored output (Parquet/JSON/HTML)
 RAY_ADDRESS_ENV = "RAY_ADDRESS"  # an existing Ray cluster; unset = a local Ray started on demand
 RAY_NUM_CPUS_ENV = "QUANT_META_RAY_NUM_CPUS"  # CPUs of the local Ray; unset = all cores
+RAY_RUNTIME_ENV_ENV = "QUANT_META_RAY_RUNTIME_ENV"  # JSON/YAML runtime_env merged in on a cluster
 
 DEFAULT_STORAGE_DIRNAME = ".quant_meta_storage"
 
@@ -33,3 +34,8 @@ def ray_address() -> str | None:
 def local_ray_num_cpus() -> int | None:
     value = os.environ.get(RAY_NUM_CPUS_ENV)
     return int(value) if value else None
+
+
+def ray_runtime_env_file() -> str | None:
+    """A JSON/YAML runtime_env (pip, env_vars, container, ...) merged into the cluster's, or None."""
+    return os.environ.get(RAY_RUNTIME_ENV_ENV) or None

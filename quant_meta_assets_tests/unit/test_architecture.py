@@ -5,7 +5,8 @@ import sys
 
 CORE = [
     "quant_meta_assets.prices", "quant_meta_assets.registry", "quant_meta_assets.strategies",
-    "quant_meta_assets.sleeve_engine", "quant_meta_assets.compute", "quant_meta_assets.storage",
+    "quant_meta_assets.sleeve_engine", "quant_meta_assets.compute", "quant_meta_assets.ray_cluster",
+    "quant_meta_assets.storage",
     "quant_meta_assets.meta.returns", "quant_meta_assets.meta.optimize", "quant_meta_assets.meta.flatten",
     "quant_meta_assets.metrics", "quant_meta_assets.report", "quant_meta_assets.context",
     "quant_meta_assets.stages", "quant_meta_assets.sdk",
