@@ -73,6 +73,7 @@ import numpy as np
 import pandas as pd
 
 from quant_meta_assets.errors import QuantMetaError, RegistryError, StrategyOutputError
+from quant_meta_assets.rates import project_risk_free_rate
 
 __all__ = [
     "RayComputeEngine",
@@ -102,14 +103,15 @@ class WorkerCrashedError(QuantMetaError, RuntimeError):
 # --------------------------------------------------------------------------- worker side
 
 
-def _sleeve_task(profile: Any, prices: pd.DataFrame) -> dict[str, Any]:
+def _sleeve_task(profile: Any, prices: pd.DataFrame, risk_free_rate: float | None = None) -> dict[str, Any]:
     """Runs on a Ray worker. A strategy exception becomes an error record here, so it is never
-    retried and its original type/message survive even if the exception cannot be pickled."""
+    retried and its original type/message survive even if the exception cannot be pickled.
+    ``risk_free_rate`` is resolved on the driver (a cluster's workers do not see its environment)."""
     from quant_meta_assets import sleeve_engine
 
     t0 = time.perf_counter()
     try:
-        record = sleeve_engine.run_sleeve(profile, prices)
+        record = sleeve_engine.run_sleeve(profile, prices, risk_free_rate)
     except (Exception, SystemExit) as exc:  # SystemExit: a strategy calling sys.exit()
         record = sleeve_engine.error_record(profile.name, exc, time.perf_counter() - t0)
         record["traceback"] = traceback_module.format_exc()[-_TRACEBACK_LIMIT:]
@@ -423,6 +425,7 @@ class RayComputeEngine:
 
         prices_ref = ray.put(prices)
         remote = _remote_sleeve_task()
+        rf = project_risk_free_rate()  # the driver's setting, sent to every worker
         queue = [_Task(i, p, self._timeout_of(p)) for i, p in enumerate(profiles)]
         queue.reverse()  # pop() from the end submits in registry order
         window = self._window()
@@ -434,7 +437,7 @@ class RayComputeEngine:
                 task = queue.pop()
                 retries = int(getattr(task.profile, "max_retries", 0) or 0)
                 task.ref = remote.options(max_retries=retries, retry_exceptions=False).remote(
-                    task.profile, prices_ref
+                    task.profile, prices_ref, rf
                 )
                 task.submitted = time.monotonic()
                 task.deadline = task.submitted + task.timeout_s

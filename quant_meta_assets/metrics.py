@@ -15,9 +15,9 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from quant_meta_assets import rates
 from quant_meta_assets.errors import QuantMetaError
-
-PERIODS_PER_YEAR = 252
+from quant_meta_assets.rates import PERIODS_PER_YEAR
 VAR_LEVEL = 0.95
 
 
@@ -32,12 +32,14 @@ CONVENTIONS: dict[str, str] = {
     "cagr": f"CAGR = (prod(1 + r))^({PERIODS_PER_YEAR}/N) - 1, N = number of live days (compounded, "
     "trading-day count, not calendar years).",
     "ann_vol": f"Annualised volatility = std(r, ddof=1) * sqrt({PERIODS_PER_YEAR}).",
-    "risk_free_rate": "rf is an annual rate (decimal, e.g. 0.02 = 2%/yr), converted to a daily rate "
-    f"geometrically: rf_d = (1 + rf)^(1/{PERIODS_PER_YEAR}) - 1.",
+    "risk_free_rate": "ONE rf everywhere (quant_meta_assets/rates.py): an annual decimal rate "
+    "(0.02 = 2%/yr; the project's is $QUANT_META_RISK_FREE_RATE, default 0), converted to a daily "
+    f"rate geometrically, rf_d = (1 + rf)^(1/{PERIODS_PER_YEAR}) - 1, by the metrics, the optimizer "
+    "(max_sharpe) and the sleeves, whose uninvested cash earns rf_d every day.",
     "sharpe": f"Sharpe = mean(r - rf_d) / std(r - rf_d, ddof=1) * sqrt({PERIODS_PER_YEAR}).",
-    "sortino": "Sortino = mean(r - MAR_d) / sqrt(mean(min(r - MAR_d, 0)^2)) * "
-    f"sqrt({PERIODS_PER_YEAR}); MAR is annual (default 0), converted to daily like rf; "
-    "the downside deviation averages over ALL days (zeros for days above MAR).",
+    "sortino": "Sortino = mean(r - rf_d) / sqrt(mean(min(r - rf_d, 0)^2)) * "
+    f"sqrt({PERIODS_PER_YEAR}) (quantstats / empyrical): excess returns over rf (the MAR is rf "
+    "unless given), the downside deviation averages over ALL days (zeros for days above rf).",
     "max_drawdown": "Max drawdown = min_t(W_t / max_{s<=t} W_s - 1) on the compounded wealth curve "
     "W_t = prod_{s<=t}(1 + r_s) with W_0 = 1 before the first day; reported as a NEGATIVE number "
     "(-0.25 = a 25% peak-to-trough loss).",
@@ -85,9 +87,7 @@ def live_returns(returns: pd.Series) -> pd.Series:
     return r
 
 
-def daily_rate(annual_rate: float) -> float:
-    """Annual rate -> daily rate, geometric: (1 + rf)^(1/252) - 1."""
-    return float((1.0 + annual_rate) ** (1.0 / PERIODS_PER_YEAR) - 1.0)
+daily_rate = rates.daily_rate  # the one conversion (geometric); re-exported for callers
 
 
 def _values(returns: pd.Series) -> np.ndarray:
@@ -118,8 +118,8 @@ def ann_vol(returns: pd.Series) -> float:
     return float(np.std(r, ddof=1) * np.sqrt(PERIODS_PER_YEAR))
 
 
-def sharpe(returns: pd.Series, risk_free_rate: float = 0.0) -> float:
-    """mean(r - rf_d) / std(r - rf_d, ddof=1) * sqrt(252); rf annual, rf_d = (1+rf)^(1/252) - 1."""
+def sharpe(returns: pd.Series, risk_free_rate: float | None = None) -> float:
+    """mean(r - rf_d) / std(r - rf_d, ddof=1) * sqrt(252); rf annual (None = the project's), rf_d geometric."""
     r = _values(returns)
     if r.size < 2:
         return float("nan")
@@ -130,12 +130,13 @@ def sharpe(returns: pd.Series, risk_free_rate: float = 0.0) -> float:
     return float(np.mean(excess) / sd * np.sqrt(PERIODS_PER_YEAR))
 
 
-def sortino(returns: pd.Series, mar: float = 0.0) -> float:
-    """mean(r - MAR_d) / sqrt(mean(min(r - MAR_d, 0)^2)) * sqrt(252); MAR annual, converted like rf."""
+def sortino(returns: pd.Series, risk_free_rate: float | None = None, mar: float | None = None) -> float:
+    """mean(r - MAR_d) / sqrt(mean(min(r - MAR_d, 0)^2)) * sqrt(252), MAR = rf unless given (both
+    annual, converted like rf): the quantstats / empyrical definition."""
     r = _values(returns)
     if r.size == 0:
         return float("nan")
-    excess = r - daily_rate(mar)
+    excess = r - daily_rate(risk_free_rate if mar is None else mar)
     downside = np.sqrt(np.mean(np.minimum(excess, 0.0) ** 2))
     if downside == 0:
         return float("nan")
@@ -252,8 +253,8 @@ METRIC_COLUMNS: tuple[str, ...] = (
 def metrics_row(
     returns: pd.Series,
     turnover: pd.Series | None = None,
-    risk_free_rate: float = 0.0,
-    mar: float = 0.0,
+    risk_free_rate: float | None = None,
+    mar: float | None = None,
 ) -> dict[str, object]:
     """Every metric of one return series, as a dict keyed like :data:`METRIC_COLUMNS`."""
     r = live_returns(returns)
@@ -261,7 +262,7 @@ def metrics_row(
         "cagr": cagr(r),
         "ann_vol": ann_vol(r),
         "sharpe": sharpe(r, risk_free_rate),
-        "sortino": sortino(r, mar),
+        "sortino": sortino(r, risk_free_rate, mar),
         "max_drawdown": max_drawdown(r),
         "calmar": calmar(r),
         "var_95": value_at_risk(r),
@@ -281,13 +282,14 @@ def metrics_row(
 def performance_table(
     returns: pd.DataFrame | Mapping[str, pd.Series],
     turnover: Mapping[str, pd.Series] | None = None,
-    risk_free_rate: float = 0.0,
-    mar: float = 0.0,
+    risk_free_rate: float | None = None,
+    mar: float | None = None,
 ) -> pd.DataFrame:
     """Metrics for each portfolio (column of ``returns`` / key of the mapping), indexed by name.
 
     ``turnover`` maps portfolio name -> turnover per rebalance; portfolios without an entry get NaN.
-    ``risk_free_rate`` and ``mar`` are annual decimals (see :data:`CONVENTIONS`).
+    ``risk_free_rate`` (None = the project's) and ``mar`` (None = rf) are annual decimals (see
+    :data:`CONVENTIONS`).
     """
     if isinstance(returns, pd.DataFrame):
         items = [(str(c), returns[c]) for c in returns.columns]

@@ -11,6 +11,7 @@ STORAGE_ENV = "QUANT_META_STORAGE"  # root of every stored output (Parquet/JSON/
 RAY_ADDRESS_ENV = "RAY_ADDRESS"  # an existing Ray cluster; unset = a local Ray started on demand
 RAY_NUM_CPUS_ENV = "QUANT_META_RAY_NUM_CPUS"  # CPUs of the local Ray; unset = all cores
 RAY_RUNTIME_ENV_ENV = "QUANT_META_RAY_RUNTIME_ENV"  # JSON/YAML runtime_env merged in on a cluster
+RISK_FREE_RATE_ENV = "QUANT_META_RISK_FREE_RATE"  # annual decimal; unset = 0 (see rates.py)
 
 DEFAULT_STORAGE_DIRNAME = ".quant_meta_storage"
 

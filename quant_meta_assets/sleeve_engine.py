@@ -3,10 +3,12 @@
 Timing (no look-ahead): target weights decided at the close of day ``d`` are traded at that
 close and first earn the return of the next day in the index, ``R[d+1]``.
 
-Drift: between rebalances the holdings are not touched. With start-of-day weights ``w`` (cash
-``1 - sum(w)`` earns 0) the gross return is ``r = w . R`` and the next start-of-day weights are
-``w * (1 + R) / (1 + r)``. Within a segment that starts at day ``s`` with target ``w0`` this is
-the closed form ``w(t) = w0 * G(t-1) / (w0 . G(t-1) + cash0)``, ``G`` the per-asset growth since
+Drift: between rebalances the holdings are not touched. With start-of-day weights ``w`` and
+cash ``c = 1 - sum(w)`` earning the daily risk-free rate ``rf_d`` (``rates.py``: geometric from the
+annual rate; negative cash, i.e. net long above 1, pays it) the gross return is
+``r = w . R + c rf_d`` and the next start-of-day weights are ``w * (1 + R) / (1 + r)``. Within a
+segment that starts at day ``s`` with target ``w0`` this is the closed form
+``w(t) = w0 * G(t-1) / (w0 . G(t-1) + cash0 (1 + rf_d)^(t-s))``, ``G`` the per-asset growth since
 ``s`` (``G(s-1) = 1``); it is computed for all days at once from cumulative asset wealth.
 
 Costs: at a rebalance on ``d`` the two-sided turnover is ``sum |target - drifted weights at the
@@ -26,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from quant_meta_assets import rates
 from quant_meta_assets.errors import StrategyOutputError
 from quant_meta_assets.prices import asset_returns, period_ends
 from quant_meta_assets.registry import SleeveProfile, resolve_strategy, validate_universe
@@ -138,12 +141,15 @@ def gross_returns(net, costs):
     return net + costs
 
 
-def simulate(target_weights: pd.DataFrame, asset_returns: pd.DataFrame, cost_bps: float) -> SimulationResult:
+def simulate(target_weights: pd.DataFrame, asset_returns: pd.DataFrame, cost_bps: float,
+             risk_free_rate: float = 0.0) -> SimulationResult:
     """Simulate drifting holdings of ``target_weights`` (rebalance date x ticker) on ``asset_returns``.
 
     ``asset_returns`` is ``prices.asset_returns(prices)`` (dates = price dates minus the first).
-    Targets for tickers missing from ``target_weights`` are 0. See the module docstring.
+    Targets for tickers missing from ``target_weights`` are 0. ``risk_free_rate`` (annual, converted
+    by ``rates.daily_rate``) is what the cash earns. See the module docstring.
     """
+    rf_d = rates.daily_rate(risk_free_rate)
     rets = asset_returns
     days = rets.index
     n_days, n_assets = rets.shape
@@ -181,8 +187,10 @@ def simulate(target_weights: pd.DataFrame, asset_returns: pd.DataFrame, cost_bps
         base = wealth[starts[seg]]  # wealth at the segment's first open
         open_val = w0[seg] * (wealth[live] / base)
         close_val = w0[seg] * (wealth[live + 1] / base)
-        v_open = open_val.sum(axis=1) + cash0[seg]
-        v_close = close_val.sum(axis=1) + cash0[seg]
+        days_in = (live - starts[seg]).astype(float)  # whole days of cash interest before today
+        cash_open = cash0[seg] * (1.0 + rf_d) ** days_in
+        v_open = open_val.sum(axis=1) + cash_open
+        v_close = close_val.sum(axis=1) + cash_open * (1.0 + rf_d)
         weights_out[live] = open_val / v_open[:, None]
         gross[live] = v_close / v_open - 1.0
         # drifted weights at the close before each rebalance (all cash before the first one)
@@ -200,16 +208,20 @@ def simulate(target_weights: pd.DataFrame, asset_returns: pd.DataFrame, cost_bps
     )
 
 
-def run_sleeve(profile: SleeveProfile, prices: pd.DataFrame) -> dict[str, Any]:
-    """Run one sleeve end to end and return its success record (see ARCHITECTURE.md). Raises on failure."""
+def run_sleeve(profile: SleeveProfile, prices: pd.DataFrame, risk_free_rate: float | None = None) -> dict[str, Any]:
+    """Run one sleeve end to end and return its success record (see ARCHITECTURE.md). Raises on failure.
+
+    ``risk_free_rate`` (annual; ``None`` = the project's, ``rates.py``) is what the sleeve's cash earns.
+    """
     t0 = time.perf_counter()
+    rf = rates.resolve(risk_free_rate)
     universe = validate_universe(profile, prices)
     fn = resolve_strategy(profile.strategy)
     sub = prices.loc[:, list(universe)]
     raw = fn(sub, **profile.params)
     weights = validate_target_weights(raw, sub, universe, profile.name)
     sampled = sample_weights(weights, rebalance_dates(sub.index, profile.rebalance))
-    sim = simulate(sampled, asset_returns(sub), profile.cost_bps)
+    sim = simulate(sampled, asset_returns(sub), profile.cost_bps, rf)
     live = sim.returns.dropna()
     if live.empty:
         raise StrategyOutputError(

@@ -88,7 +88,7 @@ class OptimizeConfig(dg.Config):
     group_caps: dict[str, float] | None = None
     max_turnover: float | None = None
     turnover_penalty: float = 0.0
-    risk_free_rate: float = 0.0
+    risk_free_rate: float | None = None  # annual; None = the project's ($QUANT_META_RISK_FREE_RATE)
     fallback: list[str] = ["previous_weights", "equal_weight"]
     solver: str = "CLARABEL"
 

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from quant_meta_assets import metrics as M
+from quant_meta_assets import rates
 from quant_meta_assets.errors import ReconciliationError, StageInputError
 from quant_meta_assets.meta.flatten import meta_portfolio_returns
 from quant_meta_assets.report import forensics as F
@@ -33,6 +34,8 @@ REPORT_CONVENTIONS: dict[str, str] = {
     "d apply from the next row. No cost is charged at the meta level.",
     "drift": "Between meta rebalances m_s(t+1) = m_s(t)(1 + r_s(t)) / (1 + sum m r); reset to the "
     "target on the row after each rebalance.",
+    "sleeve_cash": "A sleeve's uninvested cash (1 - sum of its weights) earns the daily risk-free rate "
+    "rf_d (the same rf and conversion as Sharpe, Sortino and max_sharpe).",
     "equal_weight_meta": "Benchmark: 1/N of the sleeves live on the rebalance date, rebalanced on the SAME dates as the meta and "
     "drifting in between exactly like the meta (not daily fixed-mix).",
     "sp500": "Benchmark: S&P 500 index price returns (no dividends), simple daily P_t/P_{t-1} - 1.",
@@ -86,10 +89,10 @@ def build_report(
     lineage: Mapping[str, Mapping] | None,
     previous: Mapping | None,
     output_dir: os.PathLike | str,
-    risk_free_rate: float = 0.0,
+    risk_free_rate: float | None = None,
     tolerance: float = 1e-10,
     raise_on_failure: bool = True,
-    mar: float = 0.0,
+    mar: float | None = None,
     risk_window: int | None = None,
     title: str = "Meta-portfolio report",
 ) -> dict:
@@ -98,6 +101,8 @@ def build_report(
     ``risk_window`` (rows of the trailing covariance for ex-ante risk contributions) defaults to
     the optimizer's lookback as implied by the contract: the first rebalance row is ``lookback-1``.
     """
+    risk_free_rate = rates.resolve(risk_free_rate)  # None = the project's rf (rates.py)
+    mar = risk_free_rate if mar is None else float(mar)  # Sortino's MAR is rf unless given
     if meta_weights.empty:
         raise StageInputError("meta.report: meta-weights are empty")
     sleeves = list(meta_weights.columns)

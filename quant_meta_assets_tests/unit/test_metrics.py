@@ -134,3 +134,13 @@ def test_degenerate_series():
     assert m.max_drawdown(flat) == 0.0
     assert np.isnan(m.calmar(flat)) and np.isnan(m.sharpe(flat)) and np.isnan(m.sortino(flat))
     assert m.hit_rate(flat) == 0.0
+
+
+def test_sortino_subtracts_rf_like_quantstats(real_returns):
+    # issue 13 item 6: with rf = 2% the table's Sortino used MAR = 0 while its Sharpe used rf
+    table = m.performance_table(real_returns, risk_free_rate=0.02)
+    for c in real_returns.columns:
+        assert table.loc[c, "sortino"] == pytest.approx(float(qs.stats.sortino(real_returns[c], rf=0.02)), abs=TOL)
+        assert m.sortino(real_returns[c], 0.02) == pytest.approx(float(qs.stats.sortino(real_returns[c], rf=0.02)), abs=TOL)
+    # an explicit MAR still overrides rf
+    assert m.sortino(real_returns["KO"], 0.02, mar=0.0) == pytest.approx(float(qs.stats.sortino(real_returns["KO"])), abs=TOL)

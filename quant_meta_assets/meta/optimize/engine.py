@@ -18,7 +18,9 @@ Per-rebalance policies (recorded in the ``notes`` diagnostic):
   a singular matrix, e.g. more sleeves than rows). ``condition_number`` is cond(Sigma) *before*
   repair (``inf`` when singular).
 * **Scaling**: solvers see Sigma/s and mu/s (or (mu - rf)/max|mu - rf|); weights are invariant.
-* **risk_free_rate** is annual and converted to daily as ``rf / 252`` (simple).
+* **risk_free_rate** is annual (``None`` = the project's) and converted to daily geometrically,
+  ``(1 + rf)^(1/252) - 1``, by ``rates.daily_rate``: the same rf and conversion as the metrics
+  and the sleeves' cash.
 * **turnover** is two-sided, ``sum |w - w_held|``, where ``w_held`` is the previous rebalance's
   target *drifted* with the sleeve returns up to and including the decision date (the holdings
   known at the close of ``d``; ``meta.drift.drift_weights``), not the previous target. It is what
@@ -58,6 +60,7 @@ import numpy as np
 import pandas as pd
 from scipy.linalg import lapack
 
+from quant_meta_assets import rates
 from quant_meta_assets.meta.drift import drift_weights
 from quant_meta_assets.meta.optimize.constraints import (
     ActiveConstraints,
@@ -89,7 +92,7 @@ from quant_meta_assets.meta.optimize.methods import (
     risk_parity_newton,
 )
 
-PERIODS_PER_YEAR = 252
+PERIODS_PER_YEAR = rates.PERIODS_PER_YEAR
 METHODS = (
     "equal_weight",
     "inverse_vol",
@@ -202,7 +205,7 @@ class _Engine:
         self.expected_returns = expected_returns
         self.risk_aversion = risk_aversion
         self.risk_budget = risk_budget
-        self.rf_daily = risk_free_rate / PERIODS_PER_YEAR
+        self.rf_daily = rates.daily_rate(risk_free_rate)
         self.solver = solver
         self.problems: dict[tuple, CvxProblem] = {}
         self.ew = (
@@ -411,7 +414,7 @@ def optimize_meta_weights(
     group_caps: Mapping[str, float] | None = None,
     max_turnover: float | None = None,
     turnover_penalty: float = 0.0,
-    risk_free_rate: float = 0.0,
+    risk_free_rate: float | None = None,
     fallback: Sequence[str] = ("previous_weights", "equal_weight"),
     solver: str = "CLARABEL",
 ) -> OptimizationResult:
@@ -437,8 +440,10 @@ def optimize_meta_weights(
         raise OptimizerConfigError(f"rebalance_every must be an integer >= 1, got {rebalance_every!r}")
     if not (np.isfinite(risk_aversion) and risk_aversion > 0):
         raise OptimizerConfigError(f"risk_aversion must be > 0, got {risk_aversion!r}")
-    if not np.isfinite(risk_free_rate):
-        raise OptimizerConfigError(f"risk_free_rate must be finite, got {risk_free_rate!r}")
+    try:
+        risk_free_rate = rates.resolve(risk_free_rate)
+    except ValueError as exc:
+        raise OptimizerConfigError(str(exc)) from None
     if turnover_penalty and method not in PENALTY_METHODS:
         raise OptimizerConfigError(
             f"turnover_penalty={turnover_penalty} is only defined for {list(PENALTY_METHODS)}, not {method!r}"

@@ -66,7 +66,7 @@ def test_max_sharpe_closed_form():
     rf_annual = 0.02
     R = returns_with_moments(cov, mu, 120)
     w = optimize_meta_weights(R, "max_sharpe", lookback=120, risk_free_rate=rf_annual).weights.iloc[0].to_numpy()
-    ref = np.linalg.solve(cov, mu - rf_annual / 252)
+    ref = np.linalg.solve(cov, mu - ((1 + rf_annual) ** (1 / 252) - 1))  # rates.py: geometric daily rf
     assert np.all(ref > 0)
     np.testing.assert_allclose(w, ref / ref.sum(), atol=1e-9)
 
@@ -175,7 +175,7 @@ def test_max_sharpe_vs_skfolio(sp500_returns, end):
     rf = 0.01
     sub, w, diag = _one_window(sp500_returns, end, "max_sharpe", risk_free_rate=rf)
     assert not diag["fallback_used"]
-    ref = MeanRisk(objective_function=ObjectiveFunction.MAXIMIZE_RATIO, risk_free_rate=rf / 252, **TIGHT).fit(sub).weights_
+    ref = MeanRisk(objective_function=ObjectiveFunction.MAXIMIZE_RATIO, risk_free_rate=(1 + rf) ** (1 / 252) - 1, **TIGHT).fit(sub).weights_
     assert np.abs(w - ref).max() < 1e-5
 
 
