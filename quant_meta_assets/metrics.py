@@ -54,9 +54,13 @@ CONVENTIONS: dict[str, str] = {
     "(G2, as pandas Series.kurt).",
     "hit_rate": "Share of live days with r > 0 among non-NaN days (a zero-return day counts as a miss).",
     "best_day / worst_day": "Largest / smallest single daily simple return.",
-    "turnover": "Average two-sided turnover per rebalance: mean over rebalances of sum_i |w_new,i - "
-    "w_old,i| (w_old = drifted pre-trade weights); NOT halved. For the meta portfolios it is the "
-    "sleeve-level reallocation at meta rebalances; sleeve costs are already in sleeve returns.",
+    "turnover": "ANNUALISED two-sided turnover, the same rule for sleeves and meta: sum over the "
+    "counted rebalances of sum_i |w_new,i - w_held,i| (w_held = the old weights drifted to the "
+    f"decision date; NOT halved), divided by the window's years N/{PERIODS_PER_YEAR}. A rebalance "
+    "is counted when its trade first earns inside the window (decided on the day before the first "
+    "window day up to the day before the last); a book's initial allocation from cash is NOT counted "
+    "(meta and sleeves alike), and a rebalance dated on the last row (never held) is not counted. "
+    "For the meta portfolios it is the sleeve-level reallocation; sleeve trades are in the sleeve rows.",
 }
 
 
@@ -217,12 +221,18 @@ def worst_day(returns: pd.Series) -> float:
     return float(r.min()) if r.size else float("nan")
 
 
-def average_turnover(turnover: pd.Series | None) -> float:
-    """Mean two-sided turnover per rebalance (NaN when there is none)."""
-    if turnover is None:
+def annualised_turnover(turnover: pd.Series | None, n_days: int) -> float:
+    """Sum of the (already selected) two-sided turnovers / (n_days / 252); NaN without any series.
+
+    The caller selects the rebalances that count (see ``CONVENTIONS['turnover']`` and
+    ``report.portfolio.counted_turnover``); an empty selection is 0 (the book did not trade).
+    """
+    if turnover is None or n_days <= 0:
         return float("nan")
-    t = pd.to_numeric(pd.Series(turnover), errors="raise").dropna()
-    return float(t.mean()) if len(t) else float("nan")
+    t = pd.to_numeric(pd.Series(turnover, dtype=float), errors="raise")
+    if t.isna().any():
+        raise MetricsInputError(f"turnover {t.name!r} has a NaN on {t.index[t.isna().to_numpy()][0]}")
+    return float(t.sum() / (n_days / PERIODS_PER_YEAR))
 
 
 # --------------------------------------------------------------------------------------------
@@ -272,7 +282,7 @@ def metrics_row(
         "hit_rate": hit_rate(r),
         "best_day": best_day(r),
         "worst_day": worst_day(r),
-        "turnover": average_turnover(turnover),
+        "turnover": annualised_turnover(turnover, int(r.size)),
         "n_days": int(r.size),
         "start": r.index[0] if r.size else pd.NaT,
         "end": r.index[-1] if r.size else pd.NaT,
@@ -287,7 +297,8 @@ def performance_table(
 ) -> pd.DataFrame:
     """Metrics for each portfolio (column of ``returns`` / key of the mapping), indexed by name.
 
-    ``turnover`` maps portfolio name -> turnover per rebalance; portfolios without an entry get NaN.
+    ``turnover`` maps portfolio name -> the two-sided turnover of its COUNTED rebalances (see
+    ``CONVENTIONS['turnover']``), annualised over the portfolio's live days; no entry -> NaN.
     ``risk_free_rate`` (None = the project's) and ``mar`` (None = rf) are annual decimals (see
     :data:`CONVENTIONS`).
     """

@@ -41,8 +41,10 @@ REPORT_CONVENTIONS: dict[str, str] = {
     "sp500": "Benchmark: S&P 500 index price returns (no dividends), simple daily P_t/P_{t-1} - 1.",
     "metric_window": "Every portfolio's metrics are computed on the meta's live date range.",
     "meta_turnover": "Meta turnover = two-sided sleeve-level reallocation sum_s |target_s - drifted m_s| "
-    "at each meta rebalance, including the initial allocation from cash (= 1). Sleeve turnover is the "
-    "sleeve's own two-sided asset turnover per rebalance inside the live range.",
+    "at each meta rebalance (the optimizer's max_turnover / turnover_penalty / 'turnover' diagnostic "
+    "measure the same trade). The metrics table's turnover column is ANNUALISED with the same rule for "
+    "the meta, equal_weight_meta and the sleeves (see 'turnover'); the turnover figure shows the "
+    "same counted rebalances, one point each (not annualised).",
     "reconciliation_identity": "Sleeve returns are net of costs, asset weights earn gross: "
     "sum_i a_i R_i - sum_s m_s cost_s == sum_s m_s r_s, checked daily.",
     "attribution": "Contribution = sum_t W(t-1) x daily contribution (W = meta wealth before day t, "
@@ -125,10 +127,10 @@ def build_report(
         portfolios[s] = sleeve_returns.loc[live, s]
     returns_frame = pd.DataFrame(portfolios)
     start, end = live[0], live[-1]
-    in_range = {s: pd.Series(sleeve_turnover.get(s), dtype=float).loc[start:end] for s in sleeves
-                if sleeve_turnover.get(s) is not None}
-    turnover = {"meta": meta_turnover, "equal_weight_meta": ew_turnover, **in_range}
-    metrics = M.performance_table(returns_frame, turnover, risk_free_rate=risk_free_rate, mar=mar)
+    turnover = {"meta": meta_turnover, "equal_weight_meta": ew_turnover,
+                **{s: sleeve_turnover[s] for s in sleeves if sleeve_turnover.get(s) is not None}}
+    counted = {name: PF.counted_turnover(t, sleeve_returns.index, live) for name, t in turnover.items()}
+    metrics = M.performance_table(returns_frame, counted, risk_free_rate=risk_free_rate, mar=mar)
 
     # --- forensics ---------------------------------------------------------------------------
     asset_weights = flatten.asset_weights.reindex(live)
@@ -179,7 +181,7 @@ def build_report(
         "correlation": P.correlation_heatmap(returns_frame[sleeves]),
         "latest_exposures": P.latest_exposures(asset_weights),
         "exposures_over_time": P.exposures_over_time(asset_weights, flatten.exposure.reindex(live)),
-        "turnover": P.turnover_per_rebalance(turnover, sleeves),
+        "turnover": P.turnover_per_rebalance(counted, sleeves),
     }
     document = _render(
         title=title, metrics=metrics, reconciliations=reconciliations, attribution=attribution,

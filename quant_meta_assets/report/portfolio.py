@@ -71,6 +71,26 @@ def drifted_weights(targets: pd.DataFrame, returns: pd.DataFrame) -> tuple[pd.Da
     return held_frame, pd.Series(turnover, index=targets.index, name="turnover")
 
 
+def counted_turnover(turnover: pd.Series | None, calendar: pd.DatetimeIndex,
+                     live: pd.DatetimeIndex) -> pd.Series | None:
+    """The rebalances whose turnover counts in the annualised column (metrics.CONVENTIONS).
+
+    ``turnover`` is a book's full per-rebalance series (indexed by decision date, the first entry
+    its initial allocation from cash). Kept: decision dates from the calendar day before
+    ``live[0]`` (that trade first earns on ``live[0]``) to before ``live[-1]`` (a trade on the last
+    day is never held); dropped: the book's initial allocation, wherever it falls.
+    """
+    if turnover is None:
+        return None
+    t = pd.Series(turnover, dtype=float).sort_index()
+    if t.empty:
+        return t
+    t = t.iloc[1:]  # the initial allocation from cash
+    pos = calendar.get_indexer([live[0]])[0]
+    first = calendar[pos - 1] if pos > 0 else live[0]
+    return t[(t.index >= first) & (t.index < live[-1])]
+
+
 def equal_weight_targets(meta_weights: pd.DataFrame, returns: pd.DataFrame | None = None) -> pd.DataFrame:
     """1/N of the sleeves on every meta rebalance date; with ``returns``, of the sleeves live then
     (a return on the rebalance date), so a sleeve that does not exist yet is not bought."""

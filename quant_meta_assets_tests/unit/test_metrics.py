@@ -108,7 +108,7 @@ def test_performance_table(real_returns):
     table = m.performance_table(real_returns, turnover=turnover, risk_free_rate=0.01)
     assert list(table.index) == list(real_returns.columns)
     assert set(m.METRIC_COLUMNS) <= set(table.columns)
-    assert table.loc["EW", "turnover"] == pytest.approx(0.2)
+    assert table.loc["EW", "turnover"] == pytest.approx(0.4 / (len(real_returns) / 252))  # annualised sum
     assert np.isnan(table.loc["AAPL", "turnover"])
     assert table.loc["KO", "sharpe"] == pytest.approx(m.sharpe(real_returns["KO"], 0.01))
     assert table.loc["KO", "n_days"] == len(real_returns)
@@ -144,3 +144,18 @@ def test_sortino_subtracts_rf_like_quantstats(real_returns):
         assert m.sortino(real_returns[c], 0.02) == pytest.approx(float(qs.stats.sortino(real_returns[c], rf=0.02)), abs=TOL)
     # an explicit MAR still overrides rf
     assert m.sortino(real_returns["KO"], 0.02, mar=0.0) == pytest.approx(float(qs.stats.sortino(real_returns["KO"])), abs=TOL)
+
+
+def test_counted_turnover_rule_and_annualisation():
+    from quant_meta_assets.report.portfolio import counted_turnover
+
+    calendar = pd.bdate_range("2024-01-01", periods=10)
+    live = calendar[3:]  # 7 live days
+    t = pd.Series([1.0, 0.2, 0.3, 0.4], index=calendar[[0, 2, 5, 9]])
+    kept = counted_turnover(t, calendar, live)
+    # initial allocation (day 0) dropped; day 2 trades into live[0]; day 9 is never held
+    assert kept.to_dict() == {calendar[2]: 0.2, calendar[5]: 0.3}
+    assert m.annualised_turnover(kept, len(live)) == pytest.approx(0.5 / (7 / 252), rel=1e-15)
+    # a weekly book turning over 10% a week reads ~5.2x a year, next to a monthly book's ~1.2x
+    weekly = pd.Series(0.1, index=pd.bdate_range("2024-01-05", periods=52, freq="W-FRI"))
+    assert m.annualised_turnover(weekly, 252) == pytest.approx(5.2)

@@ -36,9 +36,26 @@ def test_meta_returns_and_metrics(report, inputs):
     assert (metrics["start"] == report["meta_returns"].index[0]).all()
     assert (metrics["n_days"] == len(report["meta_returns"])).all()
     assert metrics.loc["meta", "sharpe"] == pytest.approx(M.sharpe(report["meta_returns"]), abs=1e-12)
+    # annualised turnover, one rule for all books: trades that first earn inside the window, no
+    # initial allocation, nothing dated on the last day (issue 13 item 5; was the mean per rebalance)
+    days = inputs["sleeve_returns"].index
+    live = report["meta_returns"].index
+    years = len(live) / 252
     for s in inputs["sleeve_returns"].columns:
-        live = inputs["sleeve_turnover"][s].loc[metrics.loc["meta", "start"]: metrics.loc["meta", "end"]]
-        assert metrics.loc[s, "turnover"] == pytest.approx(live.mean())
+        t = inputs["sleeve_turnover"][s]
+        kept = t.iloc[1:][(t.index[1:] >= days[days.get_loc(live[0]) - 1]) & (t.index[1:] < live[-1])]
+        assert len(kept) > 10 and metrics.loc[s, "turnover"] == pytest.approx(kept.sum() / years, rel=1e-12)
+    mw = inputs["meta_weights"]
+    held = report["portfolio_returns"].index  # meta trades: vs the held weights drifted through d
+    meta_trades = []
+    for d in mw.index[1:]:
+        if d < live[-1]:
+            prev = mw.loc[:d].iloc[-2].to_numpy()
+            seg = inputs["sleeve_returns"].loc[(inputs["sleeve_returns"].index > mw.index[mw.index < d][-1]) & (inputs["sleeve_returns"].index <= d)]
+            drifted = prev * np.prod(1 + seg.to_numpy(), axis=0)
+            meta_trades.append(np.abs(mw.loc[d].to_numpy() - drifted / drifted.sum()).sum())
+    assert held.equals(live)
+    assert metrics.loc["meta", "turnover"] == pytest.approx(sum(meta_trades) / years, rel=1e-10)
     # sp500 from index prices, on the meta's days
     idx = inputs["benchmark"].pct_change().reindex(report["meta_returns"].index)
     assert metrics.loc["sp500", "cagr"] == pytest.approx(M.cagr(idx), abs=1e-12)
