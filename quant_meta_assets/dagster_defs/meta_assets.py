@@ -9,9 +9,11 @@ from typing import Literal
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
 from quant_meta_assets import settings
 from quant_meta_assets.dagster_defs.instance_queries import latest_sleeve_states
+from quant_meta_assets.meta.costs import DEFAULT_BOOK_COST_BPS
 from quant_meta_assets.stages import StageRegistry
 
 CODE_VERSION = "1"
@@ -161,6 +163,16 @@ def flattened_weights(
     return {"asset_weights": assets, "meta_weights_daily": out["meta_weights_daily"], "exposure": exposure}
 
 
+class ReportConfig(dg.Config):
+    """meta.report parameters, editable in the launchpad (ops: meta__report: config: ...) and via -c."""
+
+    cost_bps: float = Field(
+        default=DEFAULT_BOOK_COST_BPS, ge=0.0,
+        description="Book-level one-way cost in bps on two-sided turnover: the netted book's net trade and "
+        "the stand-alone view's meta trades pay it (sleeves pay their registry cost_bps).",
+    )
+
+
 def _previous_summary(instance: dg.DagsterInstance) -> dict | None:
     records = instance.fetch_materializations(REPORT_KEY, limit=1).records
     if not records or records[0].asset_materialization is None:
@@ -184,7 +196,8 @@ def _previous_summary(instance: dg.DagsterInstance) -> dict | None:
     description=StageRegistry.get("meta.report").description,
 )
 def meta_report(
-    context: dg.AssetExecutionContext, optimized: dict, flattened: dict, meta_returns: pd.DataFrame, sleeves: dict
+    context: dg.AssetExecutionContext, config: ReportConfig, optimized: dict, flattened: dict,
+    meta_returns: pd.DataFrame, sleeves: dict,
 ) -> dict:
     from quant_meta_assets.prices import load_benchmark, load_prices
     from quant_meta_assets.registry import load_registry
@@ -213,6 +226,7 @@ def meta_report(
         benchmark=load_benchmark(),
         lineage=lineage,
         previous=_previous_summary(context.instance),
+        cost_bps=config.cost_bps,
     )
     report = out["report"]
     markdown = report_markdown_summary(report)

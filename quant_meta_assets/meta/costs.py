@@ -94,12 +94,15 @@ class CostViews:
     ``daily``: one row per live day, ``DAILY_COLUMNS`` (returns, volumes and costs as fractions of
     the book at the start of the day). ``book_weights``: the netted book's start-of-day asset
     weights. ``checks``: the reconciliations, one row each (``CHECK_COLUMNS``).
+    ``sleeve_totals``: each sleeve's own two-sided asset turnover and cost drag per year on the
+    same days (what it trades and pays in its own account).
     """
 
     daily: pd.DataFrame
     book_weights: pd.DataFrame
     cost_bps: float
     checks: pd.DataFrame
+    sleeve_totals: pd.DataFrame  # sleeve x [asset_turnover, cost_drag]: own trades, annualised
 
     @property
     def reconciled(self) -> bool:
@@ -121,14 +124,16 @@ class CostViews:
         return out
 
     def totals(self) -> pd.Series:
-        """The whole live period: summed volumes and costs, annualised turnover of both views
-        (initial build included) and the savings in annualised bps (mean daily x 252 x 1e4)."""
+        """The whole live period: summed volumes and costs (initial build included), annualised
+        turnover of both views (sum / years, without the first live day's initial build) and the
+        savings in annualised bps (sum / years x 1e4)."""
         out = _sums(self.daily, np.zeros(len(self.daily), dtype=int)).iloc[0].rename("total")
         years = len(self.daily) / PERIODS_PER_YEAR
         for col in ("savings_cost", "savings_cost_netting", "savings_cost_rate"):
             out[col.replace("savings_cost", "savings_bps_per_year")] = out[col] / years * 1e4
-        out["standalone_turnover"] = out["standalone_volume"] / years
-        out["book_turnover"] = out["book_volume"] / years
+        first = self.daily.iloc[0]  # the initial build is a cost, not turnover (the report's turnover rule)
+        out["standalone_turnover"] = (out["standalone_volume"] - first["standalone_volume"]) / years
+        out["book_turnover"] = (out["book_volume"] - first["book_volume"]) / years
         out["standalone_cost_bps_per_year"] = out["standalone_cost"] / years * 1e4
         out["book_cost_bps_per_year"] = out["book_cost"] / years * 1e4
         return out
@@ -229,6 +234,7 @@ class BookCosts:
         self.sleeve_volume = {"net": np.zeros(n_days), "gross": np.zeros(n_days)}
         self.gross_diff = np.zeros(n_days)  # |w_s·R + cash - reconstructed gross|, max over sleeves
         self.added: set[str] = set()
+        self.sleeve_trade: dict[str, float] = {}
 
     def add(self, sleeve: str, weights: pd.DataFrame) -> None:
         """Fold one sleeve's start-of-day held weights into the book and its trades."""
@@ -265,6 +271,7 @@ class BookCosts:
             self.meta_trade[label][:, cols] += self.delta_m[label][:, [j]] * pre[rows]
             target = self.book if label == "gross" else self.standalone_book
             target[:, cols] += m[:, None] * today
+        self.sleeve_trade[sleeve] = float(trade[1:].sum())  # as the turnover rule: no initial build
         self.added.add(sleeve)
 
     def result(self) -> CostViews:
@@ -306,8 +313,13 @@ class BookCosts:
             "unnetted_book_volume": unnetted,
         }, index=self.live)[DAILY_COLUMNS]
         book_weights = pd.DataFrame(a, index=self.live, columns=self.tickers)
+        years = len(self.live) / PERIODS_PER_YEAR
+        sleeve_totals = pd.DataFrame({
+            "asset_turnover": pd.Series(self.sleeve_trade).reindex(self.sleeves) / years,
+            "cost_drag": self.costs.sum() / years,
+        }).rename_axis("sleeve")
         return CostViews(daily=daily, book_weights=book_weights, cost_bps=self.cost_bps,
-                         checks=self._checks(daily, R, rf))
+                         checks=self._checks(daily, R, rf), sleeve_totals=sleeve_totals)
 
     def _checks(self, daily: pd.DataFrame, R: np.ndarray, rf: np.ndarray) -> pd.DataFrame:
         """Each identity recomputed along a second path (sleeves vs assets), daily."""

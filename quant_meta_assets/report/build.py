@@ -21,6 +21,7 @@ import pandas as pd
 from quant_meta_assets import metrics as M
 from quant_meta_assets import rates
 from quant_meta_assets.errors import ReconciliationError, StageInputError
+from quant_meta_assets.meta.costs import DEFAULT_BOOK_COST_BPS, cost_views
 from quant_meta_assets.meta.flatten import meta_portfolio_returns
 from quant_meta_assets.report import forensics as F
 from quant_meta_assets.report import html as H
@@ -29,9 +30,27 @@ from quant_meta_assets.report import portfolio as PF
 from quant_meta_assets.report.summary import build_summary
 
 REPORT_CONVENTIONS: dict[str, str] = {
-    "meta_return": "Meta daily return = sum_s m_s(t) r_s(t): held (drifting) meta-weights times sleeve "
-    "NET returns, on the live days (from the row after the first meta rebalance). Meta-weights dated "
-    "d apply from the next row. No cost is charged at the meta level.",
+    "meta_return": "Headline 'meta' = the NETTED BOOK: one account holding a_i(t) = sum_s m_s(t) w_s,i(t) "
+    "(sub-account shares m drifting with the sleeves' GROSS returns: no sleeve pays its stand-alone cost), "
+    "return sum_i a_i R_i - cost_book, cost_book = cost_bps x sum_i |a_i(t) - a_i^drifted(t)| on the day's "
+    "net trade (a^drifted = yesterday's book after one day of asset returns; the initial build from cash "
+    "is paid). 'meta_standalone' = sum_s m_s(t) r_s(t) - cost_meta: sleeves pay their own costs (net "
+    "returns, m drifting with them) and each meta rebalance pays cost_bps on its asset trade "
+    "sum_i |sum_s (m_s^target - m_s^drifted) w_s,i^drifted| (sleeve holdings drifted to the decision date, "
+    "before their own trade). Meta-weights dated d apply from the next row. Attribution explains the "
+    "sleeve-level meta sum_s m_s r_s before meta-level costs.",
+    "trading_costs": "Costs are one-way basis points on two-sided turnover, charged on the first day the new "
+    "weights earn, as a proportional drag (they do not move the weights). Sleeves pay their registry "
+    "cost_bps; the book and the meta trades pay the book-level cost_bps of the run config. Volumes and "
+    "costs are fractions of the book's value at the start of that day; asset_turnover is the annualised "
+    "two-sided trade in asset space (sum / years, 252 days a year, without the first live day's initial "
+    "build, like the turnover column); cost_drag is the annual cost in % of value, initial build included.",
+    "crossing_savings": "Internal crossing savings = stand-alone cost - netted-book cost (daily, per year, "
+    "total). Split: netting = cost_bps x (stand-alone volume - book volume); rate = what the sleeves' own "
+    "cost_bps charge above the book rate on their trades. The book's net trade is at most its sleeves' "
+    "trades plus its meta trade on the same holdings (triangle inequality, checked daily); the stand-alone "
+    "meta holds slightly different sub-account shares (they drift net of the sleeves' costs), so on a "
+    "single day the two views' volumes are not ordered, only over the period.",
     "drift": "Between meta rebalances m_s(t+1) = m_s(t)(1 + r_s(t)) / (1 + sum m r); reset to the "
     "target on the row after each rebalance.",
     "sleeve_cash": "A sleeve's uninvested cash (1 - sum of its weights) earns the daily risk-free rate "
@@ -58,7 +77,7 @@ REPORT_CONVENTIONS: dict[str, str] = {
 }
 
 FIGURE_IDS = ("cumulative", "drawdowns", "meta_weights", "risk_contributions", "correlation",
-              "latest_exposures", "exposures_over_time", "turnover")
+              "latest_exposures", "exposures_over_time", "turnover", "crossing_savings")
 
 
 def _as_frame_weights(mapping: Mapping[str, pd.DataFrame], sleeves) -> dict[str, pd.DataFrame]:
@@ -97,11 +116,15 @@ def build_report(
     mar: float | None = None,
     risk_window: int | None = None,
     title: str = "Meta-portfolio report",
+    cost_bps: float = DEFAULT_BOOK_COST_BPS,
+    cash_return: float | pd.Series = 0.0,
 ) -> dict:
     """Build the report; see the module docstring and ``REPORT_CONVENTIONS``.
 
     ``risk_window`` (rows of the trailing covariance for ex-ante risk contributions) defaults to
     the optimizer's lookback as implied by the contract: the first rebalance row is ``lookback-1``.
+    ``cost_bps`` is the book-level one-way cost (``meta.costs``); ``cash_return`` the daily return of
+    the cash the sleeves hold (as the sleeve engine credits it).
     """
     risk_free_rate = rates.resolve(risk_free_rate)  # None = the project's rf (rates.py)
     mar = risk_free_rate if mar is None else float(mar)  # Sortino's MAR is rf unless given
@@ -118,19 +141,37 @@ def build_report(
     recomputed_held, meta_turnover = PF.drifted_weights(meta_weights, sleeve_returns)
     live = recomputed_held.index
     held = flatten.meta_weights_daily.reindex(index=live, columns=sleeves)
-    meta_returns = meta_portfolio_returns(held, sleeve_returns)
+    meta_returns = meta_portfolio_returns(held, sleeve_returns)  # sleeve level, before meta-level costs
+    costs = cost_views(
+        meta_weights=meta_weights, sleeve_returns=sleeve_returns,
+        sleeve_costs={s: sleeve_costs[s] for s in sleeves if s in sleeve_costs},
+        sleeve_weights=weights_by_sleeve, asset_returns=asset_returns, cost_bps=cost_bps,
+        cash_return=cash_return, tolerance=tolerance,
+    )
+    netted = costs.daily["netted_return"].rename("meta")
+    standalone = costs.daily["standalone_return"].rename("meta_standalone")
     ew_held, ew_turnover = PF.drifted_weights(PF.equal_weight_targets(meta_weights, sleeve_returns), sleeve_returns)
-    portfolios = {"meta": meta_returns, "equal_weight_meta": meta_portfolio_returns(ew_held, sleeve_returns).rename("equal_weight_meta")}
+    portfolios = {"meta": netted, "meta_standalone": standalone,
+                  "equal_weight_meta": meta_portfolio_returns(ew_held, sleeve_returns).rename("equal_weight_meta")}
     if benchmark is not None:
         portfolios["sp500"] = PF.benchmark_returns(benchmark, live)
     for s in sleeves:
         portfolios[s] = sleeve_returns.loc[live, s]
     returns_frame = pd.DataFrame(portfolios)
     start, end = live[0], live[-1]
-    turnover = {"meta": meta_turnover, "equal_weight_meta": ew_turnover,
+    turnover = {"meta": meta_turnover, "meta_standalone": meta_turnover, "equal_weight_meta": ew_turnover,
                 **{s: sleeve_turnover[s] for s in sleeves if sleeve_turnover.get(s) is not None}}
     counted = {name: PF.counted_turnover(t, sleeve_returns.index, live) for name, t in turnover.items()}
     metrics = M.performance_table(returns_frame, counted, risk_free_rate=risk_free_rate, mar=mar)
+    cost_totals = costs.totals()
+    trading = pd.DataFrame({
+        "asset_turnover": {"meta": cost_totals["book_turnover"], "meta_standalone": cost_totals["standalone_turnover"],
+                           **costs.sleeve_totals["asset_turnover"].to_dict()},
+        "cost_drag": {"meta": cost_totals["book_cost_bps_per_year"] / 1e4,
+                      "meta_standalone": cost_totals["standalone_cost_bps_per_year"] / 1e4,
+                      **costs.sleeve_totals["cost_drag"].to_dict()},
+    })
+    metrics = metrics.join(trading)
 
     # --- forensics ---------------------------------------------------------------------------
     asset_weights = flatten.asset_weights.reindex(live)
@@ -145,7 +186,8 @@ def build_report(
         asset_weights=asset_weights, asset_returns=asset_returns, sleeve_costs=sleeve_costs,
     )
     reconciliations = pd.concat(
-        [reconciliations, F.attribution_checks(attribution, meta_returns, tolerance)], ignore_index=True
+        [reconciliations, F.attribution_checks(attribution, meta_returns, tolerance), costs.checks],
+        ignore_index=True,
     )
     failed = reconciliations[~reconciliations["passed"]]
     if len(failed) and raise_on_failure:
@@ -166,8 +208,11 @@ def build_report(
         latest_target_weights=latest_target, latest_asset_weights=asset_weights.iloc[-1].fillna(0.0),
         generated_at=generated_at,
     )
+    summary["costs"] = {k: float(v) for k, v in cost_totals.items()} | {"cost_bps": float(cost_bps)}
     changes = F.what_changed(summary, previous)
     conventions = {**M.CONVENTIONS, **REPORT_CONVENTIONS,
+                   "book_cost_bps_used": f"{cost_bps:g} bps one-way (run config 'cost_bps'; default "
+                   f"{DEFAULT_BOOK_COST_BPS:g} bps = the registry's default sleeve cost)",
                    "risk_free_rate_used": f"rf = {risk_free_rate:.4%} per year; MAR = {mar:.4%} per year",
                    "risk_window_used": f"{window} trading days",
                    "reconciliation_tolerance": f"{tolerance:.1e} absolute"}
@@ -181,13 +226,15 @@ def build_report(
         "correlation": P.correlation_heatmap(returns_frame[sleeves]),
         "latest_exposures": P.latest_exposures(asset_weights),
         "exposures_over_time": P.exposures_over_time(asset_weights, flatten.exposure.reindex(live)),
-        "turnover": P.turnover_per_rebalance(counted, sleeves),
+        "turnover": P.turnover_per_rebalance({k: v for k, v in counted.items() if k != "meta_standalone"},
+                                             sleeves),
+        "crossing_savings": P.crossing_savings(costs.yearly()),
     }
     document = _render(
         title=title, metrics=metrics, reconciliations=reconciliations, attribution=attribution,
         risk=risk, diagnostics=diagnostics, lineage=lineage, changes=changes, conventions=conventions,
         figures=figures, summary=summary, previous=previous, live=live, sleeves=sleeves,
-        tolerance=tolerance, risk_free_rate=risk_free_rate,
+        tolerance=tolerance, risk_free_rate=risk_free_rate, costs=costs,
     )
     summary_text = json.dumps(summary, indent=2, allow_nan=False)
 
@@ -198,7 +245,11 @@ def build_report(
 
     return {
         "metrics": metrics,
-        "meta_returns": meta_returns,
+        "meta_returns": netted,
+        "standalone_returns": standalone,
+        "sleeve_level_meta_returns": meta_returns,
+        "costs": {"daily": costs.daily, "yearly": costs.yearly(), "totals": cost_totals,
+                  "sleeve_totals": costs.sleeve_totals, "cost_bps": float(cost_bps)},
         "portfolio_returns": returns_frame,
         "html": str(html_path),
         "summary_path": str(out_dir / "summary.json"),
@@ -219,7 +270,7 @@ def build_report(
 
 _METRIC_FORMATS = {
     **{c: H.fmt_pct for c in ("cagr", "ann_vol", "max_drawdown", "var_95", "cvar_95", "hit_rate",
-                              "best_day", "worst_day", "turnover")},
+                              "best_day", "worst_day", "turnover", "asset_turnover", "cost_drag")},
     **{c: H.fmt_num for c in ("sharpe", "sortino", "calmar", "skew", "excess_kurtosis")},
     "n_days": lambda x: f"{int(x):,}",
 }
@@ -230,7 +281,7 @@ def _tone(x: float) -> str:
 
 
 def _render(*, title, metrics, reconciliations, attribution, risk, diagnostics, lineage, changes,
-            conventions, figures, summary, previous, live, sleeves, tolerance, risk_free_rate) -> str:
+            conventions, figures, summary, previous, live, sleeves, tolerance, risk_free_rate, costs) -> str:
     meta = metrics.loc["meta"]
     reconciled = bool(reconciliations["passed"].all())
     max_diff = summary["max_reconciliation_diff"]
@@ -248,6 +299,10 @@ def _render(*, title, metrics, reconciliations, attribution, risk, diagnostics, 
         H.card("Max drawdown", H.fmt_pct(meta["max_drawdown"]), "compounded wealth", "neg"),
         H.card("Calmar", H.fmt_num(meta["calmar"]), "CAGR / |MDD|"),
         H.card("CVaR 95%", H.fmt_pct(meta["cvar_95"]), "1-day, loss > 0"),
+        H.card("Stand-alone Sharpe", H.fmt_num(metrics.loc["meta_standalone", "sharpe"]),
+               "sleeves pay their own costs"),
+        H.card("Crossing savings", f"{costs.totals()['savings_bps_per_year']:.1f} bps/yr",
+               f"book {costs.cost_bps:g} bps; stand-alone - netted", "pos"),
         H.card("Max recon. diff", H.fmt_sci(max_diff), "PASS" if reconciled else "FAIL",
                "pos" if reconciled else "neg"),
     ])
@@ -255,7 +310,7 @@ def _render(*, title, metrics, reconciliations, attribution, risk, diagnostics, 
     def fig(name: str) -> str:
         return H.figure_div(figures[name], f"fig-{name}")
 
-    order = ["meta", "equal_weight_meta", "sp500", *sleeves]
+    order = ["meta", "meta_standalone", "equal_weight_meta", "sp500", *sleeves]
     metrics_view = metrics.loc[[n for n in order if n in metrics.index]]
     perf = (
         H.note(f"All portfolios on the meta's live range {live[0].date()} – {live[-1].date()} "
@@ -289,7 +344,7 @@ def _render(*, title, metrics, reconciliations, attribution, risk, diagnostics, 
         + H.table(by_asset, {c: H.fmt_pct for c in by_asset.columns})
         + "</div></div>"
     )
-    turnover_sec = fig("turnover")
+    turnover_sec = fig("turnover") + _costs_html(costs, metrics) + fig("crossing_savings")
     forensics = "<h3>Reconciliations</h3>" + H.table(
         reconciliations,
         {"max_abs_diff": H.fmt_sci, "tolerance": lambda x: f"{x:.0e}",
@@ -321,6 +376,39 @@ def _render(*, title, metrics, reconciliations, attribution, risk, diagnostics, 
                 f"generated {summary['generated_at']}")
     return H.page(title=title, subtitle=subtitle, banner=banner, cards=cards, nav=nav, sections=sections,
                   footer="Self-contained report: plotly.js is embedded; opens offline.")
+
+
+def _costs_html(costs, metrics: pd.DataFrame) -> str:
+    """Both cost views side by side and the internal crossing savings per year."""
+    t = costs.totals()
+    views = pd.DataFrame({
+        "sharpe": [metrics.loc["meta", "sharpe"], metrics.loc["meta_standalone", "sharpe"]],
+        "cagr": [metrics.loc["meta", "cagr"], metrics.loc["meta_standalone", "cagr"]],
+        "turnover / yr": [t["book_turnover"], t["standalone_turnover"]],
+        "cost (bps / yr)": [t["book_cost_bps_per_year"], t["standalone_cost_bps_per_year"]],
+    }, index=pd.Index(["netted book (headline)", "stand-alone"], name="view"))
+    yearly = costs.yearly()
+    yearly_view = yearly[["days", "standalone_volume", "book_volume", "savings_volume", "standalone_cost",
+                          "book_cost", "savings_bps"]].copy()
+    yearly_view[["standalone_cost", "book_cost"]] *= 1e4
+    yearly_view = yearly_view.rename(columns={"standalone_cost": "stand-alone cost (bps)",
+                                              "book_cost": "book cost (bps)", "savings_bps": "savings (bps)"})
+    bps = lambda x: f"{x:,.1f}"  # noqa: E731
+    return (
+        "<h3>Trading costs: netted book vs stand-alone</h3>"
+        + H.note(f"Book-level cost {costs.cost_bps:g} bps one-way on two-sided turnover, charged on the first "
+                 "day the new weights earn. Crossing savings "
+                 f"{t['savings_bps_per_year']:.1f} bps/yr = netting {t['savings_bps_per_year_netting']:.1f} "
+                 f"+ rate {t['savings_bps_per_year_rate']:.1f} (sleeves' own cost_bps above the book rate); "
+                 f"volume crossed internally {t['savings_volume'] / max(t['standalone_volume'], 1e-300):.1%} "
+                 "of the stand-alone volume.")
+        + H.table(views, {"sharpe": H.fmt_num, "cagr": H.fmt_pct, "turnover / yr": H.fmt_pct,
+                          "cost (bps / yr)": bps}, scroll=False)
+        + "<h3>Internal crossing savings per year</h3>"
+        + H.table(yearly_view, {"days": lambda x: f"{int(x):,}", "standalone_volume": H.fmt_pct,
+                                "book_volume": H.fmt_pct, "savings_volume": H.fmt_pct,
+                                "stand-alone cost (bps)": bps, "book cost (bps)": bps, "savings (bps)": bps})
+    )
 
 
 def _diagnostics_table(diagnostics: pd.DataFrame | None) -> str:

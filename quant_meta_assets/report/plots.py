@@ -145,3 +145,22 @@ def turnover_per_rebalance(turnover: Mapping[str, pd.Series], sleeves) -> go.Fig
             fig.add_trace(go.Scatter(x=s.index, y=s.to_numpy(), name=name, mode="markers+lines",
                                      line=dict(width=1, color=colors.get(name)), marker=dict(size=5)))
     return _layout(fig, "Two-sided turnover per rebalance", ".0%")
+
+
+def crossing_savings(yearly: pd.DataFrame) -> go.Figure:
+    """Per year: what the stand-alone meta and the netted book pay (bps of book value), and the
+    savings of running the sleeves in one account, split into netting and rate."""
+    years = [str(y) for y in yearly.index]
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=years, y=yearly["standalone_cost"].to_numpy() * 1e4, name="stand-alone cost",
+                         marker_color="#BAB0AC"))
+    fig.add_trace(go.Bar(x=years, y=yearly["book_cost"].to_numpy() * 1e4, name="netted book cost",
+                         marker_color=META_COLOR))
+    fig.add_trace(go.Scatter(x=years, y=yearly["savings_cost_netting"].to_numpy() * 1e4, mode="lines+markers",
+                             name="savings: netting (crossed volume x book rate)",
+                             line=dict(color="#54A24B", width=2)))
+    fig.add_trace(go.Scatter(x=years, y=yearly["savings_cost"].to_numpy() * 1e4, mode="lines+markers",
+                             name="savings: total", line=dict(color="#F58518", width=2)))
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(title_text="bps of book value")
+    return _layout(fig, "Trading costs per year and internal crossing savings (bps)")

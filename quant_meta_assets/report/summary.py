@@ -67,11 +67,19 @@ def _max_diff(reconciliations: pd.DataFrame) -> float:
 
 
 def headline_metrics(report: Mapping) -> dict[str, float]:
-    """Meta cagr, sharpe, ann_vol, max_drawdown, calmar and the largest reconciliation difference
-    (inf when a check produced NaN), as plain floats for numeric metadata."""
+    """Meta (netted book) cagr, sharpe, ann_vol, max_drawdown, calmar, the largest reconciliation
+    difference (inf when a check produced NaN) and the cost views (crossing savings in bps per year,
+    annualised book and stand-alone turnover, stand-alone Sharpe), as plain floats for numeric metadata."""
     meta = report["metrics"].loc["meta"]
     out = {f"meta_{k}": float(meta[k]) for k in HEADLINE}
     out["max_reconciliation_diff"] = _max_diff(report["reconciliations"])
+    costs = report.get("costs")
+    if costs is not None:  # meta.costs: both views, annualised
+        totals = costs["totals"]
+        out["crossing_savings_bps"] = float(totals["savings_bps_per_year"])
+        out["book_turnover"] = float(totals["book_turnover"])
+        out["standalone_turnover"] = float(totals["standalone_turnover"])
+        out["meta_standalone_sharpe"] = float(report["metrics"].loc["meta_standalone", "sharpe"])
     return out
 
 
@@ -96,14 +104,14 @@ def markdown_table(frame: pd.DataFrame, pct_columns=(), index_name: str | None =
 
 
 PCT_METRICS = ("cagr", "ann_vol", "max_drawdown", "var_95", "cvar_95", "hit_rate", "best_day",
-               "worst_day", "turnover")
+               "worst_day", "turnover", "asset_turnover", "cost_drag")
 
 
 def report_markdown_summary(report: Mapping) -> dict[str, str]:
     """Markdown tables for Dagster UI metadata: ``metrics``, ``reconciliations``, ``latest_weights``."""
     metrics = report["metrics"]
     shown = [c for c in ("cagr", "ann_vol", "sharpe", "sortino", "max_drawdown", "calmar", "var_95",
-                         "cvar_95", "turnover", "n_days") if c in metrics.columns]
+                         "cvar_95", "turnover", "asset_turnover", "cost_drag", "n_days") if c in metrics.columns]
     rec = report["reconciliations"].set_index("check")[["max_abs_diff", "where", "tolerance", "passed"]]
     rec = rec.assign(passed=rec["passed"].map({True: "PASS", False: "**FAIL**"}))
     summary = report["summary"]

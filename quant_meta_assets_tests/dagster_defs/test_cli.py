@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -25,10 +26,15 @@ def test_cli_job_runs_then_stops_the_line_and_keeps_last_good_outputs(tmp_path, 
     storage = tmp_path / "storage"
     env = {"PYTHONPATH": str(REPO_ROOT), "QUANT_META_RAY_NUM_CPUS": "2"}
     env["QUANT_META_SLEEVES"] = str(write_registry(tmp_path / "good.yaml", GOOD))
-    good = run_cli(["dagster", "job", "execute", "-m", "quant_meta_assets", "-j", "meta_full"], env)
+    run_config = tmp_path / "run_config.yaml"  # the book-level cost from -c, as in the launchpad
+    run_config.write_text("ops:\n  meta__report:\n    config:\n      cost_bps: 7.5\n")
+    good = run_cli(["dagster", "job", "execute", "-m", "quant_meta_assets", "-j", "meta_full",
+                    "-c", str(run_config)], env)
     assert good.returncode == 0, good.stdout[-3000:] + good.stderr[-3000:]
     for sub in META_DIRS:
         assert (storage / sub).is_dir(), sub
+    (summary,) = (storage / "reports").glob("*/summary.json")
+    assert json.loads(summary.read_text())["costs"]["cost_bps"] == 7.5
     before = {sub: tree_digest(storage / sub) for sub in META_DIRS}
     n_meta = meta_materializations(isolated_env)
     assert n_meta == 4

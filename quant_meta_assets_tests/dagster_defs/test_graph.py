@@ -68,7 +68,8 @@ def test_whole_graph_materializes_on_real_ray(tmp_path, monkeypatch, local_ray):
     # the UI summary: Markdown tables and numeric headline metrics (plotted across materializations)
     for table in ("metrics", "reconciliations", "latest_weights"):
         assert isinstance(report_md[table], dg.MarkdownMetadataValue)
-    for number in ("meta_cagr", "meta_sharpe", "meta_max_drawdown", "max_reconciliation_diff"):
+    for number in ("meta_cagr", "meta_sharpe", "meta_max_drawdown", "max_reconciliation_diff",
+                   "crossing_savings_bps", "book_turnover", "standalone_turnover"):
         assert isinstance(report_md[number], dg.FloatMetadataValue)
     assert report_md["max_reconciliation_diff"].value < 1e-9
     # lineage: per sleeve, its run, a code version that includes its registry entry, a content hash

@@ -43,3 +43,15 @@ def test_options_from_config(sleeve_returns):
 def test_config_schema_lists_every_method():
     field = OptimizeConfig.model_fields["method"]
     assert set(field.annotation.__args__) == set(METHODS)
+
+
+def test_report_config_states_the_book_cost():
+    import pydantic
+
+    from quant_meta_assets.dagster_defs.meta_assets import ReportConfig
+    from quant_meta_assets.meta.costs import DEFAULT_BOOK_COST_BPS
+
+    assert ReportConfig().cost_bps == DEFAULT_BOOK_COST_BPS == 5.0
+    assert "one-way" in ReportConfig.model_fields["cost_bps"].description
+    with pytest.raises(pydantic.ValidationError):
+        ReportConfig(cost_bps=-1.0)

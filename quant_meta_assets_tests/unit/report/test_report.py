@@ -29,10 +29,13 @@ def report(inputs, tmp_path_factory) -> dict:
 def test_meta_returns_and_metrics(report, inputs):
     fl = inputs["flatten"]
     expected = (fl.meta_weights_daily * inputs["sleeve_returns"].loc[fl.meta_weights_daily.index]).sum(axis=1)
-    pd.testing.assert_series_equal(report["meta_returns"], expected.rename("meta"), check_freq=False)
+    pd.testing.assert_series_equal(report["sleeve_level_meta_returns"], expected.rename("meta"), check_freq=False)
+    # the headline is the netted book; the stand-alone view sits beside it
+    pd.testing.assert_series_equal(report["meta_returns"], report["costs"]["daily"]["netted_return"].rename("meta"))
+    assert metrics_has_both_views(report["metrics"])
     assert report["meta_returns"].index[0] > inputs["meta_weights"].index[0]
     metrics = report["metrics"]
-    assert {"meta", "equal_weight_meta", "sp500", *inputs["sleeve_returns"].columns} == set(metrics.index)
+    assert {"meta", "meta_standalone", "equal_weight_meta", "sp500", *inputs["sleeve_returns"].columns} == set(metrics.index)
     assert (metrics["start"] == report["meta_returns"].index[0]).all()
     assert (metrics["n_days"] == len(report["meta_returns"])).all()
     assert metrics.loc["meta", "sharpe"] == pytest.approx(M.sharpe(report["meta_returns"]), abs=1e-12)
@@ -83,12 +86,18 @@ def test_reconciliations_pass_and_cover_the_identities(report):
     assert report["reconciled"]
 
 
+def metrics_has_both_views(metrics) -> bool:
+    views = metrics.loc[["meta", "meta_standalone"], ["asset_turnover", "cost_drag"]]
+    return bool(views.notna().all().all() and (views > 0).all().all())
+
+
 def test_attribution_adds_up(report, inputs):
-    total = float(np.prod(1 + report["meta_returns"]) - 1)
+    sleeve_level = report["sleeve_level_meta_returns"]  # attribution explains the meta before meta costs
+    total = float(np.prod(1 + sleeve_level) - 1)
     att = report["attribution"]
     assert att["by_sleeve"]["contribution"].sum() == pytest.approx(total, abs=1e-12)
     assert att["by_asset"]["contribution"].sum() == pytest.approx(total, abs=1e-12)
-    assert att["by_sleeve"]["arithmetic"].sum() == pytest.approx(report["meta_returns"].sum(), abs=1e-12)
+    assert att["by_sleeve"]["arithmetic"].sum() == pytest.approx(sleeve_level.sum(), abs=1e-12)
     assert att["by_asset"].loc["(transaction costs)", "contribution"] < 0
 
 
@@ -121,7 +130,17 @@ def test_files_summary_and_markdown(report):
     assert md["metrics"].startswith("| portfolio |") and "meta" in md["metrics"]
     head = headline_metrics(report)
     assert set(head) == {"meta_cagr", "meta_sharpe", "meta_ann_vol", "meta_max_drawdown", "meta_calmar",
-                         "max_reconciliation_diff"}
+                         "max_reconciliation_diff", "crossing_savings_bps", "book_turnover",
+                         "standalone_turnover", "meta_standalone_sharpe"}
+    totals = report["costs"]["totals"]
+    assert head["crossing_savings_bps"] == pytest.approx(
+        (totals["standalone_cost"] - totals["book_cost"]) / (len(report["meta_returns"]) / 252) * 1e4)
+    assert 0 < head["book_turnover"] <= head["standalone_turnover"]
+    for text in ("Trading costs: netted book vs stand-alone", "Internal crossing savings per year",
+                 "fig-crossing_savings", "meta_standalone", "one-way", "first day the new weights earn",
+                 "book_cost_bps_used"):
+        assert text in html, text
+    assert stored["costs"]["cost_bps"] == 5.0
     assert all(isinstance(v, float) for v in head.values())
 
 
