@@ -117,14 +117,14 @@ def build_report(
     risk_window: int | None = None,
     title: str = "Meta-portfolio report",
     cost_bps: float = DEFAULT_BOOK_COST_BPS,
-    cash_return: float | pd.Series = 0.0,
+    cash_return: float | pd.Series | None = None,
 ) -> dict:
     """Build the report; see the module docstring and ``REPORT_CONVENTIONS``.
 
     ``risk_window`` (rows of the trailing covariance for ex-ante risk contributions) defaults to
     the optimizer's lookback as implied by the contract: the first rebalance row is ``lookback-1``.
     ``cost_bps`` is the book-level one-way cost (``meta.costs``); ``cash_return`` the daily return of
-    the cash the sleeves hold (as the sleeve engine credits it).
+    the cash the sleeves and the book hold (default: the daily rf, as the sleeve engine credits it).
     """
     risk_free_rate = rates.resolve(risk_free_rate)  # None = the project's rf (rates.py)
     mar = risk_free_rate if mar is None else float(mar)  # Sortino's MAR is rf unless given
@@ -142,6 +142,7 @@ def build_report(
     live = recomputed_held.index
     held = flatten.meta_weights_daily.reindex(index=live, columns=sleeves)
     meta_returns = meta_portfolio_returns(held, sleeve_returns)  # sleeve level, before meta-level costs
+    cash_return = rates.daily_rate(risk_free_rate) if cash_return is None else cash_return
     costs = cost_views(
         meta_weights=meta_weights, sleeve_returns=sleeve_returns,
         sleeve_costs={s: sleeve_costs[s] for s in sleeves if s in sleeve_costs},

@@ -246,3 +246,25 @@ def test_bad_input_is_named(bundled):
     acc.add("low_volatility", weights["low_volatility"])
     with pytest.raises(StageInputError, match="added twice"):
         acc.add("low_volatility", weights["low_volatility"])
+
+
+@pytest.mark.timeout(120)
+def test_cash_that_earns_rf_is_credited_in_both_views(bundled):
+    """trend_vol_target holds cash: with rf = 3% the sleeves' cash earns it, and so must the book's."""
+    from quant_meta_assets import rates
+    from quant_meta_assets.prices import load_prices
+    from quant_meta_assets.registry import load_registry
+    from quant_meta_assets.sleeve_engine import run_sleeve
+
+    prices = load_prices()
+    records = [run_sleeve(p, prices, risk_free_rate=0.03) for p in load_registry()]
+    inputs = {**bundled["inputs"],
+              "sleeve_returns": pd.DataFrame({r["sleeve"]: r["returns"] for r in records}).loc[
+                  bundled["inputs"]["sleeve_returns"].index],
+              "sleeve_costs": pd.DataFrame({r["sleeve"]: r["costs"] for r in records}),
+              "sleeve_weights": {r["sleeve"]: r["weights"] for r in records}}
+    views = cost_views(**inputs, cash_return=rates.daily_rate(0.03))
+    assert views.reconciled, views.checks.to_string()
+    assert (views.daily["netted_return"] > bundled["views"].daily["netted_return"] - 1e-12).mean() > 0.5
+    forgot_cash = cost_views(**inputs)  # cash assumed to earn 0: the sleeves' own returns disagree
+    assert not forgot_cash.checks.set_index("check").loc["sleeve_gross_returns", "passed"]
