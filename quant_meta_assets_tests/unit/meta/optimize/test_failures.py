@@ -286,3 +286,19 @@ def test_max_turnover_relaxed_to_the_least_trade_that_restores_the_bounds():
     assert "max_turnover relaxed to" in d["notes"]
     assert d["turnover"] == pytest.approx(need, abs=1e-6)
     assert res.weights.iloc[1]["s0"] <= 0.55 + 1e-8
+
+
+def test_singular_covariance_never_reports_a_bare_optimal():
+    # issue 13 item 7: 40 independent equal-vol sleeves, lookback 30 -> rank-deficient sample covariance
+    rng = np.random.default_rng(7)
+    R = pd.DataFrame(rng.normal(0, 0.01, (90, 40)), index=pd.bdate_range("2020-01-01", periods=90, name="date"),
+                     columns=[f"s{i}" for i in range(40)])
+    for method in ("min_variance", "risk_parity"):
+        d = optimize_meta_weights(R, method, lookback=30, rebalance_every=30).diagnostics
+        assert not (d["status"] == "optimal").any()
+        assert (d["status"] == "optimal_singular_cov").all()
+        assert d["warning"].str.contains(r"40 active sleeves but only 30 rows \(rank <= 29\)").all()
+        assert d["warning"].str.contains("ledoit_wolf").all()
+    # a well-conditioned window keeps the plain status and no warning
+    ok = optimize_meta_weights(R.iloc[:, :5], "min_variance", lookback=30, rebalance_every=30).diagnostics
+    assert (ok["status"] == "optimal").all() and ok["warning"].isna().all()

@@ -74,7 +74,8 @@ def test_constraints_always_honoured(p):
         X = R.to_numpy()
         for j in range(1, len(W)):
             held = W[j - 1] * np.prod(1 + X[39 + 25 * (j - 1) + 1 : 39 + 25 * j + 1], axis=0)
-            note = res.diagnostics["notes"].iloc[j] or ""
+            note = res.diagnostics["notes"].iloc[j]
+            note = note if isinstance(note, str) else ""
             cap = float(note.split("max_turnover relaxed to ")[1].split(":")[0]) if "relaxed" in note else max_turnover
             assert np.abs(W[j] - held / held.sum()).sum() <= cap + 1e-8
     assert len(res.diagnostics) == len(W)
