@@ -14,6 +14,7 @@ from pydantic import Field
 from quant_meta_assets import settings
 from quant_meta_assets.dagster_defs.instance_queries import latest_sleeve_states
 from quant_meta_assets.meta.costs import DEFAULT_BOOK_COST_BPS
+from quant_meta_assets.meta.optimize.diagnostics import covariance_warning, singular_covariance_rebalances
 from quant_meta_assets.stages import StageRegistry
 
 CODE_VERSION = "1"
@@ -117,11 +118,18 @@ def meta_weights(context: dg.AssetExecutionContext, config: OptimizeConfig, meta
     weights, diagnostics = out["meta_weights"], out["optimizer_diagnostics"]
     latest = weights.iloc[-1]
     fallbacks = int(diagnostics["fallback_used"].sum()) if "fallback_used" in diagnostics else 0
+    cov_warning = covariance_warning(diagnostics)
+    if cov_warning:
+        context.log.warning(cov_warning)
     context.add_output_metadata(
         {
             "method": config.method,
             "rebalances": dg.IntMetadataValue(len(weights)),
             "fallbacks": dg.IntMetadataValue(fallbacks),
+            "singular_covariance_rebalances": dg.IntMetadataValue(len(singular_covariance_rebalances(diagnostics))),
+            "covariance_warning": dg.MarkdownMetadataValue(
+                f"**WARNING** {cov_warning}" if cov_warning else "none: every covariance was well-conditioned"
+            ),
             **_date_range(weights),
             "latest_weights": _markdown(latest.rename("weight").to_frame()),
             **{f"weight/{s}": dg.FloatMetadataValue(float(w)) for s, w in latest.items()},

@@ -23,6 +23,7 @@ from quant_meta_assets import rates
 from quant_meta_assets.errors import ReconciliationError, StageInputError
 from quant_meta_assets.meta.costs import DEFAULT_BOOK_COST_BPS, cost_views
 from quant_meta_assets.meta.flatten import meta_portfolio_returns
+from quant_meta_assets.meta.optimize.diagnostics import covariance_warning
 from quant_meta_assets.report import forensics as F
 from quant_meta_assets.report import html as H
 from quant_meta_assets.report import plots as P
@@ -293,6 +294,10 @@ def _render(*, title, metrics, reconciliations, attribution, risk, diagnostics, 
         failed = reconciliations[~reconciliations["passed"]]
         banner = ('<div class="banner bad">RECONCILIATION FAILED — the numbers in this report do not '
                   "reconcile: " + _html.escape(_fail_message(failed)) + "</div>")
+    cov_warning = covariance_warning(diagnostics)
+    if cov_warning:
+        banner += ('<div class="banner bad" id="covariance-warning">WARNING — '
+                   + _html.escape(cov_warning) + "</div>")
     cards = "".join([
         H.card("CAGR", H.fmt_pct(meta["cagr"]), "compounded, 252 d/yr", _tone(meta["cagr"])),
         H.card("Sharpe", H.fmt_num(meta["sharpe"]), f"rf {risk_free_rate:.2%}/yr, 252 d/yr"),

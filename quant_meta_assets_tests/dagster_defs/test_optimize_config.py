@@ -55,3 +55,18 @@ def test_report_config_states_the_book_cost():
     assert "one-way" in ReportConfig.model_fields["cost_bps"].description
     with pytest.raises(pydantic.ValidationError):
         ReportConfig(cost_bps=-1.0)
+
+
+def test_singular_covariance_warning_in_ui_metadata():
+    rng = np.random.default_rng(7)
+    import pandas as pd
+
+    R = pd.DataFrame(rng.normal(0, 0.01, (90, 40)), index=pd.bdate_range("2020-01-01", periods=90, name="date"),
+                     columns=[f"s{i}" for i in range(40)])
+    context = dg.build_asset_context()
+    out = meta_weights(context, config=OptimizeConfig(method="min_variance", lookback=30, rebalance_every=30),
+                       meta_returns=R)
+    assert (out["diagnostics"]["status"] == "optimal_singular_cov").all()
+    meta = context.get_output_metadata("result")
+    assert meta["singular_covariance_rebalances"].value == 3
+    assert "WARNING" in meta["covariance_warning"].value and "rank <= 29" in meta["covariance_warning"].value

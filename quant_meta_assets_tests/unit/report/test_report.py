@@ -198,3 +198,15 @@ def test_with_project_flatten(inputs, tmp_path):
     toy = inputs["flatten"]
     assert np.abs(fl.meta_weights_daily - toy.meta_weights_daily).max().max() < 1e-12
     assert np.abs(fl.asset_weights - toy.asset_weights.reindex(columns=fl.asset_weights.columns)).max().max() < 1e-12
+
+
+def test_singular_covariance_is_a_visible_warning(inputs, report, tmp_path):
+    # issue 13 item 7: the report shows a warning banner, not a quiet "optimal"
+    assert 'id="covariance-warning"' not in open(report["html"]).read()
+    diagnostics = inputs["diagnostics"].copy()
+    diagnostics["status"] = "optimal_singular_cov"
+    diagnostics["warning"] = "singular or near-singular covariance (sample): 40 active sleeves but only 30 rows"
+    flagged = build_report(**{**inputs, "diagnostics": diagnostics}, output_dir=tmp_path)
+    html = open(flagged["html"]).read()
+    assert 'id="covariance-warning"' in html
+    assert f"{len(diagnostics)} of {len(diagnostics)} rebalances" in html and "40 active sleeves" in html
