@@ -65,12 +65,13 @@ REPORT_CONVENTIONS: dict[str, str] = {
     "measure the same trade). The metrics table's turnover column is ANNUALISED with the same rule for "
     "the meta, equal_weight_meta and the sleeves (see 'turnover'); the turnover figure shows the "
     "same counted rebalances, one point each (not annualised).",
-    "reconciliation_identity": "Sleeve returns are net of costs, asset weights earn gross: "
-    "sum_i a_i R_i - sum_s m_s cost_s == sum_s m_s r_s, checked daily.",
+    "reconciliation_identity": "Sleeve returns are net of costs and include their cash interest, asset "
+    "weights earn gross: sum_i a_i R_i + sum_s m_s cash_s rf_d - sum_s m_s cost_s == sum_s m_s r_s "
+    "(cash_s = 1 - sum_i w_s,i), checked daily.",
     "attribution": "Contribution = sum_t W(t-1) x daily contribution (W = meta wealth before day t, "
     "W = 1 at the start), so contributions add up exactly to the compounded total return; "
     "'arithmetic' is the plain sum of daily contributions. Asset contributions are gross; "
-    "sleeve costs are one negative line.",
+    "sleeve costs are one negative line, the sleeves' cash interest one positive line (when rf != 0).",
     "risk_contribution": "RC_i = w_i (Sigma w)_i / (w' Sigma w), sums to 1. Ex-ante: target weights at "
     "each rebalance, Sigma = sample covariance (ddof=1) of the trailing window of sleeve returns "
     "ending on the rebalance date inclusive. Ex-post: RC at the average held weights with the realised "
@@ -182,10 +183,12 @@ def build_report(
         recomputed_meta_weights_daily=recomputed_held, sleeve_returns=sleeve_returns,
         asset_weights=flatten.asset_weights, asset_returns=asset_returns, exposure=flatten.exposure,
         sleeve_weights=weights_by_sleeve, sleeve_costs=sleeve_costs, tolerance=tolerance,
+        cash_return=cash_return,
     )
     attribution = F.attribution(
         meta_returns=meta_returns, meta_weights_daily=held, sleeve_returns=sleeve_returns,
         asset_weights=asset_weights, asset_returns=asset_returns, sleeve_costs=sleeve_costs,
+        sleeve_weights=weights_by_sleeve, cash_return=cash_return,
     )
     reconciliations = pd.concat(
         [reconciliations, F.attribution_checks(attribution, meta_returns, tolerance), costs.checks],

@@ -77,8 +77,11 @@ def reconcile(
     sleeve_weights: Mapping[str, pd.DataFrame],
     sleeve_costs: Mapping[str, pd.Series],
     tolerance: float,
+    cash_return: float = 0.0,
 ) -> pd.DataFrame:
-    """All identities on the live days of ``recomputed_meta_weights_daily``; one row per check."""
+    """All identities on the live days of ``recomputed_meta_weights_daily``; one row per check.
+
+    ``cash_return`` is the daily rate the sleeves' cash earns (``rates.daily_rate(rf)``)."""
     live = recomputed_meta_weights_daily.index
     sleeves = list(meta_weights.columns)
     held = meta_weights_daily.reindex(index=live, columns=sleeves)
@@ -93,11 +96,13 @@ def reconcile(
          else pd.Series(0.0, index=live) for s in sleeves}
     )
     meta_cost = (held * costs).sum(axis=1)
+    gross_pnl = gross_pnl + cash_interest(held, sleeve_weights, cash_return)
     sleeve_r = sleeve_returns.reindex(index=live, columns=sleeves)
     meta_net = (held * sleeve_r.where(held != 0.0, 0.0)).sum(axis=1, skipna=False)  # not held: exactly 0
     rows.append(_check(
         "meta_return_identity",
-        "sum_i a_i R_i - sum_s m_s cost_s == sum_s m_s r_s (sleeve returns are net of costs, "
+        "sum_i a_i R_i + sum_s m_s cash_s rf_d - sum_s m_s cost_s == sum_s m_s r_s (sleeve returns are net of costs "
+        "and include their cash interest, "
         "asset weights earn gross), daily",
         gross_pnl - meta_cost - meta_net, tolerance))
 
@@ -139,6 +144,18 @@ def reconcile(
     return pd.DataFrame(rows, columns=RECONCILIATION_COLUMNS)
 
 
+def cash_interest(held: pd.DataFrame, sleeve_weights: Mapping[str, pd.DataFrame], cash_return: float) -> pd.Series:
+    """Daily interest on the sleeves' cash, seen from the meta: sum_s m_s(t) (1 - sum_i w_s,i(t)) rf_d."""
+    out = pd.Series(0.0, index=held.index)
+    if cash_return == 0.0:
+        return out
+    for s in held.columns:
+        m = held[s]
+        cash = 1.0 - sleeve_weights[s].reindex(index=held.index).fillna(0.0).sum(axis=1)
+        out = out + (m * cash).where(m != 0.0, 0.0) * cash_return
+    return out
+
+
 def attribution_checks(attribution: Mapping[str, pd.DataFrame], meta_returns: pd.Series,
                        tolerance: float) -> pd.DataFrame:
     """The wealth-weighted contributions add up to the compounded total return."""
@@ -168,6 +185,8 @@ def attribution(
     asset_weights: pd.DataFrame,
     asset_returns: pd.DataFrame,
     sleeve_costs: Mapping[str, pd.Series],
+    sleeve_weights: Mapping[str, pd.DataFrame] | None = None,
+    cash_return: float = 0.0,
 ) -> dict[str, pd.DataFrame]:
     """Return contribution by sleeve and by asset over the period.
 
@@ -202,9 +221,14 @@ def attribution(
     by_asset.loc["(transaction costs)"] = [
         0.0, -float((costs * wealth_before).sum()), -float(costs.sum())
     ]
+    extra = ["(transaction costs)"]
+    if cash_return != 0.0 and sleeve_weights is not None:
+        interest = cash_interest(held, sleeve_weights, cash_return)
+        by_asset.loc["(cash interest)"] = [0.0, float((interest * wealth_before).sum()), float(interest.sum())]
+        extra.append("(cash interest)")
     by_asset.index.name = "asset"
-    order = by_asset.drop(index="(transaction costs)")["contribution"].abs().sort_values(ascending=False)
-    by_asset = by_asset.loc[list(order.index) + ["(transaction costs)"]]
+    order = by_asset.drop(index=extra)["contribution"].abs().sort_values(ascending=False)
+    by_asset = by_asset.loc[list(order.index) + extra]
     return {"by_sleeve": by_sleeve, "by_asset": by_asset}
 
 

@@ -34,3 +34,27 @@ def test_report_on_a_late_sleeve_reconciles_and_buys_no_dead_sleeve(tmp_path):
     by_hand = 0.5 * (sleeve_returns["a"] + sleeve_returns["b"]).loc[dates[100]]
     assert ew.loc[dates[100]] == pytest.approx(by_hand, abs=1e-15)  # 1/N of the LIVE sleeves
     assert np.isfinite(report["risk_contributions"]["ex_post"][["rc_avg_weights", "rc_realised"]]).all().all()
+
+
+@pytest.mark.timeout(180)
+def test_report_reconciles_when_sleeve_cash_earns_rf(tmp_path):
+    """Sleeves with cash and rf = 3%: the identities credit the cash interest (issue 13 item 3)."""
+    from quant_meta_assets.prices import asset_returns, load_prices
+    from quant_meta_assets.registry import load_registry
+    from quant_meta_assets.sleeve_engine import run_sleeve
+
+    prices = load_prices().loc["2015-01-01":]
+    profiles = [p for p in load_registry() if p.name in ("trend_vol_target", "equal_weight", "low_volatility")]
+    records = [run_sleeve(p, prices, risk_free_rate=0.03) for p in profiles]
+    sleeve_returns = pd.DataFrame({r["sleeve"]: r["returns"] for r in records}).dropna()
+    opt = optimize_meta_weights(sleeve_returns, "risk_parity", lookback=126, rebalance_every=21)
+    weights = {r["sleeve"]: r["weights"] for r in records}
+    report = build_report(
+        sleeve_returns=sleeve_returns, meta_weights=opt.weights, diagnostics=opt.diagnostics,
+        flatten=flatten_weights(opt.weights, weights, sleeve_returns), sleeve_weights=weights,
+        sleeve_costs={r["sleeve"]: r["costs"] for r in records},
+        sleeve_turnover={r["sleeve"]: r["turnover"] for r in records}, asset_returns=asset_returns(prices),
+        benchmark=None, lineage=None, previous=None, output_dir=tmp_path, risk_free_rate=0.03,
+    )
+    assert report["reconciled"]
+    assert report["attribution"]["by_asset"].loc["(cash interest)", "contribution"] > 0
