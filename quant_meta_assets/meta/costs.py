@@ -380,3 +380,40 @@ def cost_views(
         if str(sleeve) in acc.sleeves:
             acc.add(sleeve, weights)
     return acc.result()
+
+
+class DriftedSleeveHoldings:
+    """Each sleeve's asset holdings drifted to the close of a decision date, for the optimizer's
+    ``turnover_space="asset"`` (``sleeve_holdings(date, sleeves) -> sleeves x assets``).
+
+    The holdings at the close of ``d`` are the start-of-day weights of ``d`` after that day's asset
+    returns (cash earning ``cash_return``): known at the close, before the sleeve's own trade.
+    A sleeve with no weights on ``d`` (not live yet) holds nothing.
+    """
+
+    def __init__(self, sleeve_weights: Mapping[str, pd.DataFrame], asset_returns: pd.DataFrame,
+                 cash_return: float = 0.0) -> None:
+        self.weights = dict(sleeve_weights)
+        self.returns = asset_returns
+        self.tickers = [str(c) for c in asset_returns.columns]
+        self.cash_return = float(cash_return)
+
+    def __call__(self, date: pd.Timestamp, sleeves) -> np.ndarray:
+        if date not in self.returns.index:
+            raise StageInputError(f"sleeve holdings: {date} is not a date of the asset returns")
+        R = self.returns.loc[date].to_numpy(dtype=float)[None, :]
+        out = np.zeros((len(sleeves), len(self.tickers)))
+        for i, sleeve in enumerate(sleeves):
+            if sleeve not in self.weights:
+                raise StageInputError(f"sleeve holdings: no weights for sleeve {sleeve!r}")
+            frame = self.weights[sleeve]
+            if date not in frame.index:
+                continue
+            row = frame.loc[date].reindex(self.tickers)
+            if row.isna().all():
+                continue  # not live: holds nothing
+            w = row.to_numpy(dtype=float)
+            if np.isnan(w[row.index.isin(frame.columns)]).any():
+                raise StageInputError(f"sleeve holdings: sleeve {sleeve!r} has a NaN weight on {date.date()}")
+            out[i] = _one_day_drift(np.nan_to_num(w)[None, :], R, np.array([self.cash_return]))[0]
+        return out

@@ -29,6 +29,30 @@ NOISE_TOL = 1e-7  # violations up to this size are treated as solver noise (clip
 FEAS_TOL = 1e-12
 
 
+@dataclass(frozen=True)
+class AssetTrade:
+    """The meta trade measured in ASSET space (``turnover_space="asset"``): ``||H' w - anchor||_1``.
+
+    ``H`` (active sleeves x assets) holds each active sleeve's holdings drifted to the decision
+    date; ``anchor`` (assets) is the book those sleeves make at the drifted meta-weights (inactive
+    sleeves included, so selling one out is counted). Moving capital between sleeves that hold the
+    same assets costs nothing here, while in sleeve space it is the full ``|Δm|``.
+    """
+
+    H: np.ndarray
+    anchor: np.ndarray
+
+    def measure(self, w: np.ndarray) -> float:
+        return float(np.abs(self.H.T @ w - self.anchor).sum())
+
+
+def trade_size(w: np.ndarray, ref: np.ndarray | AssetTrade) -> float:
+    """Two-sided turnover of moving to ``w``: ``sum |w - ref|`` in sleeve space, or ``ref.measure(w)``."""
+    if isinstance(ref, AssetTrade):
+        return ref.measure(w)
+    return float(np.abs(w - ref).sum())
+
+
 def _per_sleeve(value: float | Mapping[str, float], sleeves: Sequence[str], default: float, name: str) -> np.ndarray:
     if isinstance(value, Mapping):
         unknown = sorted(set(value) - set(sleeves))
@@ -117,7 +141,8 @@ class ActiveConstraints:
         check_bounds_feasible(self.names, self.lb, self.ub, self.groups, where)
 
     def violations(
-        self, w: np.ndarray, w_prev: np.ndarray | None, turnover_budget: float | None, tol: float = BOUND_TOL
+        self, w: np.ndarray, w_prev: np.ndarray | AssetTrade | None, turnover_budget: float | None,
+        tol: float = BOUND_TOL,
     ) -> list[str]:
         """Human-readable list of violated constraints (empty when valid)."""
         out: list[str] = []
@@ -144,7 +169,7 @@ class ActiveConstraints:
             if tot > cap + tol:
                 out.append(f"group {g!r} weight {tot:.10g} > cap {cap:.10g}")
         if turnover_budget is not None and w_prev is not None:
-            to = float(np.abs(w - w_prev).sum())
+            to = trade_size(w, w_prev)
             if to > turnover_budget + tol:
                 out.append(f"turnover {to:.10g} > max_turnover budget {turnover_budget:.10g}")
         return out
@@ -273,22 +298,27 @@ def build_constraints(
     return cs
 
 
-def min_restoring_trade(cons: ActiveConstraints, held: np.ndarray) -> float:
+def min_restoring_trade(cons: ActiveConstraints, held: np.ndarray, asset_trade: AssetTrade | None = None) -> float:
     """Smallest two-sided trade ``min ||w - held||_1`` that brings ``held`` into the feasible set.
 
     0 when the (drifted) holdings already satisfy the budget, bounds and group caps; otherwise a
     small LP (Clarabel). Used to tell "the turnover cap binds" from "the cap cannot be met at all
-    because the holdings drifted outside the constraints".
+    because the holdings drifted outside the constraints". With ``asset_trade`` the trade is
+    measured in asset space (``AssetTrade.measure``), ``held`` being the active sleeves' drifted
+    weights (holding them costs ``asset_trade.measure(held)``: 0 unless an inactive sleeve is held).
     """
     h = np.asarray(held, dtype=float)
-    if not cons.violations(h, None, None, tol=FEAS_TOL):
+    if not cons.violations(h, None, None, tol=FEAS_TOL) and (
+            asset_trade is None or asset_trade.measure(h) <= FEAS_TOL):
         return 0.0
     import cvxpy as cp
 
     w = cp.Variable(cons.k, nonneg=True)
     constraints = [cp.sum(w) == 1, w >= cons.lb, w <= cons.ub]
     constraints += [cp.sum(w[members]) <= cap for _g, members, cap in cons.groups]
-    problem = cp.Problem(cp.Minimize(cp.sum(cp.abs(w - h))), constraints)
+    trade = cp.sum(cp.abs(w - h)) if asset_trade is None else \
+        cp.sum(cp.abs(asset_trade.H.T @ w - asset_trade.anchor))
+    problem = cp.Problem(cp.Minimize(trade), constraints)
     problem.solve(solver="CLARABEL")
     if problem.status != cp.OPTIMAL or problem.value is None:  # pragma: no cover - feasibility checked upstream
         raise InfeasibleConstraintsError(f"no weights satisfy the constraints on {list(cons.names)} ({problem.status})")

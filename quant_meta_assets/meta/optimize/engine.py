@@ -40,6 +40,11 @@ Per-rebalance policies (recorded in the ``notes`` diagnostic):
   units (``252 w'Sigma w + p * turnover`` for min_variance, ``252 (mu'w - lambda/2 w'Sigma w) -
   p * turnover`` for mean_variance) and is only defined for those two methods.
 
+With ``turnover_space="asset"`` the same cap and penalty apply to the meta trade in ASSET space,
+``sum_i |sum_s (w_s - w_held,s) H_s,i|`` with ``H_s`` sleeve s's holdings drifted to the decision
+date (``constraints.AssetTrade``): reallocating between sleeves that hold the same assets is free,
+what the netted book (``meta.costs``) actually pays for. The ``notes`` record the asset-space trade.
+
 The ``previous_weights`` fallback *holds* the drifted weights (zero trade); it is invalid when
 they hold a now-inactive sleeve.
 
@@ -59,7 +64,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,11 +75,13 @@ from quant_meta_assets import rates
 from quant_meta_assets.meta.drift import drift_weights
 from quant_meta_assets.meta.optimize.constraints import (
     ActiveConstraints,
+    AssetTrade,
     ConstraintSet,
     build_constraints,
     check_bounds_feasible,
     min_restoring_trade,
     project_box,
+    trade_size,
 )
 from quant_meta_assets.meta.optimize.errors import (
     InfeasibleConstraintsError,
@@ -111,6 +118,7 @@ METHODS = (
 )
 FALLBACKS = ("previous_weights", *METHODS)
 PENALTY_METHODS = ("min_variance", "mean_variance")
+TURNOVER_SPACES = ("sleeve", "asset")
 EIG_FLOOR = 1e-10
 COND_WARN = 1e6  # cond(Sigma) above this is "near-singular" (bundled data: 26-370 at lookback 252)
 SINGULAR_SUFFIX = "_singular_cov"
@@ -295,11 +303,12 @@ class _Engine:
     def cvx(self, method, cons, win, vec, w_prev, t_budget, penalty) -> SolveOutcome:
         use_t = t_budget is not None
         use_p = penalty > 0 and w_prev is not None and method in PENALTY_METHODS
-        key = (method, cons.key(), use_t, use_p)
+        asset_dim = w_prev.anchor.shape[0] if isinstance(w_prev, AssetTrade) and (use_t or use_p) else None
+        key = (method, cons.key(), use_t, use_p, asset_dim)
         prob = self.problems.get(key)
         if prob is None:
             prob = CvxProblem(method, cons, use_t, use_p, self.risk_aversion,
-                              self.budget(win) if method == "risk_parity" else None)
+                              self.budget(win) if method == "risk_parity" else None, asset_dim)
             self.problems[key] = prob
         return prob.solve(self.factor(win), vec, w_prev, t_budget, penalty if use_p else 0.0, self.solver)
 
@@ -368,7 +377,7 @@ class _Engine:
     def objective(self, method, w, win, w_prev, penalty) -> float:
         cov = win.cov
         var = float(w @ cov @ w)
-        to = float(np.abs(w - w_prev).sum()) if w_prev is not None else 0.0
+        to = trade_size(w, w_prev) if w_prev is not None else 0.0
         pen = penalty if (w_prev is not None and method in PENALTY_METHODS) else 0.0
         if method == "min_variance":
             return PERIODS_PER_YEAR * var + pen * to
@@ -403,6 +412,17 @@ def _installed_solvers() -> tuple[str, ...]:
     import cvxpy as cp
 
     return tuple(cp.installed_solvers())
+
+
+def _holdings(provider, date, sleeves) -> np.ndarray:
+    """The sleeves' asset holdings at ``date`` (sleeves x assets), checked."""
+    H = np.asarray(provider(date, list(sleeves)), dtype=float)
+    if H.ndim != 2 or H.shape[0] != len(sleeves):
+        raise OptimizerConfigError(
+            f"sleeve_holdings({date}) must return one row per sleeve ({len(sleeves)}), got shape {H.shape}")
+    if not np.isfinite(H).all():
+        raise OptimizerConfigError(f"sleeve_holdings({date}) returned non-finite holdings")
+    return H
 
 
 def _resolve_budget(risk_budget, sleeves) -> np.ndarray | None:
@@ -440,8 +460,16 @@ def optimize_meta_weights(
     risk_free_rate: float | None = None,
     fallback: Sequence[str] = ("previous_weights", "equal_weight"),
     solver: str = "CLARABEL",
+    turnover_space: str = "sleeve",
+    sleeve_holdings: Callable[[pd.Timestamp, Sequence[str]], np.ndarray] | None = None,
 ) -> OptimizationResult:
-    """Walk-forward meta-weights; see the module docstring for the contract and policies."""
+    """Walk-forward meta-weights; see the module docstring for the contract and policies.
+
+    ``turnover_space="asset"`` makes ``max_turnover`` and ``turnover_penalty`` measure the meta
+    trade in asset space, ``sum_i |sum_s (w_s - w_held,s) H_s,i|`` (``AssetTrade``), where
+    ``sleeve_holdings(date, sleeves)`` returns each sleeve's asset holdings drifted to the decision
+    date (sleeves x assets; ``meta.costs.DriftedSleeveHoldings``).
+    """
     if method not in METHODS:
         raise OptimizerConfigError(f"unknown method {method!r}; known: {list(METHODS)}")
     if isinstance(fallback, str):
@@ -473,6 +501,14 @@ def optimize_meta_weights(
         )
     if risk_budget is not None and "risk_parity" not in (method, *fallback):
         raise OptimizerConfigError(f"risk_budget is only used by risk_parity, not {method!r}")
+    if turnover_space not in TURNOVER_SPACES:
+        raise OptimizerConfigError(f"unknown turnover_space {turnover_space!r}; known: {list(TURNOVER_SPACES)}")
+    asset_space = turnover_space == "asset" and (max_turnover is not None or bool(turnover_penalty))
+    if asset_space and sleeve_holdings is None:
+        raise OptimizerConfigError(
+            "turnover_space='asset' needs sleeve_holdings (each sleeve's asset holdings at the decision "
+            "date); the SDK and the Dagster asset build them from the sleeves' weights and the prices"
+        )
     installed = _installed_solvers()
     if solver.upper() not in installed:
         raise OptimizerConfigError(f"solver {solver!r} is not installed; installed: {list(installed)}")
@@ -536,11 +572,17 @@ def optimize_meta_weights(
                     ) from exc
         full_set = cons.k == n
         w_prev = None if prev is None else (prev if full_set else prev[active])
+        trade_ref = w_prev  # what the turnover is measured against: sleeve weights, or an AssetTrade
+        if asset_space and prev is not None:
+            H = _holdings(sleeve_holdings, index[r], sleeves)
+            trade_ref = AssetTrade(H=H[active], anchor=H.T @ prev)
         t_budget = None
         if prev is not None and cs.max_turnover is not None:
-            forced = 0.0 if full_set else float(np.abs(prev[~active]).sum())
+            asset_ref = trade_ref if isinstance(trade_ref, AssetTrade) else None
+            # in asset space selling an inactive sleeve out is part of the measured trade itself
+            forced = 0.0 if (full_set or asset_ref is not None) else float(np.abs(prev[~active]).sum())
             t_budget = cs.max_turnover - forced
-            need = min_restoring_trade(cons, w_prev)  # type: ignore[arg-type]
+            need = min_restoring_trade(cons, w_prev, asset_ref)  # type: ignore[arg-type]
             if need + forced > cs.max_turnover:
                 # the drifted holdings sit outside the constraints (or hold a now-inactive sleeve)
                 # by more than the cap: trade the least that restores them, and say so
@@ -564,9 +606,9 @@ def optimize_meta_weights(
                     # hold the drifted weights: no trade
                     w, status, label = w_prev.copy(), "previous_weights", "held"  # type: ignore[union-attr]
                 else:
-                    w, status, label = eng.run_method(name, cons, win, w_prev, t_budget, penalty)
+                    w, status, label = eng.run_method(name, cons, win, trade_ref, t_budget, penalty)
                 w = cons.clean(w)
-                bad = cons.violations(w, w_prev, t_budget)  # every vector is validated
+                bad = cons.violations(w, trade_ref, t_budget)  # every vector is validated
                 if bad:
                     raise _Attempt("invalid", "validation failed: " + "; ".join(bad), label)
             except _Attempt as a:
@@ -602,7 +644,9 @@ def optimize_meta_weights(
         cols["solver"].append(label)
         cols["status"].append(primary_status)
         cols["solve_time_s"].append(time.perf_counter() - t_start)
-        cols["objective"].append(eng.objective(name, w, win, w_prev, cs.turnover_penalty))
+        cols["objective"].append(eng.objective(name, w, win, trade_ref, cs.turnover_penalty))
+        if isinstance(trade_ref, AssetTrade):
+            win.notes.append(f"asset-space trade {trade_ref.measure(w):.6g}")
         cols["condition_number"].append(win.cond)
         cols["psd_repaired"].append(bool(win.repaired))
         cols["fallback_used"].append(fb_used)

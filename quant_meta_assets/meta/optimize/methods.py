@@ -42,7 +42,7 @@ import numpy as np
 from scipy.linalg import lapack
 from scipy.optimize import nnls
 
-from quant_meta_assets.meta.optimize.constraints import ActiveConstraints
+from quant_meta_assets.meta.optimize.constraints import ActiveConstraints, AssetTrade
 
 CVX_METHODS = ("min_variance", "mean_variance", "max_sharpe", "max_diversification", "risk_parity", "projection")
 
@@ -194,6 +194,7 @@ class CvxProblem:
         use_penalty: bool,
         risk_aversion: float = 1.0,
         budget: np.ndarray | None = None,
+        asset_dim: int | None = None,
     ) -> None:
         import cvxpy as cp
 
@@ -205,6 +206,11 @@ class CvxProblem:
         self.w_prev = cp.Parameter(k, name="w_prev")
         self.t_budget = cp.Parameter(nonneg=True, name="turnover_budget")
         self.penalty = cp.Parameter(nonneg=True, name="penalty")
+        # turnover in asset space (AssetTrade): ||H' x - anchor||_1, H and anchor set per rebalance
+        self.asset_dim = asset_dim
+        if asset_dim is not None:
+            self.H = cp.Parameter((k, asset_dim), name="holdings")
+            self.anchor = cp.Parameter(asset_dim, name="anchor")
         lb, ub = cons.lb, cons.ub
         self.cons = cons
         self.risk_aversion = float(risk_aversion)
@@ -235,11 +241,14 @@ class CvxProblem:
             constraints.append(x <= kappa * ub if homog else x <= ub)
         for _g, members, cap in cons.groups:
             constraints.append(cp.sum(x[members]) <= cap * kappa)
+
+        def trade(scale):  # two-sided turnover of x (scaled by kappa for the homogenised problems)
+            if asset_dim is not None:
+                return cp.sum(cp.abs(self.H.T @ x - scale * self.anchor))
+            return cp.sum(cp.abs(x - scale * self.w_prev))
+
         if use_turnover:
-            if homog:
-                constraints.append(cp.sum(cp.abs(x - kappa * self.w_prev)) <= self.t_budget * kappa)
-            else:
-                constraints.append(cp.sum(cp.abs(x - self.w_prev)) <= self.t_budget)
+            constraints.append(trade(kappa) <= self.t_budget * kappa)
         risk = cp.sum_squares(self.F.T @ x)
         if method == "min_variance":
             obj = risk
@@ -256,7 +265,7 @@ class CvxProblem:
         else:  # pragma: no cover - guarded by the engine
             raise ValueError(method)
         if use_penalty and method in ("min_variance", "mean_variance"):
-            obj = obj + self.penalty * cp.sum(cp.abs(x - self.w_prev))
+            obj = obj + self.penalty * trade(1.0)
         self.problem = cp.Problem(cp.Minimize(obj), constraints)
         self.homog = homog
 
@@ -264,7 +273,7 @@ class CvxProblem:
         self,
         F: np.ndarray,
         vec: np.ndarray | None,
-        w_prev: np.ndarray | None,
+        w_prev: np.ndarray | AssetTrade | None,
         t_budget: float | None,
         penalty: float,
         solver: str,
@@ -273,6 +282,9 @@ class CvxProblem:
         self.F.value = F
         k = F.shape[0]
         self.vec.value = np.zeros(k) if vec is None else vec
+        if isinstance(w_prev, AssetTrade):
+            self.H.value, self.anchor.value = w_prev.H, w_prev.anchor
+            w_prev = None
         self.w_prev.value = np.zeros(k) if w_prev is None else w_prev
         self.t_budget.value = 0.0 if t_budget is None else max(float(t_budget), 0.0)
         self.penalty.value = float(penalty)
