@@ -248,17 +248,29 @@ def risk_contribution(weights: np.ndarray, cov: np.ndarray) -> np.ndarray:
 
 
 def ex_ante_risk_contributions(meta_weights: pd.DataFrame, sleeve_returns: pd.DataFrame,
-                               window: int) -> pd.DataFrame:
-    """Per rebalance d: RC of the target weights under the sample covariance (ddof=1) of the
-    ``window`` sleeve-return rows ending at d inclusive (fewer at the start if not available)."""
+                               window: int, covariance: str = "sample",
+                               halflife: float | None = None) -> pd.DataFrame:
+    """Per rebalance d: RC of the target weights under the optimizer's covariance estimator
+    (``covariance`` / ``halflife``, the same ``estimate_covariance`` the optimizer calls) on the
+    ``window`` sleeve-return rows ending at d inclusive (fewer at the start if not available).
+    Sleeves with weight 0 (e.g. not live: NaN in the window) get RC 0 and are left out of the
+    estimate, as the optimizer leaves them out."""
+    from quant_meta_assets.meta.optimize.estimators import estimate_covariance, ewma_weights
+
     rows = {}
     for d, w in meta_weights.iterrows():
         pos = sleeve_returns.index.get_loc(d)
-        hist = sleeve_returns.iloc[max(0, pos - window + 1): pos + 1][meta_weights.columns]
-        if len(hist) < 2:
-            rows[d] = np.full(len(w), np.nan)
+        hist = sleeve_returns.iloc[max(0, pos - window + 1): pos + 1][meta_weights.columns].to_numpy(dtype=float)
+        wv = w.to_numpy(dtype=float)
+        held = wv != 0.0
+        out = np.zeros(len(wv))
+        if len(hist) < 2 or np.isnan(hist[:, held]).any():
+            rows[d] = np.full(len(wv), np.nan)
             continue
-        rows[d] = risk_contribution(w.to_numpy(dtype=float), np.cov(hist.to_numpy().T, ddof=1))
+        ew = ewma_weights(len(hist), halflife) if covariance == "ewma" else None
+        cov = estimate_covariance(hist[:, held], covariance, halflife, ew)
+        out[held] = risk_contribution(wv[held], cov)
+        rows[d] = out
     frame = pd.DataFrame.from_dict(rows, orient="index", columns=meta_weights.columns)
     frame.index.name = "rebalance"
     return frame

@@ -27,6 +27,7 @@ SUM_TOL = 1e-9
 BOUND_TOL = 1e-8
 NOISE_TOL = 1e-7  # violations up to this size are treated as solver noise (clipped, renormalised)
 FEAS_TOL = 1e-12
+RECORD_TOL = 1e-12  # a renormalisation larger than this is recorded in the diagnostics' notes
 
 
 @dataclass(frozen=True)
@@ -174,20 +175,33 @@ class ActiveConstraints:
                 out.append(f"turnover {to:.10g} > max_turnover budget {turnover_budget:.10g}")
         return out
 
-    def clean(self, w: np.ndarray) -> np.ndarray:
-        """Remove solver noise: clip violations of at most NOISE_TOL, renormalise to sum 1."""
+    def clean(self, w: np.ndarray) -> tuple[np.ndarray, str | None]:
+        """Remove solver noise: clip violations of at most NOISE_TOL, renormalise to sum 1.
+
+        Returns the cleaned copy and a note saying what changed when it is more than rounding
+        (a clip, or a sum off by more than RECORD_TOL); the engine records it in ``notes``.
+        """
         w = np.array(w, dtype=float)  # a copy
         if not np.isfinite(w).all():
-            return w
+            return w, None
+        parts = []
         if (w < self.lb).any() or (w > self.ub).any():
             below = self.lb - w
             above = w - self.ub
-            w = np.where((below > 0) & (below <= NOISE_TOL), self.lb, w)
-            w = np.where((above > 0) & (above <= NOISE_TOL), self.ub, w)
+            clip_lo = (below > 0) & (below <= NOISE_TOL)
+            clip_hi = (above > 0) & (above <= NOISE_TOL)
+            w = np.where(clip_lo, self.lb, w)
+            w = np.where(clip_hi, self.ub, w)
+            if clip_lo.any() or clip_hi.any():
+                worst = float(max(below[clip_lo].max(initial=0.0), above[clip_hi].max(initial=0.0)))
+                parts.append(f"clipped {int(clip_lo.sum() + clip_hi.sum())} weight(s) to their bounds "
+                             f"(largest violation {worst:.3g})")
         s = w.sum()
         if s > 0 and abs(s - 1.0) <= 1e-6:
             w = w / s
-        return w
+            if abs(s - 1.0) > RECORD_TOL:
+                parts.append(f"renormalised: the weights summed to {s:.12g}")
+        return w, ("cleaned solver noise: " + "; ".join(parts)) if parts else None
 
 
 def check_bounds_feasible(

@@ -141,6 +141,8 @@ DIAGNOSTIC_COLUMNS = [
     "weights_from",
     "turnover",
     "warning",
+    "covariance",
+    "halflife",
     "notes",
 ]
 
@@ -607,7 +609,7 @@ def optimize_meta_weights(
                     w, status, label = w_prev.copy(), "previous_weights", "held"  # type: ignore[union-attr]
                 else:
                     w, status, label = eng.run_method(name, cons, win, trade_ref, t_budget, penalty)
-                w = cons.clean(w)
+                w, clean_note = cons.clean(w)
                 bad = cons.violations(w, trade_ref, t_budget)  # every vector is validated
                 if bad:
                     raise _Attempt("invalid", "validation failed: " + "; ".join(bad), label)
@@ -621,6 +623,8 @@ def optimize_meta_weights(
             if primary_status is None:
                 primary_status = status
             attempts.append(f"{name} [{label}]: {status} ({dt:.4f}s)")
+            if clean_note:
+                win.notes.append(clean_note)
             chosen = (name, w, status, label)
             break
         if chosen is None:
@@ -656,6 +660,8 @@ def optimize_meta_weights(
         cols["weights_from"].append(name)
         cols["turnover"].append(trade)
         cols["warning"].append(warning)
+        cols["covariance"].append(covariance)
+        cols["halflife"].append(math.nan if halflife is None else float(halflife))
         cols["notes"].append("; ".join(win.notes) if win.notes else None)
     out_index = index[rows]
     weights = pd.DataFrame(W, index=out_index, columns=returns.columns)

@@ -34,6 +34,8 @@ def test_report_on_a_late_sleeve_reconciles_and_buys_no_dead_sleeve(tmp_path):
     by_hand = 0.5 * (sleeve_returns["a"] + sleeve_returns["b"]).loc[dates[100]]
     assert ew.loc[dates[100]] == pytest.approx(by_hand, abs=1e-15)  # 1/N of the LIVE sleeves
     assert np.isfinite(report["risk_contributions"]["ex_post"][["rc_avg_weights", "rc_realised"]]).all().all()
+    ex_ante = report["risk_contributions"]["ex_ante"]
+    assert np.isfinite(ex_ante).all().all() and (ex_ante.loc[opt.weights["c"] == 0.0, "c"] == 0.0).all()
 
 
 @pytest.mark.timeout(180)

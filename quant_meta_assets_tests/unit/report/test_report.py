@@ -210,3 +210,24 @@ def test_singular_covariance_is_a_visible_warning(inputs, report, tmp_path):
     html = open(flagged["html"]).read()
     assert 'id="covariance-warning"' in html
     assert f"{len(diagnostics)} of {len(diagnostics)} rebalances" in html and "40 active sleeves" in html
+
+
+def test_conventions_state_net_return_and_survivorship(report):
+    conv = report["conventions"]
+    assert "(1 - c)(1 + g) - 1" in conv["net_return"] and "r = g - c" in conv["net_return"]
+    assert "survivorship bias" in conv["survivorship_bias"]
+    assert "OPTIMIZER's covariance estimator" in conv["risk_contribution"]
+
+
+def test_ex_ante_risk_contributions_use_the_optimizers_estimator():
+    from skfolio.datasets import load_sp500_dataset
+
+    from quant_meta_assets.meta.optimize import optimize_meta_weights
+    from quant_meta_assets.report.build import _estimator
+
+    R = load_sp500_dataset().iloc[-800:, :6].pct_change().dropna()
+    res = optimize_meta_weights(R, "risk_parity", lookback=126, rebalance_every=63, covariance="ledoit_wolf")
+    rc = F.ex_ante_risk_contributions(res.weights, R, 126, *_estimator(res.diagnostics))
+    np.testing.assert_allclose(rc.to_numpy(), 1 / 6, atol=1e-8)  # equal under the estimator it used
+    sample = F.ex_ante_risk_contributions(res.weights, R, 126)  # the old, fixed sample estimator
+    assert np.abs(sample.to_numpy() - 1 / 6).max() > 1e-3

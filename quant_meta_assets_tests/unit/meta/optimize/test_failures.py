@@ -302,3 +302,18 @@ def test_singular_covariance_never_reports_a_bare_optimal():
     # a well-conditioned window keeps the plain status and no warning
     ok = optimize_meta_weights(R.iloc[:, :5], "min_variance", lookback=30, rebalance_every=30).diagnostics
     assert (ok["status"] == "optimal").all() and ok["warning"].isna().all()
+
+
+def test_clean_records_a_renormalisation(monkeypatch, R):
+    # issue 13 item 8: clean() renormalised weights within 1e-6 of summing to 1 without a trace
+    orig = engine_mod._Engine.__dict__["run_method"]
+
+    def off_by_5e7(self, name, *a, **k):
+        w, status, label = orig(self, name, *a, **k)
+        return w * (1 + 5e-7), status, label
+
+    monkeypatch.setattr(engine_mod._Engine, "run_method", off_by_5e7)
+    res = optimize_meta_weights(R, "min_variance", lookback=60, rebalance_every=100)
+    note = res.diagnostics["notes"].iloc[0]
+    assert "renormalised: the weights summed to 1.0000005" in note
+    np.testing.assert_allclose(res.weights.sum(axis=1), 1.0, atol=1e-15)

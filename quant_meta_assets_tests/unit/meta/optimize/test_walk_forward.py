@@ -70,7 +70,7 @@ def test_diagnostics_complete_and_result_picklable(method):
     d = res.diagnostics
     assert list(d.columns) == DIAGNOSTIC_COLUMNS
     assert len(d) == len(res.weights) == len(range(59, 200, 20))
-    required = [c for c in DIAGNOSTIC_COLUMNS if c not in ("fallback_reason", "warning", "notes")]
+    required = [c for c in DIAGNOSTIC_COLUMNS if c not in ("fallback_reason", "warning", "halflife", "notes")]
     assert not d[required].isna().any().any()
     assert (d["method"] == method).all()
     assert (d["solve_time_s"] >= 0).all()
