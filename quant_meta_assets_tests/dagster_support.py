@@ -9,7 +9,7 @@ import dagster as dg
 
 from quant_meta_assets.dagster_defs.definitions import defs
 from quant_meta_assets.dagster_defs.meta_assets import META_KEYS
-from quant_meta_assets.dagster_defs.partitions import SLEEVES_PARTITIONS_NAME, partition_range_tags
+from quant_meta_assets.dagster_defs.partitions import SLEEVES_PARTITIONS_NAME
 
 META_DIRS = ("meta/returns", "meta/optimize", "meta/flatten", "meta/report")
 
@@ -58,12 +58,11 @@ def use_registry(path: Path, body: str, monkeypatch, instance: dg.DagsterInstanc
 
 
 def materialize_all(instance: dg.DagsterInstance, names: list[str]) -> dg.ExecuteInProcessResult:
-    """The whole graph (every sleeve partition, the check, the four meta assets), like meta_full."""
+    """The whole graph like meta_full: no partition tags, so the sleeves step runs every registered sleeve."""
     return dg.materialize(
         defs.resolve_asset_graph().assets_defs,
         instance=instance,
         selection=dg.AssetSelection.all(),
-        tags=partition_range_tags(instance, names),
         raise_on_error=False,
     )
 
@@ -72,3 +71,34 @@ def check_evaluation(result: dg.ExecuteInProcessResult):
     evaluations = result.get_asset_check_evaluations()
     assert len(evaluations) == 1, evaluations
     return evaluations[0]
+
+
+def report_sleeve(instance: dg.DagsterInstance, name: str, status: str = "success", **overrides) -> None:
+    """Record a runless materialization of one sleeve partition as the sleeves asset would: with the
+    config hash of its current registry entry and the current prices hash, unless overridden."""
+    from quant_meta_assets.dagster_defs.instance_queries import current_prices_hash
+    from quant_meta_assets.registry import load_registry
+    from quant_meta_assets.sleeve_status import config_hash
+
+    profile = {p.name: p for p in load_registry()}[name]
+    metadata = {"status": status, "error": "" if status == "success" else "boom",
+                "config_hash": config_hash(profile), "prices_hash": current_prices_hash(), **overrides}
+    instance.report_runless_asset_event(dg.AssetMaterialization("sleeves", partition=name, metadata=metadata))
+
+
+def step_failures(result: dg.ExecuteInProcessResult) -> dict[str, str]:
+    """step key -> failure text (the error and, for a dg.Failure, its description)."""
+    out = {}
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            data = event.step_failure_data
+            user = data.user_failure_data.description if data.user_failure_data else ""
+            out[event.step_key] = f"{data.error}\n{user or ''}"
+    return out
+
+
+def gate_message(result: dg.ExecuteInProcessResult) -> str:
+    """The stop-the-line gate's message: meta/returns failed before storing anything."""
+    failures = step_failures(result)
+    assert "meta__returns" in failures, failures
+    return failures["meta__returns"]

@@ -1,81 +1,87 @@
-"""What the Dagster instance knows about each sleeve partition: one query helper for the
-blocking check, the freshness sensor and the report's lineage table."""
+"""What the Dagster instance knows about the sleeves, read in bulk, fed to the one pure answer
+(`sleeve_status.assess_sleeves`) that the blocking check, the meta gate, both sensors and the
+report's lineage share.
+
+Two queries whatever the number of sleeves: the latest materialization storage id of every
+partition (one GROUP BY), then those records by storage id.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import dagster as dg
+
+from quant_meta_assets.sleeve_status import SleeveStatus, StoredSleeve, assess_sleeves, config_hash, frame_hash
 
 SLEEVES_KEY = dg.AssetKey("sleeves")
 
 
-@dataclass(frozen=True)
-class SleeveState:
-    sleeve: str
-    materialized: bool
-    status: str | None = None  # "success" | "error" | None when never materialized
-    error: str | None = None
-    run_id: str | None = None
-    timestamp: float | None = None
-    storage_id: int | None = None
-    code_version: str | None = None
-    data_version: str | None = None
-    start: str | None = None
-    end: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "success"
-
-    def failure_reason(self) -> str:
-        if not self.materialized:
-            return "never materialized"
-        return self.error or f"status {self.status!r}"
-
-
-def _text(metadata: dict, key: str) -> str | None:
+def _text(metadata, key: str) -> str | None:
     value = metadata.get(key)
-    if value is None:
-        return None
-    return str(getattr(value, "value", value)) if getattr(value, "value", value) is not None else None
+    value = getattr(value, "value", value)
+    return None if value is None or value == "" else str(value)
 
 
-def latest_sleeve_states(instance: dg.DagsterInstance, sleeves: Sequence[str]) -> list[SleeveState]:
-    """The latest materialization of each sleeve partition and the status it recorded."""
-    states = []
-    for sleeve in sleeves:
-        records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=SLEEVES_KEY, asset_partitions=[sleeve]), limit=1
-        ).records
-        if not records:
-            states.append(SleeveState(sleeve=sleeve, materialized=False))
-            continue
-        record = records[0]
-        materialization = record.asset_materialization
-        metadata = dict(materialization.metadata) if materialization else {}
-        tags = (materialization.tags or {}) if materialization else {}
-        states.append(
-            SleeveState(
-                sleeve=sleeve,
-                materialized=True,
-                status=_text(metadata, "status"),
-                error=_text(metadata, "error"),
-                run_id=record.run_id,
-                timestamp=record.timestamp,
-                storage_id=record.storage_id,
-                # the asset's code version plus the hash of the sleeve's registry entry; the data
-                # version is the content hash of the stored returns and weights
-                code_version="/".join(
-                    v for v in (tags.get("dagster/code_version"), _text(metadata, "config_hash")) if v
-                ) or None,
-                data_version=_text(metadata, "data_hash") or tags.get("dagster/data_version"),
-                start=_text(metadata, "start"),
-                end=_text(metadata, "end"),
-            )
-        )
-    return states
+def _stored(record: dg.EventLogRecord) -> StoredSleeve:
+    materialization = record.asset_materialization
+    metadata = dict(materialization.metadata) if materialization else {}
+    tags = (materialization.tags or {}) if materialization else {}
+    return StoredSleeve(
+        status=_text(metadata, "status") or "unknown",
+        config_hash=_text(metadata, "config_hash"),
+        prices_hash=_text(metadata, "prices_hash"),
+        error=_text(metadata, "error"),
+        run_id=record.run_id,
+        timestamp=record.timestamp,
+        storage_id=record.storage_id,
+        # the asset's code version plus the hash of the sleeve's registry entry; the data
+        # version is the content hash of the stored returns and weights
+        code_version="/".join(v for v in (tags.get("dagster/code_version"), _text(metadata, "config_hash")) if v)
+        or None,
+        data_version=_text(metadata, "data_hash") or tags.get("dagster/data_version"),
+        start=_text(metadata, "start"),
+        end=_text(metadata, "end"),
+    )
+
+
+def latest_stored_sleeves(instance: dg.DagsterInstance, sleeves: Sequence[str]) -> dict[str, StoredSleeve]:
+    """The latest materialization record of each named sleeve partition (absent = never)."""
+    if not sleeves:
+        return {}
+    ids = instance.event_log_storage.get_latest_storage_id_by_partition(
+        SLEEVES_KEY, dg.DagsterEventType.ASSET_MATERIALIZATION, set(sleeves)
+    )
+    if not ids:
+        return {}
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=SLEEVES_KEY, storage_ids=list(ids.values())), limit=len(ids)
+    ).records
+    by_id = {r.storage_id: r for r in records}
+    return {name: _stored(by_id[i]) for name, i in ids.items() if i in by_id}
+
+
+def current_prices_hash() -> str:
+    from quant_meta_assets.prices import load_prices
+
+    return frame_hash(load_prices())
+
+
+def sleeve_statuses(
+    instance: dg.DagsterInstance, profiles=None, prices_hash: str | None = None
+) -> list[SleeveStatus]:
+    """The state of every registered sleeve (registry and prices read now unless given).
+
+    Raises RegistryError / PriceDataError when the registry or prices cannot be read.
+    """
+    if profiles is None:
+        from quant_meta_assets.registry import load_registry
+
+        profiles = load_registry()
+    if prices_hash is None:
+        prices_hash = current_prices_hash()
+    registered = {p.name: config_hash(p) for p in profiles}
+    return assess_sleeves(registered, prices_hash, latest_stored_sleeves(instance, list(registered)))
 
 
 def latest_materialization_storage_id(instance: dg.DagsterInstance, asset_key: dg.AssetKey) -> int | None:

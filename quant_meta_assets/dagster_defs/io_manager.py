@@ -25,6 +25,11 @@ _VALUE_KEY = "__value__"
 _NEST = "__"
 
 
+class PerPartition(dict):
+    """``{partition_key: value}`` of a partitioned asset computed by a run without partition tags
+    (the run resolved its partitions itself): stored one bundle per key, as a partitioned run would."""
+
+
 def _leftovers_of(directory: Path) -> bool:
     """Whether a writer's tmp/trash sibling exists (a swap in progress or interrupted): then the
     bundle counts as present and read_bundle decides (it retries, then reports it missing)."""
@@ -82,6 +87,10 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:
             return
+        if isinstance(obj, PerPartition):
+            for key, value in obj.items():
+                write_bundle(self._dir(context.asset_key, key), *split_value(value))
+            return
         if context.has_asset_partitions:
             keys = context.asset_partition_keys
             if not isinstance(obj, Mapping) or set(keys) - set(obj):
@@ -101,8 +110,14 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             # never stored) included: a partition with no bundle at all is left out, and the
             # consumer decides (registered_records names each *registered* sleeve with no output,
             # so no partial set can pass). A bundle that exists but cannot be read still raises.
+            # A key that is not a valid sleeve name can never be registered (one can be added
+            # from the UI): it is stale by construction and never read.
+            from quant_meta_assets.registry import SLEEVE_NAME_PATTERN
+
             values = {}
             for key in context.asset_partition_keys:
+                if SLEEVE_NAME_PATTERN.fullmatch(key) is None:
+                    continue
                 directory = self._dir(asset_key, key)
                 if not directory.exists() and not _leftovers_of(directory):
                     continue

@@ -1,13 +1,12 @@
 """Jobs. `meta_full` runs every registered sleeve, the stop-the-line check and the four meta stages.
 
-`dagster job execute` has no partition flag, so `meta_full` carries the partition-range run tags
-(first..last registered sleeve, in the instance's insertion order) computed when the code
-location loads, right after the registry's sleeves were synced into the instance.
+`meta_full` carries no partition tags: its sleeves step resolves the registered sleeves when it
+runs (sleeves.py), so the CLI with no flags, `dg launch --job meta_full`, a long-lived UI after
+the registry changed, and a sensor or schedule RunRequest all cover exactly the registry of that
+moment. Launched for one partition (or a range) it computes just those.
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 import dagster as dg
 
@@ -17,29 +16,28 @@ from quant_meta_assets.dagster_defs.sleeves import sleeves
 SLEEVE_SELECTION = dg.AssetSelection.assets(sleeves)
 META_SELECTION = dg.AssetSelection.assets(*META_KEYS)
 CHECK_SELECTION = dg.AssetSelection.checks_for_assets(sleeves)
+META_JOB_NAMES = ("meta_full", "meta_job")
 
 sleeves_job = dg.define_asset_job(
     "sleeves_job",
     selection=SLEEVE_SELECTION | CHECK_SELECTION,
-    description="Materialize sleeve partitions on Ray and run the stop-the-line check.",
+    description="Materialize sleeve partitions on Ray and check them (the run's own sleeves).",
 )
 
 meta_job = dg.define_asset_job(
     "meta_job",
-    selection=META_SELECTION | CHECK_SELECTION,
-    description="The four meta stages over the stored sleeves, gated by the stop-the-line check.",
+    selection=META_SELECTION,
+    description="The four meta stages over the stored sleeves; meta/returns stops the line unless every "
+    "registered sleeve is good and current.",
     executor_def=dg.in_process_executor,
 )
 
-
-def meta_full_job(range_tags: Mapping[str, str]) -> dg.UnresolvedAssetJobDefinition:
-    return dg.define_asset_job(
-        "meta_full",
-        selection=SLEEVE_SELECTION | CHECK_SELECTION | META_SELECTION,
-        tags=dict(range_tags),
-        # the stages are sequential and the sleeves already fan out on Ray: a subprocess per
-        # step would only add ~3 s of imports each
-        executor_def=dg.in_process_executor,
-        description="Every registered sleeve on Ray, the blocking check, then meta.returns -> "
-        "meta.optimize -> meta.flatten -> meta.report.",
-    )
+meta_full_job = dg.define_asset_job(
+    "meta_full",
+    selection=SLEEVE_SELECTION | CHECK_SELECTION | META_SELECTION,
+    # the stages are sequential and the sleeves already fan out on Ray: a subprocess per
+    # step would only add ~3 s of imports each
+    executor_def=dg.in_process_executor,
+    description="Every registered sleeve (resolved when the run starts) on Ray, the blocking check, then "
+    "meta.returns -> meta.optimize -> meta.flatten -> meta.report.",
+)

@@ -12,7 +12,8 @@ import pandas as pd
 from pydantic import Field
 
 from quant_meta_assets import settings
-from quant_meta_assets.dagster_defs.instance_queries import latest_sleeve_states
+from quant_meta_assets.dagster_defs.instance_queries import sleeve_statuses
+from quant_meta_assets.dagster_defs.sleeves import require_current_sleeves
 from quant_meta_assets.meta.costs import DEFAULT_BOOK_COST_BPS
 from quant_meta_assets.meta.optimize.diagnostics import covariance_warning, singular_covariance_rebalances
 from quant_meta_assets.stages import StageRegistry
@@ -61,6 +62,7 @@ def _markdown(frame: pd.DataFrame, floatfmt: str = ".4f") -> dg.MarkdownMetadata
     description=StageRegistry.get("meta.returns").description,
 )
 def meta_returns(context: dg.AssetExecutionContext, sleeves: dict) -> pd.DataFrame:
+    require_current_sleeves(context.instance)  # the stop-the-line gate, before anything is stored
     out = StageRegistry.get("meta.returns").run(sleeve_results=registered_records(sleeves))["meta_returns"]
     context.add_output_metadata(
         {"rows": len(out), "sleeves": dg.IntMetadataValue(out.shape[1]), **_date_range(out),
@@ -214,11 +216,12 @@ def meta_report(
     records = registered_records(sleeves)
     lineage = {
         s.sleeve: {
-            "run_id": s.run_id, "code_version": s.code_version, "data_version": s.data_version,
-            "materialized_at": pd.Timestamp(s.timestamp, unit="s", tz="UTC").isoformat() if s.timestamp else None,
-            "start": s.start, "end": s.end,
+            "state": s.state, "run_id": r.run_id, "code_version": r.code_version, "data_version": r.data_version,
+            "materialized_at": pd.Timestamp(r.timestamp, unit="s", tz="UTC").isoformat() if r.timestamp else None,
+            "start": r.start, "end": r.end,
         }
-        for s in latest_sleeve_states(context.instance, [p.name for p in load_registry()])
+        for s in sleeve_statuses(context.instance, load_registry())
+        if (r := s.stored) is not None
     }
     output_dir = settings.storage_root() / "reports" / context.run_id
     out = StageRegistry.get("meta.report").run(

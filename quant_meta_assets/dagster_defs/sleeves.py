@@ -1,32 +1,50 @@
-"""The `sleeves` asset (one dynamic partition per sleeve, all computed on Ray in one step)
-and the blocking check that stops the line when any registered sleeve is not good."""
+"""The `sleeves` asset (one dynamic partition per sleeve, all computed on Ray in one step) and
+its blocking check over the run's own sleeves.
 
-import dataclasses
-import hashlib
-import json
+Which sleeves a run computes is decided when the step runs, never when the code location loads:
+- a run with partition tags (one partition from the asset page or a sensor, a range or a
+  backfill) computes exactly those partitions;
+- a run without partition tags (`meta_full` from the CLI, `dg launch`, the UI, a sensor or a
+  schedule) computes every sleeve registered *now*: the step reads the registry, adds any
+  missing partition (an idempotent add, done by the run that is about to materialize it), stores
+  one bundle per sleeve and records one materialization per sleeve partition.
+"""
 
 import dagster as dg
-import pandas as pd
 from dagster_ray import RayResource
 
-from quant_meta_assets.dagster_defs.instance_queries import latest_sleeve_states
-from quant_meta_assets.dagster_defs.partitions import sleeve_partitions
+from quant_meta_assets.dagster_defs.instance_queries import SLEEVES_KEY, sleeve_statuses
+from quant_meta_assets.dagster_defs.io_manager import PerPartition
+from quant_meta_assets.dagster_defs.partitions import SLEEVES_PARTITIONS_NAME, sleeve_partitions
+from quant_meta_assets.sleeve_status import config_hash, describe, frame_hash, not_good
 
 CODE_VERSION = "1"
+# Every sleeves step takes this pool's slot, so sensor-launched sleeve runs queue for the
+# machine instead of each starting a Ray on every CPU at once (limit: dagster.yaml `concurrency`).
+RAY_POOL = "quant_meta_ray"
+
+__all__ = ["CODE_VERSION", "all_sleeves_succeeded", "config_hash", "frame_hash", "run_sleeve_keys", "sleeves"]
 
 
-def frame_hash(*frames: pd.DataFrame | pd.Series) -> str:
-    """Content hash of pandas objects (values and index): the data version of a stored output."""
-    digest = hashlib.sha256()
-    for frame in frames:
-        digest.update(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
-    return digest.hexdigest()[:16]
+def run_sleeve_keys(tags, instance: dg.DagsterInstance) -> list[str] | None:
+    """The partitions a run targets, from its tags; None for a run without partition tags."""
+    if tags.get("dagster/partition") is not None:
+        return [tags["dagster/partition"]]
+    start, end = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
+    if start is not None and end is not None:
+        return list(
+            sleeve_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(start, end), dynamic_partitions_store=instance)
+        )
+    return None
 
 
-def config_hash(profile) -> str:
-    """Hash of everything in a sleeve's registry entry that changes its output."""
-    fields = {k: v for k, v in dataclasses.asdict(profile).items() if k not in ("timeout_s", "max_retries")}
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def _data_version(record: dict) -> str:
+    """Content hash of the stored frames; a failed sleeve's version is its error's hash."""
+    if record["status"] == "success" and record.get("returns") is not None:
+        return frame_hash(record["returns"], record["weights"])
+    import hashlib
+
+    return "error-" + hashlib.sha256(str(record.get("error")).encode()).hexdigest()[:16]
 
 
 def _sleeve_metadata(record: dict, profile, prices_hash: str) -> dict:
@@ -44,7 +62,7 @@ def _sleeve_metadata(record: dict, profile, prices_hash: str) -> dict:
         live = returns.dropna()
         metadata["n_days"] = dg.IntMetadataValue(int(live.size))
         metadata["total_return"] = dg.FloatMetadataValue(float((1.0 + live).prod() - 1.0))
-        metadata["data_hash"] = frame_hash(returns, record["weights"])
+        metadata["data_hash"] = _data_version(record)
     return metadata
 
 
@@ -54,56 +72,88 @@ def _sleeve_metadata(record: dict, profile, prices_hash: str) -> dict:
     code_version=CODE_VERSION,
     group_name="sleeves",
     kinds={"ray", "pandas"},
-    description="Daily returns and weights of each strategy sleeve, computed in parallel on Ray. "
-    "A failed sleeve is stored with its status and error (and no data); the check below stops the line.",
+    pool=RAY_POOL,
+    description="Daily returns and weights of each strategy sleeve, computed in parallel on Ray: the run's "
+    "partitions, or every registered sleeve when the run has none (meta_full). A failed sleeve is stored "
+    "with its status and error (and no data); the check below stops the line.",
 )
-def sleeves(context: dg.AssetExecutionContext, ray_cluster: RayResource) -> dict:
+def sleeves(context: dg.AssetExecutionContext, ray_cluster: RayResource):
     from quant_meta_assets.compute import RayComputeEngine
     from quant_meta_assets.dagster_defs.resources import connect_ray
     from quant_meta_assets.prices import load_prices
     from quant_meta_assets.registry import load_registry
 
-    profiles = {p.name: p for p in load_registry()}
-    keys = list(context.partition_keys)
-    unknown = [k for k in keys if k not in profiles]
-    if unknown:
-        raise dg.Failure(
-            description=f"partitions {unknown} are not in the sleeve registry (known: {list(profiles)}); "
-            "the registry sensor removes stale partitions"
-        )
+    profiles = {p.name: p for p in load_registry()}  # a broken registry fails the step here, named
+    requested = run_sleeve_keys(context.run.tags, context.instance)
+    if requested is None:
+        keys = list(profiles)
+        existing = set(context.instance.get_dynamic_partitions(SLEEVES_PARTITIONS_NAME))
+        new = [k for k in keys if k not in existing]
+        if new:
+            context.instance.add_dynamic_partitions(SLEEVES_PARTITIONS_NAME, new)
+    else:
+        keys = requested
+        unknown = [k for k in keys if k not in profiles]
+        if unknown:
+            raise dg.Failure(
+                description=f"partitions {unknown} are not in the sleeve registry (known: {list(profiles)}); "
+                "the registry sensor removes stale partitions"
+            )
     prices = load_prices()
     prices_hash = frame_hash(prices)
     engine = RayComputeEngine()
     connect_ray(ray_cluster, context, engine)
-    records = engine.execute_sleeves([profiles[k] for k in keys], prices)
-    for record in records:
-        metadata = _sleeve_metadata(record, profiles[record["sleeve"]], prices_hash)
-        context.add_asset_metadata(metadata, partition_key=record["sleeve"])
+    records = {r["sleeve"]: r for r in engine.execute_sleeves([profiles[k] for k in keys], prices)}
+    for record in records.values():
         if record["status"] != "success":
             context.log.error(f"sleeve {record['sleeve']} failed: {record.get('error')}")
-    ok = sum(r["status"] == "success" for r in records)
+    ok = sum(r["status"] == "success" for r in records.values())
     context.log.info(f"{ok}/{len(records)} sleeves succeeded on Ray")
-    return {r["sleeve"]: r for r in records}
+    metadata = {k: _sleeve_metadata(records[k], profiles[k], prices_hash) for k in keys}
+    if requested is None:
+        # one bundle per sleeve (the IO manager), then one materialization per sleeve partition
+        # carrying its content data version, recorded only once its bundle is stored
+        yield dg.Output(PerPartition(records), metadata={"sleeves": ", ".join(keys), "n_sleeves": len(keys)})
+        for key in keys:
+            yield dg.AssetMaterialization(
+                asset_key=SLEEVES_KEY,
+                partition=key,
+                metadata=metadata[key],
+                tags={
+                    "dagster/code_version": CODE_VERSION,
+                    "dagster/data_version": _data_version(records[key]),
+                    "dagster/data_version_is_user_provided": "true",
+                },
+            )
+        return
+    for key in keys:
+        context.add_asset_metadata(metadata[key], partition_key=key)
+    # one partition: its content is the data version; a range shares one Output, so Dagster's own
+    # (code) version applies and the content hash is in each partition's `data_hash` metadata
+    data_version = dg.DataVersion(_data_version(records[keys[0]])) if len(keys) == 1 else None
+    yield dg.Output(records, data_version=data_version)
 
 
 @dg.asset_check(
     asset=sleeves,
     name="all_sleeves_succeeded",
     blocking=True,
-    description="Stop the line: fails (ERROR, blocking) if any registered sleeve failed, errored or was "
-    "never materialized, naming each one with its error.",
+    description="Stop the line: fails (ERROR, blocking) if any sleeve of this run (every registered sleeve "
+    "for a run without partition tags) failed, was never materialized or is stale, naming each one and why.",
 )
 def all_sleeves_succeeded(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     from quant_meta_assets.registry import load_registry
 
-    names = [p.name for p in load_registry()]
-    states = latest_sleeve_states(context.instance, names)
-    bad = [s for s in states if not s.ok]
-    lines = [f"- {s.sleeve}: {s.failure_reason()}" for s in bad]
+    profiles = load_registry()
+    own = run_sleeve_keys(context.run.tags, context.instance)
+    statuses = sleeve_statuses(context.instance, profiles)
+    if own is not None:
+        statuses = [s for s in statuses if s.sleeve in set(own)]
+    bad = not_good(statuses)
     description = (
-        f"{len(bad)} of {len(states)} sleeves are not good; meta stages blocked:\n" + "\n".join(lines)
+        f"{len(bad)} of {len(statuses)} sleeves are not good and current; meta stages blocked:\n" + describe(statuses)
         if bad
-        else f"all {len(states)} sleeves succeeded"
+        else f"all {len(statuses)} sleeves are good and current"
     )
     if bad:
         context.log.error(description)
@@ -113,13 +163,26 @@ def all_sleeves_succeeded(context: dg.AssetCheckExecutionContext) -> dg.AssetChe
         description=description,
         metadata={
             "failed_sleeves": dg.MarkdownMetadataValue(
-                "| sleeve | error |\n|---|---|\n"
-                + "\n".join(f"| {s.sleeve} | {s.failure_reason().replace('|', '/')} |" for s in bad)
+                "| sleeve | state | why |\n|---|---|---|\n"
+                + "\n".join(f"| {s.sleeve} | {s.state} | {s.reason.replace('|', '/')} |" for s in bad)
                 if bad
                 else "none"
             ),
             "n_failed": dg.IntMetadataValue(len(bad)),
-            "n_sleeves": dg.IntMetadataValue(len(states)),
-            **{f"error/{s.sleeve}": s.failure_reason() for s in bad},
+            "n_sleeves": dg.IntMetadataValue(len(statuses)),
+            **{f"error/{s.sleeve}": s.reason for s in bad},
         },
     )
+
+
+def require_current_sleeves(instance: dg.DagsterInstance) -> None:
+    """The stop-the-line gate in front of the meta stages: raise unless every registered sleeve
+    is good and current (whatever launched the run: meta_full, meta_job, materialize-all, a backfill)."""
+    statuses = sleeve_statuses(instance)
+    bad = not_good(statuses)
+    if bad:
+        raise dg.Failure(
+            description=f"stop the line: {len(bad)} of {len(statuses)} registered sleeves are not good and "
+            "current; no meta stage runs:\n" + describe(statuses),
+            metadata={f"error/{s.sleeve}": s.reason for s in bad},
+        )

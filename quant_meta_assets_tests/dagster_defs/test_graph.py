@@ -6,13 +6,13 @@ import dagster as dg
 import pytest
 
 from quant_meta_assets.dagster_defs.definitions import defs
-from quant_meta_assets.dagster_defs.instance_queries import latest_sleeve_states
+from quant_meta_assets.dagster_defs.instance_queries import latest_stored_sleeves
 from quant_meta_assets.dagster_defs.meta_assets import META_KEYS
 from quant_meta_assets.dagster_defs.partitions import SLEEVES_PARTITIONS_NAME
 from quant_meta_assets.dagster_defs.sensors import meta_on_fresh_sleeves, sleeve_registry_sensor
 from quant_meta_assets.stages import StageRegistry
 from quant_meta_assets_tests.conftest import write_registry
-from quant_meta_assets_tests.dagster_support import materialize_all, use_registry
+from quant_meta_assets_tests.dagster_support import materialize_all, report_sleeve, use_registry
 
 pytestmark = [pytest.mark.timeout(300)]
 
@@ -73,7 +73,7 @@ def test_whole_graph_materializes_on_real_ray(tmp_path, monkeypatch, local_ray):
         assert isinstance(report_md[number], dg.FloatMetadataValue)
     assert report_md["max_reconciliation_diff"].value < 1e-9
     # lineage: per sleeve, its run, a code version that includes its registry entry, a content hash
-    states = latest_sleeve_states(instance, names)
+    states = list(latest_stored_sleeves(instance, names).values())
     assert {s.run_id for s in states} == {result.run_id}
     assert len({s.data_version for s in states}) == len(names)
     assert all(s.code_version.startswith("1/") and len(s.code_version) == 18 for s in states)
@@ -106,7 +106,8 @@ def test_registry_sensor_syncs_partitions(tmp_path, monkeypatch):
     deleted = [r for r in result.dynamic_partitions_requests if isinstance(r, dg.DeleteDynamicPartitionsRequest)]
     assert list(added[0].partition_keys) == ["low_volatility", "min_variance"]
     assert list(deleted[0].partition_keys) == ["stale_sleeve"]
-    assert sorted(r.partition_key for r in result.run_requests) == ["low_volatility", "min_variance"]
+    # equal_weight's partition existed but it was never materialized: it is requested too
+    assert sorted(r.partition_key for r in result.run_requests) == ["equal_weight", "low_volatility", "min_variance"]
 
 
 def test_meta_sensor_waits_for_every_sleeve(tmp_path, monkeypatch):
@@ -115,9 +116,7 @@ def test_meta_sensor_waits_for_every_sleeve(tmp_path, monkeypatch):
     instance.add_dynamic_partitions(SLEEVES_PARTITIONS_NAME, ["equal_weight", "low_volatility", "min_variance"])
 
     def materialize(name, status):
-        instance.report_runless_asset_event(
-            dg.AssetMaterialization("sleeves", partition=name, metadata={"status": status, "error": ""})
-        )
+        report_sleeve(instance, name, status)
 
     materialize("equal_weight", "success")
     with dg.build_sensor_context(instance=instance, definitions=defs) as context:

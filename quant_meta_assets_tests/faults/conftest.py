@@ -9,6 +9,9 @@ import pytest
 from quant_meta_assets_tests.dagster_support import (  # noqa: F401  (re-exported for the fault tests)
     META_DIRS,
     check_evaluation,
+    gate_message,
+    step_failures,
+    report_sleeve,
     materialize_all,
     meta_digest,
     meta_materialization_count,

@@ -1,0 +1,108 @@
+"""Is each registered sleeve's stored output good and current? One pure answer for every caller.
+
+The blocking check, the meta gate, both sensors and the report's lineage all ask the same
+question, so they all call ``assess_sleeves`` over the same inputs: the registry (what each
+sleeve *should* be, as a config hash), the current prices hash, and the latest stored record of
+each sleeve (read from wherever it is recorded; the Dagster driver reads the instance in bulk).
+
+A sleeve is
+- ``missing``  no stored record (never materialized, or only by a run that died first);
+- ``failed``   its latest record has a status other than success;
+- ``stale``    it succeeded, but with another registry entry or other prices than today's;
+- ``current``  it succeeded with today's registry entry and prices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+MISSING, FAILED, STALE, CURRENT = "missing", "failed", "stale", "current"
+
+
+def frame_hash(*frames: pd.DataFrame | pd.Series) -> str:
+    """Content hash of pandas objects (values and index): the data version of a stored output."""
+    digest = hashlib.sha256()
+    for frame in frames:
+        digest.update(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def config_hash(profile) -> str:
+    """Hash of everything in a sleeve's registry entry that changes its output."""
+    fields = {k: v for k, v in dataclasses.asdict(profile).items() if k not in ("timeout_s", "max_retries")}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class StoredSleeve:
+    """What was recorded about a sleeve's latest stored output (metadata of its materialization)."""
+
+    status: str
+    config_hash: str | None = None
+    prices_hash: str | None = None
+    error: str | None = None
+    run_id: str | None = None
+    timestamp: float | None = None
+    storage_id: int | None = None
+    code_version: str | None = None
+    data_version: str | None = None
+    start: str | None = None
+    end: str | None = None
+
+
+@dataclass(frozen=True)
+class SleeveStatus:
+    sleeve: str
+    state: str  # MISSING | FAILED | STALE | CURRENT
+    reason: str
+    stored: StoredSleeve | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.state == CURRENT
+
+    def failure_reason(self) -> str:
+        return self.reason
+
+
+def assess_sleeves(
+    registered: Mapping[str, str], prices_hash: str | None, stored: Mapping[str, StoredSleeve]
+) -> list[SleeveStatus]:
+    """The state of each registered sleeve (``{name: config hash}``, in registry order).
+
+    ``prices_hash`` None means "not known here": prices are then not compared.
+    """
+    out = []
+    for name, wanted_config in registered.items():
+        record = stored.get(name)
+        if record is None:
+            out.append(SleeveStatus(name, MISSING, "never materialized"))
+            continue
+        if record.status != "success":
+            out.append(SleeveStatus(name, FAILED, record.error or f"status {record.status!r}", record))
+            continue
+        changed = []
+        if record.config_hash != wanted_config:
+            changed.append(f"registry entry changed (config hash {record.config_hash} -> {wanted_config})")
+        if prices_hash is not None and record.prices_hash != prices_hash:
+            changed.append(f"prices changed (prices hash {record.prices_hash} -> {prices_hash})")
+        if changed:
+            out.append(SleeveStatus(name, STALE, "stale: " + "; ".join(changed), record))
+        else:
+            out.append(SleeveStatus(name, CURRENT, "good and current", record))
+    return out
+
+
+def not_good(statuses: Sequence[SleeveStatus]) -> list[SleeveStatus]:
+    return [s for s in statuses if not s.ok]
+
+
+def describe(statuses: Sequence[SleeveStatus]) -> str:
+    """One line per sleeve that is not good, naming it and why (empty when all are)."""
+    return "\n".join(f"- {s.sleeve}: {s.reason}" for s in not_good(statuses))
