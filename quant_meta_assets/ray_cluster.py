@@ -359,6 +359,17 @@ def compare(driver: Mapping[str, Any], workers: Sequence[Mapping[str, Any]]) -> 
     return [f"{line} [{len(nodes)} of {n} node(s)]" for line, nodes in problems.items()]
 
 
+def pins_to_install(driver: Mapping[str, Any], workers: Sequence[Mapping[str, Any]]) -> list[str]:
+    """``dist==driver version`` for every worker package missing or at another major.minor."""
+    pins = set()
+    for facts in workers:
+        for dist, entry in facts.get("packages", {}).items():
+            want = driver["packages"].get(dist, {}).get("version")
+            if want and (entry.get("error") or _major_minor(entry.get("version")) != _major_minor(want)):
+                pins.add(f"{dist}=={want}")
+    return sorted(pins)
+
+
 def preflight(address: str, strategies: Iterable[str] = (), timeout_s: float = PREFLIGHT_TIMEOUT_S) -> list[dict]:
     """Probe every alive node with CPUs (one zero-CPU task pinned to each), compare with the
     driver, raise one ClusterPreflightError listing every problem. Returns the nodes' facts."""
@@ -400,6 +411,12 @@ def preflight(address: str, strategies: Iterable[str] = (), timeout_s: float = P
         ) from exc
     problems = compare(driver, workers)
     if problems:
+        pins = pins_to_install(driver, workers)
+        if pins:
+            fix = (
+                f"Fix it in the cluster image (pip install {' '.join(repr(p) for p in pins)}), or per job with a "
+                f"runtime_env file named by {settings.RAY_RUNTIME_ENV_ENV} containing `pip: {json.dumps(pins)}`."
+            )
         raise ClusterPreflightError(
             f"the Ray cluster at {address!r} cannot run the sleeves ({len(problems)} problem(s), found by "
             f"the preflight on {len(workers)} node(s); no sleeve was started):\n"

@@ -141,6 +141,7 @@ def test_every_problem_is_named_once_with_its_fix():
     assert f"pandas: 2.2.3 on the cluster, driver has {pd_version}" in text and "[1 of 2 node(s)]" in text
     assert "Python 3.10.14 on the cluster" in text and "ray 2.9.0 on the cluster" in text
     assert "module 'acme.x' does not import on the cluster: ModuleNotFoundError" in text
+    assert ray_cluster.pins_to_install(driver, nodes) == sorted([f"pandas=={pd_version}", f"scikit-learn=={sk}"])
 
 
 def test_patch_versions_may_differ():

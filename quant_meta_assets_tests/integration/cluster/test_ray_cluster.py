@@ -166,7 +166,7 @@ def test_a_cluster_without_scikit_learn_fails_the_preflight_once_naming_it(ray_c
     assert result.returncode != 0
     assert "ClusterPreflightError" in output
     assert "scikit-learn: missing" in output and "pip install 'scikit-learn==" in output
-    assert "QUANT_META_RAY_RUNTIME_ENV" in output
+    assert "QUANT_META_RAY_RUNTIME_ENV" in output and 'pip: ["scikit-learn==' in output
     assert "sleeve min_variance failed" not in output and "- min_variance:" not in output  # not N failures
     assert not (tmp_path / "storage" / "sleeves").exists()  # no sleeve ran, none was stored
     assert materialized_keys(isolated_env) == set()
