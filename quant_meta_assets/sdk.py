@@ -27,6 +27,9 @@ class QuantSDK:
             return run_meta_pipeline(context=ctx, **params)
         inputs = {name: getattr(ctx, name) for name in stage.inputs}
         StageRegistry.require_inputs(stage_id, inputs)
+        if stage_id == "meta.optimize" and params.get("turnover_space") == "asset":
+            params.setdefault("sleeve_results", ctx.sleeve_results)  # the sleeves' holdings price the trade
+            params.setdefault("prices", ctx.prices)
         if stage_id == "meta.report":
             for extra in ("lineage", "previous", "benchmark"):
                 if extra in ctx.extras and extra not in params:

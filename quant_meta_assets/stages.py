@@ -37,9 +37,24 @@ def run_returns(*, sleeve_results: list[Mapping]) -> dict[str, Any]:
     return {"meta_returns": aggregate_returns(sleeve_results)}
 
 
-def run_optimize(*, meta_returns, **params: Any) -> dict[str, Any]:
+def run_optimize(*, meta_returns, sleeve_results: list[Mapping] | None = None, prices=None,
+                 **params: Any) -> dict[str, Any]:
+    """``turnover_space="asset"`` also needs the sleeves' daily weights and the prices (their
+    holdings at each decision date), unless ``sleeve_holdings`` is given."""
     from quant_meta_assets.meta.optimize import optimize_meta_weights
 
+    if params.get("turnover_space") == "asset" and params.get("sleeve_holdings") is None:
+        if sleeve_results is None or prices is None:
+            raise StageInputError("meta.optimize with turnover_space='asset' needs sleeve_results and prices "
+                                  "(or sleeve_holdings): the sleeves' holdings price the meta trade")
+        from quant_meta_assets import rates
+        from quant_meta_assets.meta.costs import DriftedSleeveHoldings
+        from quant_meta_assets.prices import asset_returns
+
+        params["sleeve_holdings"] = DriftedSleeveHoldings(
+            _sleeve_frames(sleeve_results, "weights"), asset_returns(prices),
+            cash_return=rates.daily_rate(params.get("risk_free_rate")),
+        )
     result = optimize_meta_weights(meta_returns, **params)
     return {"meta_weights": result.weights, "optimizer_diagnostics": result.diagnostics}
 

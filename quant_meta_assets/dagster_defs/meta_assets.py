@@ -93,6 +93,8 @@ class OptimizeConfig(dg.Config):
     group_caps: dict[str, float] | None = None
     max_turnover: float | None = None
     turnover_penalty: float = 0.0
+    # "asset": max_turnover / turnover_penalty measure the meta trade in asset space (what the book pays)
+    turnover_space: Literal["sleeve", "asset"] = "sleeve"
     risk_free_rate: float | None = None  # annual; None = the project's ($QUANT_META_RISK_FREE_RATE)
     fallback: list[str] = ["previous_weights", "equal_weight"]
     solver: str = "CLARABEL"
@@ -108,14 +110,22 @@ class OptimizeConfig(dg.Config):
 
 @dg.asset(
     key=OPTIMIZE_KEY,
-    ins={"meta_returns": dg.AssetIn(key=RETURNS_KEY)},
+    ins={"meta_returns": dg.AssetIn(key=RETURNS_KEY), "sleeves": dg.AssetIn(key="sleeves")},
     group_name=GROUP,
     code_version=CODE_VERSION,
     kinds={"cvxpy"},
     description=StageRegistry.get("meta.optimize").description,
 )
-def meta_weights(context: dg.AssetExecutionContext, config: OptimizeConfig, meta_returns: pd.DataFrame) -> dict:
+def meta_weights(
+    context: dg.AssetExecutionContext, config: OptimizeConfig, meta_returns: pd.DataFrame, sleeves: dict | None = None,
+) -> dict:
     params = config.optimizer_params(list(meta_returns.columns))
+    if config.turnover_space == "asset":  # the sleeves' holdings price the meta trade in asset space
+        from quant_meta_assets.prices import load_prices
+
+        if sleeves is None:
+            raise dg.Failure(description="turnover_space='asset' needs the sleeves' stored weights")
+        params.update(sleeve_results=registered_records(sleeves), prices=load_prices())
     out = StageRegistry.get("meta.optimize").run(meta_returns=meta_returns, **params)
     weights, diagnostics = out["meta_weights"], out["optimizer_diagnostics"]
     latest = weights.iloc[-1]

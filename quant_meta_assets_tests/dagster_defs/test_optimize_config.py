@@ -70,3 +70,30 @@ def test_singular_covariance_warning_in_ui_metadata():
     meta = context.get_output_metadata("result")
     assert meta["singular_covariance_rebalances"].value == 3
     assert "WARNING" in meta["covariance_warning"].value and "rank <= 29" in meta["covariance_warning"].value
+
+
+@pytest.mark.timeout(300)
+def test_asset_turnover_space_from_config_prices_the_meta_trade_in_assets():
+    from quant_meta_assets.meta.costs import DriftedSleeveHoldings
+    from quant_meta_assets.meta.returns import aggregate_returns
+    from quant_meta_assets.prices import asset_returns, load_prices
+    from quant_meta_assets.registry import load_registry
+    from quant_meta_assets.sleeve_engine import run_sleeve
+
+    prices = load_prices()
+    records = [run_sleeve(p, prices) for p in load_registry()]
+    returns = aggregate_returns(records).iloc[-800:]
+    sleeves = {r["sleeve"]: r for r in records}
+    config = OptimizeConfig(method="risk_parity", lookback=252, rebalance_every=42, max_turnover=0.02,
+                            turnover_space="asset")
+    out = meta_weights(dg.build_asset_context(), config=config, meta_returns=returns, sleeves=sleeves)
+    holdings = DriftedSleeveHoldings({s: r["weights"] for s, r in sleeves.items()}, asset_returns(prices))
+    weights = out["weights"]
+    from quant_meta_assets.meta.drift import drift_weights
+
+    for k in range(1, len(weights)):
+        d0, d1 = weights.index[k - 1], weights.index[k]
+        held = drift_weights(weights.iloc[k - 1], returns.loc[d0:d1].iloc[1:])
+        H = holdings(d1, list(weights.columns))
+        assert np.abs(H.T @ (weights.iloc[k].to_numpy() - held.to_numpy())).sum() <= 0.02 + 1e-7
+    assert out["diagnostics"]["notes"].iloc[1].startswith("asset-space trade")

@@ -69,13 +69,13 @@ def bundled():
     meta_returns = aggregate_returns(records)
     views = dict(sleeve_returns=meta_returns, sleeve_costs={r["sleeve"]: r["costs"] for r in records},
                  sleeve_weights=weights, asset_returns=asset_returns(prices))
-    return meta_returns, DriftedSleeveHoldings(weights, asset_returns(prices)), views
+    return meta_returns, DriftedSleeveHoldings(weights, asset_returns(prices)), views, (prices, records)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_high_asset_space_penalty_reduces_the_realised_book_turnover(bundled):
-    meta_returns, holdings, views = bundled
+    meta_returns, holdings, views, _ = bundled
     free = optimize_meta_weights(meta_returns, method="min_variance")
     penalised = optimize_meta_weights(meta_returns, method="min_variance", turnover_penalty=50.0,
                                       turnover_space="asset", sleeve_holdings=holdings)
@@ -88,7 +88,7 @@ def test_high_asset_space_penalty_reduces_the_realised_book_turnover(bundled):
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_asset_space_cap_holds_on_the_meta_trade_the_cost_views_measure(bundled):
-    meta_returns, holdings, views = bundled
+    meta_returns, holdings, views, _ = bundled
     cap = 0.05
     res = optimize_meta_weights(meta_returns, method="risk_parity", max_turnover=cap,
                                 turnover_space="asset", sleeve_holdings=holdings)
@@ -97,3 +97,18 @@ def test_asset_space_cap_holds_on_the_meta_trade_the_cost_views_measure(bundled)
     assert later.max() <= cap + 1e-7
     assert later.max() > cap - 1e-4  # the cap binds
     assert not res.diagnostics["notes"].fillna("").str.contains("relaxed").any()
+
+
+@pytest.mark.timeout(120)
+def test_sdk_stage_builds_the_holdings_from_the_context(bundled):
+    from quant_meta_assets import MetaContext, QuantSDK
+    from quant_meta_assets.errors import StageInputError
+
+    meta_returns, holdings, _, (prices, records) = bundled
+    ctx = MetaContext(meta_returns=meta_returns.iloc[-600:], prices=prices, sleeve_results=records)
+    params = dict(method="risk_parity", rebalance_every=63, max_turnover=0.03, turnover_space="asset")
+    QuantSDK.run_stage("meta.optimize", ctx, **params)
+    direct = optimize_meta_weights(meta_returns.iloc[-600:], **params, sleeve_holdings=holdings)
+    pd.testing.assert_frame_equal(ctx.meta_weights, direct.weights, atol=1e-12, rtol=0)
+    with pytest.raises(StageInputError, match="turnover_space='asset' needs sleeve_results and prices"):
+        QuantSDK.run_stage("meta.optimize", MetaContext(meta_returns=meta_returns), **params)
