@@ -59,6 +59,11 @@ REPORT_CONVENTIONS: dict[str, str] = {
     "equal_weight_meta": "Benchmark: 1/N of the sleeves live on the rebalance date, rebalanced on the SAME dates as the meta and "
     "drifting in between exactly like the meta (not daily fixed-mix).",
     "sp500": "Benchmark: S&P 500 index price returns (no dividends), simple daily P_t/P_{t-1} - 1.",
+    "optimizer_status": "Diagnostics status per rebalance: a status ending in _singular_cov (e.g. "
+    "optimal_singular_cov) means the covariance was singular or near-singular (eigenvalues clipped, or "
+    "condition number > 1e6): the weights are the optimum of a repaired, unreliable estimate, shown with a "
+    "warning banner. The 'turnover' diagnostic is the sleeve-level trade against the drifted holdings "
+    "(1 at the first rebalance, bought from cash); the previous_weights fallback holds them (no trade).",
     "survivorship_bias": "The bundled universe is skfolio's 20 hand-picked large US stocks that all "
     "survived to 2022 (chosen with hindsight; no delisted or failed company). Every sleeve and the meta "
     "trade only these survivors, while the S&P 500 index held its failures: comparisons with the index "
