@@ -49,6 +49,14 @@ def driver_only_plugin(tmp_path_factory) -> Path:
             return pd.DataFrame(1.0 / N_NAMES, index=dates, columns=list(prices.columns[:N_NAMES]))
 
 
+        def from_runtime_env(prices):
+            """Holds the number of names given by the user's runtime_env file (env_vars)."""
+            import os
+
+            n = int(os.environ["DRIVER_ONLY_N_NAMES"])
+            return pd.DataFrame(1.0 / n, index=prices.index[252::21], columns=list(prices.columns[:n]))
+
+
         def broken(prices):
             raise ValueError("driver-only alpha is broken on purpose")
     '''))

@@ -7,7 +7,8 @@
   mounted over the checkout, the driver's venv and the test's temporary directory (where the
   driver-only plug-in package, DAGSTER_HOME and the storage root live), so no cluster process
   can import or read the driver's files. The PID namespace makes teardown total: killing the
-  ``unshare`` process (by its id) kills every Ray process of the cluster, whatever state it is in.
+  ``unshare`` process (by its id) kills every Ray process of the cluster, whatever state it is in;
+  ``unshare`` is also killed by the kernel if the test process dies first (PR_SET_PDEATHSIG).
 * **Token auth.** ``RAY_AUTH_MODE=token`` and a fresh token, in a HOME of its own.
 
 Linux only, needs root (``unshare``); CI runs as root.
@@ -70,6 +71,15 @@ def cluster_venv(packages: tuple[str, ...] = RAY_AND_WORKER_LIBS, timeout_s: flo
                     "-c", str(constraints), *packages], check=True, timeout=timeout_s)
     done.write_text(" ".join(packages) + "\n")
     return venv
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the test process dies, even by SIGKILL, so the
+    namespace (and with it every Ray process) cannot outlive a crashed test run."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _free_port() -> int:
@@ -141,6 +151,7 @@ class RayTestCluster:
             ["unshare", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc",
              "bash", "-c", self._script()],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import textwrap
 import subprocess
 import sys
 from pathlib import Path
@@ -170,3 +171,26 @@ def test_a_cluster_without_scikit_learn_fails_the_preflight_once_naming_it(ray_c
     assert "sleeve min_variance failed" not in output and "- min_variance:" not in output  # not N failures
     assert not (tmp_path / "storage" / "sleeves").exists()  # no sleeve ran, none was stored
     assert materialized_keys(isolated_env) == set()
+
+
+def test_the_user_runtime_env_file_reaches_the_workers(ray_cluster_2_nodes, driver_only_plugin, tmp_path):
+    """QUANT_META_RAY_RUNTIME_ENV is merged into what the cluster gets (here: env_vars), next to
+    the shipped code; without it the plug-in cannot know its parameter."""
+    runtime_env = tmp_path / "runtime_env.yaml"
+    runtime_env.write_text("env_vars: {DRIVER_ONLY_N_NAMES: '3'}\n")
+    path = tmp_path / "small.yaml"
+    path.write_text(textwrap.dedent("""\
+        sleeves:
+          - {name: equal_weight, strategy: equal_weight, rebalance: monthly}
+          - {name: from_env, strategy: "driver_only_alpha.signals:from_runtime_env", rebalance: monthly}
+    """))
+    env = driver_env(ray_cluster_2_nodes, driver_only_plugin, QUANT_META_RAY_RUNTIME_ENV=str(runtime_env))
+    script = ("import sys; from quant_meta_assets.compute import RayComputeEngine; "
+              "from quant_meta_assets.prices import load_prices; from quant_meta_assets.registry import load_registry; "
+              "r = RayComputeEngine().execute_sleeves(load_registry(sys.argv[1]), load_prices())[1]; "
+              "print('RESULT', r['status'], r['error'], int((r['weights'] != 0).any().sum()) "
+              "if r['status'] == 'success' else '')")
+    out = subprocess.run([sys.executable, "-c", script, str(path)], cwd=REPO_ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")), out.stdout[-2000:] + out.stderr[-2000:])
+    assert line == "RESULT success None 3", line  # three names held, as the runtime_env said
