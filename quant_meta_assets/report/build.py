@@ -417,9 +417,11 @@ def _costs_html(costs, metrics: pd.DataFrame) -> str:
     yearly_view = yearly[["days", "standalone_volume", "book_volume", "savings_volume", "standalone_cost",
                           "book_cost", "savings_bps"]].copy()
     yearly_view[["standalone_cost", "book_cost"]] *= 1e4
-    yearly_view = yearly_view.rename(columns={"standalone_cost": "stand-alone cost (bps)",
-                                              "book_cost": "book cost (bps)", "savings_bps": "savings (bps)"})
+    yearly_view = yearly_view.rename(columns={
+        "standalone_volume": "stand-alone volume", "book_volume": "book volume", "savings_volume": "crossed volume",
+        "standalone_cost": "stand-alone cost (bps)", "book_cost": "book cost (bps)", "savings_bps": "savings (bps)"})
     bps = lambda x: f"{x:,.1f}"  # noqa: E731
+    times = lambda x: f"{x:,.2f}x"  # noqa: E731  (two-sided volume in multiples of the book's value)
     return (
         "<h3>Trading costs: netted book vs stand-alone</h3>"
         + H.note(f"Book-level cost {costs.cost_bps:g} bps one-way on two-sided turnover, charged on the first "
@@ -428,11 +430,11 @@ def _costs_html(costs, metrics: pd.DataFrame) -> str:
                  f"+ rate {t['savings_bps_per_year_rate']:.1f} (sleeves' own cost_bps above the book rate); "
                  f"volume crossed internally {t['savings_volume'] / max(t['standalone_volume'], 1e-300):.1%} "
                  "of the stand-alone volume.")
-        + H.table(views, {"sharpe": H.fmt_num, "cagr": H.fmt_pct, "turnover / yr": H.fmt_pct,
+        + H.table(views, {"sharpe": H.fmt_num, "cagr": H.fmt_pct, "turnover / yr": times,
                           "cost (bps / yr)": bps}, scroll=False)
         + "<h3>Internal crossing savings per year</h3>"
-        + H.table(yearly_view, {"days": lambda x: f"{int(x):,}", "standalone_volume": H.fmt_pct,
-                                "book_volume": H.fmt_pct, "savings_volume": H.fmt_pct,
+        + H.table(yearly_view, {"days": lambda x: f"{int(x):,}", "stand-alone volume": times,
+                                "book volume": times, "crossed volume": times,
                                 "stand-alone cost (bps)": bps, "book cost (bps)": bps, "savings (bps)": bps})
     )
 

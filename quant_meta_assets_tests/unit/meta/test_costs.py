@@ -215,6 +215,13 @@ def test_corrupted_inputs_fail_the_reconciliations_loudly(bundled):
     views = cost_views(**{**inputs, "sleeve_costs": bad_costs})
     failed = set(views.checks.loc[~views.checks["passed"], "check"])
     assert {"sleeve_gross_returns", "netted_book_return"} <= failed
+    # a negative cost on a day nothing else trades makes the stand-alone cost negative
+    quiet = bundled["views"].daily["standalone_volume"].iloc[1:].eq(0.0)
+    quiet_day = quiet.index[quiet.to_numpy()][0]
+    bad_costs = inputs["sleeve_costs"].copy()
+    bad_costs.loc[quiet_day, "equal_weight"] = -1e-4
+    views = cost_views(**{**inputs, "sleeve_costs": bad_costs})
+    assert "costs_nonnegative" in set(views.checks.loc[~views.checks["passed"], "check"])
 
     # a tampered result: savings that are not stand-alone minus book
     good = bundled["views"]
