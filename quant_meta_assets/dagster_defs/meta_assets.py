@@ -15,7 +15,11 @@ from quant_meta_assets import settings
 from quant_meta_assets.dagster_defs.instance_queries import sleeve_statuses
 from quant_meta_assets.dagster_defs.sleeves import require_current_sleeves
 from quant_meta_assets.meta.costs import DEFAULT_BOOK_COST_BPS
-from quant_meta_assets.meta.optimize.diagnostics import covariance_warning, singular_covariance_rebalances
+from quant_meta_assets.meta.optimize.diagnostics import (
+    covariance_summary,
+    covariance_warning,
+    singular_covariance_rebalances,
+)
 from quant_meta_assets.stages import StageRegistry
 
 CODE_VERSION = "1"
@@ -84,7 +88,7 @@ class OptimizeConfig(dg.Config):
     max_weight: float = 1.0
     min_weight_by_sleeve: dict[str, float] | None = None
     max_weight_by_sleeve: dict[str, float] | None = None
-    covariance: Literal["sample", "ledoit_wolf", "oas", "ewma"] = "sample"
+    covariance: Literal["auto", "sample", "ledoit_wolf", "oas", "ewma"] = "auto"
     halflife: float | None = None
     expected_returns: Literal["historical", "ewma"] = "historical"
     risk_aversion: float = 1.0
@@ -142,6 +146,8 @@ def meta_weights(
             "covariance_warning": dg.MarkdownMetadataValue(
                 f"**WARNING** {cov_warning}" if cov_warning else "none: every covariance was well-conditioned"
             ),
+            "covariance": dg.TextMetadataValue(covariance_summary(diagnostics) or ""),
+            "mean_shrinkage": dg.FloatMetadataValue(float(diagnostics["shrinkage"].mean())),
             **_date_range(weights),
             "latest_weights": _markdown(latest.rename("weight").to_frame()),
             **{f"weight/{s}": dg.FloatMetadataValue(float(w)) for s, w in latest.items()},

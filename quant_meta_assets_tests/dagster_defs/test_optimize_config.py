@@ -64,12 +64,32 @@ def test_singular_covariance_warning_in_ui_metadata():
     R = pd.DataFrame(rng.normal(0, 0.01, (90, 40)), index=pd.bdate_range("2020-01-01", periods=90, name="date"),
                      columns=[f"s{i}" for i in range(40)])
     context = dg.build_asset_context()
-    out = meta_weights(context, config=OptimizeConfig(method="min_variance", lookback=30, rebalance_every=30),
+    out = meta_weights(context, config=OptimizeConfig(method="min_variance", lookback=30, rebalance_every=30, covariance="sample"),
                        meta_returns=R)
     assert (out["diagnostics"]["status"] == "optimal_singular_cov").all()
     meta = context.get_output_metadata("result")
     assert meta["singular_covariance_rebalances"].value == 3
     assert "WARNING" in meta["covariance_warning"].value and "rank <= 29" in meta["covariance_warning"].value
+    assert meta["covariance"].value.startswith("sample; eigenvalues clipped at 3 of 3 rebalances")
+
+
+def test_default_covariance_rule_and_shrinkage_in_ui_metadata():
+    # 40 sleeves > lookback 30 / 4: the default shrinks (well posed) and the UI says so
+    rng = np.random.default_rng(7)
+    import pandas as pd
+
+    R = pd.DataFrame(rng.normal(0, 0.01, (90, 40)), index=pd.bdate_range("2020-01-01", periods=90, name="date"),
+                     columns=[f"s{i}" for i in range(40)])
+    context = dg.build_asset_context()
+    out = meta_weights(context, config=OptimizeConfig(method="min_variance", lookback=30, rebalance_every=30),
+                       meta_returns=R)
+    assert (out["diagnostics"]["status"] == "optimal").all()
+    meta = context.get_output_metadata("result")
+    assert meta["singular_covariance_rebalances"].value == 0
+    text = meta["covariance"].value
+    assert text.startswith("auto: ledoit_wolf (40 sleeves > lookback 30 / 4); shrinkage towards mu*I: mean ")
+    assert text.endswith("eigenvalues clipped at 0 of 3 rebalances")
+    assert 0 < meta["mean_shrinkage"].value <= 1
 
 
 @pytest.mark.timeout(300)

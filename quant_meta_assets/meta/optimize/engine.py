@@ -16,13 +16,22 @@ Per-rebalance policies (recorded in the ``notes`` diagnostic):
   (``s = trace/k``) and its eigenvalues are clipped at ``1e-10`` (relative to that mean);
   ``psd_repaired`` is True when anything was clipped (negative eigenvalues from an estimator, or
   a singular matrix, e.g. more sleeves than rows). ``condition_number`` is cond(Sigma) *before*
-  repair (``inf`` when singular).
+  repair (``inf`` when singular). With ``sample`` / ``ledoit_wolf`` and at least as many active
+  sleeves as rows, the sample part has rank <= rows - 1 by construction: its nonzero spectrum
+  (and the repair) come from the rows x rows Gram matrix, not a sleeves x sleeves decomposition.
 * **Singular / near-singular covariance** (repaired, or ``condition_number > COND_WARN``): the
   weights are still the optimum of the (repaired) problem, but that optimum exploits directions
   the window cannot estimate (e.g. 40 sleeves, 30 rows: in-sample variance 0.1x equal weight,
   out-of-sample 2.3x). Such a rebalance never reports a bare "optimal": its ``status`` gets the
   suffix ``_singular_cov`` (``optimal_singular_cov``, ``projected_singular_cov``...) and the
   ``warning`` diagnostic says why and what to do (a shrinkage estimator).
+* **Default estimator** (``covariance="auto"``): sample covariance while sleeves <= lookback / 4,
+  Ledoit-Wolf above (``resolve_covariance``); the ``covariance`` diagnostic is the estimator
+  used, ``covariance_rule`` the rule that chose it and ``shrinkage`` its intensity per rebalance
+  (0 for unshrunk estimators).
+* **Warm starts**: the exact fast paths (NNLS active set, risk-parity Newton) start from the
+  previous rebalance's optimum on the same active set; the optimum is unique and the stopping
+  tests are unchanged, so only rounding (~1e-15) depends on the path.
 * **Scaling**: solvers see Sigma/s and mu/s (or (mu - rf)/max|mu - rf|); weights are invariant.
 * **risk_free_rate** is annual (``None`` = the project's) and converted to daily geometrically,
   ``(1 + rf)^(1/252) - 1``, by ``rates.daily_rate``: the same rf and conversion as the metrics
@@ -70,6 +79,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy.linalg import lapack
+from threadpoolctl import threadpool_limits
 
 from quant_meta_assets import rates
 from quant_meta_assets.meta.drift import drift_weights
@@ -92,9 +102,12 @@ from quant_meta_assets.meta.optimize.errors import (
 from quant_meta_assets.meta.optimize.estimators import (
     COVARIANCES,
     EXPECTED_RETURNS,
+    centered_cross_product,
     estimate_covariance,
     estimate_expected_returns,
     ewma_weights,
+    ledoit_wolf_from_cross_product,
+    oas_fit,
 )
 from quant_meta_assets.meta.optimize.hrp import hrp_weights
 from quant_meta_assets.meta.optimize.methods import (
@@ -102,6 +115,7 @@ from quant_meta_assets.meta.optimize.methods import (
     SolveOutcome,
     chol_lower,
     nnls_direction,
+    nnls_warm,
     risk_parity_newton,
 )
 
@@ -125,6 +139,9 @@ SINGULAR_SUFFIX = "_singular_cov"
 SUCCESS_STATUSES = ("optimal", "closed_form", "projected", "previous_weights")
 ZERO_VAR_REL = 1e-14
 FAST_TOL = 1e-12
+AUTO_SHRINK_RATIO = 4.0  # covariance="auto": Ledoit-Wolf once sleeves > lookback / 4
+# estimators the engine computes from one centred cross product Xc'Xc per window
+CROSS_PRODUCT_ESTIMATORS = ("sample", "ledoit_wolf")
 
 DIAGNOSTIC_COLUMNS = [
     "method",
@@ -134,6 +151,8 @@ DIAGNOSTIC_COLUMNS = [
     "objective",
     "condition_number",
     "psd_repaired",
+    "covariance_rule",
+    "shrinkage",
     "fallback_used",
     "fallback_reason",
     "attempts",
@@ -162,11 +181,20 @@ class _Window:
     cov: np.ndarray  # daily covariance (repaired, unscaled)
     scale: float
     sigma: np.ndarray  # scaled covariance (mean variance 1), repaired
-    chol: np.ndarray | None  # lower Cholesky factor of sigma
     cond: float
     repaired: bool
     notes: list[str]
     mu: np.ndarray | None = None
+    shrinkage: float = 0.0  # intensity of the shrinkage towards mu*I (ledoit_wolf / oas), else 0
+    _chol: np.ndarray | None | bool = False  # False: not computed yet
+
+    @property
+    def chol(self) -> np.ndarray | None:
+        """Lower Cholesky factor of ``sigma``, computed on first use (the warm-started paths
+        never need the full ``k x k`` factor)."""
+        if self._chol is False:
+            self._chol = chol_lower(self.sigma) if self.sigma.size else None
+        return self._chol  # type: ignore[return-value]
 
 
 def _eigvalsh(A: np.ndarray) -> np.ndarray:
@@ -228,6 +256,8 @@ class _Engine:
         self.rf_daily = rates.daily_rate(risk_free_rate)
         self.solver = solver
         self.problems: dict[tuple, CvxProblem] = {}
+        # (method, active-set mask) -> the last exact fast-path optimum: warm start of the next rebalance
+        self.warm: dict[tuple, np.ndarray] = {}
         self.ew = (
             ewma_weights(lookback, halflife)
             if "ewma" in (covariance, expected_returns)
@@ -244,11 +274,12 @@ class _Engine:
         if not all_active:
             notes.append("inactive (NaN in window): " + ", ".join(self.sleeves[i] for i in np.flatnonzero(~active)))
         X = Xfull if all_active else Xfull[:, active]
-        cov = None
+        n = X.shape[0]
+        Xc = S = None  # centred window and its cross product (sample / ledoit_wolf)
         if X.shape[1]:
-            if self.covariance == "sample":
-                cov = estimate_covariance(X, "sample")
-                var = np.diag(cov)
+            if self.covariance in CROSS_PRODUCT_ESTIMATORS:
+                Xc, S = centered_cross_product(X)
+                var = np.diag(S) / (n - 1)
             else:
                 var = X.var(axis=0, ddof=1)
             vmax = float(var.max())
@@ -259,29 +290,58 @@ class _Engine:
                 active = active.copy()
                 active[idx] = False
                 X = X[:, ~zero]
-                cov = None
+                if S is not None:
+                    Xc, S = Xc[:, ~zero], S[np.ix_(~zero, ~zero)]
         k = X.shape[1]
         if k == 0:
-            return _Window(active, X, np.zeros((0, 0)), 1.0, np.zeros((0, 0)), None, math.nan, False, notes)
-        if self.covariance != "sample" or cov is None:
+            return _Window(active, X, np.zeros((0, 0)), 1.0, np.zeros((0, 0)), math.nan, False, notes)
+        shrinkage = 0.0
+        if self.covariance == "sample":
+            cov = S * (1.0 / (n - 1))
+        elif self.covariance == "ledoit_wolf":
+            cov, shrinkage = ledoit_wolf_from_cross_product(Xc, S)
+        elif self.covariance == "oas":
+            cov, shrinkage = oas_fit(X)
+        else:
             cov = estimate_covariance(X, self.covariance, self.halflife, self.ew)
         scale = float(np.trace(cov)) / k
         sigma = cov / scale
         repaired = False
-        chol = None
-        evals = _eigvalsh(sigma)  # one eigen-decomposition: PSD check and cond(Sigma)
-        lmin, lmax = float(evals[0]), float(evals[-1])
+        gram = None
+        if S is not None and k >= n:
+            # rank(Xc) <= n - 1 < k: the sample part is singular by construction. Its nonzero
+            # spectrum is the n x n Gram matrix's (Xc Xc'), much cheaper than a k x k eigen-
+            # decomposition when sleeves outnumber the window's rows; Ledoit-Wolf shifts it by d*mu.
+            a = (1.0 / (n - 1) if self.covariance == "sample" else (1.0 - shrinkage) / n) / scale
+            floor = 0.0 if self.covariance == "sample" else shrinkage * float(np.trace(S)) / (n * k) / scale
+            gram = Xc @ Xc.T
+            lmax = a * float(_eigvalsh(gram)[-1]) + floor
+            lmin = floor
+        else:
+            evals = _eigvalsh(sigma)  # one eigen-decomposition: PSD check and cond(Sigma)
+            lmin, lmax = float(evals[0]), float(evals[-1])
         cond = lmax / lmin if lmin > 0 else math.inf
         if lmin < EIG_FLOOR:
-            lam, V = np.linalg.eigh(sigma)
-            lam_c = np.maximum(lam, EIG_FLOOR)
-            sigma = (V * lam_c) @ V.T
-            sigma = (sigma + sigma.T) * 0.5
+            if gram is not None and self.covariance == "sample":
+                # clip on the Gram eigenvectors: V = Xc' U / sqrt(lambda) spans the range of S
+                lam, U = np.linalg.eigh(gram)
+                lam_s = lam * a
+                keep = lam_s >= EIG_FLOOR
+                V = Xc.T @ (U[:, keep] / np.sqrt(lam[keep]))
+                sigma = (V * (lam_s[keep] - EIG_FLOOR)) @ V.T
+                sigma = (sigma + sigma.T) * 0.5
+                sigma.flat[:: k + 1] += EIG_FLOOR
+                n_clipped, kind = k - int(keep.sum()), "near-zero"
+            else:
+                lam, V = np.linalg.eigh(sigma)
+                lam_c = np.maximum(lam, EIG_FLOOR)
+                sigma = (V * lam_c) @ V.T
+                sigma = (sigma + sigma.T) * 0.5
+                n_clipped = int((lam < EIG_FLOOR).sum())
+                kind = "negative" if lmin < -1e-12 else "near-zero"
             repaired = True
-            kind = "negative" if lmin < -1e-12 else "near-zero"
-            notes.append(f"covariance repaired: {int((lam < EIG_FLOOR).sum())} {kind} eigenvalue(s) clipped to {EIG_FLOOR:g} x mean variance")
-        chol = chol_lower(sigma)
-        return _Window(active, X, sigma * scale, scale, sigma, chol, cond, repaired, notes)
+            notes.append(f"covariance repaired: {n_clipped} {kind} eigenvalue(s) clipped to {EIG_FLOOR:g} x mean variance")
+        return _Window(active, X, sigma * scale, scale, sigma, cond, repaired, notes, shrinkage=shrinkage)
 
     def mu(self, win: _Window) -> np.ndarray:
         if win.mu is None:
@@ -289,8 +349,9 @@ class _Engine:
         return win.mu
 
     def factor(self, win: _Window) -> np.ndarray:
-        if win.chol is not None:
-            return win.chol
+        chol = win.chol
+        if chol is not None:
+            return chol
         lam, V = np.linalg.eigh(win.sigma)
         return V * np.sqrt(np.maximum(lam, 0.0))
 
@@ -340,9 +401,13 @@ class _Engine:
         vec = None
         fast: np.ndarray | None = None
         fast_label = ""
+        warm_key = (method, win.active.tobytes())
+        warm = self.warm.get(warm_key)
         if method == "min_variance":
             if not use_pen:
-                x = nnls_direction(sigma, np.ones(k), win.chol)
+                x = None if warm is None else nnls_warm(sigma, np.ones(k), warm > 0)
+                if x is None:
+                    x = nnls_direction(sigma, np.ones(k), win.chol)
                 if x is not None and x.sum() > 0:
                     fast, fast_label = x / x.sum(), "nnls-active-set"
         elif method in ("max_sharpe", "max_diversification"):
@@ -364,11 +429,15 @@ class _Engine:
         elif method == "mean_variance":
             vec = self.mu(win) / win.scale
         elif method == "risk_parity":
-            w = risk_parity_newton(sigma, self.budget(win))
+            w = risk_parity_newton(sigma, self.budget(win), start=warm)
+            if w is None and warm is not None:
+                w = risk_parity_newton(sigma, self.budget(win))
             if w is not None:
                 fast, fast_label = w, "newton"
         else:  # pragma: no cover
             raise OptimizerConfigError(f"unknown method {method!r}")
+        if fast is not None:
+            self.warm[warm_key] = fast  # the next rebalance starts from this optimum
         if fast is not None and not cons.violations(fast, w_prev, t_budget, tol=FAST_TOL):
             return fast, "optimal", fast_label
         out = self.cvx(method, cons, win, vec, w_prev, t_budget, penalty)
@@ -408,6 +477,24 @@ def _covariance_warning(win: _Window, lookback: int, covariance: str) -> str | N
             "a longer lookback, or fewer sleeves")
 
 
+def resolve_covariance(covariance: str, n_sleeves: int, lookback: int) -> tuple[str, str]:
+    """``(estimator, rule)``: the estimator ``covariance`` stands for, and the text the diagnostics record.
+
+    ``auto`` (the default) is the sample covariance while ``n_sleeves <= lookback / 4`` and
+    Ledoit-Wolf shrinkage above. The sample covariance of ``k`` sleeves over ``T`` rows is
+    singular once ``k >= T`` and badly conditioned well before: for ``k / T = q`` its smallest
+    eigenvalue is biased down to about ``(1 - sqrt(q))^2`` of the truth (Marchenko-Pastur), a
+    quarter at ``q = 1/4``. Ledoit-Wolf's smallest eigenvalue is at least ``shrinkage x`` the
+    mean variance, so the default problem stays well posed at any sleeve count.
+    """
+    if covariance != "auto":
+        return covariance, covariance
+    limit = lookback / AUTO_SHRINK_RATIO
+    if n_sleeves > limit:
+        return "ledoit_wolf", f"auto: ledoit_wolf ({n_sleeves} sleeves > lookback {lookback} / {AUTO_SHRINK_RATIO:g})"
+    return "sample", f"auto: sample ({n_sleeves} sleeves <= lookback {lookback} / {AUTO_SHRINK_RATIO:g})"
+
+
 @functools.cache
 def _installed_solvers() -> tuple[str, ...]:
     """cvxpy's installed solvers, asked once per process (the query costs ~1 ms)."""
@@ -443,6 +530,11 @@ def _resolve_budget(risk_budget, sleeves) -> np.ndarray | None:
     return b / b.sum()
 
 
+# One BLAS thread for the walk: its matrices are at most sleeves x sleeves, where a second
+# OpenBLAS thread gains little even on an idle 2-core machine, and costs 5-10x when the cores are
+# shared (busy-waiting threads; measured: a 500 x 500 Cholesky 1.9 ms on one thread vs 22 ms on two
+# with the other core busy). Restored on return.
+@threadpool_limits.wrap(limits=1, user_api="blas")
 def optimize_meta_weights(
     returns: pd.DataFrame,
     method: str = "risk_parity",
@@ -450,7 +542,7 @@ def optimize_meta_weights(
     rebalance_every: int = 21,
     min_weight: float | Mapping[str, float] = 0.0,
     max_weight: float | Mapping[str, float] = 1.0,
-    covariance: str = "sample",
+    covariance: str = "auto",
     halflife: float | None = None,
     expected_returns: str = "historical",
     risk_aversion: float = 1.0,
@@ -521,10 +613,11 @@ def optimize_meta_weights(
         raise InsufficientHistoryError(
             f"lookback={lookback} rows needed but returns has only {n_rows} rows: no rebalance date"
         )
+    resolved_cov, cov_rule = resolve_covariance(covariance, len(sleeves), lookback)
     cs = build_constraints(sleeves, min_weight, max_weight, groups, group_caps, max_turnover, turnover_penalty)
     budget = _resolve_budget(risk_budget, sleeves)
     eng = _Engine(
-        sleeves=sleeves, cs=cs, covariance=covariance, halflife=halflife,
+        sleeves=sleeves, cs=cs, covariance=resolved_cov, halflife=halflife,
         expected_returns=expected_returns, risk_aversion=float(risk_aversion), risk_budget=budget,
         risk_free_rate=float(risk_free_rate), solver=solver.upper(), lookback=lookback,
     )
@@ -641,7 +734,7 @@ def optimize_meta_weights(
         trade = float(np.abs(full).sum()) if prev is None else float(np.abs(full - prev).sum())
         last_target, last_row = full, r
         fb_used = name != method
-        warning = _covariance_warning(win, lookback, covariance)
+        warning = _covariance_warning(win, lookback, resolved_cov)
         if warning and primary_status in SUCCESS_STATUSES:
             primary_status += SINGULAR_SUFFIX
         cols["method"].append(method)
@@ -653,6 +746,8 @@ def optimize_meta_weights(
             win.notes.append(f"asset-space trade {trade_ref.measure(w):.6g}")
         cols["condition_number"].append(win.cond)
         cols["psd_repaired"].append(bool(win.repaired))
+        cols["covariance_rule"].append(cov_rule)
+        cols["shrinkage"].append(win.shrinkage)
         cols["fallback_used"].append(fb_used)
         cols["fallback_reason"].append(attempts[0] if fb_used else None)
         cols["attempts"].append("; ".join(attempts))
@@ -660,7 +755,7 @@ def optimize_meta_weights(
         cols["weights_from"].append(name)
         cols["turnover"].append(trade)
         cols["warning"].append(warning)
-        cols["covariance"].append(covariance)
+        cols["covariance"].append(resolved_cov)
         cols["halflife"].append(math.nan if halflife is None else float(halflife))
         cols["notes"].append("; ".join(win.notes) if win.notes else None)
     out_index = index[rows]

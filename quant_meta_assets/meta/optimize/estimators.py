@@ -4,10 +4,17 @@ Every estimator takes a window ``X`` of shape ``(T, k)`` (rows = days, no NaN) o
 returns and returns *daily* moments; the engine scales them for the solvers.
 
 Covariance
-    ``sample``       unbiased sample covariance (``ddof=1``), the walk-forward contract's default.
-    ``ledoit_wolf``  Ledoit-Wolf shrinkage towards ``mu * I``: scikit-learn's
-                     ``LedoitWolf().fit(X).covariance_`` itself (it shrinks the
-                     maximum-likelihood, ``ddof=0``, covariance); sklearn is imported lazily.
+    ``auto``         the default: ``sample`` while sleeves <= lookback / 4, else ``ledoit_wolf``
+                     (the rule and why: ``engine.resolve_covariance``).
+    ``sample``       unbiased sample covariance (``ddof=1``); what ``auto`` picks for small books.
+    ``ledoit_wolf``  Ledoit-Wolf shrinkage towards ``mu * I`` of the maximum-likelihood
+                     (``ddof=0``) covariance, with scikit-learn's shrinkage formula
+                     (``sklearn.covariance.ledoit_wolf_shrinkage``) evaluated from the sample
+                     cross-product the engine already has: sklearn forms two more ``k x k``
+                     products per window (X2'X2 and X'X), measured 34 ms vs 4 ms for the plain
+                     covariance at 252 x 500, which alone would cost 13 s of a 384-rebalance walk.
+                     ``sum(X2'X2)`` is ``sum_t ||x_t||^4``, so nothing ``k x k`` is needed; the
+                     tests hold it to sklearn's estimate (1e-13).
     ``oas``          Oracle Approximating Shrinkage: scikit-learn's ``OAS().fit(X).covariance_``.
     ``ewma``         exponentially weighted: weight ``0.5 ** ((T-1-t) / halflife)`` on row ``t``
                      (the newest row has weight 1), normalised to sum 1, weighted mean removed,
@@ -29,7 +36,7 @@ import numpy as np
 
 from quant_meta_assets.meta.optimize.errors import OptimizerConfigError
 
-COVARIANCES = ("sample", "ledoit_wolf", "oas", "ewma")
+COVARIANCES = ("auto", "sample", "ledoit_wolf", "oas", "ewma")
 EXPECTED_RETURNS = ("historical", "ewma")
 
 
@@ -46,27 +53,63 @@ def sample_covariance(X: np.ndarray) -> np.ndarray:
     n = X.shape[0]
     if n < 2:
         raise OptimizerConfigError(f"the sample covariance needs at least 2 rows, got {n}")
-    Xc = X - np.full(n, 1.0 / n) @ X  # the column means as one BLAS call
-    cov = Xc.T @ Xc  # numpy computes A.T @ A with syrk: exactly symmetric
+    cov = centered_cross_product(X)[1]
     cov *= 1.0 / (n - 1)
     return cov
 
 
-def ledoit_wolf_covariance(X: np.ndarray) -> np.ndarray:
-    """``sklearn.covariance.LedoitWolf`` (shrinks the ``ddof=0`` covariance towards ``mu * I``).
+def centered_cross_product(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(Xc, Xc' Xc)`` with ``Xc`` the column-centred window: the one ``k x k`` product per window."""
+    n = X.shape[0]
+    Xc = X - np.full(n, 1.0 / n) @ X  # the column means as one BLAS call
+    return Xc, Xc.T @ Xc  # numpy computes A.T @ A with syrk: exactly symmetric
 
-    scikit-learn is imported here, not at module level, so importing the package stays fast.
+
+def ledoit_wolf_shrinkage(Xc: np.ndarray, S: np.ndarray) -> tuple[float, float]:
+    """``(shrinkage, mu)`` of sklearn's Ledoit-Wolf for the centred window ``Xc`` with ``S = Xc'Xc``.
+
+    The same arithmetic as ``sklearn.covariance.ledoit_wolf_shrinkage`` (its ``beta`` and
+    ``delta``), with ``sum(X2'X2) = sum_t (sum_i x_ti^2)^2`` and ``sum((X'X)^2) = ||S||_F^2``.
     """
-    from sklearn.covariance import LedoitWolf
+    n, k = Xc.shape
+    trace = float(np.trace(S)) / n  # sum of the ddof=0 variances
+    mu = trace / k
+    if k == 1:
+        return 0.0, mu
+    row_sq = np.einsum("ij,ij->i", Xc, Xc)
+    beta_ = float(row_sq @ row_sq)
+    delta_ = float(np.einsum("ij,ij->", S, S)) / n**2
+    beta = (beta_ / n - delta_) / (k * n)
+    delta = (delta_ - 2.0 * mu * trace + k * mu**2) / k
+    beta = min(beta, delta)
+    return (0.0 if beta == 0 else beta / delta), mu
 
-    return LedoitWolf(store_precision=False, assume_centered=False).fit(X).covariance_
+
+def ledoit_wolf_from_cross_product(Xc: np.ndarray, S: np.ndarray) -> tuple[np.ndarray, float]:
+    """``((1 - d) S / n + d mu I, d)``: the Ledoit-Wolf covariance and its shrinkage ``d``."""
+    n, k = Xc.shape
+    d, mu = ledoit_wolf_shrinkage(Xc, S)
+    cov = S * ((1.0 - d) / n)
+    cov.flat[:: k + 1] += d * mu
+    return cov, d
+
+
+def ledoit_wolf_covariance(X: np.ndarray) -> np.ndarray:
+    """Ledoit-Wolf shrinkage of the ``ddof=0`` covariance towards ``mu * I`` (sklearn's estimate)."""
+    return ledoit_wolf_from_cross_product(*centered_cross_product(X))[0]
+
+
+def oas_fit(X: np.ndarray) -> tuple[np.ndarray, float]:
+    """``sklearn.covariance.OAS`` (Oracle Approximating Shrinkage of the ``ddof=0`` covariance):
+    the matrix and its shrinkage intensity."""
+    from sklearn.covariance import OAS
+
+    est = OAS(store_precision=False, assume_centered=False).fit(X)
+    return est.covariance_, float(est.shrinkage_)
 
 
 def oas_covariance(X: np.ndarray) -> np.ndarray:
-    """``sklearn.covariance.OAS`` (Oracle Approximating Shrinkage of the ``ddof=0`` covariance)."""
-    from sklearn.covariance import OAS
-
-    return OAS(store_precision=False, assume_centered=False).fit(X).covariance_
+    return oas_fit(X)[0]
 
 
 def ewma_covariance(X: np.ndarray, halflife: float, weights: np.ndarray | None = None) -> np.ndarray:

@@ -18,18 +18,40 @@ from quant_meta_assets.meta.optimize.methods import CvxProblem, nnls_direction, 
 from quant_meta_assets_tests.unit.meta.optimize.conftest import factor_returns, random_spd
 
 
-@pytest.mark.parametrize("shape", [(252, 20), (40, 60), (100, 1), (30, 5)])
+@pytest.mark.parametrize("shape", [(252, 20), (40, 60), (100, 1), (30, 5), (252, 500)])
 def test_shrinkage_is_sklearn(shape):
-    # the estimators *are* scikit-learn's: identical to its public functions bit for bit (1e-15)
+    # OAS *is* scikit-learn's (bit for bit); Ledoit-Wolf evaluates sklearn's formula from the
+    # cross product and must give sklearn's shrinkage and matrix to rounding
     from sklearn.covariance import ledoit_wolf, oas
 
+    from quant_meta_assets.meta.optimize.estimators import centered_cross_product, ledoit_wolf_shrinkage
+
     X = factor_returns(shape[0], shape[1], seed=shape[1]).to_numpy()
-    for ours, ref in ((ledoit_wolf_covariance(X), ledoit_wolf(X)[0]), (oas_covariance(X), oas(X)[0])):
-        assert ours.shape == (shape[1], shape[1])
-        np.testing.assert_allclose(ours, ref, rtol=1e-15, atol=0)
+    ours, ref = oas_covariance(X), oas(X)[0]
+    assert ours.shape == (shape[1], shape[1])
+    np.testing.assert_allclose(ours, ref, rtol=1e-15, atol=0)
+    ref_cov, ref_d = ledoit_wolf(X)
+    d, _ = ledoit_wolf_shrinkage(*centered_cross_product(X))
+    assert abs(d - ref_d) <= 1e-13 * max(ref_d, 1e-300) or d == ref_d
+    ours = ledoit_wolf_covariance(X)
+    assert ours.shape == ref_cov.shape
+    np.testing.assert_allclose(ours, ref_cov, rtol=0, atol=1e-13 * float(np.abs(ref_cov).max()))
 
 
-@pytest.mark.parametrize("cov_name,cls_name", [("ledoit_wolf", "LedoitWolf"), ("oas", "OAS")])
+def test_engine_ledoit_wolf_is_sklearns_estimate():
+    from sklearn.covariance import ledoit_wolf
+
+    R = factor_returns(200, 5, seed=12)
+    res = optimize_meta_weights(R, "inverse_vol", lookback=100, rebalance_every=50, covariance="ledoit_wolf")
+    rows = list(range(99, 200, 50))
+    for j, r in enumerate(rows):
+        C, d = ledoit_wolf(R.to_numpy()[r - 99 : r + 1])
+        iv = 1.0 / np.sqrt(np.diag(C))
+        np.testing.assert_allclose(res.weights.iloc[j].to_numpy(), iv / iv.sum(), rtol=1e-13)
+        assert res.diagnostics["shrinkage"].iloc[j] == pytest.approx(d, rel=1e-12)
+
+
+@pytest.mark.parametrize("cov_name,cls_name", [("oas", "OAS")])
 def test_engine_calls_sklearn_estimator_once_per_rebalance(monkeypatch, cov_name, cls_name):
     import sklearn.covariance as skc
 
@@ -193,3 +215,34 @@ def test_polish_with_binding_bounds_and_groups():
         if method == "min_variance":
             assert w @ S @ w <= raw @ S @ raw + 1e-15
     assert CLARABEL_OPTS["tol_gap_abs"] == 1e-9
+
+
+@pytest.mark.parametrize("covariance", ["sample", "ledoit_wolf"])
+def test_gram_spectrum_and_repair_match_the_direct_decomposition(covariance):
+    # more sleeves than rows: the engine reads the spectrum (and clips it) through the small
+    # rows x rows Gram matrix; it must give the k x k eigen-decomposition's matrix and cond
+    from quant_meta_assets.meta.optimize.constraints import build_constraints as bc
+    from quant_meta_assets.meta.optimize.engine import EIG_FLOOR, _Engine
+
+    X = factor_returns(40, 90, seed=5).to_numpy()
+    names = tuple(f"s{i}" for i in range(90))
+    eng = _Engine(sleeves=names, cs=bc(names, 0.0, 1.0, None, None, None, 0.0), covariance=covariance,
+                  halflife=None, expected_returns="historical", risk_aversion=1.0, risk_budget=None,
+                  risk_free_rate=0.0, solver="CLARABEL", lookback=40)
+    from sklearn.covariance import ledoit_wolf
+
+    win = eng.window(X)
+    cov = np.cov(X, rowvar=False) if covariance == "sample" else ledoit_wolf(X)[0]
+    sigma = cov / (np.trace(cov) / 90)
+    lam, V = np.linalg.eigh(sigma)
+    if covariance == "sample":
+        assert win.repaired and np.isinf(win.cond)
+        ref = (V * np.maximum(lam, EIG_FLOOR)) @ V.T
+        # rank 39 (rows - 1) of 90: 51 eigenvalues clipped, the count the direct route finds
+        assert int((lam < EIG_FLOOR).sum()) == 51
+        assert "51 near-zero eigenvalue(s) clipped" in win.notes[-1]
+    else:
+        assert not win.repaired
+        assert win.cond == pytest.approx(lam[-1] / lam[0], rel=1e-10)
+        ref = sigma
+    np.testing.assert_allclose(win.sigma, ref, rtol=0, atol=1e-12 * np.abs(ref).max())

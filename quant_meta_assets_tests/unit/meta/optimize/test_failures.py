@@ -136,9 +136,10 @@ def test_previous_weights_must_respect_current_constraints():
 
 
 def test_more_sleeves_than_rows():
+    # the user forces the sample estimator: singular, repaired, said so
     R = factor_returns(40, 30, seed=4)
     for method in ("min_variance", "risk_parity", "max_diversification", "hrp", "inverse_vol"):
-        res = optimize_meta_weights(R, method, lookback=20, rebalance_every=10)
+        res = optimize_meta_weights(R, method, lookback=20, rebalance_every=10, covariance="sample")
         d = res.diagnostics
         assert d["psd_repaired"].all() and np.isinf(d["condition_number"]).all()
         W = res.weights.to_numpy()
@@ -187,7 +188,7 @@ def test_non_psd_covariance_is_repaired(monkeypatch, R):
         return (V * lam) @ V.T
 
     monkeypatch.setattr(engine_mod, "estimate_covariance", broken)
-    res = optimize_meta_weights(R, "min_variance", lookback=60, rebalance_every=30, covariance="oas")
+    res = optimize_meta_weights(R, "min_variance", lookback=60, rebalance_every=30, covariance="ewma", halflife=30)
     d = res.diagnostics
     assert d["psd_repaired"].all() and np.isinf(d["condition_number"]).all()
     assert d["notes"].str.contains("negative eigenvalue").all()
@@ -294,7 +295,8 @@ def test_singular_covariance_never_reports_a_bare_optimal():
     R = pd.DataFrame(rng.normal(0, 0.01, (90, 40)), index=pd.bdate_range("2020-01-01", periods=90, name="date"),
                      columns=[f"s{i}" for i in range(40)])
     for method in ("min_variance", "risk_parity"):
-        d = optimize_meta_weights(R, method, lookback=30, rebalance_every=30).diagnostics
+        # the user forces the sample estimator (the default, "auto", shrinks at 40 sleeves > 30 / 4)
+        d = optimize_meta_weights(R, method, lookback=30, rebalance_every=30, covariance="sample").diagnostics
         assert not (d["status"] == "optimal").any()
         assert (d["status"] == "optimal_singular_cov").all()
         assert d["warning"].str.contains(r"40 active sleeves but only 30 rows \(rank <= 29\)").all()
@@ -317,3 +319,22 @@ def test_clean_records_a_renormalisation(monkeypatch, R):
     note = res.diagnostics["notes"].iloc[0]
     assert "renormalised: the weights summed to 1.0000005" in note
     np.testing.assert_allclose(res.weights.sum(axis=1), 1.0, atol=1e-15)
+
+
+def test_default_estimator_is_well_posed_with_more_sleeves_than_rows():
+    # covariance="auto": Ledoit-Wolf once sleeves > lookback / 4, so nothing is singular or
+    # repaired, and the diagnostics say which rule applied and how much it shrank
+    from sklearn.covariance import ledoit_wolf
+
+    R = factor_returns(40, 30, seed=4)
+    for method in ("min_variance", "risk_parity"):
+        res = optimize_meta_weights(R, method, lookback=20, rebalance_every=10)
+        d = res.diagnostics
+        assert not d["psd_repaired"].any() and np.isfinite(d["condition_number"]).all()
+        assert (d["covariance_rule"] == "auto: ledoit_wolf (30 sleeves > lookback 20 / 4)").all()
+        assert (d["covariance"] == "ledoit_wolf").all() and d["warning"].isna().all()
+        for j, r in enumerate(range(19, 40, 10)):
+            assert d["shrinkage"].iloc[j] == pytest.approx(ledoit_wolf(R.to_numpy()[r - 19 : r + 1])[1], rel=1e-12)
+    small = optimize_meta_weights(R.iloc[:, :5], "min_variance", lookback=20, rebalance_every=10)
+    assert (small.diagnostics["covariance_rule"] == "auto: sample (5 sleeves <= lookback 20 / 4)").all()
+    assert (small.diagnostics["shrinkage"] == 0.0).all()

@@ -38,12 +38,14 @@ def test_window_ends_at_d_inclusive(method):
     R1 = R.copy()
     R1.iloc[d_pos + 1] = R1.iloc[d_pos + 1] + np.array([0.05, -0.04, 0.03, 0.07, -0.02])
     w1 = optimize_meta_weights(R1, method=method, lookback=lookback, rebalance_every=every).weights
-    np.testing.assert_array_equal(w1.loc[d].to_numpy(), base.loc[d].to_numpy())
+    # equal up to rounding: the exact fast paths are warm-started from the previous rebalance's
+    # optimum, which moves the last bits (not the optimum); a window off by one row moves ~1e-3
+    np.testing.assert_allclose(w1.loc[d].to_numpy(), base.loc[d].to_numpy(), rtol=0, atol=1e-13)
     # perturbing the row just before the window leaves them unchanged too
     R0 = R.copy()
     R0.iloc[d_pos - lookback] = R0.iloc[d_pos - lookback] + 0.05
     w0 = optimize_meta_weights(R0, method=method, lookback=lookback, rebalance_every=every).weights
-    np.testing.assert_array_equal(w0.loc[d].to_numpy(), base.loc[d].to_numpy())
+    np.testing.assert_allclose(w0.loc[d].to_numpy(), base.loc[d].to_numpy(), rtol=0, atol=1e-13)
     # perturbing row d changes them
     R2 = R.copy()
     R2.iloc[d_pos] = R2.iloc[d_pos] + np.array([0.05, -0.04, 0.03, 0.07, -0.02])
