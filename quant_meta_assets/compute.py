@@ -315,7 +315,8 @@ class RayComputeEngine:
                            self.num_cpus, address)
         strategies = list(strategies)
         options = ray_cluster.cluster_init_options(address, strategies)  # bad config: fail before connecting
-        deadline = time.monotonic() + self.connect_timeout_s
+        budget = self.connect_timeout_s + ray_cluster.client_setup_allowance_s(address)
+        deadline = time.monotonic() + budget
         probe_ray_address(address, self.connect_timeout_s)
         self._init_with_deadline(address, max(0.1, deadline - time.monotonic()), options)
         self._owns_ray = True
@@ -332,6 +333,8 @@ class RayComputeEngine:
         abandoned (a daemon) and disconnects again should it ever finish.
         """
         import ray
+
+        from quant_meta_assets.ray_cluster import client_setup_allowance_s
 
         outcome: dict[str, BaseException | None] = {}
         lock = threading.Lock()
@@ -357,7 +360,8 @@ class RayComputeEngine:
                 abandoned.set()
                 raise RayUnavailableError(
                     f"Ray is unreachable at {address!r}: no connection within "
-                    f"{_format_seconds(self.connect_timeout_s)} s (something listens there, but it "
+                    f"{_format_seconds(self.connect_timeout_s + client_setup_allowance_s(address))} s "
+                    f"(something listens there, but it "
                     f"does not answer as a Ray cluster)"
                 )
         error = outcome["error"]

@@ -196,6 +196,16 @@ def cluster_init_options(address: str, strategies: Iterable[str] = ()) -> dict[s
     return {"address": address, "runtime_env": cluster_runtime_env(strategies), "log_to_driver": True}
 
 
+RAY_CLIENT_SETUP_S = 90.0
+
+
+def client_setup_allowance_s(address: str) -> float:
+    """Extra connect time for Ray Client (``ray://``): its ``ray.init`` only returns once the
+    head has started a server process for this driver inside the runtime_env and received the
+    uploaded ``py_modules`` (measured 15-40 s on a loaded 2-core machine)."""
+    return RAY_CLIENT_SETUP_S if address.startswith("ray://") else 0.0
+
+
 def local_init_options(num_cpus: int | None = None) -> dict[str, Any]:
     """``ray.init`` keyword arguments for the local Ray the project starts.
 

@@ -189,3 +189,8 @@ def test_refused_connection_without_token_mode_names_it(monkeypatch):
 
 def test_other_errors_are_not_called_auth():
     assert ray_cluster.explain_connect_error("h:1", RuntimeError("Version mismatch")) is None
+
+
+def test_ray_client_gets_time_to_build_its_server_side_runtime_env():
+    assert ray_cluster.client_setup_allowance_s("ray://head:10001") > 0
+    assert ray_cluster.client_setup_allowance_s("head:6379") == 0
