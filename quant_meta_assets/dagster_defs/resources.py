@@ -25,11 +25,17 @@ def connect_ray(ray_cluster, context, engine) -> None:
     """Connect a local Ray once per process (a no-op when Ray is already up).
 
     Local Ray: dagster-ray's LocalRay connects, and cleans up after the step. A cluster
-    (RAY_ADDRESS): nothing here; `engine.execute_sleeves` connects with a deadline, ships the
-    code of the sleeves it runs (runtime_env), runs the preflight, and disconnects afterwards.
+    (RAY_ADDRESS, or the `ray://` address of a cluster resource such as dagster-ray's
+    `KubeRayCluster` built with `Lifecycle(connect=False)`): nothing here;
+    `engine.execute_sleeves` connects with a deadline, ships the code of the sleeves it runs
+    (runtime_env), runs the preflight, and disconnects afterwards.
     """
     import ray
 
-    if ray.is_initialized() or engine.target_address() is not None:
+    if ray.is_initialized():
+        return
+    if engine.target_address() is None and not isinstance(ray_cluster, LocalRay):
+        engine.address = ray_cluster.ray_address  # a cluster the resource created for this run
+    if engine.target_address() is not None:
         return
     ray_cluster.connect(context)
