@@ -3,6 +3,15 @@
 ``ray`` is imported only inside functions: importing this module (or unpickling a sleeve task
 on a worker) never pays for Ray. No dagster import.
 
+Two forms of the same run
+    ``stream_sleeves(profiles, prices)`` yields one ``SleeveOutcome`` per profile as soon as its
+    task finishes (completion order): the record's scalars plus its frames as Parquet bytes,
+    encoded on the worker and carried back through Ray's object store (no shared filesystem,
+    so workers may be on other machines). The caller writes or decodes each one and drops it:
+    driver memory is bounded by the in-flight window, not by the number of sleeves.
+    ``execute_sleeves`` decodes every outcome into a record and returns them in profile order
+    (for notebooks and small books).
+
 Records
     ``execute_sleeves(profiles, prices)`` returns one dict per profile, in the order of
     ``profiles`` (see ARCHITECTURE.md, "Sleeve record"), plus ``attempts`` (int when known,
@@ -52,7 +61,16 @@ Connection
     modules), the preflight that runs before any sleeve and the auth errors live in
     ``quant_meta_assets.ray_cluster``; the engine only calls it.
 
-``prices`` is put into the object store once and the reference is passed to every task.
+Throughput
+    ``prices`` is put into the object store once and the reference is passed to every task.
+    When there are many more sleeves than task slots, consecutive sleeves are grouped into
+    batches (one Ray task runs a few sleeves one after the other): per-task overhead and
+    result round trips are paid per batch. A batch gets the largest budget of its members; if
+    it times out or its worker dies, its members are run again one per task with their own
+    budgets and retries, so a failure is still attributed to the right sleeve (a hanging
+    sleeve in a batch is therefore reported after up to twice its timeout). New tasks are
+    submitted before finished ones are handed to the caller, so workers never wait for the
+    driver's writes.
 """
 
 from __future__ import annotations
@@ -65,8 +83,9 @@ import socket
 import threading
 import time
 import traceback as traceback_module
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -77,6 +96,7 @@ from quant_meta_assets.rates import project_risk_free_rate
 
 __all__ = [
     "RayComputeEngine",
+    "SleeveOutcome",
     "RayUnavailableError",
     "SleeveTimeout",
     "WorkerCrashedError",
@@ -118,12 +138,80 @@ def _sleeve_task(profile: Any, prices: pd.DataFrame, risk_free_rate: float | Non
     return record
 
 
+def _packed_outcome(profile: Any, prices: pd.DataFrame, risk_free_rate: float | None = None) -> dict[str, Any]:
+    """One sleeve on the worker: run, check, summarise and encode (frames -> Parquet bytes)."""
+    from quant_meta_assets.sleeve_status import frame_hash
+    from quant_meta_assets.storage import encode_frame
+
+    record = _sleeve_task(profile, prices, risk_free_rate)
+    if record.get("sleeve") != profile.name:
+        bad = StrategyOutputError(f"sleeve {profile.name!r}: the worker produced another sleeve's record")
+        return {"record": _record(profile.name, bad, record.get("runtime_s") or 0.0), "parquet": {}}
+    if record.get("status") != "success":
+        return {"record": record, "parquet": {}}
+    problem = check_success_record(record)
+    if problem is not None:
+        bad = StrategyOutputError(f"sleeve {profile.name!r}: result rejected by the engine: {problem}")
+        return {"record": _record(profile.name, bad, record.get("runtime_s") or 0.0), "parquet": {}}
+    live = record["returns"].dropna()
+    scalars = {k: v for k, v in record.items() if k not in _FRAME_KEYS}
+    scalars.update({k: None for k in _FRAME_KEYS})
+    scalars.update(
+        data_hash=frame_hash(record["returns"], record["weights"]),
+        n_days=int(live.size),
+        total_return=float((1.0 + live).prod() - 1.0),
+    )
+    return {"record": scalars, "parquet": {k: encode_frame(record[k]) for k in _FRAME_KEYS}}
+
+
+def _batch_task(
+    profiles: list[Any], prices: pd.DataFrame, risk_free_rate: float | None = None
+) -> list[dict[str, Any]]:
+    """Runs on a Ray worker: several sleeves, one after the other, one packed outcome each."""
+    return [_packed_outcome(profile, prices, risk_free_rate) for profile in profiles]
+
+
 @functools.cache
-def _remote_sleeve_task() -> Any:
+def _remote_batch_task() -> Any:
     """The Ray remote function, defined on first use so that importing this module skips Ray."""
     import ray
 
-    return ray.remote(num_cpus=1)(_sleeve_task)
+    return ray.remote(num_cpus=1)(_batch_task)
+
+
+@dataclass(frozen=True)
+class SleeveOutcome:
+    """One sleeve's result as it comes back from its worker: the record's scalars (frames
+    ``None``) and, on success, each frame as ``storage.encode_frame`` output."""
+
+    record: dict[str, Any]
+    parquet: dict[str, tuple[str, bytes]]
+
+    @property
+    def name(self) -> str:
+        return self.record["sleeve"]
+
+    @property
+    def ok(self) -> bool:
+        return self.record.get("status") == "success"
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> SleeveOutcome:
+        """The outcome of an in-memory record (e.g. ``run_sleeve`` run in-process)."""
+        from quant_meta_assets.storage import encode_frame
+
+        frames = {k: record[k] for k in _FRAME_KEYS if record.get(k) is not None}
+        scalars = {k: (None if k in _FRAME_KEYS else v) for k, v in record.items()}
+        return cls(scalars, {k: encode_frame(v) for k, v in frames.items()})
+
+    def to_record(self) -> dict[str, Any]:
+        """The full sleeve record (frames decoded into pandas objects the caller owns)."""
+        from quant_meta_assets.storage import decode_frame
+
+        record = dict(self.record)
+        for key, (_, data) in self.parquet.items():
+            record[key] = decode_frame(data, f"sleeve {self.name!r} {key}")
+        return record
 
 
 # --------------------------------------------------------------------------- helpers
@@ -238,13 +326,15 @@ def probe_ray_address(address: str, timeout_s: float) -> None:
 
 @dataclass
 class _Task:
-    index: int
-    profile: Any
+    """One Ray task: one sleeve, or a batch of consecutive sleeves (``batched``)."""
+
+    members: list[tuple[int, Any]]  # (position in the profile list, profile)
     timeout_s: float
+    retries: int
+    batched: bool
     ref: Any = None
     submitted: float = 0.0
     deadline: float = math.inf
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class RayComputeEngine:
@@ -253,8 +343,9 @@ class RayComputeEngine:
     ``address``: a Ray cluster (``host:port`` or ``ray://...``); ``None`` = ``$RAY_ADDRESS`` or a
     local Ray. ``num_cpus``: CPUs of a local Ray only. ``default_timeout_s``: budget of a profile
     without ``timeout_s``. ``connect_timeout_s``: bound on reaching a cluster. ``poll_interval_s``:
-    longest wait between deadline checks. ``max_in_flight``: concurrently submitted sleeves
-    (``None`` = the cluster's CPUs, at least 1).
+    longest wait between deadline checks. ``max_in_flight``: concurrently submitted tasks
+    (``None`` = the cluster's CPUs, at least 1). ``batch_size``: sleeves per task (``None`` =
+    1 for small books, up to 8 when there are at least 8 tasks per slot; see "Throughput").
     """
 
     def __init__(
@@ -265,17 +356,21 @@ class RayComputeEngine:
         connect_timeout_s: float = 30.0,
         poll_interval_s: float = 0.2,
         max_in_flight: int | None = None,
+        batch_size: int | None = None,
     ) -> None:
         if default_timeout_s <= 0 or connect_timeout_s <= 0 or poll_interval_s <= 0:
             raise ValueError("default_timeout_s, connect_timeout_s and poll_interval_s must be > 0")
         if max_in_flight is not None and max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight!r}")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
         self.address = address
         self.num_cpus = num_cpus
         self.default_timeout_s = float(default_timeout_s)
         self.connect_timeout_s = float(connect_timeout_s)
         self.poll_interval_s = float(poll_interval_s)
         self.max_in_flight = max_in_flight
+        self.batch_size = batch_size
         self._owns_ray = False  # True while Ray was initialised by this engine
         self._entered = 0
 
@@ -398,16 +493,35 @@ class RayComputeEngine:
 
     def execute_sleeves(self, profiles: Sequence[Any], prices: pd.DataFrame) -> list[dict[str, Any]]:
         """One record per profile, in order; a sleeve's failure never raises (module docstring)."""
+        profiles = self._checked(profiles)
+        records: list[dict[str, Any] | None] = [None] * len(profiles)
+        position = {p.name: i for i, p in enumerate(profiles)}
+        for outcome in self._stream(profiles, prices):
+            records[position[outcome.name]] = outcome.to_record()
+        return [r for r in records if r is not None]
+
+    def stream_sleeves(self, profiles: Sequence[Any], prices: pd.DataFrame) -> Iterator[SleeveOutcome]:
+        """One ``SleeveOutcome`` per profile, as each finishes; consume and drop them one by one.
+
+        Validation (duplicate names) happens here, before the first ``next``. Closing the
+        iterator early cancels what is still running.
+        """
+        return self._stream(self._checked(profiles), prices)
+
+    def _checked(self, profiles: Sequence[Any]) -> list[Any]:
         profiles = list(profiles)
         names = [p.name for p in profiles]
-        dups = sorted({n for n in names if names.count(n) > 1})
+        dups = sorted({n for n in names if names.count(n) > 1}) if len(set(names)) < len(names) else []
         if dups:
             raise RegistryError(f"duplicate sleeve name(s) {dups!r}: records are one per sleeve")
+        return profiles
+
+    def _stream(self, profiles: list[Any], prices: pd.DataFrame) -> Iterator[SleeveOutcome]:
         if not profiles:
-            return []
+            return
         self.connect([getattr(p, "strategy", "") for p in profiles])
         try:
-            return self._execute(profiles, prices)
+            yield from self._execute(profiles, prices)
         finally:
             if self._entered == 0:
                 self.close()
@@ -420,32 +534,52 @@ class RayComputeEngine:
         cpus = ray.cluster_resources().get("CPU", 1.0)
         return max(1, int(cpus))
 
+    def _batch_size(self, n_sleeves: int, window: int) -> int:
+        if self.batch_size is not None:
+            return self.batch_size
+        return max(1, min(8, n_sleeves // (window * 8)))
+
     def _timeout_of(self, profile: Any) -> float:
         value = getattr(profile, "timeout_s", None)
         return float(value) if value else self.default_timeout_s
 
-    def _execute(self, profiles: list[Any], prices: pd.DataFrame) -> list[dict[str, Any]]:
+    @staticmethod
+    def _retries_of(profile: Any) -> int:
+        return int(getattr(profile, "max_retries", 0) or 0)
+
+    def _single(self, index: int, profile: Any) -> _Task:
+        return _Task([(index, profile)], self._timeout_of(profile), self._retries_of(profile), batched=False)
+
+    def _execute(self, profiles: list[Any], prices: pd.DataFrame) -> Iterator[SleeveOutcome]:
         import ray
 
         prices_ref = ray.put(prices)
-        remote = _remote_sleeve_task()
+        remote = _remote_batch_task()
         rf = project_risk_free_rate()  # the driver's setting, sent to every worker
-        queue = [_Task(i, p, self._timeout_of(p)) for i, p in enumerate(profiles)]
-        queue.reverse()  # pop() from the end submits in registry order
         window = self._window()
+        size = self._batch_size(len(profiles), window)
+        queue: deque[_Task] = deque()
+        for start in range(0, len(profiles), size):
+            members = list(enumerate(profiles))[start:start + size]
+            if len(members) == 1:
+                queue.append(self._single(*members[0]))
+            else:  # a crash or timeout re-runs the members one by one, with their own retries
+                queue.append(_Task(members, max(self._timeout_of(p) for _, p in members), 0, batched=True))
         running: dict[Any, _Task] = {}
-        records: list[dict[str, Any] | None] = [None] * len(profiles)
 
         def submit() -> None:
             while queue and len(running) < window:
-                task = queue.pop()
-                retries = int(getattr(task.profile, "max_retries", 0) or 0)
-                task.ref = remote.options(max_retries=retries, retry_exceptions=False).remote(
-                    task.profile, prices_ref, rf
+                task = queue.popleft()
+                task.ref = remote.options(max_retries=task.retries, retry_exceptions=False).remote(
+                    [p for _, p in task.members], prices_ref, rf
                 )
                 task.submitted = time.monotonic()
                 task.deadline = task.submitted + task.timeout_s
                 running[task.ref] = task
+
+        def unbatch(task: _Task) -> None:
+            for member in reversed(task.members):
+                queue.appendleft(self._single(*member))
 
         try:
             submit()
@@ -453,80 +587,96 @@ class RayComputeEngine:
                 now = time.monotonic()
                 next_deadline = min(t.deadline for t in running.values())
                 wait_s = min(self.poll_interval_s, max(0.0, next_deadline - now))
-                ready, _ = ray.wait(list(running), num_returns=1, timeout=wait_s)
-                for ref in ready:
-                    task = running.pop(ref)
-                    records[task.index] = self._collect(task)
+                ready, _ = ray.wait(list(running), num_returns=len(running), timeout=wait_s)
+                finished = [running.pop(ref) for ref in ready]
                 now = time.monotonic()
-                for ref, task in list(running.items()):
-                    if now >= task.deadline:
-                        running.pop(ref)
-                        records[task.index] = self._time_out(task)
+                expired = [running.pop(ref) for ref, t in list(running.items()) if now >= t.deadline]
+                for task in expired:
+                    self._cancel(task)
+                submit()  # keep the workers busy while the caller writes what came back
+                for task in finished:
+                    outcomes = self._collect(task)
+                    if outcomes is None:
+                        unbatch(task)
+                        continue
+                    task.ref = None
+                    yield from outcomes
+                for task in expired:
+                    if task.batched:
+                        unbatch(task)
+                    else:
+                        yield self._time_out(task)
                 submit()
         finally:
-            for ref in running:  # only on an unexpected error: leave nothing running
+            for ref in running:  # only on an unexpected error or early close: leave nothing running
                 try:
                     ray.cancel(ref, force=True)
                 except Exception:  # pragma: no cover
                     pass
             del prices_ref
-        return [r for r in records if r is not None]
 
     def _finish(self, task: _Task, record: dict[str, Any], attempts: int | None) -> dict[str, Any]:
         record = dict(record)
         record.setdefault("traceback", None)
         record["attempts"] = attempts
-        record["max_retries"] = int(getattr(task.profile, "max_retries", 0) or 0)
+        record["max_retries"] = self._retries_of(task.members[0][1]) if not task.batched else 0
         return record
 
-    def _collect(self, task: _Task) -> dict[str, Any]:
+    def _error(self, task: _Task, exc: BaseException, runtime_s: float, attempts: int | None) -> SleeveOutcome:
+        name = task.members[0][1].name
+        return SleeveOutcome(self._finish(task, _record(name, exc, runtime_s), attempts), {})
+
+    def _collect(self, task: _Task) -> list[SleeveOutcome] | None:
+        """The outcomes of a finished task; ``None`` when a batch must be re-run one by one."""
         import ray
         import ray.exceptions
 
-        name = task.profile.name
         elapsed = time.monotonic() - task.submitted
-        retries = int(getattr(task.profile, "max_retries", 0) or 0)
         try:
-            record = ray.get(task.ref)
-        except ray.exceptions.WorkerCrashedError as exc:
-            crash = WorkerCrashedError(
-                f"worker process died while running sleeve {name!r} "
-                f"({retries + 1} attempt(s), max_retries={retries}); ray: {_first_line(str(exc))}"
-            )
-            return self._finish(task, _record(name, crash, elapsed), retries + 1)
+            packed = ray.get(task.ref)
         except ray.exceptions.TaskCancelledError:
-            return self._time_out(task, cancel=False)
-        except Exception as exc:  # RayTaskError (unwrapped), OOM, object lost, ...
+            return None if task.batched else [self._time_out(task)]
+        except Exception as exc:  # worker crash, RayTaskError (unwrapped), OOM, object lost, ...
+            if task.batched:
+                return None
+            name = task.members[0][1].name
+            if isinstance(exc, ray.exceptions.WorkerCrashedError):
+                crash = WorkerCrashedError(
+                    f"worker process died while running sleeve {name!r} "
+                    f"({task.retries + 1} attempt(s), max_retries={task.retries}); ray: {_first_line(str(exc))}"
+                )
+                return [self._error(task, crash, elapsed, task.retries + 1)]
             original = _unwrap(exc)
-            record = _record(name, original, elapsed)
+            outcome = self._error(task, original, elapsed, None)
             if original is not exc:
-                record["traceback"] = str(exc)[-_TRACEBACK_LIMIT:]
-            return self._finish(task, record, None)
-        if not isinstance(record, dict) or record.get("sleeve") != name:
-            bad = StrategyOutputError(
-                f"sleeve {name!r}: the worker returned {type(record).__name__}, not this sleeve's record"
-            )
-            return self._finish(task, _record(name, bad, elapsed), None)
-        if record.get("status") == "success":
-            problem = check_success_record(record)
-            if problem is not None:
-                bad = StrategyOutputError(f"sleeve {name!r}: result rejected by the engine: {problem}")
-                return self._finish(task, _record(name, bad, record.get("runtime_s") or elapsed), None)
-            # object-store arrays are read-only views pinning shared memory: own a copy
-            for key in _FRAME_KEYS:
-                record[key] = record[key].copy(deep=True)
-        return self._finish(task, record, 1 if retries == 0 else None)
+                outcome.record["traceback"] = str(exc)[-_TRACEBACK_LIMIT:]
+            return [outcome]
+        attempts = 1 if task.batched or task.retries == 0 else None
+        if not isinstance(packed, list) or len(packed) != len(task.members):
+            packed = [None] * len(task.members)
+        outcomes = []
+        for (_, profile), item in zip(task.members, packed, strict=True):
+            record = item.get("record") if isinstance(item, dict) else None
+            if not isinstance(record, dict) or record.get("sleeve") != profile.name:
+                bad = StrategyOutputError(
+                    f"sleeve {profile.name!r}: the worker returned {type(item).__name__}, not this sleeve's record"
+                )
+                outcomes.append(SleeveOutcome(self._finish(task, _record(profile.name, bad, elapsed), None), {}))
+                continue
+            outcomes.append(SleeveOutcome(self._finish(task, record, attempts), dict(item.get("parquet") or {})))
+        return outcomes
 
-    def _time_out(self, task: _Task, cancel: bool = True) -> dict[str, Any]:
+    def _cancel(self, task: _Task) -> None:
         import ray
 
-        if cancel:
-            try:
-                ray.cancel(task.ref, force=True)
-            except Exception as exc:  # the task may have finished in between: nothing to kill
-                logger.debug("cancel of sleeve %s failed: %s", task.profile.name, exc)
-        name = task.profile.name
+        try:
+            ray.cancel(task.ref, force=True)
+        except Exception as exc:  # the task may have finished in between: nothing to kill
+            logger.debug("cancel of sleeve(s) %s failed: %s", [p.name for _, p in task.members], exc)
+
+    def _time_out(self, task: _Task) -> SleeveOutcome:
+        name = task.members[0][1].name
         timeout = SleeveTimeout(
             f"sleeve {name!r} timed out after {_format_seconds(task.timeout_s)} s (worker cancelled)"
         )
-        return self._finish(task, _record(name, timeout, time.monotonic() - task.submitted), None)
+        return self._error(task, timeout, time.monotonic() - task.submitted, None)

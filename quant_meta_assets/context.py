@@ -17,7 +17,7 @@ import pandas as pd
 class MetaContext:
     prices: pd.DataFrame | None = None  # date x ticker adjusted closes
     sleeve_profiles: list | None = None  # list[SleeveProfile]
-    sleeve_results: list[dict] | None = None  # one record per sleeve (see compute.RayComputeEngine)
+    sleeve_results: list | None = None  # one record (a mapping) per sleeve; run_meta_pipeline's are stored, frames read on access
     meta_returns: pd.DataFrame | None = None  # meta.returns: date x sleeve
     meta_weights: pd.DataFrame | None = None  # meta.optimize: rebalance date x sleeve
     optimizer_diagnostics: pd.DataFrame | None = None  # meta.optimize: one row per rebalance

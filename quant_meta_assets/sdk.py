@@ -58,14 +58,20 @@ def run_meta_pipeline(
     engine=None,
     optimize: Mapping[str, Any] | None = None,
     report: Mapping[str, Any] | None = None,
+    store=None,
 ) -> MetaContext:
     """Sleeves on Ray, then meta.returns -> meta.optimize -> meta.flatten -> meta.report.
 
+    Each sleeve's result is written to ``store`` (a ``SleeveStore``; default
+    ``<storage root>/sdk/sleeves``) as soon as its Ray task finishes, so the driver never holds
+    every sleeve's frames; ``ctx.sleeve_results`` are the stored records (frames read on access).
     Raises SleeveFailureError (a RuntimeError) before any meta stage when a sleeve failed.
     """
+    from quant_meta_assets import settings
     from quant_meta_assets.compute import RayComputeEngine
     from quant_meta_assets.prices import load_benchmark, load_prices
     from quant_meta_assets.registry import load_registry
+    from quant_meta_assets.sleeve_store import SleeveStore
 
     ctx = context if context is not None else MetaContext()
     if profiles is not None:
@@ -78,7 +84,10 @@ def run_meta_pipeline(
         ctx.prices = load_prices()
         ctx.extras.setdefault("benchmark", load_benchmark())
     engine = engine if engine is not None else RayComputeEngine()
-    ctx.sleeve_results = engine.execute_sleeves(ctx.sleeve_profiles, ctx.prices)
+    store = store if store is not None else SleeveStore(settings.storage_root() / "sdk" / "sleeves")
+    ctx.sleeve_results = store.save_stream(
+        engine.stream_sleeves(ctx.sleeve_profiles, ctx.prices), [p.name for p in ctx.sleeve_profiles]
+    )
     raise_if_any_sleeve_failed(ctx.sleeve_results)
     params = {"meta.optimize": dict(optimize or {}), "meta.report": dict(report or {})}
     for stage in StageRegistry.meta_stages():

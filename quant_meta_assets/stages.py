@@ -7,7 +7,7 @@ assets feed it from upstream assets. Nothing else implements a stage.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +27,26 @@ class Stage:
         return self.run(**kwargs)
 
 
-def _sleeve_frames(sleeve_results: list[Mapping], key: str) -> dict[str, Any]:
-    return {r["sleeve"]: r[key] for r in sleeve_results if r.get("status") == "success"}
+class SleeveFrames(Mapping):
+    """sleeve name -> one frame (``key``) of each successful sleeve record, fetched on access and
+    not kept: with stored (lazy) records a consumer holds one sleeve's frame at a time."""
+
+    def __init__(self, sleeve_results: list[Mapping], key: str) -> None:
+        self._records = {r["sleeve"]: r for r in sleeve_results if r.get("status") == "success"}
+        self._key = key
+
+    def __getitem__(self, sleeve: str) -> Any:
+        return self._records[sleeve][self._key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
+def _sleeve_frames(sleeve_results: list[Mapping], key: str) -> Mapping[str, Any]:
+    return SleeveFrames(sleeve_results, key)
 
 
 def run_returns(*, sleeve_results: list[Mapping]) -> dict[str, Any]:
@@ -99,8 +117,8 @@ def run_report(
         diagnostics=optimizer_diagnostics,
         flatten=FlattenResult(flattened_weights, meta_weights_daily, exposure),
         sleeve_weights=_sleeve_frames(sleeve_results, "weights"),
-        sleeve_costs=_sleeve_frames(sleeve_results, "costs"),
-        sleeve_turnover=_sleeve_frames(sleeve_results, "turnover"),
+        sleeve_costs=dict(_sleeve_frames(sleeve_results, "costs")),  # small: read once, kept
+        sleeve_turnover=dict(_sleeve_frames(sleeve_results, "turnover")),
         asset_returns=asset_returns(prices),
         benchmark=benchmark,
         lineage=lineage,

@@ -15,6 +15,15 @@
   crash between them) ``<name>`` is briefly absent, which a reader retries for a moment and then
   reports as missing. Leftover ``tmp``/``trash`` siblings are never loaded; the next writer
   deletes those whose writer process (same host) is gone.
+* Staged bundles (``stage_bundle``/``commit_bundle``): the same two steps split in time, so a
+  producer can write each bundle as soon as its data exists (and drop the data), and commit
+  them all later with two renames each. Frames may arrive already encoded (``encode_frame``:
+  Parquet bytes, e.g. made on a Ray worker), so the writer only writes bytes. Inside a staging
+  directory each file is written and fsynced once; the directory is the atomic unit.
+* Partial reads: ``read_bundle(directory, keys)`` reads only the named frames (``meta/returns``
+  never touches a sleeve's weights) and ``StoredBundle`` is a mapping whose frames are read on
+  access, not kept: a consumer holds one sleeve's weights at a time. Each bundle version has a
+  random ``token`` in its manifest; a ``StoredBundle`` refuses frames of a newer version.
 """
 
 from __future__ import annotations
@@ -28,7 +37,8 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -39,15 +49,23 @@ from quant_meta_assets.errors import StorageError
 __all__ = [
     "BUNDLE_MANIFEST",
     "NAME_PATTERN",
+    "StagedBundle",
+    "StoredBundle",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_parquet",
     "atomic_write_text",
+    "commit_bundle",
+    "commit_bundles",
+    "decode_frame",
+    "discard_bundle",
+    "encode_frame",
     "read_bundle",
     "read_json",
     "read_parquet_frame",
     "read_parquet_series",
     "safe_child",
+    "stage_bundle",
     "validate_part",
     "write_bundle",
 ]
@@ -308,37 +326,91 @@ def _sibling(directory: Path, tag: str) -> Path:
     return directory.parent / f".{directory.name}{tag}{os.getpid()}-{secrets.token_hex(6)}"
 
 
-def write_bundle(
+def encode_frame(obj: pd.DataFrame | pd.Series) -> tuple[str, bytes]:
+    """``("series" | "frame", Parquet bytes)``: what a bundle stores for one pandas object."""
+    table = _to_table(obj)
+    buffer = io.BytesIO()
+    _write_table(table, buffer)
+    return ("series" if isinstance(obj, pd.Series) else "frame"), buffer.getvalue()
+
+
+def decode_frame(data: bytes, label: str = "<bytes>") -> pd.DataFrame | pd.Series:
+    """The pandas object of ``encode_frame`` bytes."""
+    return _load(io.BytesIO(data), label)
+
+
+@dataclass(frozen=True)
+class StagedBundle:
+    """A complete new version of the bundle at ``target``, written (and fsynced) at ``staging``,
+    a sibling that no reader loads; ``commit_bundle`` makes it current."""
+
+    target: Path
+    staging: Path
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "xb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def stage_bundle(
     directory: Path | str,
-    frames: Mapping[str, pd.DataFrame | pd.Series],
+    frames: Mapping[str, pd.DataFrame | pd.Series | tuple[str, bytes]],
     meta: Mapping[str, Any],
-) -> Path:
-    """Replace the bundle at ``directory`` with ``frames`` (Parquet) and ``meta`` (JSON), atomically."""
+) -> StagedBundle:
+    """Write a new version of the bundle at ``directory`` next to it; nothing current changes.
+
+    ``frames`` values are pandas objects or ``encode_frame`` results. On any failure the staging
+    directory is removed and the exception propagates.
+    """
     directory = Path(directory)
     validate_part(directory.name)
     for key, value in frames.items():
         validate_part(key)
-        if not isinstance(value, (pd.DataFrame, pd.Series)):
+        encoded = isinstance(value, tuple) and len(value) == 2 and value[0] in ("series", "frame")
+        if not (encoded and isinstance(value[1], (bytes, bytearray, memoryview))) and not isinstance(
+            value, (pd.DataFrame, pd.Series)
+        ):
             raise StorageError(f"bundle frame {key!r} must be a DataFrame or Series, got {type(value).__name__}")
     directory.parent.mkdir(parents=True, exist_ok=True)
     _clean_leftovers(directory)
     staging = _sibling(directory, _TMP_TAG)
     staging.mkdir()
+    try:
+        manifest: dict[str, Any] = {"format": BUNDLE_FORMAT, "token": secrets.token_hex(8), "frames": {},
+                                    "meta": dict(meta)}
+        for key, value in frames.items():
+            kind, data = value if isinstance(value, tuple) else encode_frame(value)
+            file_name = f"{key}.parquet"
+            _write_synced(staging / file_name, bytes(data))
+            manifest["frames"][key] = {"file": file_name, "kind": kind}
+        text = io.BytesIO()
+        _dump_json(manifest, text)
+        _write_synced(staging / BUNDLE_MANIFEST, text.getvalue())  # last: the commit marker
+        _fsync_dir(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return StagedBundle(target=directory, staging=staging)
+
+
+def commit_bundle(staged: StagedBundle, sync: bool = True) -> Path:
+    """Swap a staged bundle in (old -> trash, staged -> current, trash deleted); on failure the
+    old version stays current. ``sync=False`` leaves the parent-directory fsync to the caller
+    (``commit_bundles`` does it once per directory)."""
+    directory, staging = staged.target, staged.staging
+    if staging.parent != directory.parent or not staging.name.startswith(f".{directory.name}{_TMP_TAG}"):
+        raise StorageError(f"{str(staging)!r} is not a staged version of the bundle {str(directory)!r}")
     trash: Path | None = None
     try:
-        manifest: dict[str, Any] = {"format": BUNDLE_FORMAT, "frames": {}, "meta": dict(meta)}
-        for key, value in frames.items():
-            file_name = f"{key}.parquet"
-            atomic_write_parquet(staging / file_name, value)
-            kind = "series" if isinstance(value, pd.Series) else "frame"
-            manifest["frames"][key] = {"file": file_name, "kind": kind}
-        atomic_write_json(staging / BUNDLE_MANIFEST, manifest)  # last: the commit marker
-        _fsync_dir(staging)
         if directory.exists():
             trash = _sibling(directory, _TRASH_TAG)
             os.rename(directory, trash)
         os.rename(staging, directory)
-        _fsync_dir(directory.parent)
+        if sync:
+            _fsync_dir(directory.parent)
     except BaseException:
         if trash is not None and trash.exists() and not directory.exists():
             with contextlib.suppress(OSError):
@@ -350,13 +422,44 @@ def write_bundle(
     return directory
 
 
-def read_bundle(directory: Path | str) -> tuple[dict[str, pd.DataFrame | pd.Series], dict[str, Any]]:
-    """``(frames, meta)`` of the bundle at ``directory``; StorageError if missing or malformed."""
-    directory = Path(directory)
+def commit_bundles(staged: Iterable[StagedBundle]) -> list[Path]:
+    """``commit_bundle`` each, in order, then fsync every parent directory once."""
+    done = [commit_bundle(item, sync=False) for item in staged]
+    for parent in dict.fromkeys(path.parent for path in done):
+        _fsync_dir(parent)
+    return done
+
+
+def discard_bundle(staged: StagedBundle) -> None:
+    """Remove a staged bundle that will not be committed (the current version is untouched)."""
+    shutil.rmtree(staged.staging, ignore_errors=True)
+
+
+def write_bundle(
+    directory: Path | str,
+    frames: Mapping[str, pd.DataFrame | pd.Series],
+    meta: Mapping[str, Any],
+) -> Path:
+    """Replace the bundle at ``directory`` with ``frames`` (Parquet) and ``meta`` (JSON), atomically."""
+    return commit_bundle(stage_bundle(directory, frames, meta))
+
+
+def read_bundle(
+    directory: Path | str, keys: Iterable[str] | None = None
+) -> tuple[dict[str, pd.DataFrame | pd.Series], dict[str, Any]]:
+    """``(frames, meta)`` of the bundle at ``directory`` (only the frames named in ``keys`` when
+    given); StorageError if missing or malformed."""
+    frames, meta, _ = _read_bundle(Path(directory), None if keys is None else list(keys))
+    return frames, meta
+
+
+def _read_bundle(
+    directory: Path, keys: list[str] | None, token: str | None = None
+) -> tuple[dict[str, pd.DataFrame | pd.Series], dict[str, Any], dict[str, Any]]:
     deadline = time.monotonic() + _READ_RETRY_S
     while True:
         try:
-            return _read_bundle_once(directory)
+            return _read_bundle_once(directory, keys, token)
         except StorageError:
             # a writer may be between its two renames, or have swapped the bundle under us
             if time.monotonic() >= deadline:
@@ -364,7 +467,9 @@ def read_bundle(directory: Path | str) -> tuple[dict[str, pd.DataFrame | pd.Seri
             time.sleep(0.01)
 
 
-def _read_bundle_once(directory: Path) -> tuple[dict[str, pd.DataFrame | pd.Series], dict[str, Any]]:
+def _read_bundle_once(
+    directory: Path, keys: list[str] | None, token: str | None
+) -> tuple[dict[str, pd.DataFrame | pd.Series], dict[str, Any], dict[str, Any]]:
     """Read every file through one directory descriptor: a concurrent swap cannot mix versions
     (the old directory's files vanish with its trash, which fails the read and makes us retry)."""
     try:
@@ -387,11 +492,21 @@ def _read_bundle_once(directory: Path) -> tuple[dict[str, pd.DataFrame | pd.Seri
             raise StorageError(f"stored bundle {str(directory)!r}: {BUNDLE_MANIFEST} cannot be read: {exc}") from exc
         if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
             raise StorageError(f"stored bundle {str(directory)!r} has an unknown manifest format")
+        if token is not None and manifest.get("token") != token:
+            raise StorageError(
+                f"stored bundle {str(directory)!r} was replaced by a newer version while it was being read"
+            )
         frames: dict[str, pd.DataFrame | pd.Series] = {}
         entries = manifest.get("frames", {})
         if not isinstance(entries, dict):
             raise StorageError(f"stored bundle {str(directory)!r}: malformed frame list in {BUNDLE_MANIFEST}")
+        if keys is not None:
+            absent = [k for k in keys if k not in entries]
+            if absent:
+                raise StorageError(f"stored bundle {str(directory)!r} has no frame(s) {absent}")
         for key, entry in entries.items():
+            if keys is not None and key not in keys:
+                continue
             file_name = validate_part(entry.get("file") if isinstance(entry, dict) else None)
             label = str(directory / file_name)
             try:
@@ -405,4 +520,60 @@ def _read_bundle_once(directory: Path) -> tuple[dict[str, pd.DataFrame | pd.Seri
     finally:
         os.close(dir_fd)
     meta = manifest.get("meta", {})
-    return frames, dict(meta) if isinstance(meta, dict) else {}
+    return frames, dict(meta) if isinstance(meta, dict) else {}, manifest
+
+
+class StoredBundle(Mapping):
+    """A stored bundle as a read-only mapping: its meta values, and its frames read from disk on
+    each access (never kept), so holding many of these holds no frame data.
+
+    Reading a frame of a bundle that was replaced since this object was made raises
+    StorageError rather than mixing two versions. ``overrides`` replace meta values (e.g. the
+    partition key as ``sleeve``).
+    """
+
+    def __init__(self, directory: Path | str, overrides: Mapping[str, Any] | None = None) -> None:
+        self.directory = Path(directory)
+        _, meta, manifest = _read_bundle(self.directory, keys=[])
+        self._token = manifest.get("token")
+        self._frame_keys = tuple(manifest.get("frames", {}))
+        self._meta = {**meta, **dict(overrides or {})}
+
+    def with_meta(self, **overrides: Any) -> StoredBundle:
+        """The same stored version, with some meta values replaced (nothing is re-read)."""
+        view = object.__new__(StoredBundle)
+        view.directory, view._token, view._frame_keys = self.directory, self._token, self._frame_keys
+        view._meta = {**self._meta, **overrides}
+        return view
+
+    @property
+    def frame_keys(self) -> tuple[str, ...]:
+        return self._frame_keys
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return dict(self._meta)
+
+    def frames(self, keys: Iterable[str]) -> dict[str, pd.DataFrame | pd.Series]:
+        """Several frames of the same version in one read."""
+        wanted = list(keys)
+        if not wanted:
+            return {}
+        if self._token is None:
+            return _read_bundle(self.directory, wanted)[0]
+        return _read_bundle(self.directory, wanted, self._token)[0]
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._frame_keys:
+            return self.frames([key])[key]
+        return self._meta[key]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._meta
+        yield from (k for k in self._frame_keys if k not in self._meta)
+
+    def __len__(self) -> int:
+        return len(set(self._meta) | set(self._frame_keys))
+
+    def __repr__(self) -> str:
+        return f"StoredBundle({str(self.directory)!r}, frames={list(self._frame_keys)})"

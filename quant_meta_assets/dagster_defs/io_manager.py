@@ -6,6 +6,12 @@ returns `{partition_key: sleeve_record}` so that a single-run backfill over many
 stores each partition in its own bundle; an unpartitioned downstream asset loads
 `{partition_key: record}` back. A failed sleeve is stored as a bundle with its status and
 error and *no* frames, so stale good-looking data can never outlive a failure.
+
+Book scale: a partition's value may be a `StagedBundle` that the asset already wrote next to
+its target while it ran (`stage_partition`), so the asset never holds every partition's data;
+`handle_output` then only commits (two renames each). Partitioned inputs load as
+`StoredBundle`s: their frames are read when accessed, one at a time, and only those accessed
+(`meta/returns` reads each sleeve's `returns` file and nothing else).
 """
 
 from __future__ import annotations
@@ -19,7 +25,16 @@ import pandas as pd
 
 from quant_meta_assets import settings
 from quant_meta_assets.errors import StorageError
-from quant_meta_assets.storage import read_bundle, safe_child, write_bundle
+from quant_meta_assets.storage import (
+    StagedBundle,
+    StoredBundle,
+    commit_bundles,
+    discard_bundle,
+    read_bundle,
+    safe_child,
+    stage_bundle,
+    write_bundle,
+)
 
 _VALUE_KEY = "__value__"
 _NEST = "__"
@@ -84,12 +99,39 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         parts = [*asset_key.path, *([partition] if partition is not None else [])]
         return safe_child(self._root(), *parts)
 
+    def stage_partition(
+        self, asset_key: dg.AssetKey, partition: str, value: Any, encoded: Mapping[str, tuple[str, bytes]] | None = None
+    ) -> StagedBundle:
+        """Write one partition's value now, next to its bundle, without making it current; return
+        it from the asset (in the `{partition_key: value}` mapping) and `handle_output` commits it.
+        ``encoded``: frames already encoded (`storage.encode_frame`), e.g. by a Ray worker."""
+        frames, meta = split_value(value)
+        encoded = dict(encoded or {})
+        meta = {k: v for k, v in meta.items() if k not in encoded}
+        return stage_bundle(self._dir(asset_key, partition), {**frames, **encoded}, meta)
+
+    def _store_partitions(self, asset_key: dg.AssetKey, obj: Mapping[str, Any], keys: list[str]) -> None:
+        """One bundle per key: a staged value is committed, a plain one written (each atomically);
+        if anything fails, what was staged is discarded and the previous bundles stay current."""
+        staged = {k: v for k, v in obj.items() if isinstance(v, StagedBundle)}
+        try:
+            for key in keys:
+                target = self._dir(asset_key, key)
+                if key not in staged:  # a plain value: its own atomic bundle, written now
+                    write_bundle(target, *split_value(obj[key]))
+                elif staged[key].target != target:
+                    raise StorageError(f"staged bundle for {str(staged[key].target)!r} returned as partition {key!r}")
+        except BaseException:
+            for item in staged.values():
+                discard_bundle(item)
+            raise
+        commit_bundles(staged[k] for k in keys if k in staged)
+
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:
             return
         if isinstance(obj, PerPartition):
-            for key, value in obj.items():
-                write_bundle(self._dir(context.asset_key, key), *split_value(value))
+            self._store_partitions(context.asset_key, obj, list(obj))
             return
         if context.has_asset_partitions:
             keys = context.asset_partition_keys
@@ -98,8 +140,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
                     f"partitioned asset {context.asset_key.to_user_string()} must return "
                     f"{{partition_key: value}} covering {list(keys)}"
                 )
-            for key in keys:
-                write_bundle(self._dir(context.asset_key, key), *split_value(obj[key]))
+            self._store_partitions(context.asset_key, obj, list(keys))
             return
         write_bundle(self._dir(context.asset_key), *split_value(obj))
 
@@ -121,6 +162,8 @@ class ParquetIOManager(dg.ConfigurableIOManager):
                 directory = self._dir(asset_key, key)
                 if not directory.exists() and not _leftovers_of(directory):
                     continue
-                values[key] = join_value(*read_bundle(directory))
+                bundle = StoredBundle(directory)
+                nested = any(_NEST in k for k in bundle)  # a flat record loads lazily
+                values[key] = join_value(*read_bundle(directory)) if nested else bundle
             return values
         return join_value(*read_bundle(self._dir(asset_key)))

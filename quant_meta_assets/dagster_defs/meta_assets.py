@@ -36,15 +36,22 @@ RETURNS_KEY, OPTIMIZE_KEY, FLATTEN_KEY, REPORT_KEY = (
 META_KEYS = [RETURNS_KEY, OPTIMIZE_KEY, FLATTEN_KEY, REPORT_KEY]
 
 
-def registered_records(sleeves: Mapping[str, dict]) -> list[dict]:
-    """The stored sleeve records of the registry's sleeves, in registry order (stale partitions ignored)."""
+def registered_records(sleeves: Mapping[str, Mapping]) -> list[Mapping]:
+    """The stored sleeve records of the registry's sleeves, in registry order (stale partitions ignored).
+
+    Stored records (`StoredBundle`) stay lazy: a frame is read when a stage asks for it.
+    """
     from quant_meta_assets.registry import load_registry
+    from quant_meta_assets.storage import StoredBundle
 
     names = [p.name for p in load_registry()]
     missing = [n for n in names if n not in sleeves]
     if missing:
         raise dg.Failure(description=f"registered sleeves with no stored output: {missing}")
-    return [{**sleeves[n], "sleeve": n} for n in names]
+    return [
+        sleeves[n].with_meta(sleeve=n) if isinstance(sleeves[n], StoredBundle) else {**sleeves[n], "sleeve": n}
+        for n in names
+    ]
 
 
 def _date_range(frame: pd.DataFrame | pd.Series) -> dict:

@@ -14,7 +14,7 @@ import dagster as dg
 from dagster_ray import RayResource
 
 from quant_meta_assets.dagster_defs.instance_queries import SLEEVES_KEY, sleeve_statuses
-from quant_meta_assets.dagster_defs.io_manager import PerPartition
+from quant_meta_assets.dagster_defs.io_manager import ParquetIOManager, PerPartition
 from quant_meta_assets.dagster_defs.partitions import SLEEVES_PARTITIONS_NAME, sleeve_partitions
 from quant_meta_assets.sleeve_status import config_hash, describe, frame_hash, not_good
 
@@ -40,8 +40,8 @@ def run_sleeve_keys(tags, instance: dg.DagsterInstance) -> list[str] | None:
 
 def _data_version(record: dict) -> str:
     """Content hash of the stored frames; a failed sleeve's version is its error's hash."""
-    if record["status"] == "success" and record.get("returns") is not None:
-        return frame_hash(record["returns"], record["weights"])
+    if record["status"] == "success":  # hashed on the worker (compute.SleeveOutcome): frame_hash(returns, weights)
+        return record["data_hash"]
     import hashlib
 
     return "error-" + hashlib.sha256(str(record.get("error")).encode()).hexdigest()[:16]
@@ -57,12 +57,10 @@ def _sleeve_metadata(record: dict, profile, prices_hash: str) -> dict:
         "start": record.get("start") or "",
         "end": record.get("end") or "",
     }
-    returns = record.get("returns")
-    if record["status"] == "success" and returns is not None:
-        live = returns.dropna()
-        metadata["n_days"] = dg.IntMetadataValue(int(live.size))
-        metadata["total_return"] = dg.FloatMetadataValue(float((1.0 + live).prod() - 1.0))
-        metadata["data_hash"] = _data_version(record)
+    if record["status"] == "success":  # summaries computed on the worker (compute.SleeveOutcome)
+        metadata["n_days"] = dg.IntMetadataValue(int(record["n_days"]))
+        metadata["total_return"] = dg.FloatMetadataValue(float(record["total_return"]))
+        metadata["data_hash"] = record["data_hash"]
     return metadata
 
 
@@ -77,7 +75,11 @@ def _sleeve_metadata(record: dict, profile, prices_hash: str) -> dict:
     "partitions, or every registered sleeve when the run has none (meta_full). A failed sleeve is stored "
     "with its status and error (and no data); the check below stops the line.",
 )
-def sleeves(context: dg.AssetExecutionContext, ray_cluster: RayResource):
+def sleeves(
+    context: dg.AssetExecutionContext, ray_cluster: RayResource, io_manager: dg.ResourceParam[ParquetIOManager]
+):
+    """Each sleeve's bundle is written (staged) as soon as its Ray task returns, then dropped,
+    so the step holds at most the in-flight results; the IO manager commits them all at the end."""
     from quant_meta_assets.compute import RayComputeEngine
     from quant_meta_assets.dagster_defs.resources import connect_ray
     from quant_meta_assets.prices import load_prices
@@ -103,17 +105,31 @@ def sleeves(context: dg.AssetExecutionContext, ray_cluster: RayResource):
     prices_hash = frame_hash(prices)
     engine = RayComputeEngine()
     connect_ray(ray_cluster, context, engine)
-    records = {r["sleeve"]: r for r in engine.execute_sleeves([profiles[k] for k in keys], prices)}
-    for record in records.values():
-        if record["status"] != "success":
-            context.log.error(f"sleeve {record['sleeve']} failed: {record.get('error')}")
-    ok = sum(r["status"] == "success" for r in records.values())
-    context.log.info(f"{ok}/{len(records)} sleeves succeeded on Ray")
-    metadata = {k: _sleeve_metadata(records[k], profiles[k], prices_hash) for k in keys}
+    staged: dict = {}
+    metadata: dict = {}
+    versions: dict = {}
+    try:
+        # each sleeve's bundle is staged as soon as its task finishes, then its frames are dropped
+        for outcome in engine.stream_sleeves([profiles[k] for k in keys], prices):
+            record = outcome.record
+            if not outcome.ok:
+                context.log.error(f"sleeve {outcome.name} failed: {record.get('error')}")
+            metadata[outcome.name] = _sleeve_metadata(record, profiles[outcome.name], prices_hash)
+            versions[outcome.name] = _data_version(record)
+            staged[outcome.name] = io_manager.stage_partition(context.asset_key, outcome.name, record, outcome.parquet)
+    except BaseException:
+        from quant_meta_assets.storage import discard_bundle
+
+        for item in staged.values():
+            discard_bundle(item)
+        raise
+    ok = sum(m["status"] == "success" for m in metadata.values())
+    context.log.info(f"{ok}/{len(keys)} sleeves succeeded on Ray")
     if requested is None:
-        # one bundle per sleeve (the IO manager), then one materialization per sleeve partition
-        # carrying its content data version, recorded only once its bundle is stored
-        yield dg.Output(PerPartition(records), metadata={"sleeves": ", ".join(keys), "n_sleeves": len(keys)})
+        # one bundle per sleeve (the IO manager commits the staged ones), then one materialization
+        # per sleeve partition carrying its content data version, recorded only once stored
+        yield dg.Output(PerPartition({k: staged[k] for k in keys}),
+                        metadata={"sleeves": ", ".join(keys), "n_sleeves": len(keys)})
         for key in keys:
             yield dg.AssetMaterialization(
                 asset_key=SLEEVES_KEY,
@@ -121,7 +137,7 @@ def sleeves(context: dg.AssetExecutionContext, ray_cluster: RayResource):
                 metadata=metadata[key],
                 tags={
                     "dagster/code_version": CODE_VERSION,
-                    "dagster/data_version": _data_version(records[key]),
+                    "dagster/data_version": versions[key],
                     "dagster/data_version_is_user_provided": "true",
                 },
             )
@@ -130,8 +146,8 @@ def sleeves(context: dg.AssetExecutionContext, ray_cluster: RayResource):
         context.add_asset_metadata(metadata[key], partition_key=key)
     # one partition: its content is the data version; a range shares one Output, so Dagster's own
     # (code) version applies and the content hash is in each partition's `data_hash` metadata
-    data_version = dg.DataVersion(_data_version(records[keys[0]])) if len(keys) == 1 else None
-    yield dg.Output(records, data_version=data_version)
+    data_version = dg.DataVersion(versions[keys[0]]) if len(keys) == 1 else None
+    yield dg.Output({k: staged[k] for k in keys}, data_version=data_version)
 
 
 @dg.asset_check(

@@ -81,22 +81,37 @@ def flatten_weights(
     sleeve_weights: Mapping[str, pd.DataFrame],
     sleeve_returns: pd.DataFrame,
 ) -> FlattenResult:
-    """Asset weights per live day = sum over sleeves of held meta-weight x sleeve weight."""
+    """Asset weights per live day = sum over sleeves of held meta-weight x sleeve weight.
+
+    ``sleeve_weights`` is any mapping; each sleeve's frame is fetched exactly once, in
+    meta-weight column order, so a lazy mapping over stored bundles streams the book.
+    """
     missing = [s for s in meta_weights.columns if s not in sleeve_weights]
     if missing:
         raise StageInputError(f"meta.flatten needs the daily weights of sleeves {missing}")
     held = held_meta_weights(meta_weights, sleeve_returns)
-    tickers = sorted(set().union(*(sleeve_weights[s].columns for s in meta_weights.columns)))
-    assets = np.zeros((len(held), len(tickers)))
+    # one pass, one sleeve's weights in memory at a time (``sleeve_weights`` may read each from
+    # disk on access): the ticker columns grow as sleeves bring new tickers, sorted at the end
+    column_of: dict[str, int] = {}
+    assets = np.zeros((len(held), 0))
     for sleeve in meta_weights.columns:
-        weights = sleeve_weights[sleeve].reindex(index=held.index, columns=tickers)
+        frame = sleeve_weights[sleeve]
+        new = [c for c in frame.columns if c not in column_of]
+        if new:
+            column_of.update({c: len(column_of) + i for i, c in enumerate(new)})
+            assets = np.hstack([assets, np.zeros((len(held), len(new)))])
+        weights = frame.reindex(index=held.index)
         m = held[sleeve].to_numpy()
         empty = weights.isna().all(axis=1).to_numpy() & (m != 0.0)
         if empty.any():
             day = weights.index[empty][0]
             raise StageInputError(f"sleeve {sleeve!r} is held but has no weights on live day {day.date()}")
-        # a ticker outside a sleeve's frame (NaN after reindexing) is not held by that sleeve
-        assets += np.where(m[:, None] != 0.0, m[:, None] * weights.fillna(0.0).to_numpy(), 0.0)
+        # a ticker outside a sleeve's frame is not held by that sleeve (its column gets nothing)
+        columns = [column_of[c] for c in frame.columns]
+        assets[:, columns] += np.where(m[:, None] != 0.0, m[:, None] * weights.fillna(0.0).to_numpy(), 0.0)
+        del frame, weights
+    tickers = sorted(column_of)
+    assets = assets[:, [column_of[t] for t in tickers]]
     asset_weights = pd.DataFrame(assets, index=held.index, columns=tickers)
     exposure = pd.DataFrame(
         {"gross": np.abs(assets).sum(axis=1), "net": assets.sum(axis=1)}, index=held.index

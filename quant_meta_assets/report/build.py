@@ -97,11 +97,13 @@ FIGURE_IDS = ("cumulative", "drawdowns", "meta_weights", "risk_contributions", "
               "latest_exposures", "exposures_over_time", "turnover", "crossing_savings")
 
 
-def _as_frame_weights(mapping: Mapping[str, pd.DataFrame], sleeves) -> dict[str, pd.DataFrame]:
+def _as_frame_weights(mapping: Mapping[str, pd.DataFrame], sleeves) -> Mapping[str, pd.DataFrame]:
+    """The sleeves' daily weights, checked for presence only: a lazy mapping stays lazy (at book
+    scale every sleeve's weights do not fit in memory at once)."""
     missing = [s for s in sleeves if s not in mapping]
     if missing:
         raise StageInputError(f"meta.report needs the daily weights of sleeves {missing}")
-    return {s: mapping[s] for s in sleeves}
+    return mapping
 
 
 def _fail_message(failed: pd.DataFrame) -> str:

@@ -18,6 +18,7 @@ import pytest
 
 from quant_meta_assets.compute import RayComputeEngine, RayUnavailableError
 from quant_meta_assets.errors import RegistryError
+from quant_meta_assets.sleeve_status import frame_hash
 from quant_meta_assets.registry import SleeveProfile
 from quant_meta_assets_tests.conftest import REPO_ROOT
 from quant_meta_assets_tests.strategies_for_tests import make_prices, spec
@@ -273,3 +274,31 @@ def test_engine_starts_a_local_ray_when_none_and_shuts_down_only_that():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == [["success", "error"], False, 1.0, False]
+
+
+@pytest.mark.timeout(120)
+def test_stream_of_batches_yields_each_sleeve_once_and_reruns_a_bad_batch_one_by_one(local_ray, prices):
+    """Batches [good0, crasher, good1] (its worker dies) and [good2, hanger, good3] (times out)
+    are re-run one sleeve per task: the culprits get their own error, their batch-mates succeed."""
+    profiles = [
+        profile("good0", "good"), profile("crasher", "crashes", max_retries=0), profile("good1", "good"),
+        profile("good2", "good", timeout_s=5), profile("hanger", "hangs", timeout_s=2),
+        profile("good3", "good", timeout_s=5), profile("good_last", "good"),
+    ]
+    engine = RayComputeEngine(batch_size=3)
+    t0 = time.monotonic()
+    outcomes = list(engine.stream_sleeves(profiles, prices))
+    assert time.monotonic() - t0 < 60
+    assert sorted(o.name for o in outcomes) == sorted(p.name for p in profiles)
+    by_name = {o.name: o for o in outcomes}
+    assert by_name["crasher"].record["error_type"] == "WorkerCrashedError"
+    assert by_name["hanger"].record["error_type"] == "SleeveTimeout"
+    assert not by_name["crasher"].parquet and not by_name["hanger"].parquet
+    for name in ("good0", "good1", "good2", "good3", "good_last"):
+        outcome = by_name[name]
+        assert outcome.ok and set(outcome.parquet) == {"returns", "weights", "costs", "turnover"}
+        assert all(outcome.record[k] is None for k in ("returns", "weights", "costs", "turnover"))
+        record = outcome.to_record()
+        assert record["n_days"] == int(record["returns"].notna().sum())
+        assert record["data_hash"] == frame_hash(record["returns"], record["weights"])
+        assert_good(record)

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from quant_meta_assets import MetaContext, QuantSDK, RayComputeEngine, StageRegistry, run_meta_pipeline
+from quant_meta_assets.compute import SleeveOutcome
 from quant_meta_assets.errors import StageInputError, UnknownStageError
 from quant_meta_assets.prices import load_prices
 from quant_meta_assets.registry import load_registry
@@ -67,8 +68,9 @@ def test_meta_pipeline_aborts_on_sleeve_failure(sleeve_results):
     prices, profiles, results = sleeve_results
     fake = [results[0], {"sleeve": profiles[1].name, "status": "error", "error": "ZeroDivisionError: division by zero",
                          "returns": None, "weights": None}]
+    outcomes = [SleeveOutcome.from_record(r) for r in fake]
     ctx = MetaContext()
-    with mock.patch.object(RayComputeEngine, "execute_sleeves", return_value=fake) as execute:
+    with mock.patch.object(RayComputeEngine, "stream_sleeves", return_value=iter(outcomes)) as execute:
         with pytest.raises(RuntimeError) as info:
             run_meta_pipeline(profiles[:2], prices, context=ctx)
     execute.assert_called_once()

@@ -229,3 +229,76 @@ def test_reader_never_sees_a_mix_during_concurrent_swaps(store):
     assert problems == []
     assert reads[0] > 0
     assert json.loads((target / "meta.json").read_text())["meta"] == {"version": 39}
+
+
+# ----------------------------------------------------------------- staged bundles, partial and lazy reads
+
+
+def test_staged_bundle_is_invisible_until_committed(store):
+    from quant_meta_assets.storage import commit_bundles, encode_frame, stage_bundle
+
+    target = store / "b"
+    write_bundle(target, {"returns": series()}, {"version": 1})
+    staged = stage_bundle(target, {"returns": encode_frame(series(offset=1.0)), "weights": frame()}, {"version": 2})
+    assert read_bundle(target)[1] == {"version": 1}  # readers still see the old version
+    commit_bundles([staged])
+    frames, meta = read_bundle(target)
+    assert meta == {"version": 2} and frames["returns"].iloc[0] == 1.0
+    pd.testing.assert_frame_equal(frames["weights"], frame(), check_freq=False)
+    assert sorted(p.name for p in store.iterdir()) == ["b"]
+
+
+def test_discarded_stage_leaves_the_old_bundle(store):
+    from quant_meta_assets.storage import discard_bundle, stage_bundle
+
+    target = store / "b"
+    write_bundle(target, {"returns": series()}, {"version": 1})
+    discard_bundle(stage_bundle(target, {"returns": series(offset=3.0)}, {"version": 2}))
+    assert read_bundle(target)[1] == {"version": 1}
+    assert sorted(p.name for p in store.iterdir()) == ["b"]
+
+
+def test_a_staged_bundle_of_another_target_is_refused(store):
+    from quant_meta_assets.storage import StagedBundle, commit_bundle, stage_bundle
+
+    staged = stage_bundle(store / "a", {"returns": series()}, {})
+    with pytest.raises(StorageError, match="not a staged version"):
+        commit_bundle(StagedBundle(target=store / "b", staging=staged.staging))
+
+
+def test_read_bundle_reads_only_the_named_frames(store):
+    target = store / "b"
+    write_bundle(target, {"returns": series(), "weights": frame()}, {"version": 1})
+    (target / "weights.parquet").write_bytes(b"not parquet")  # would fail if it were read
+    frames, meta = read_bundle(target, keys=["returns"])
+    assert list(frames) == ["returns"] and meta == {"version": 1}
+    with pytest.raises(StorageError, match="weights.parquet"):
+        read_bundle(target)
+    with pytest.raises(StorageError, match="no frame"):
+        read_bundle(target, keys=["costs"])
+
+
+def test_stored_bundle_reads_frames_on_access_and_refuses_a_newer_version(store):
+    from quant_meta_assets.storage import StoredBundle
+
+    target = store / "b"
+    write_bundle(target, {"returns": series(), "weights": frame()}, {"status": "success", "n": 3})
+    lazy = StoredBundle(target)
+    assert lazy["status"] == "success" and set(lazy) == {"status", "n", "returns", "weights"}
+    pd.testing.assert_series_equal(lazy["returns"], series(), check_freq=False)
+    assert lazy.with_meta(sleeve="x")["sleeve"] == "x" and "sleeve" not in lazy
+    write_bundle(target, {"returns": series(offset=1.0)}, {"status": "success"})
+    with pytest.raises(StorageError, match="replaced by a newer version"):
+        lazy["returns"]
+    assert StoredBundle(target)["returns"].iloc[0] == 1.0
+
+
+def test_encoded_frames_round_trip(store):
+    from quant_meta_assets.storage import decode_frame, encode_frame
+
+    kind, data = encode_frame(series())
+    assert kind == "series" and isinstance(data, bytes)
+    pd.testing.assert_series_equal(decode_frame(data), series(), check_freq=False)
+    kind, data = encode_frame(frame())
+    assert kind == "frame"
+    pd.testing.assert_frame_equal(decode_frame(data), frame(), check_freq=False)
