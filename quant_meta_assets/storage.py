@@ -79,7 +79,7 @@ _SERIES_COLUMN = "__series__"
 _JSON_COLUMNS_KEY = b"quant_meta_json_columns"
 _TMP_TAG = ".tmp-"
 _TRASH_TAG = ".trash-"
-_READ_RETRY_S = 0.5
+_READ_RETRY_S = 2.0  # a reader racing a busy writer on a loaded machine retries this long
 
 
 # --------------------------------------------------------------------------- paths
