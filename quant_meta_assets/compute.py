@@ -587,7 +587,9 @@ class RayComputeEngine:
                 now = time.monotonic()
                 next_deadline = min(t.deadline for t in running.values())
                 wait_s = min(self.poll_interval_s, max(0.0, next_deadline - now))
-                ready, _ = ray.wait(list(running), num_returns=len(running), timeout=wait_s)
+                ready, rest = ray.wait(list(running), num_returns=1, timeout=wait_s)  # returns at the first
+                if ready and rest:  # ... and whatever else is done by now, without waiting
+                    ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
                 finished = [running.pop(ref) for ref in ready]
                 now = time.monotonic()
                 expired = [running.pop(ref) for ref, t in list(running.items()) if now >= t.deadline]
