@@ -1,0 +1,101 @@
+"""Real runs on real Ray: `meta_full` covers the registry of the moment it runs (one job object
+loaded once, like a long-lived code server), one-partition runs succeed on their own sleeves,
+and each partition's Dagster data version is the content hash of what it stored."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from quant_meta_assets.dagster_defs.definitions import defs
+from quant_meta_assets.dagster_defs.instance_queries import latest_stored_sleeves
+from quant_meta_assets.dagster_defs.partitions import SLEEVES_PARTITIONS_NAME
+from quant_meta_assets_tests.conftest import write_registry
+from quant_meta_assets_tests.faults.conftest import small_price_file, small_prices  # noqa: F401 (fixtures)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
+
+FIRST = """
+sleeves:
+  - name: first
+    strategy: equal_weight
+  - name: second
+    strategy: low_volatility
+"""
+SECOND = """
+sleeves:
+  - name: second
+    strategy: low_volatility
+  - name: third
+    strategy: min_variance
+"""
+WITH_FAILING = SECOND + """
+  - name: broken
+    strategy: quant_meta_assets_tests.strategies_for_tests:raises
+"""
+
+
+def _sleeves_materialized_by(instance, run_id: str) -> set[str]:
+    records = instance.fetch_materializations(dg.AssetKey("sleeves"), limit=100).records
+    return {r.partition_key for r in records if r.run_id == run_id and r.partition_key is not None}
+
+
+def test_meta_full_loaded_once_covers_the_registry_of_each_run(tmp_path, monkeypatch, local_ray, small_prices):
+    instance = dg.DagsterInstance.get()
+    job = defs.resolve_job_def("meta_full")  # loaded once, before any registry change
+    monkeypatch.setenv("QUANT_META_SLEEVES", str(write_registry(tmp_path / "first.yaml", FIRST)))
+    one = job.execute_in_process(instance=instance, raise_on_error=False)
+    assert one.success
+    assert _sleeves_materialized_by(instance, one.run_id) == {"first", "second"}
+
+    # the registry sensor deleted `first` and the registry gained `third`: no reload
+    instance.delete_dynamic_partition(SLEEVES_PARTITIONS_NAME, "first")
+    monkeypatch.setenv("QUANT_META_SLEEVES", str(write_registry(tmp_path / "second.yaml", SECOND)))
+    two = job.execute_in_process(instance=instance, raise_on_error=False)
+    assert two.success, [e.message for e in two.all_events if e.is_failure]
+    assert _sleeves_materialized_by(instance, two.run_id) == {"second", "third"}
+    assert set(instance.get_dynamic_partitions(SLEEVES_PARTITIONS_NAME)) == {"second", "third"}
+    assert list(two.asset_value(["meta", "returns"]).columns) == ["second", "third"]
+
+    # each partition's data version is its content hash (the UI's stale/unsynced status follows data)
+    stored = latest_stored_sleeves(instance, ["second", "third"])
+    for name, record in stored.items():
+        version = instance.get_latest_data_version_record(dg.AssetKey("sleeves"), partition_key=name)
+        tag = version.asset_materialization.tags["dagster/data_version"]
+        assert tag == record.data_version and len(tag) == 16, (name, tag)
+    assert stored["second"].data_version != stored["third"].data_version
+
+    # an unregistered partition whose key is not a safe file name does not break the meta load
+    instance.add_dynamic_partitions(SLEEVES_PARTITIONS_NAME, ["not a file name/.."])
+    meta = defs.resolve_job_def("meta_job").execute_in_process(instance=instance, raise_on_error=False)
+    assert meta.success, [e.message for e in meta.all_events if e.is_failure]
+
+    # meta_full for one partition: that sleeve, the check on it, then the meta stages
+    single = job.execute_in_process(instance=instance, partition_key="third", raise_on_error=False)
+    assert single.success, [e.message for e in single.all_events if e.is_failure]
+    assert _sleeves_materialized_by(instance, single.run_id) == {"third"}
+
+
+def test_a_one_partition_run_succeeds_on_its_own_sleeve_while_the_gate_still_blocks_meta(
+    tmp_path, monkeypatch, local_ray, small_prices
+):
+    instance = dg.DagsterInstance.get()
+    monkeypatch.setenv("QUANT_META_SLEEVES", str(write_registry(tmp_path / "s.yaml", WITH_FAILING)))
+    instance.add_dynamic_partitions(SLEEVES_PARTITIONS_NAME, ["second", "third", "broken"])
+    # `third` and `broken` were never materialized: a run of `second` alone still succeeds
+    result = defs.resolve_job_def("sleeves_job").execute_in_process(
+        instance=instance, partition_key="second", raise_on_error=False
+    )
+    assert result.success
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert evaluation.passed and "all 1 sleeves" in evaluation.description
+    version = instance.get_latest_data_version_record(dg.AssetKey("sleeves"), partition_key="second")
+    stored = latest_stored_sleeves(instance, ["second"])["second"]
+    assert version.asset_materialization.tags["dagster/data_version"] == stored.data_version
+
+    # the whole graph ("materialize all") stops the line at the check and at the gate
+    everything = defs.resolve_job_def("meta_full").execute_in_process(instance=instance, raise_on_error=False)
+    assert not everything.success
+    (check,) = everything.get_asset_check_evaluations()
+    assert not check.passed and "broken: ValueError: boom from the strategy" in check.description
+    assert not instance.get_latest_materialization_event(dg.AssetKey(["meta", "returns"]))
