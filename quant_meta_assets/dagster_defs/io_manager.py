@@ -92,12 +92,13 @@ class ParquetIOManager(dg.ConfigurableIOManager):
 
     base_dir: str = ""
 
-    def _root(self) -> Path:
+    def root(self) -> Path:
+        """The storage root of every asset (and of the report's HTML): base_dir, else the settings' root."""
         return Path(self.base_dir) if self.base_dir else settings.storage_root()
 
     def _dir(self, asset_key: dg.AssetKey, partition: str | None = None) -> Path:
         parts = [*asset_key.path, *([partition] if partition is not None else [])]
-        return safe_child(self._root(), *parts)
+        return safe_child(self.root(), *parts)
 
     def stage_partition(
         self, asset_key: dg.AssetKey, partition: str, value: Any, encoded: Mapping[str, tuple[str, bytes]] | None = None

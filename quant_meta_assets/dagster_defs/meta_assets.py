@@ -11,7 +11,6 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from quant_meta_assets import settings
 from quant_meta_assets.dagster_defs.instance_queries import sleeve_statuses
 from quant_meta_assets.dagster_defs.sleeves import require_current_sleeves
 from quant_meta_assets.meta.costs import DEFAULT_BOOK_COST_BPS
@@ -21,6 +20,7 @@ from quant_meta_assets.meta.optimize.diagnostics import (
     singular_covariance_rebalances,
 )
 from quant_meta_assets.stages import StageRegistry
+from quant_meta_assets.storage import safe_child
 
 CODE_VERSION = "1"
 GROUP = "meta"
@@ -226,6 +226,7 @@ def _previous_summary(instance: dg.DagsterInstance) -> dict | None:
     group_name=GROUP,
     code_version=CODE_VERSION,
     kinds={"html", "plotly"},
+    required_resource_keys={"io_manager"},  # the report's HTML goes under the IO manager's root
     description=StageRegistry.get("meta.report").description,
 )
 def meta_report(
@@ -246,7 +247,7 @@ def meta_report(
         for s in sleeve_statuses(context.instance, load_registry())
         if (r := s.stored) is not None
     }
-    output_dir = settings.storage_root() / "reports" / context.run_id
+    output_dir = safe_child(context.resources.io_manager.root(), "reports", context.run_id)
     out = StageRegistry.get("meta.report").run(
         prices=load_prices(),
         sleeve_results=records,

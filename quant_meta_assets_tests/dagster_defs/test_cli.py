@@ -11,6 +11,7 @@ import pytest
 from quant_meta_assets_tests.conftest import REPO_ROOT, run_cli, write_registry
 from quant_meta_assets_tests.dagster_defs.test_graph import FAILING, GOOD
 from quant_meta_assets_tests.dagster_support import META_DIRS, tree_digest
+from quant_meta_assets_tests.faults.conftest import small_price_file  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -46,3 +47,19 @@ def test_cli_job_runs_then_stops_the_line_and_keeps_last_good_outputs(tmp_path, 
     assert "broken_sleeve" in output and "ValueError: boom from the strategy" in output
     assert meta_materializations(isolated_env) == n_meta  # no meta/* materialization recorded
     assert {sub: tree_digest(storage / sub) for sub in META_DIRS} == before  # byte-for-byte unchanged
+
+
+def test_dg_launch_meta_full_covers_the_registered_sleeves(tmp_path, isolated_env, small_price_file):
+    """`dg launch --job meta_full` (the primary CLI) with no partition flag runs every registered sleeve."""
+    import dagster as dg
+
+    env = {"PYTHONPATH": str(REPO_ROOT), "QUANT_META_RAY_NUM_CPUS": "2", "QUANT_META_PRICES": str(small_price_file)}
+    env["QUANT_META_SLEEVES"] = str(write_registry(tmp_path / "good.yaml", GOOD))
+    done = run_cli(["dg", "launch", "--job", "meta_full"], env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (run,) = dg.DagsterInstance.get().get_run_records()
+    records = dg.DagsterInstance.get().fetch_materializations(dg.AssetKey("sleeves"), limit=50).records
+    assert {r.partition_key for r in records if r.run_id == run.dagster_run.run_id and r.partition_key} == {
+        "equal_weight", "low_volatility", "min_variance"
+    }
+    assert meta_materializations(isolated_env) == 4

@@ -99,3 +99,26 @@ def test_a_one_partition_run_succeeds_on_its_own_sleeve_while_the_gate_still_blo
     (check,) = everything.get_asset_check_evaluations()
     assert not check.passed and "broken: ValueError: boom from the strategy" in check.description
     assert not instance.get_latest_materialization_event(dg.AssetKey(["meta", "returns"]))
+
+
+def test_every_output_and_the_report_html_go_under_the_io_managers_base_dir(
+    tmp_path, monkeypatch, local_ray, small_prices
+):
+    from quant_meta_assets.dagster_defs import meta_assets
+    from quant_meta_assets.dagster_defs.io_manager import ParquetIOManager
+    from quant_meta_assets.dagster_defs.resources import ray_resource
+    from quant_meta_assets.dagster_defs.sleeves import sleeves
+
+    instance = dg.DagsterInstance.get()
+    monkeypatch.setenv("QUANT_META_SLEEVES", str(write_registry(tmp_path / "s.yaml", FIRST)))
+    base = tmp_path / "elsewhere"
+    assets = [sleeves, meta_assets.meta_returns, meta_assets.meta_weights, meta_assets.flattened_weights,
+              meta_assets.meta_report]
+    result = dg.materialize(
+        assets, instance=instance, resources={"io_manager": ParquetIOManager(base_dir=str(base)), "ray_cluster": ray_resource()}
+    )
+    assert result.success
+    report = result.asset_value(["meta", "report"])
+    assert str(report["html"]).startswith(str(base / "reports" / result.run_id))
+    assert (base / "sleeves" / "first").is_dir() and (base / "meta" / "returns").is_dir()
+    assert not (tmp_path / "storage").exists()  # nothing under the settings' root

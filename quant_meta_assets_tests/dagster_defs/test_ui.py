@@ -1,5 +1,7 @@
 """The UI path: `dagster dev` on 127.0.0.1 serves the graph, and a run launched through the
-webserver's GraphQL API (what the UI's Materialize button does) succeeds via the daemon."""
+webserver's GraphQL API (what the UI's Launch button does) succeeds via the daemon. A long-lived
+code server (`dagster api grpc` + the webserver) keeps serving `meta_full` after the registry file
+changed under it, with no reload, and each launch covers exactly the registry of its moment."""
 
 from __future__ import annotations
 
@@ -33,6 +35,13 @@ def wait_for(predicate, timeout: float, what: str):
             return value
         time.sleep(1.0)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def sleeves_materialized_by(run_id: str) -> set[str]:
+    import dagster as dg
+
+    records = dg.DagsterInstance.get().fetch_materializations(dg.AssetKey("sleeves"), limit=200).records
+    return {r.partition_key for r in records if r.run_id == run_id and r.partition_key is not None}
 
 
 def test_dagster_dev_serves_graph_and_ui_launch_materializes(tmp_path, isolated_env):
@@ -72,9 +81,98 @@ def test_dagster_dev_serves_graph_and_ui_launch_materializes(tmp_path, isolated_
             return status if status in ("SUCCESS", "FAILURE", "CANCELED") else None
 
         assert wait_for(finished, 300, "the launched run to finish") == "SUCCESS"
+        # meta_full covered exactly the registered sleeves (the sensors may have run them too)
+        assert sleeves_materialized_by(run_id) == {"equal_weight", "low_volatility", "min_variance"}
     finally:
         os.killpg(proc.pid, 15)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
+
+
+CHANGED = GOOD.replace("  - name: min_variance\n    strategy: min_variance\n    cost_bps: 5\n", "") + """
+  - name: momentum
+    strategy: momentum_12_1
+    params: {lookback: 126, skip: 21, top_n: 5}
+"""
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, 15)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+
+
+def test_long_lived_code_server_launches_meta_full_over_the_registry_of_the_moment(tmp_path, isolated_env):
+    """`dagster api grpc` (the code server) + the webserver, runs launched directly (no daemon, no
+    sensors): the registry file changes under the running code server and meta_full follows it."""
+    from dagster_graphql import DagsterGraphQLClient
+
+    (isolated_env / "dagster.yaml").write_text(
+        (isolated_env / "dagster.yaml").read_text()
+        + "run_coordinator:\n  module: dagster._core.run_coordinator\n  class: DefaultRunCoordinator\n"
+    )
+    import dagster as dg
+
+    instance = dg.DagsterInstance.get()  # create the SQLite storages before two processes race to
+    instance.get_run_records(limit=1)  # migrate them
+    instance.get_dynamic_partitions("sleeves")
+    registry = write_registry(tmp_path / "sleeves.yaml", GOOD)
+    prices = load_sp500_dataset().iloc[-800:].reset_index().rename(columns={"Date": "date"})
+    prices.to_csv(tmp_path / "prices.csv", index=False)
+    grpc_port, web_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "QUANT_META_SLEEVES": str(registry),
+        "QUANT_META_PRICES": str(tmp_path / "prices.csv"),
+        "QUANT_META_RAY_NUM_CPUS": "2",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    (tmp_path / "workspace.yaml").write_text(
+        f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {grpc_port}\n"
+        "      location_name: quant_meta_assets\n"
+    )
+    bin_dir = Path(sys.executable).parent
+    server = subprocess.Popen(
+        [str(bin_dir / "dagster"), "api", "grpc", "-m", "quant_meta_assets", "-h", "127.0.0.1", "-p", str(grpc_port)],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    web = subprocess.Popen(
+        [str(bin_dir / "dagster-webserver"), "-w", str(tmp_path / "workspace.yaml"), "-h", "127.0.0.1",
+         "-p", str(web_port)],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        client = DagsterGraphQLClient("127.0.0.1", port_number=web_port)
+
+        def served():
+            try:
+                jobs = client._execute("{ repositoriesOrError { ... on RepositoryConnection { nodes { jobs { name } } } } }")
+            except Exception:
+                return None
+            nodes = jobs["repositoriesOrError"].get("nodes") or []
+            return any(j["name"] == "meta_full" for n in nodes for j in n["jobs"]) or None
+
+        wait_for(served, 120, "the webserver to serve meta_full from the code server")
+
+        def launch() -> str:
+            run_id = client.submit_job_execution("meta_full", repository_location_name="quant_meta_assets")
+
+            def finished():
+                status = client.get_run_status(run_id).value
+                return status if status in ("SUCCESS", "FAILURE", "CANCELED") else None
+
+            assert wait_for(finished, 240, "the launched run to finish") == "SUCCESS", run_id
+            return run_id
+
+        first = launch()
+        assert sleeves_materialized_by(first) == {"equal_weight", "low_volatility", "min_variance"}
+        write_registry(registry, CHANGED)  # one sleeve out, one in; nothing reloaded
+        second = launch()
+        assert sleeves_materialized_by(second) == {"equal_weight", "low_volatility", "momentum"}
+    finally:
+        _stop(web)
+        _stop(server)
