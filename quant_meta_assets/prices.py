@@ -17,7 +17,10 @@ else ``skfolio.datasets.load_sp500_dataset()`` (offline, bundled with skfolio).
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +36,31 @@ _PERIOD_CODE = {"weekly": "W-SUN", "monthly": "M", "quarterly": "Q-DEC"}
 __all__ = [
     "PRICES_ENV_VAR",
     "REBALANCE_FREQUENCIES",
+    "PriceSource",
     "asset_returns",
     "check_lookback",
     "load_benchmark",
+    "load_price_snapshot",
     "load_prices",
+    "price_source",
     "period_ends",
     "validate_prices",
 ]
+
+
+_DEFAULT_DATA = ("skfolio.datasets.data", "sp500_dataset.csv.gz")  # what load_sp500_dataset() reads
+
+
+@dataclass(frozen=True)
+class PriceSource:
+    """Where a price snapshot comes from and the sha256 of the exact bytes it was parsed from.
+
+    ``content_hash`` is the `prices` asset's data version: the same bytes give the same version,
+    so Dagster marks everything downstream stale exactly when the source's content changes.
+    """
+
+    label: str
+    content_hash: str
 
 
 def _default_prices() -> pd.DataFrame:
@@ -48,29 +69,57 @@ def _default_prices() -> pd.DataFrame:
     return load_sp500_dataset()
 
 
-def load_prices(path: str | os.PathLike[str] | None = None) -> pd.DataFrame:
-    """Load prices from ``path``, else ``$QUANT_META_PRICES``, else the bundled S&P 500 data.
-
-    A user file is CSV (``.csv``, ``.txt``) or Parquet (``.parquet``, ``.pq``) in wide format: a
-    ``date`` column (any case) or, for Parquet, a ``DatetimeIndex``; then one column per ticker.
-    """
+def _source_path(path: str | os.PathLike[str] | None) -> Path | None:
+    """The user's price file (argument, else $QUANT_META_PRICES), or None for the bundled data."""
     if path is None:
         env = os.environ.get(PRICES_ENV_VAR)
         if env is None or env.strip() == "":
-            return validate_prices(_default_prices(), source="skfolio load_sp500_dataset()")
+            return None
         path = env
-    file = Path(path)
+    return Path(path)
+
+
+def _read_source_bytes(file: Path) -> bytes:
     source = f"price file {str(file)!r}"
     if not file.is_file():
         raise PriceDataError(f"{source} does not exist or is not a file")
-    if file.stat().st_size == 0:
+    data = file.read_bytes()
+    if not data:
         raise PriceDataError(f"{source} is empty (0 bytes)")
+    return data
+
+
+def _default_source_bytes() -> bytes:
+    from importlib import resources
+
+    package, name = _DEFAULT_DATA
+    return resources.files(package).joinpath(name).read_bytes()
+
+
+def price_source(path: str | os.PathLike[str] | None = None) -> PriceSource:
+    """Identify the current price source by content, without parsing it (cheap enough to poll)."""
+    file = _source_path(path)
+    if file is None:
+        return PriceSource("skfolio load_sp500_dataset()", hashlib.sha256(_default_source_bytes()).hexdigest())
+    return PriceSource(f"price file {str(file)!r}", hashlib.sha256(_read_source_bytes(file)).hexdigest())
+
+
+def load_price_snapshot(path: str | os.PathLike[str] | None = None) -> tuple[pd.DataFrame, PriceSource]:
+    """Validated prices and the source they came from; the file is read once, so the hash is of
+    exactly the bytes that were parsed even if the file is replaced meanwhile."""
+    file = _source_path(path)
+    if file is None:
+        digest = hashlib.sha256(_default_source_bytes()).hexdigest()
+        label = "skfolio load_sp500_dataset()"
+        return validate_prices(_default_prices(), source=label), PriceSource(label, digest)
+    source = f"price file {str(file)!r}"
+    data = _read_source_bytes(file)
     suffix = file.suffix.lower()
     try:
         if suffix in (".parquet", ".pq"):
-            raw = pd.read_parquet(file)
+            raw = pd.read_parquet(io.BytesIO(data))
         elif suffix in (".csv", ".txt"):
-            raw = pd.read_csv(file)
+            raw = pd.read_csv(io.BytesIO(data))
         else:
             raise PriceDataError(
                 f"{source} has unsupported extension {suffix!r}; use .csv or .parquet"
@@ -81,7 +130,16 @@ def load_prices(path: str | os.PathLike[str] | None = None) -> pd.DataFrame:
         raise PriceDataError(f"{source} is empty: {exc}") from exc
     except Exception as exc:  # unreadable file: name it and keep the cause
         raise PriceDataError(f"{source} could not be read: {type(exc).__name__}: {exc}") from exc
-    return validate_prices(raw, source=source)
+    return validate_prices(raw, source=source), PriceSource(source, hashlib.sha256(data).hexdigest())
+
+
+def load_prices(path: str | os.PathLike[str] | None = None) -> pd.DataFrame:
+    """Load prices from ``path``, else ``$QUANT_META_PRICES``, else the bundled S&P 500 data.
+
+    A user file is CSV (``.csv``, ``.txt``) or Parquet (``.parquet``, ``.pq``) in wide format: a
+    ``date`` column (any case) or, for Parquet, a ``DatetimeIndex``; then one column per ticker.
+    """
+    return load_price_snapshot(path)[0]
 
 
 def _extract_dates(frame: pd.DataFrame, source: str) -> tuple[pd.Series, pd.DataFrame]:

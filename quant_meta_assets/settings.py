@@ -40,3 +40,45 @@ def local_ray_num_cpus() -> int | None:
 def ray_runtime_env_file() -> str | None:
     """A JSON/YAML runtime_env (pip, env_vars, container, ...) merged into the cluster's, or None."""
     return os.environ.get(RAY_RUNTIME_ENV_ENV) or None
+
+
+# --- deployment (issue 10): schedule, alerts, retention
+SCHEDULE_CRON_ENV = "QUANT_META_SCHEDULE_CRON"  # cron of the daily meta_full schedule
+SCHEDULE_TZ_ENV = "QUANT_META_SCHEDULE_TIMEZONE"  # its IANA timezone
+DEFAULT_SCHEDULE_CRON = "30 17 * * 1-5"  # 17:30 on weekdays: after the US close (16:00) and its prints
+DEFAULT_SCHEDULE_TZ = "America/New_York"
+ALERT_WEBHOOK_ENV = "QUANT_META_ALERT_WEBHOOK_URL"  # run-failure alerts POST JSON here; unset = off
+UI_URL_ENV = "QUANT_META_UI_URL"  # the webserver's address, for links in alerts
+DEFAULT_UI_URL = "http://127.0.0.1:3000"
+KEEP_RUNS_ENV = "QUANT_META_KEEP_RUNS"  # run-scoped outputs (bundles, reports) of the last N runs are kept
+DEFAULT_KEEP_RUNS = 30
+
+
+def schedule_cron() -> str:
+    return os.environ.get(SCHEDULE_CRON_ENV) or DEFAULT_SCHEDULE_CRON
+
+
+def schedule_timezone() -> str:
+    return os.environ.get(SCHEDULE_TZ_ENV) or DEFAULT_SCHEDULE_TZ
+
+
+def alert_webhook_url() -> str | None:
+    return os.environ.get(ALERT_WEBHOOK_ENV) or None
+
+
+def ui_url() -> str:
+    return (os.environ.get(UI_URL_ENV) or DEFAULT_UI_URL).rstrip("/")
+
+
+def keep_runs() -> int:
+    """N of QUANT_META_KEEP_RUNS (default 30); at least 1, so the latest outputs always stay."""
+    value = os.environ.get(KEEP_RUNS_ENV)
+    if not value:
+        return DEFAULT_KEEP_RUNS
+    try:
+        keep = int(value)
+    except ValueError:
+        raise ValueError(f"{KEEP_RUNS_ENV} must be a whole number of runs >= 1, got {value!r}") from None
+    if keep < 1:
+        raise ValueError(f"{KEEP_RUNS_ENV} must be a whole number of runs >= 1, got {value!r}")
+    return keep

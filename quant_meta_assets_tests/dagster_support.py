@@ -11,7 +11,7 @@ from quant_meta_assets.dagster_defs.definitions import defs
 from quant_meta_assets.dagster_defs.meta_assets import META_KEYS
 from quant_meta_assets.dagster_defs.partitions import SLEEVES_PARTITIONS_NAME
 
-META_DIRS = ("meta/returns", "meta/optimize", "meta/flatten", "meta/report")
+META_DIRS = ("meta/returns", "meta/optimize", "meta/flatten", "meta/report")  # the published set's asset keys
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -24,8 +24,22 @@ def tree_digest(root: Path) -> dict[str, str]:
     }
 
 
+def published_dirs(storage: Path) -> dict[str, Path]:
+    """Asset key -> the bundle directory the published snapshot points to ({} if nothing is published)."""
+    from quant_meta_assets.publication import published_manifest
+
+    manifest = published_manifest(storage)
+    return {key: storage / rel for key, rel in manifest["outputs"].items()} if manifest else {}
+
+
 def meta_digest(storage: Path) -> dict[str, dict[str, str]]:
-    return {sub: tree_digest(storage / sub) for sub in META_DIRS}
+    """What readers of the meta outputs see: the published pointer and the four bundles it names."""
+    dirs = published_dirs(storage)
+    pointer = storage / "published.json"
+    return {
+        "published.json": {"sha256": hashlib.sha256(pointer.read_bytes()).hexdigest()} if pointer.is_file() else {},
+        **{sub: tree_digest(dirs[sub]) if sub in dirs else {} for sub in META_DIRS},
+    }
 
 
 def meta_materialization_ids(instance: dg.DagsterInstance) -> dict[str, int | None]:

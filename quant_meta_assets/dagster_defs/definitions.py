@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import dagster as dg
 
+from quant_meta_assets.dagster_defs.alerts import run_failure_webhook_sensor
 from quant_meta_assets.dagster_defs.io_manager import ParquetIOManager
 from quant_meta_assets.dagster_defs.jobs import meta_full_job, meta_job, sleeves_job
 from quant_meta_assets.dagster_defs.meta_assets import flattened_weights, meta_report, meta_returns, meta_weights
+from quant_meta_assets.dagster_defs.prices import prices, prices_source, prices_source_sensor
 from quant_meta_assets.dagster_defs.resources import ray_resource
+from quant_meta_assets.dagster_defs.schedules import daily_meta_schedule
 from quant_meta_assets.dagster_defs.sensors import meta_on_fresh_sleeves, sleeve_registry_sensor
 from quant_meta_assets.dagster_defs.sleeves import all_sleeves_succeeded, sleeves
 
 defs = dg.Definitions(
     assets=[
+        prices_source,
+        prices,
         sleeves,
         meta_returns,
         meta_weights,
@@ -34,6 +39,11 @@ defs = dg.Definitions(
     sensors=[
         sleeve_registry_sensor,
         meta_on_fresh_sleeves,
+        prices_source_sensor,
+        run_failure_webhook_sensor(),
+    ],
+    schedules=[
+        daily_meta_schedule(),
     ],
     resources={"ray_cluster": ray_resource(), "io_manager": ParquetIOManager()},
 )

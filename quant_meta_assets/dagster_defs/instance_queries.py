@@ -61,7 +61,15 @@ def latest_stored_sleeves(instance: dg.DagsterInstance, sleeves: Sequence[str]) 
     return {name: _stored(by_id[i]) for name, i in ids.items() if i in by_id}
 
 
-def current_prices_hash() -> str:
+def current_prices_hash(instance: dg.DagsterInstance | None = None) -> str:
+    """The prices the sleeves must have been computed on: the latest `prices` snapshot (what the
+    sleeves and the report read), or the price source itself before any snapshot exists."""
+    if instance is not None:
+        records = instance.fetch_materializations(dg.AssetKey("prices"), limit=1).records
+        materialization = records[0].asset_materialization if records else None
+        entry = materialization.metadata.get("frame_hash") if materialization is not None else None
+        if entry is not None:
+            return str(entry.value)
     from quant_meta_assets.prices import load_prices
 
     return frame_hash(load_prices())
@@ -79,7 +87,7 @@ def sleeve_statuses(
 
         profiles = load_registry()
     if prices_hash is None:
-        prices_hash = current_prices_hash()
+        prices_hash = current_prices_hash(instance)
     registered = {p.name: config_hash(p) for p in profiles}
     return assess_sleeves(registered, prices_hash, latest_stored_sleeves(instance, list(registered)))
 

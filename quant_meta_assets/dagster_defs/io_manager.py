@@ -12,6 +12,10 @@ its target while it ran (`stage_partition`), so the asset never holds every part
 `handle_output` then only commits (two renames each). Partitioned inputs load as
 `StoredBundle`s: their frames are read when accessed, one at a time, and only those accessed
 (`meta/returns` reads each sleeve's `returns` file and nothing else).
+
+`prices` and the four meta assets are run-scoped instead (`runs/<run id>/<asset key>`, see
+dagster_defs/publishing.py): a run never rewrites another run's outputs, and a stored
+`meta/report` switches the published snapshot (`published.json`) to its run's set.
 """
 
 from __future__ import annotations
@@ -24,7 +28,10 @@ import dagster as dg
 import pandas as pd
 
 from quant_meta_assets import settings
+from quant_meta_assets.bundle_values import _NEST, join_value, split_value  # noqa: F401  (re-exported)
+from quant_meta_assets.dagster_defs.publishing import REPORT_KEY, is_run_scoped, publish_after_report, source_dir
 from quant_meta_assets.errors import StorageError
+from quant_meta_assets.publication import run_scoped_dir
 from quant_meta_assets.storage import (
     StagedBundle,
     StoredBundle,
@@ -35,9 +42,6 @@ from quant_meta_assets.storage import (
     stage_bundle,
     write_bundle,
 )
-
-_VALUE_KEY = "__value__"
-_NEST = "__"
 
 
 class PerPartition(dict):
@@ -50,41 +54,6 @@ def _leftovers_of(directory: Path) -> bool:
     bundle counts as present and read_bundle decides (it retries, then reports it missing)."""
     prefixes = (f".{directory.name}.tmp-", f".{directory.name}.trash-")  # storage.write_bundle's siblings
     return directory.parent.is_dir() and any(p.name.startswith(prefixes) for p in directory.parent.iterdir())
-
-
-def split_value(value: Any) -> tuple[dict[str, pd.DataFrame | pd.Series], dict[str, Any]]:
-    """Frames (Parquet) and the JSON-able rest; one level of nested mappings is flattened."""
-    if isinstance(value, (pd.DataFrame, pd.Series)):
-        return {_VALUE_KEY: value}, {}
-    if not isinstance(value, Mapping):
-        raise StorageError(f"cannot store a {type(value).__name__}; return a DataFrame, Series or mapping")
-    frames: dict[str, pd.DataFrame | pd.Series] = {}
-    meta: dict[str, Any] = {}
-    for key, item in value.items():
-        if isinstance(item, (pd.DataFrame, pd.Series)):
-            frames[key] = item
-        elif isinstance(item, Mapping) and any(isinstance(v, (pd.DataFrame, pd.Series)) for v in item.values()):
-            for sub, sub_item in item.items():
-                if isinstance(sub_item, (pd.DataFrame, pd.Series)):
-                    frames[f"{key}{_NEST}{sub}"] = sub_item
-                else:
-                    meta[f"{key}{_NEST}{sub}"] = sub_item
-        else:
-            meta[key] = item
-    return frames, meta
-
-
-def join_value(frames: Mapping[str, Any], meta: Mapping[str, Any]) -> Any:
-    if _VALUE_KEY in frames:
-        return frames[_VALUE_KEY]
-    value: dict[str, Any] = {}
-    for key, item in {**meta, **frames}.items():
-        if _NEST in key:
-            outer, inner = key.split(_NEST, 1)
-            value.setdefault(outer, {})[inner] = item
-        else:
-            value[key] = item
-    return value
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
@@ -131,6 +100,12 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:
             return
+        if is_run_scoped(context.asset_key):
+            # runs/<run id>/...: never rewritten by a later run; meta/report then publishes the set
+            write_bundle(run_scoped_dir(self.root(), context.run_id, context.asset_key.path), *split_value(obj))
+            if context.asset_key == REPORT_KEY:
+                publish_after_report(context, self.root())
+            return
         if isinstance(obj, PerPartition):
             self._store_partitions(context.asset_key, obj, list(obj))
             return
@@ -147,6 +122,8 @@ class ParquetIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> Any:
         asset_key = context.asset_key
+        if is_run_scoped(asset_key):
+            return join_value(*read_bundle(source_dir(context, self.root())))
         if context.has_asset_partitions:
             # every partition the instance knows is requested, stale ones (no longer registered,
             # never stored) included: a partition with no bundle at all is left out, and the

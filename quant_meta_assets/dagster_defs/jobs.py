@@ -11,6 +11,7 @@ from __future__ import annotations
 import dagster as dg
 
 from quant_meta_assets.dagster_defs.meta_assets import META_KEYS
+from quant_meta_assets.dagster_defs.prices import PRICES_KEY
 from quant_meta_assets.dagster_defs.sleeves import sleeves
 
 SLEEVE_SELECTION = dg.AssetSelection.assets(sleeves)
@@ -20,7 +21,9 @@ META_JOB_NAMES = ("meta_full", "meta_job")
 
 sleeves_job = dg.define_asset_job(
     "sleeves_job",
-    selection=SLEEVE_SELECTION | CHECK_SELECTION,
+    # its own prices snapshot too: a fresh instance has none, and a sleeve computed on a newer
+    # snapshot with other content makes the older sleeves stale (sleeve_status), never mixed silently
+    selection=dg.AssetSelection.assets(PRICES_KEY) | SLEEVE_SELECTION | CHECK_SELECTION,
     description="Materialize sleeve partitions on Ray and check them (the run's own sleeves).",
 )
 
@@ -34,7 +37,8 @@ meta_job = dg.define_asset_job(
 
 meta_full_job = dg.define_asset_job(
     "meta_full",
-    selection=SLEEVE_SELECTION | CHECK_SELECTION | META_SELECTION,
+    # prices first: one snapshot per run, read by the sleeves and the report of this run
+    selection=dg.AssetSelection.assets(PRICES_KEY) | SLEEVE_SELECTION | CHECK_SELECTION | META_SELECTION,
     # the stages are sequential and the sleeves already fan out on Ray: a subprocess per
     # step would only add ~3 s of imports each
     executor_def=dg.in_process_executor,

@@ -12,6 +12,7 @@ import pandas as pd
 from pydantic import Field
 
 from quant_meta_assets.dagster_defs.instance_queries import sleeve_statuses
+from quant_meta_assets.dagster_defs.prices import PRICES_KEY, PRICES_SOURCE_KEY
 from quant_meta_assets.dagster_defs.sleeves import require_current_sleeves
 from quant_meta_assets.meta.costs import DEFAULT_BOOK_COST_BPS
 from quant_meta_assets.meta.optimize.diagnostics import (
@@ -67,6 +68,7 @@ def _markdown(frame: pd.DataFrame, floatfmt: str = ".4f") -> dg.MarkdownMetadata
 @dg.asset(
     key=RETURNS_KEY,
     ins={"sleeves": dg.AssetIn(key="sleeves")},
+    deps=[PRICES_SOURCE_KEY],  # stale in the UI as soon as a changed price source is observed
     group_name=GROUP,
     code_version=CODE_VERSION,
     kinds={"pandas"},
@@ -121,22 +123,29 @@ class OptimizeConfig(dg.Config):
 
 @dg.asset(
     key=OPTIMIZE_KEY,
-    ins={"meta_returns": dg.AssetIn(key=RETURNS_KEY), "sleeves": dg.AssetIn(key="sleeves")},
+    ins={
+        "meta_returns": dg.AssetIn(key=RETURNS_KEY),
+        "sleeves": dg.AssetIn(key="sleeves"),
+        "prices": dg.AssetIn(key=PRICES_KEY),
+    },
+    deps=[PRICES_SOURCE_KEY],  # stale in the UI as soon as a changed price source is observed
     group_name=GROUP,
     code_version=CODE_VERSION,
     kinds={"cvxpy"},
     description=StageRegistry.get("meta.optimize").description,
 )
 def meta_weights(
-    context: dg.AssetExecutionContext, config: OptimizeConfig, meta_returns: pd.DataFrame, sleeves: dict | None = None,
+    context: dg.AssetExecutionContext,
+    config: OptimizeConfig,
+    meta_returns: pd.DataFrame,
+    sleeves: dict | None = None,
+    prices: pd.DataFrame | None = None,
 ) -> dict:
     params = config.optimizer_params(list(meta_returns.columns))
     if config.turnover_space == "asset":  # the sleeves' holdings price the meta trade in asset space
-        from quant_meta_assets.prices import load_prices
-
-        if sleeves is None:
-            raise dg.Failure(description="turnover_space='asset' needs the sleeves' stored weights")
-        params.update(sleeve_results=registered_records(sleeves), prices=load_prices())
+        if sleeves is None or prices is None:
+            raise dg.Failure(description="turnover_space='asset' needs the sleeves' stored weights and the prices snapshot")
+        params.update(sleeve_results=registered_records(sleeves), prices=prices)  # the run's `prices` snapshot
     out = StageRegistry.get("meta.optimize").run(meta_returns=meta_returns, **params)
     weights, diagnostics = out["meta_weights"], out["optimizer_diagnostics"]
     latest = weights.iloc[-1]
@@ -171,6 +180,7 @@ def meta_weights(
         "meta_returns": dg.AssetIn(key=RETURNS_KEY),
         "sleeves": dg.AssetIn(key="sleeves"),
     },
+    deps=[PRICES_SOURCE_KEY],  # stale in the UI as soon as a changed price source is observed
     group_name=GROUP,
     code_version=CODE_VERSION,
     kinds={"pandas"},
@@ -197,13 +207,19 @@ def flattened_weights(
 
 
 class ReportConfig(dg.Config):
-    """meta.report parameters, editable in the launchpad (ops: meta__report: config: ...) and via -c."""
+    """meta.report settings, editable in the launchpad (ops: meta__report: config: ...) and via -c
+    (deploy/run.yaml). The risk-free rate is the project's ($QUANT_META_RISK_FREE_RATE), shared with
+    the sleeves' cash and the optimizer: one rf convention everywhere."""
 
     cost_bps: float = Field(
         default=DEFAULT_BOOK_COST_BPS, ge=0.0,
         description="Book-level one-way cost in bps on two-sided turnover: the netted book's net trade and "
         "the stand-alone view's meta trades pay it (sleeves pay their registry cost_bps).",
     )
+    title: str = "Meta-portfolio report"
+    mar: float | None = None  # minimum acceptable return for Sortino, per year; None = rf
+    risk_window: int | None = None  # rows of the ex-ante covariance; None = the optimizer's lookback
+    tolerance: float = 1e-10  # reconciliation tolerance; a larger difference fails the report
 
 
 def _previous_summary(instance: dg.DagsterInstance) -> dict | None:
@@ -222,7 +238,9 @@ def _previous_summary(instance: dg.DagsterInstance) -> dict | None:
         "flattened": dg.AssetIn(key=FLATTEN_KEY),
         "meta_returns": dg.AssetIn(key=RETURNS_KEY),
         "sleeves": dg.AssetIn(key="sleeves"),
+        "prices": dg.AssetIn(key=PRICES_KEY),
     },
+    deps=[PRICES_SOURCE_KEY],  # stale in the UI as soon as a changed price source is observed
     group_name=GROUP,
     code_version=CODE_VERSION,
     kinds={"html", "plotly"},
@@ -230,10 +248,15 @@ def _previous_summary(instance: dg.DagsterInstance) -> dict | None:
     description=StageRegistry.get("meta.report").description,
 )
 def meta_report(
-    context: dg.AssetExecutionContext, config: ReportConfig, optimized: dict, flattened: dict,
-    meta_returns: pd.DataFrame, sleeves: dict,
+    context: dg.AssetExecutionContext,
+    config: ReportConfig,
+    optimized: dict,
+    flattened: dict,
+    meta_returns: pd.DataFrame,
+    sleeves: dict,
+    prices: pd.DataFrame,
 ) -> dict:
-    from quant_meta_assets.prices import load_benchmark, load_prices
+    from quant_meta_assets.prices import load_benchmark
     from quant_meta_assets.registry import load_registry
     from quant_meta_assets.report import headline_metrics, report_markdown_summary
 
@@ -249,7 +272,7 @@ def meta_report(
     }
     output_dir = safe_child(context.resources.io_manager.root(), "reports", context.run_id)
     out = StageRegistry.get("meta.report").run(
-        prices=load_prices(),
+        prices=prices,  # this run's snapshot (the `prices` asset), the one the sleeves used
         sleeve_results=records,
         meta_returns=meta_returns,
         meta_weights=optimized["weights"],
@@ -261,7 +284,7 @@ def meta_report(
         benchmark=load_benchmark(),
         lineage=lineage,
         previous=_previous_summary(context.instance),
-        cost_bps=config.cost_bps,
+        **config.model_dump(),
     )
     report = out["report"]
     markdown = report_markdown_summary(report)

@@ -52,7 +52,7 @@ def sleeve_registry_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResu
 
     profiles = load_registry()  # a RegistryError fails the tick, naming file, line and key
     names = [p.name for p in profiles]
-    prices_hash = current_prices_hash()
+    prices_hash = current_prices_hash(context.instance)
     previous, generation = _read_cursor(context.cursor)
     statuses = {s.sleeve: s for s in sleeve_statuses(context.instance, profiles, prices_hash)}
     readded = [n for n in names if previous is not None and n not in previous and statuses[n].stored is not None]

@@ -11,11 +11,13 @@ Which sleeves a run computes is decided when the step runs, never when the code 
 """
 
 import dagster as dg
+import pandas as pd
 from dagster_ray import RayResource
 
 from quant_meta_assets.dagster_defs.instance_queries import SLEEVES_KEY, sleeve_statuses
 from quant_meta_assets.dagster_defs.io_manager import ParquetIOManager, PerPartition
 from quant_meta_assets.dagster_defs.partitions import SLEEVES_PARTITIONS_NAME, sleeve_partitions
+from quant_meta_assets.dagster_defs.prices import PRICES_KEY, PRICES_SOURCE_KEY, price_provenance_tags
 from quant_meta_assets.sleeve_status import config_hash, describe, frame_hash, not_good
 
 CODE_VERSION = "1"
@@ -67,6 +69,8 @@ def _sleeve_metadata(record: dict, profile, prices_hash: str) -> dict:
 @dg.asset(
     partitions_def=sleeve_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
+    ins={"prices": dg.AssetIn(key=PRICES_KEY)},
+    deps=[PRICES_SOURCE_KEY],
     code_version=CODE_VERSION,
     group_name="sleeves",
     kinds={"ray", "pandas"},
@@ -76,13 +80,15 @@ def _sleeve_metadata(record: dict, profile, prices_hash: str) -> dict:
     "with its status and error (and no data); the check below stops the line.",
 )
 def sleeves(
-    context: dg.AssetExecutionContext, ray_cluster: RayResource, io_manager: dg.ResourceParam[ParquetIOManager]
+    context: dg.AssetExecutionContext,
+    ray_cluster: RayResource,
+    io_manager: dg.ResourceParam[ParquetIOManager],
+    prices: pd.DataFrame,
 ):
     """Each sleeve's bundle is written (staged) as soon as its Ray task returns, then dropped,
     so the step holds at most the in-flight results; the IO manager commits them all at the end."""
     from quant_meta_assets.compute import RayComputeEngine
     from quant_meta_assets.dagster_defs.resources import connect_ray
-    from quant_meta_assets.prices import load_prices
     from quant_meta_assets.registry import load_registry
 
     profiles = {p.name: p for p in load_registry()}  # a broken registry fails the step here, named
@@ -101,7 +107,6 @@ def sleeves(
                 description=f"partitions {unknown} are not in the sleeve registry (known: {list(profiles)}); "
                 "the registry sensor removes stale partitions"
             )
-    prices = load_prices()
     prices_hash = frame_hash(prices)
     engine = RayComputeEngine()
     connect_ray(ray_cluster, context, engine)
@@ -139,6 +144,7 @@ def sleeves(
                     "dagster/code_version": CODE_VERSION,
                     "dagster/data_version": versions[key],
                     "dagster/data_version_is_user_provided": "true",
+                    **provenance,  # the prices snapshot (and source version) this sleeve was computed on
                 },
             )
         return

@@ -10,7 +10,7 @@ import pytest
 
 from quant_meta_assets_tests.conftest import REPO_ROOT, run_cli, write_registry
 from quant_meta_assets_tests.dagster_defs.test_graph import FAILING, GOOD
-from quant_meta_assets_tests.dagster_support import META_DIRS, tree_digest
+from quant_meta_assets_tests.dagster_support import META_DIRS, meta_digest, published_dirs
 from quant_meta_assets_tests.faults.conftest import small_price_file  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
@@ -32,11 +32,10 @@ def test_cli_job_runs_then_stops_the_line_and_keeps_last_good_outputs(tmp_path, 
     good = run_cli(["dagster", "job", "execute", "-m", "quant_meta_assets", "-j", "meta_full",
                     "-c", str(run_config)], env)
     assert good.returncode == 0, good.stdout[-3000:] + good.stderr[-3000:]
-    for sub in META_DIRS:
-        assert (storage / sub).is_dir(), sub
+    assert set(published_dirs(storage)) == set(META_DIRS)
     (summary,) = (storage / "reports").glob("*/summary.json")
     assert json.loads(summary.read_text())["costs"]["cost_bps"] == 7.5
-    before = {sub: tree_digest(storage / sub) for sub in META_DIRS}
+    before = meta_digest(storage)
     n_meta = meta_materializations(isolated_env)
     assert n_meta == 4
 
@@ -46,7 +45,7 @@ def test_cli_job_runs_then_stops_the_line_and_keeps_last_good_outputs(tmp_path, 
     assert bad.returncode != 0
     assert "broken_sleeve" in output and "ValueError: boom from the strategy" in output
     assert meta_materializations(isolated_env) == n_meta  # no meta/* materialization recorded
-    assert {sub: tree_digest(storage / sub) for sub in META_DIRS} == before  # byte-for-byte unchanged
+    assert meta_digest(storage) == before  # the published set is byte-for-byte unchanged
 
 
 def test_dg_launch_meta_full_covers_the_registered_sleeves(tmp_path, isolated_env, small_price_file):

@@ -106,7 +106,7 @@ def test_asset_turnover_space_from_config_prices_the_meta_trade_in_assets():
     sleeves = {r["sleeve"]: r for r in records}
     config = OptimizeConfig(method="risk_parity", lookback=252, rebalance_every=42, max_turnover=0.02,
                             turnover_space="asset")
-    out = meta_weights(dg.build_asset_context(), config=config, meta_returns=returns, sleeves=sleeves)
+    out = meta_weights(dg.build_asset_context(), config=config, meta_returns=returns, sleeves=sleeves, prices=prices)
     holdings = DriftedSleeveHoldings({s: r["weights"] for s, r in sleeves.items()}, asset_returns(prices))
     weights = out["weights"]
     from quant_meta_assets.meta.drift import drift_weights

@@ -106,13 +106,14 @@ def test_every_output_and_the_report_html_go_under_the_io_managers_base_dir(
 ):
     from quant_meta_assets.dagster_defs import meta_assets
     from quant_meta_assets.dagster_defs.io_manager import ParquetIOManager
+    from quant_meta_assets.dagster_defs.prices import prices
     from quant_meta_assets.dagster_defs.resources import ray_resource
     from quant_meta_assets.dagster_defs.sleeves import sleeves
 
     instance = dg.DagsterInstance.get()
     monkeypatch.setenv("QUANT_META_SLEEVES", str(write_registry(tmp_path / "s.yaml", FIRST)))
     base = tmp_path / "elsewhere"
-    assets = [sleeves, meta_assets.meta_returns, meta_assets.meta_weights, meta_assets.flattened_weights,
+    assets = [prices, sleeves, meta_assets.meta_returns, meta_assets.meta_weights, meta_assets.flattened_weights,
               meta_assets.meta_report]
     result = dg.materialize(
         assets, instance=instance, resources={"io_manager": ParquetIOManager(base_dir=str(base)), "ray_cluster": ray_resource()}
@@ -120,5 +121,6 @@ def test_every_output_and_the_report_html_go_under_the_io_managers_base_dir(
     assert result.success
     report = result.asset_value(["meta", "report"])
     assert str(report["html"]).startswith(str(base / "reports" / result.run_id))
-    assert (base / "sleeves" / "first").is_dir() and (base / "meta" / "returns").is_dir()
+    assert (base / "sleeves" / "first").is_dir() and (base / "runs" / result.run_id / "meta" / "returns").is_dir()
+    assert (base / "published.json").is_file() and (base / "runs" / result.run_id / "prices").is_dir()
     assert not (tmp_path / "storage").exists()  # nothing under the settings' root

@@ -30,7 +30,7 @@ from quant_meta_assets_tests.conftest import REPO_ROOT, run_cli
 pytestmark = [pytest.mark.timeout(60)]
 
 INDEX = pd.date_range("2022-01-03", periods=5, freq="B", name="date")
-KEY = dg.AssetKey(["meta", "returns"])
+KEY = dg.AssetKey(["tables", "returns"])  # any unpartitioned, not run-scoped asset (meta/* and prices are run-scoped)
 SLEEVES = dg.AssetKey("sleeves")
 
 
@@ -191,7 +191,7 @@ def test_report_with_a_mixed_type_column_is_stored_and_loaded_back(io):
         index=pd.Index(["start", "end", "n_days"], name="field"),
     )
     report = {"html": "report.html", "what_changed": {"period": period, "note": "x"}}
-    key = dg.AssetKey(["meta", "report"])
+    key = dg.AssetKey(["tables", "report"])
     store(io, report, key)
     back = load(io, key)
     loaded = back["what_changed"]["period"]

@@ -113,8 +113,8 @@ def test_meta_full_cli_materializes_every_stage_on_the_cluster(ray_cluster_2_nod
                      QUANT_META_SLEEVES=str(registry(tmp_path, PLUGIN_SLEEVE)))
     result = run_cli(JOB, env, timeout=600)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    assert materialized_keys(isolated_env) == {"sleeves", "meta/returns", "meta/optimize", "meta/flatten",
-                                               "meta/report"}
+    assert materialized_keys(isolated_env) == {"prices", "sleeves", "meta/returns", "meta/optimize",
+                                               "meta/flatten", "meta/report"}
     storage = tmp_path / "storage"
     assert (storage / "sleeves" / "driver_only").is_dir() and (storage / "sleeves" / "min_variance").is_dir()
     assert len(list((storage / "sleeves").iterdir())) == 7

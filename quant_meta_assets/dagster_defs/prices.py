@@ -1,0 +1,117 @@
+"""Prices as assets: the observed source and the per-run snapshot every other step reads.
+
+* `prices_source` (observable source asset): its data version is the sha256 of the source's
+  bytes (QUANT_META_PRICES, else skfolio's bundled S&P 500 file). `prices_source_sensor`
+  records a new observation only when that hash changes (the UI's "Observe" does the same).
+* `prices`: loads and validates the source once per run and stores that snapshot as Parquet
+  (run-scoped, see io_manager). Its data version is the same content hash. `sleeves` and
+  `meta/report` take it as an input: they never read the file, so one run sees one set of prices.
+
+Dagster's staleness looks at direct dependencies only, so `sleeves` and the four meta assets
+also declare `prices_source` as a dependency: once a changed source is observed, the UI marks
+them (and `prices`) stale, with the cause "prices_source has a new data version". The `prices`
+step records the version it read as an observation before anything downstream materializes, so
+the sleeves and meta stages of a run that read a just-changed file (before the sensor's next
+tick) are not shown stale afterwards; only that run's `prices` is, until the next run, because
+Dagster fixes a step's input versions when the step starts.
+"""
+
+
+import dagster as dg
+import pandas as pd
+from dagster._core.definitions.data_version import (
+    DATA_VERSION_TAG,
+    extract_data_version_from_entry,
+    get_input_data_version_tag,
+    get_input_event_pointer_tag,
+)
+
+from quant_meta_assets.prices import PriceSource, load_price_snapshot, price_source
+from quant_meta_assets.sleeve_status import frame_hash
+
+PRICES_KEY = dg.AssetKey("prices")
+PRICES_SOURCE_KEY = dg.AssetKey("prices_source")
+CODE_VERSION = "1"
+GROUP = "prices"
+
+
+def _observation(source: PriceSource) -> dg.AssetObservation:
+    return dg.AssetObservation(
+        asset_key=PRICES_SOURCE_KEY,
+        tags={DATA_VERSION_TAG: source.content_hash},
+        metadata={"source": source.label, "content_hash": source.content_hash},
+    )
+
+
+@dg.observable_source_asset(
+    key=PRICES_SOURCE_KEY,
+    group_name=GROUP,
+    description="The price file (QUANT_META_PRICES, else skfolio's bundled S&P 500 data); "
+    "its data version is the sha256 of its bytes.",
+)
+def prices_source() -> dg.DataVersion:
+    return dg.DataVersion(price_source().content_hash)
+
+
+@dg.asset(
+    key=PRICES_KEY,
+    deps=[PRICES_SOURCE_KEY],
+    code_version=CODE_VERSION,
+    group_name=GROUP,
+    kinds={"pandas", "parquet"},
+    description="This run's validated snapshot of the daily adjusted closes (Parquet). Data version: "
+    "the content hash of the source. Sleeves and the report read this snapshot, never the file.",
+)
+def prices(context: dg.AssetExecutionContext) -> dg.Output[pd.DataFrame]:
+    frame, source = load_price_snapshot()
+    context.log_event(_observation(source))
+    return dg.Output(
+        frame,
+        data_version=dg.DataVersion(source.content_hash),
+        metadata={
+            "source": source.label,
+            "content_hash": source.content_hash,
+            "frame_hash": frame_hash(frame),  # what the sleeves record as their prices_hash
+            "rows": dg.IntMetadataValue(len(frame)),
+            "tickers": dg.IntMetadataValue(frame.shape[1]),
+            "start": str(frame.index[0].date()),
+            "end": str(frame.index[-1].date()),
+        },
+    )
+
+
+def observed_version(instance: dg.DagsterInstance) -> str | None:
+    """The data version last recorded for `prices_source`, or None if it was never observed."""
+    record = instance.get_latest_data_version_record(PRICES_SOURCE_KEY, is_source=True)
+    if record is None:
+        return None
+    version = extract_data_version_from_entry(record.event_log_entry)
+    return version.value if version is not None else None
+
+
+def price_provenance_tags(instance: dg.DagsterInstance) -> dict[str, str]:
+    """Input-provenance tags naming the current `prices_source` and `prices` versions, for a
+    materialization a step records itself (Dagster adds them only to the step's own outputs):
+    without them the UI cannot tell whether such a materialization is stale."""
+    tags = {}
+    for key, is_source in ((PRICES_SOURCE_KEY, True), (PRICES_KEY, False)):
+        record = instance.get_latest_data_version_record(key, is_source=is_source)
+        version = extract_data_version_from_entry(record.event_log_entry) if record is not None else None
+        if version is not None:
+            tags[get_input_data_version_tag(key)] = version.value
+            tags[get_input_event_pointer_tag(key)] = str(record.storage_id)
+    return tags
+
+
+@dg.sensor(
+    name="prices_source_sensor",
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Hashes the price source every minute and records an observation of `prices_source` "
+    "when its content changed: the UI then shows prices, sleeves and the meta stages stale.",
+)
+def prices_source_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    source = price_source()
+    if observed_version(context.instance) == source.content_hash:
+        return dg.SkipReason(f"{source.label} unchanged ({source.content_hash[:12]})")
+    return dg.SensorResult(asset_events=[_observation(source)], cursor=source.content_hash)
