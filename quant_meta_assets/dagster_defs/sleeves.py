@@ -135,6 +135,7 @@ def sleeves(
         # per sleeve partition carrying its content data version, recorded only once stored
         yield dg.Output(PerPartition({k: staged[k] for k in keys}),
                         metadata={"sleeves": ", ".join(keys), "n_sleeves": len(keys)})
+        provenance = price_provenance_tags(context.instance)
         for key in keys:
             yield dg.AssetMaterialization(
                 asset_key=SLEEVES_KEY,
