@@ -258,6 +258,7 @@ class _Engine:
         self.problems: dict[tuple, CvxProblem] = {}
         # (method, active-set mask) -> the last exact fast-path optimum: warm start of the next rebalance
         self.warm: dict[tuple, np.ndarray] = {}
+        self.top_vector: dict[bytes, np.ndarray] = {}  # active-set mask -> last top eigenvector of Xc'Xc
         self.ew = (
             ewma_weights(lookback, halflife)
             if "ewma" in (covariance, expected_returns)
@@ -312,11 +313,15 @@ class _Engine:
             # rank(Xc) <= n - 1 < k: the sample part is singular by construction. Its nonzero
             # spectrum is the n x n Gram matrix's (Xc Xc'), much cheaper than a k x k eigen-
             # decomposition when sleeves outnumber the window's rows; Ledoit-Wolf shifts it by d*mu.
+            # Only Ledoit-Wolf needs the top eigenvalue (for cond); the sample case is cond = inf.
             a = (1.0 / (n - 1) if self.covariance == "sample" else (1.0 - shrinkage) / n) / scale
             floor = 0.0 if self.covariance == "sample" else shrinkage * float(np.trace(S)) / (n * k) / scale
-            gram = Xc @ Xc.T
-            lmax = a * float(_eigvalsh(gram)[-1]) + floor
             lmin = floor
+            if floor < EIG_FLOOR:
+                gram = Xc @ Xc.T  # for the repair below
+                lmax = math.inf
+            else:
+                lmax = a * self.top_eigenvalue(S, Xc, active) + floor
         else:
             evals = _eigvalsh(sigma)  # one eigen-decomposition: PSD check and cond(Sigma)
             lmin, lmax = float(evals[0]), float(evals[-1])
@@ -342,6 +347,29 @@ class _Engine:
             repaired = True
             notes.append(f"covariance repaired: {n_clipped} {kind} eigenvalue(s) clipped to {EIG_FLOOR:g} x mean variance")
         return _Window(active, X, sigma * scale, scale, sigma, cond, repaired, notes, shrinkage=shrinkage)
+
+    def top_eigenvalue(self, S: np.ndarray, Xc: np.ndarray, active: np.ndarray) -> float:
+        """Largest eigenvalue of the PSD ``S = Xc'Xc``: power iteration warm-started from the previous
+        rebalance's top eigenvector (a few k x k products instead of an n x n eigen-decomposition).
+
+        Stops when the residual ``||S v - rho v|| <= 1e-9 rho``; the Rayleigh quotient is then within
+        ``(1e-9 rho)^2 / gap`` of the eigenvalue. Falls back to the Gram matrix's exact spectrum.
+        """
+        key = active.tobytes()
+        prev = self.top_vector.get(key)
+        v = prev if prev is not None else np.full(S.shape[0], 1.0)
+        v = v / np.linalg.norm(v)
+        for _ in range(300):
+            w = S @ v
+            rho = float(v @ w)
+            norm_w = float(np.linalg.norm(w))
+            if rho <= 0 or norm_w == 0:
+                break
+            if float(np.linalg.norm(w - rho * v)) <= 1e-9 * rho:
+                self.top_vector[key] = w / norm_w
+                return rho
+            v = w / norm_w
+        return float(_eigvalsh(Xc @ Xc.T)[-1])
 
     def mu(self, win: _Window) -> np.ndarray:
         if win.mu is None:

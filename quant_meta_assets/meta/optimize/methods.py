@@ -34,6 +34,7 @@ optimum (the feasible set only shrank), so the engine accepts it after validatio
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -185,17 +186,28 @@ def risk_parity_newton(
         return 0.5 * float(v @ sigma @ v) - float(b @ np.log(v))
 
     fy = f(y)
+    LH = None
+    reuse = False  # the last step was a full step in the quadratic-convergence region
+    gn_prev = math.inf
     for _ in range(max_iter):
         sy = sigma @ y
         g = sy - b / y
-        if np.max(np.abs(g * y)) < tol:
+        gn = float(np.max(np.abs(g * y)))
+        if gn < tol:
             return y / y.sum()
-        H = sigma.copy()
-        H.flat[:: k + 1] += b / y**2
-        LH = chol_lower(H)
-        if LH is None:
-            return None
-        step = -chol_solve(LH, g)
+        if reuse and LH is not None and gn <= 0.1 * gn_prev:
+            # chord step: after a full step the Hessian barely moves, so the last factor still
+            # gives fast (linear, rate ||H_old^-1 dH||) convergence for a k^2 solve instead of a
+            # k^3 factorisation; refactored as soon as a step gains less than 10x
+            step = -chol_solve(LH, g)
+        else:
+            H = sigma.copy()
+            H.flat[:: k + 1] += b / y**2
+            LH = chol_lower(H)
+            if LH is None:
+                return None
+            step = -chol_solve(LH, g)
+        gn_prev = gn
         dec = -float(g @ step)
         if dec < 0:
             return None
@@ -207,7 +219,9 @@ def risk_parity_newton(
             # quadratic-convergence region: f differences are below rounding, take the full step
             y = y + step
             fy = f(y)
+            reuse = True
             continue
+        reuse = False
         while True:
             yn = y + alpha * step
             fn = f(yn)
@@ -216,8 +230,9 @@ def risk_parity_newton(
             alpha *= 0.5
         if alpha < 1e-12:
             # at machine precision the Armijo test is noise; accept if already converged
-            return y / y.sum() if np.max(np.abs(g * y)) < 1e-10 else None
+            return y / y.sum() if gn < 1e-10 else None
         y, fy = yn, fn
+        reuse = alpha == 1.0
     return None
 
 
