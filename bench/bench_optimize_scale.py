@@ -154,7 +154,7 @@ def main() -> None:
         d = res.diagnostics
         diff = float(np.abs(res.weights.to_numpy() - ref_w).max())
         paths = d["solver"].value_counts().to_dict()
-        rows.append((method, str(d["covariance"].iloc[0]), len(W), t_eng, t_ref, diff, paths,
+        rows.append((method, str(d["covariance_rule"].iloc[0]), len(W), t_eng, t_ref, diff, paths,
                      int(d["psd_repaired"].sum()), float(d["shrinkage"].mean()), float(d["condition_number"].max())))
         if not args.skip_sample:
             t0 = time.perf_counter()
