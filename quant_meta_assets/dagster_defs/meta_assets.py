@@ -220,6 +220,11 @@ class ReportConfig(dg.Config):
     mar: float | None = None  # minimum acceptable return for Sortino, per year; None = rf
     risk_window: int | None = None  # rows of the ex-ante covariance; None = the optimizer's lookback
     tolerance: float = 1e-10  # reconciliation tolerance; a larger difference fails the report
+    top_k: int = Field(
+        default=10, ge=1,  # = report.plots.DEFAULT_TOP_K (not imported here: plotly loads lazily)
+        description="The report's plots draw the meta, the benchmarks and the top_k sleeves by average held "
+        "meta-weight; every sleeve stays in the (sortable) tables.",
+    )
 
 
 def _previous_summary(instance: dg.DagsterInstance) -> dict | None:

@@ -23,7 +23,7 @@ from quant_meta_assets import rates
 from quant_meta_assets.errors import ReconciliationError, StageInputError
 from quant_meta_assets.meta.costs import DEFAULT_BOOK_COST_BPS, cost_views
 from quant_meta_assets.meta.flatten import meta_portfolio_returns
-from quant_meta_assets.meta.optimize.diagnostics import covariance_warning
+from quant_meta_assets.meta.optimize.diagnostics import covariance_summary, covariance_warning
 from quant_meta_assets.report import forensics as F
 from quant_meta_assets.report import html as H
 from quant_meta_assets.report import plots as P
@@ -137,6 +137,7 @@ def build_report(
     title: str = "Meta-portfolio report",
     cost_bps: float = DEFAULT_BOOK_COST_BPS,
     cash_return: float | pd.Series | None = None,
+    top_k: int = P.DEFAULT_TOP_K,
 ) -> dict:
     """Build the report; see the module docstring and ``REPORT_CONVENTIONS``.
 
@@ -144,7 +145,11 @@ def build_report(
     the optimizer's lookback as implied by the contract: the first rebalance row is ``lookback-1``.
     ``cost_bps`` is the book-level one-way cost (``meta.costs``); ``cash_return`` the daily return of
     the cash the sleeves and the book hold (default: the daily rf, as the sleeve engine credits it).
+    ``top_k``: the plots draw the meta, the benchmarks and this many sleeves (largest average held
+    meta-weight); every sleeve is in the tables.
     """
+    if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
+        raise StageInputError(f"meta.report: top_k must be an integer >= 1, got {top_k!r}")
     risk_free_rate = rates.resolve(risk_free_rate)  # None = the project's rf (rates.py)
     mar = risk_free_rate if mar is None else float(mar)  # Sortino's MAR is rf unless given
     if meta_weights.empty:
@@ -240,17 +245,33 @@ def build_report(
                    "risk_window_used": f"{window} trading days",
                    "reconciliation_tolerance": f"{tolerance:.1e} absolute"}
 
+    shown = P.top_sleeves(held, top_k)
+    step = P.display_step(len(live))
+    conventions["display"] = (
+        f"Plots draw the meta, the benchmarks and the top {len(shown)} of {len(sleeves)} sleeves by average "
+        "held meta-weight over the live period (report config top_k); the weight and risk-contribution "
+        "plots sum the other sleeves into one 'other' band. Every sleeve is in the tables (click a column "
+        "header to sort), and every number in a table is computed on the full daily data. Daily series "
+        f"longer than {P.MAX_POINTS:,} days are drawn at every m-th trading day plus the last (here m = "
+        f"{step}); drawdowns draw the deepest day of each m-day bucket, so troughs are kept."
+    )
+
     # --- figures and HTML (still in memory) ---------------------------------------------------
+    curves = [c for c in returns_frame.columns if c not in set(sleeves)] + shown
     figures = {
-        "cumulative": P.cumulative_returns(returns_frame, sleeves),
-        "drawdowns": P.drawdowns(returns_frame, sleeves),
-        "meta_weights": P.meta_weights_area(held, meta_weights.index),
-        "risk_contributions": P.risk_contributions_over_time(risk["ex_ante"]),
-        "correlation": P.correlation_heatmap(returns_frame[sleeves]),
+        "cumulative": P.cumulative_returns(returns_frame[curves], shown),
+        "drawdowns": P.drawdowns(returns_frame[curves], shown),
+        "meta_weights": P.meta_weights_area(held, meta_weights.index, shown),
+        "risk_contributions": P.risk_contributions_over_time(risk["ex_ante"], shown),
+        "correlation": P.correlation_heatmap(
+            returns_frame[shown],
+            "Correlation of daily returns over the live period" if len(shown) == len(sleeves) else
+            f"Correlation of daily returns over the live period: top {len(shown)} sleeves by weight"),
         "latest_exposures": P.latest_exposures(asset_weights),
         "exposures_over_time": P.exposures_over_time(asset_weights, flatten.exposure.reindex(live)),
-        "turnover": P.turnover_per_rebalance({k: v for k, v in counted.items() if k != "meta_standalone"},
-                                             sleeves),
+        "turnover": P.turnover_per_rebalance(
+            {k: v for k, v in counted.items() if k != "meta_standalone" and (k not in set(sleeves) or k in shown)},
+            shown),
         "crossing_savings": P.crossing_savings(costs.yearly()),
     }
     document = _render(
@@ -464,8 +485,10 @@ def _diagnostics_table(diagnostics: pd.DataFrame | None) -> str:
         return "" if text in ("", "optimal", "ok", "success", "none", "false", "0") else "flag"
 
     n_flag = int(sum(bool(flag(c, v)) for c in flag_cols for v in frame[c]))
+    cov = covariance_summary(diagnostics)
     return (H.note(f"{len(frame)} rebalances; {n_flag} flagged cells (fallbacks / non-optimal status) "
-                   "highlighted.") + H.table(frame, cell_class=flag))
+                   "highlighted.") + (H.note(f"Covariance estimator: {cov}.") if cov else "")
+            + H.table(frame, cell_class=flag))
 
 
 def _lineage_table(lineage: Mapping[str, Mapping] | None, sleeves) -> str:

@@ -62,6 +62,36 @@ tr.meta td { font-weight:650; background:#f4f6fb; }
 td.pass { color:var(--ok); font-weight:650; } td.fail { color:#fff; background:var(--bad); font-weight:700; }
 td.flag { color:#9a6700; background:#fff8c5; font-weight:600; }
 footer { color:var(--muted); font-size:12px; text-align:center; padding:10px 0 30px; }
+table.sortable th { cursor:pointer; user-select:none; }
+table.sortable th[data-sort="asc"]::after { content:" \\25B2"; font-size:9px; }
+table.sortable th[data-sort="desc"]::after { content:" \\25BC"; font-size:9px; }
+"""
+
+# Click a header of any table to sort its rows (again: reverse). Cells that read as numbers
+# ("1,234.5", "-12.30%", "1.2e-05", "11.20x") sort numerically, others as text; empty cells last.
+SORT_JS = """
+document.addEventListener("click", function (ev) {
+  var th = ev.target.closest ? ev.target.closest("table.sortable th") : null;
+  if (!th) return;
+  var table = th.closest("table"), body = table.tBodies[0], col = th.cellIndex;
+  var asc = th.getAttribute("data-sort") !== "asc";
+  Array.prototype.forEach.call(table.tHead.rows[0].cells, function (h) { h.removeAttribute("data-sort"); });
+  th.setAttribute("data-sort", asc ? "asc" : "desc");
+  var num = /^[-+]?[0-9,]*\\.?[0-9]+(e[-+]?[0-9]+)?\\s*[%x]?$/i;
+  function key(row) {
+    var t = (row.cells[col] ? row.cells[col].textContent : "").trim();
+    if (t === "") return null;
+    return num.test(t) ? parseFloat(t.replace(/[,%x\\s]/gi, "")) : t;
+  }
+  var rows = Array.prototype.slice.call(body.rows);
+  rows.sort(function (a, b) {
+    var x = key(a), y = key(b);
+    if (x === null || y === null) return (x === null) - (y === null);
+    var c = (typeof x === "number" && typeof y === "number") ? x - y : String(x).localeCompare(String(y));
+    return asc ? c : -c;
+  });
+  rows.forEach(function (r) { body.appendChild(r); });
+});
 """
 
 
@@ -128,7 +158,7 @@ def table(
             attr = f' class="{" ".join(classes)}"' if classes else ""
             cells.append(f"<td{attr}>{_cell(row[c], formats.get(c))}</td>")
         body.append(f'<tr class="{klass}">' + "".join(cells) + "</tr>" if klass else "<tr>" + "".join(cells) + "</tr>")
-    html_table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    html_table = f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
     return f'<div class="tablewrap">{html_table}</div>' if scroll else html_table
 
 
@@ -155,7 +185,7 @@ def page(*, title: str, subtitle: str, banner: str, cards: str, nav: Sequence[tu
         "</head><body>"
         f"<header><h1>{_html.escape(title)}</h1><div class=\"sub\">{_html.escape(subtitle)}</div></header>"
         f"<nav>{links}</nav><main>{banner}<div class=\"cards\">{cards}</div>{''.join(sections)}</main>"
-        f"<footer>{_html.escape(footer)}</footer></body></html>\n"
+        f"<footer>{_html.escape(footer)}</footer><script>{SORT_JS}</script></body></html>\n"
     )
 
 

@@ -1,8 +1,16 @@
-"""Plotly figures of the report (pure: frames in, ``go.Figure`` out, nothing written)."""
+"""Plotly figures of the report (pure: frames in, ``go.Figure`` out, nothing written).
+
+At book scale the figures draw the meta, the benchmarks and the ``top_k`` sleeves by average held
+meta-weight (``top_sleeves``); weight and risk plots sum the other sleeves into one "other" band,
+and every sleeve stays in the report's tables. Daily series longer than ``MAX_POINTS`` are drawn
+at every m-th day (``display_positions``); drawdowns keep each bucket's deepest point.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+
+import math
 
 import numpy as np
 import pandas as pd
@@ -13,6 +21,56 @@ PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#F
 META_COLOR = "#1F2A44"
 BENCH_STYLE = {"equal_weight_meta": dict(color="#7F7F7F", dash="dash"),
                "sp500": dict(color="#B0B0B0", dash="dot")}
+MAX_POINTS = 1200  # daily display series longer than this are thinned (tables keep every day)
+DEFAULT_TOP_K = 10
+OTHER_COLOR = "#D0D4DC"
+
+
+def top_sleeves(held: pd.DataFrame, k: int) -> list[str]:
+    """The ``k`` sleeves with the largest average held meta-weight (ties: registry order)."""
+    avg = held.abs().mean()
+    order = sorted(range(len(avg)), key=lambda i: (-float(avg.iloc[i]), i))
+    return [str(held.columns[i]) for i in order[: max(int(k), 0)]]
+
+
+def display_step(n: int, max_points: int = MAX_POINTS) -> int:
+    """Every how many rows a daily series of ``n`` rows is drawn."""
+    return max(1, math.ceil(n / max_points))
+
+
+def display_positions(n: int, max_points: int = MAX_POINTS) -> np.ndarray:
+    """Row positions drawn for a daily series of ``n`` rows: every m-th row and the last."""
+    pos = np.arange(0, n, display_step(n, max_points))
+    return pos if n == 0 or pos[-1] == n - 1 else np.append(pos, n - 1)
+
+
+def _bucket_minima(values: np.ndarray, max_points: int = MAX_POINTS) -> np.ndarray:
+    """Position of the smallest value in each bucket of ``display_step`` rows (drawdowns keep their troughs)."""
+    n = len(values)
+    m = display_step(n, max_points)
+    if m == 1:
+        return np.arange(n)
+    starts = np.arange(0, n, m)
+    return np.array([a + int(np.argmin(values[a : a + m])) for a in starts])
+
+
+def _display(values: np.ndarray) -> np.ndarray:
+    """float32 for drawn series: 7 significant digits on screen, half of float64's bytes in the page."""
+    return np.asarray(values, dtype=np.float32)
+
+
+def _dates(index) -> list[str]:
+    return [d.strftime("%Y-%m-%d") for d in pd.DatetimeIndex(index)]
+
+
+def _with_other(frame: pd.DataFrame, shown) -> pd.DataFrame:
+    """The ``shown`` columns plus one ``other (n sleeves)`` column holding the sum of the rest."""
+    shown = [c for c in frame.columns if c in set(shown)]
+    rest = [c for c in frame.columns if c not in set(shown)]
+    out = frame[shown].copy()
+    if rest:
+        out[f"other ({len(rest)} sleeves)"] = frame[rest].sum(axis=1)
+    return out
 
 
 def _layout(fig: go.Figure, title: str, yformat: str | None = None, height: int = 420) -> go.Figure:
@@ -31,7 +89,8 @@ def _layout(fig: go.Figure, title: str, yformat: str | None = None, height: int 
 
 
 def _sleeve_colors(names) -> dict[str, str]:
-    return {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(names)}
+    colors = {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(names)}
+    return colors | {n: OTHER_COLOR for n in names if str(n).startswith("other (")}
 
 
 def _line_style(name: str, colors: Mapping[str, str]) -> dict:
@@ -43,14 +102,22 @@ def _line_style(name: str, colors: Mapping[str, str]) -> dict:
 
 
 def cumulative_returns(returns: pd.DataFrame, sleeves) -> go.Figure:
-    """Compounded cumulative return of each column (meta, benchmarks, sleeves)."""
+    """Growth of 1 (compounded wealth) of each column, with a linear / log y-axis switch."""
     colors = _sleeve_colors(sleeves)
     fig = go.Figure()
+    pos = display_positions(len(returns))
+    x = _dates(returns.index[pos])
     for name in returns.columns:
-        cum = (1.0 + returns[name]).cumprod() - 1.0
-        fig.add_trace(go.Scatter(x=cum.index, y=cum.to_numpy(), name=name, mode="lines",
-                                 line=_line_style(name, colors)))
-    return _layout(fig, "Cumulative return (compounded)", ".0%")
+        wealth = np.cumprod(1.0 + returns[name].to_numpy())
+        fig.add_trace(go.Scatter(x=x, y=_display(wealth[pos]), name=name, mode="lines", line=_line_style(name, colors)))
+    fig = _layout(fig, "Growth of 1 (compounded)", ".2f")
+    fig.update_layout(updatemenus=[dict(
+        type="buttons", direction="left", x=0.0, xanchor="left", y=1.0, yanchor="bottom", showactive=True,
+        pad=dict(t=0, b=4), font=dict(size=11),
+        buttons=[dict(label="linear", method="relayout", args=[{"yaxis.type": "linear"}]),
+                 dict(label="log", method="relayout", args=[{"yaxis.type": "log"}])],
+    )])
+    return fig
 
 
 def drawdowns(returns: pd.DataFrame, sleeves) -> go.Figure:
@@ -59,22 +126,26 @@ def drawdowns(returns: pd.DataFrame, sleeves) -> go.Figure:
     for name in returns.columns:
         wealth = np.concatenate([[1.0], np.cumprod(1.0 + returns[name].to_numpy())])
         dd = (wealth / np.maximum.accumulate(wealth) - 1.0)[1:]
-        fig.add_trace(go.Scatter(x=returns.index, y=dd, name=name, mode="lines",
+        pos = _bucket_minima(dd)
+        fig.add_trace(go.Scatter(x=_dates(returns.index[pos]), y=_display(dd[pos]), name=name, mode="lines",
                                  line=_line_style(name, colors),
                                  fill="tozeroy" if name == "meta" else None,
                                  fillcolor="rgba(31,42,68,0.12)" if name == "meta" else None))
     return _layout(fig, "Drawdown from running peak", ".0%")
 
 
-def meta_weights_area(meta_weights_daily: pd.DataFrame, rebalance_dates) -> go.Figure:
-    colors = _sleeve_colors(meta_weights_daily.columns)
+def meta_weights_area(meta_weights_daily: pd.DataFrame, rebalance_dates, shown=None) -> go.Figure:
+    frame = meta_weights_daily if shown is None else _with_other(meta_weights_daily, shown)
+    colors = _sleeve_colors(frame.columns)
+    pos = display_positions(len(frame))
+    x = _dates(frame.index[pos])
     fig = go.Figure()
-    for name in meta_weights_daily.columns:
-        fig.add_trace(go.Scatter(x=meta_weights_daily.index, y=meta_weights_daily[name].to_numpy(),
+    for name in frame.columns:
+        fig.add_trace(go.Scatter(x=x, y=_display(frame[name].to_numpy()[pos]),
                                  name=name, mode="lines", stackgroup="w",
                                  line=dict(width=0.5, color=colors[name])))
     # one trace of None-separated segments: add_vline per date is quadratic in plotly
-    dates = list(rebalance_dates)
+    dates = _dates(rebalance_dates)
     fig.add_trace(go.Scatter(x=[v for d in dates for v in (d, d, None)], y=[0, 1, None] * len(dates),
                              mode="lines", name="rebalance", showlegend=False, hoverinfo="skip",
                              line=dict(color="rgba(0,0,0,0.15)", width=1, dash="dot")))
@@ -82,7 +153,8 @@ def meta_weights_area(meta_weights_daily: pd.DataFrame, rebalance_dates) -> go.F
     return _layout(fig, "Held meta-weights (drifting; dotted lines = rebalances)", ".0%")
 
 
-def risk_contributions_over_time(ex_ante: pd.DataFrame) -> go.Figure:
+def risk_contributions_over_time(ex_ante: pd.DataFrame, shown=None) -> go.Figure:
+    ex_ante = ex_ante if shown is None else _with_other(ex_ante, shown)
     colors = _sleeve_colors(ex_ante.columns)
     fig = go.Figure()
     for name in ex_ante.columns:
@@ -92,14 +164,14 @@ def risk_contributions_over_time(ex_ante: pd.DataFrame) -> go.Figure:
     return _layout(fig, "Ex-ante risk contribution by sleeve at each rebalance (sums to 100%)", ".0%")
 
 
-def correlation_heatmap(returns: pd.DataFrame) -> go.Figure:
+def correlation_heatmap(returns: pd.DataFrame, title: str = "Correlation of daily returns over the live period") -> go.Figure:
     corr = returns.corr()
     fig = go.Figure(go.Heatmap(
         z=corr.to_numpy(), x=list(corr.columns), y=list(corr.index), zmin=-1, zmax=1,
         colorscale="RdBu", reversescale=True, text=np.round(corr.to_numpy(), 2),
         texttemplate="%{text}", hovertemplate="%{y} / %{x}: %{z:.3f}<extra></extra>"))
     fig.update_yaxes(autorange="reversed")
-    fig = _layout(fig, "Correlation of daily returns over the live period", height=380)
+    fig = _layout(fig, title, height=max(380, 22 * len(corr) + 120))
     fig.update_layout(hovermode="closest")
     return fig
 
@@ -123,12 +195,15 @@ def exposures_over_time(asset_weights: pd.DataFrame, exposure: pd.DataFrame, top
     chosen = asset_weights.abs().mean().sort_values(ascending=False).head(top).index
     colors = _sleeve_colors(chosen)
     fig = go.Figure()
+    pe = display_positions(len(exposure))
     for col, style in (("gross", dict(color=META_COLOR, width=2.5)),
                        ("net", dict(color=META_COLOR, width=2.5, dash="dash"))):
-        fig.add_trace(go.Scatter(x=exposure.index, y=exposure[col].to_numpy(), name=f"{col} exposure",
-                                 mode="lines", line=style))
+        fig.add_trace(go.Scatter(x=_dates(exposure.index[pe]), y=_display(exposure[col].to_numpy()[pe]),
+                                 name=f"{col} exposure", mode="lines", line=style))
+    pa = display_positions(len(asset_weights))
+    xa = _dates(asset_weights.index[pa])
     for name in chosen:
-        fig.add_trace(go.Scatter(x=asset_weights.index, y=asset_weights[name].to_numpy(), name=name,
+        fig.add_trace(go.Scatter(x=xa, y=_display(asset_weights[name].to_numpy()[pa]), name=name,
                                  mode="lines", line=dict(width=1.3, color=colors[name])))
     return _layout(fig, f"Gross / net exposure and the top {len(chosen)} asset weights over time", ".0%")
 

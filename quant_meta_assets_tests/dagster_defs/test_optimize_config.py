@@ -55,6 +55,11 @@ def test_report_config_states_the_book_cost():
     assert "one-way" in ReportConfig.model_fields["cost_bps"].description
     with pytest.raises(pydantic.ValidationError):
         ReportConfig(cost_bps=-1.0)
+    from quant_meta_assets.report.plots import DEFAULT_TOP_K
+
+    assert ReportConfig().top_k == DEFAULT_TOP_K == 10
+    with pytest.raises(pydantic.ValidationError):
+        ReportConfig(top_k=0)
 
 
 def test_singular_covariance_warning_in_ui_metadata():

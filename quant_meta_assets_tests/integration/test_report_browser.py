@@ -101,3 +101,59 @@ def test_report_renders_in_chromium(driver, tmp_path: Path):
     assert image.size[0] >= 1000 and image.size[1] >= 700
     assert pixels.std() > 20, "screenshot looks blank (no pixel variance)"
     assert len(image.getcolors(maxcolors=1 << 20) or []) > 200, "screenshot has too few colours"
+
+
+REPORT_CEILING_BYTES = 8 * 1024 * 1024  # issue 8: the report stays <= 8 MB at every book size
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_book_scale_report_size_and_render(driver, tmp_path: Path):
+    # ~200 sleeves: the plots draw the meta, the benchmarks and the top-k sleeves only, the page
+    # stays under the ceiling, renders every plot without a JS error, and the tables sort
+    from selenium.webdriver.common.by import By
+
+    from quant_meta_assets_tests.unit.report.book import make_book_inputs
+
+    inputs = make_book_inputs(200, start="2015-01-01")
+    report = build_report(**inputs, output_dir=tmp_path / "book", top_k=8)
+    path = Path(report["html"])
+    assert path.stat().st_size <= REPORT_CEILING_BYTES, f"report is {path.stat().st_size:,} bytes"
+    html = path.read_text(encoding="utf-8")
+    assert not re.search(r"<script\b[^>]*\bsrc=", html) and not re.search(r"<link\b", html)
+    assert html.count("sleeve_0") >= 200 * 3  # every sleeve is in the tables
+
+    driver.get(path.resolve().as_uri())
+    expected = len(report["figures"])
+    deadline = time.time() + 90
+    while time.time() < deadline and len(driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg")) < expected:
+        time.sleep(0.25)
+    assert len(driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")) == expected
+    # the cumulative plot: meta, meta_standalone, equal_weight_meta, sp500 and the 8 sleeves
+    n_traces = driver.execute_script("return document.getElementById('fig-cumulative').data.length")
+    assert n_traces == 4 + 8
+    severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+    assert not severe, f"JavaScript errors in the report: {severe}"
+
+    # the log-scale switch of the cumulative curves works
+    driver.execute_script(
+        "var b = document.querySelectorAll('#fig-cumulative .updatemenu-button');"
+        "b[b.length - 1].dispatchEvent(new MouseEvent('click', {bubbles: true}));")
+    deadline = time.time() + 10
+    while time.time() < deadline and driver.execute_script(
+            "return document.getElementById('fig-cumulative').layout.yaxis.type") != "log":
+        time.sleep(0.1)
+    assert driver.execute_script("return document.getElementById('fig-cumulative').layout.yaxis.type") == "log"
+
+    # sorting: the performance table by Sharpe, descending after two clicks
+    table = driver.find_element(By.CSS_SELECTOR, "#performance table.sortable")
+    header = [h for h in table.find_elements(By.CSS_SELECTOR, "thead th") if h.text.strip() == "sharpe"][0]
+    col = int(header.get_attribute("cellIndex"))
+    header.click()
+    header.click()
+    values = driver.execute_script(
+        "var t = arguments[0], c = arguments[1];"
+        "return Array.prototype.map.call(t.tBodies[0].rows, function (r) {"
+        " return parseFloat(r.cells[c].textContent.replace(/,/g, '')); });", table, col)
+    assert len(values) == 200 + 4
+    assert values == sorted(values, reverse=True)
