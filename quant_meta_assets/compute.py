@@ -221,6 +221,25 @@ def _format_seconds(value: float) -> str:
     return f"{value:g}"
 
 
+def _wait(refs: list, **options):
+    """``ray.wait`` that lets an interrupt through as itself.
+
+    A signal handler that raises (Ctrl-C, or Dagster's SIGINT when a run is terminated) while
+    Ray's C core is waiting comes back as ``SystemError: ... returned a result with an exception
+    set``, an ordinary Exception that would turn a cancel into a failure; the interrupt (a
+    BaseException, its context) is re-raised instead, and the caller's finally cancels the tasks.
+    """
+    import ray
+
+    try:
+        return ray.wait(refs, **options)
+    except SystemError as exc:
+        cause = exc.__cause__ or exc.__context__
+        if cause is not None and not isinstance(cause, Exception):
+            raise cause from None
+        raise
+
+
 def _record(profile_name: str, exc: BaseException, runtime_s: float) -> dict[str, Any]:
     from quant_meta_assets.sleeve_engine import error_record
 
@@ -587,9 +606,9 @@ class RayComputeEngine:
                 now = time.monotonic()
                 next_deadline = min(t.deadline for t in running.values())
                 wait_s = min(self.poll_interval_s, max(0.0, next_deadline - now))
-                ready, rest = ray.wait(list(running), num_returns=1, timeout=wait_s)  # returns at the first
+                ready, rest = _wait(list(running), num_returns=1, timeout=wait_s)  # returns at the first
                 if ready and rest:  # ... and whatever else is done by now, without waiting
-                    ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
+                    ready += _wait(rest, num_returns=len(rest), timeout=0)[0]
                 finished = [running.pop(ref) for ref in ready]
                 now = time.monotonic()
                 expired = [running.pop(ref) for ref, t in list(running.items()) if now >= t.deadline]

@@ -14,11 +14,14 @@ def ray_resource() -> LocalRay:
     Ray a second time while tearing down. A cluster (RAY_ADDRESS) is not reached through this
     resource but through `RayComputeEngine.connect` (ARCHITECTURE.md, "Running on a Ray cluster").
     num_cpus is only passed for a local Ray: ray.init raises if it is given with a cluster address.
+    `cleanup="never"`: a LocalRay has nothing to delete (its `delete` is a no-op, which dagster-ray
+    logged as "Deleted LocalRay", twice per run); the Ray the step connected is still shut down
+    (dagster-ray disconnects its context whatever the policy).
     """
     from quant_meta_assets.ray_cluster import local_init_options
 
     num_cpus = settings.local_ray_num_cpus() if settings.ray_address() is None else None
-    return LocalRay(lifecycle=Lifecycle(connect=False), ray_init_options=local_init_options(num_cpus or None))
+    return LocalRay(lifecycle=Lifecycle(connect=False, cleanup="never"), ray_init_options=local_init_options(num_cpus or None))
 
 
 def connect_ray(ray_cluster, context, engine) -> None:

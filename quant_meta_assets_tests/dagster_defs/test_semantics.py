@@ -217,3 +217,13 @@ def test_bulk_status_query_is_constant_in_the_number_of_sleeves(tmp_path, monkey
     assert len(statuses) == 1000 and all(s.ok for s in statuses)
     assert len(latest_stored_sleeves(instance, [p.name for p in profiles])) == 1000
     assert elapsed < 1.0, f"{elapsed:.2f} s for 1,000 sleeves"
+
+
+def test_every_sleeves_step_shares_one_ray_slot(isolated_env):
+    """Sensor-launched sleeve runs queue for the machine: the sleeves step is in a pool whose limit,
+    from the project's dagster.yaml, is one."""
+    from quant_meta_assets.dagster_defs.sleeves import RAY_POOL, sleeves
+
+    assert sleeves.op.pool == RAY_POOL
+    config = dg.DagsterInstance.get().get_concurrency_config()
+    assert config.pool_config.default_pool_limit == 1

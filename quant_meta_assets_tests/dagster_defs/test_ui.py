@@ -98,6 +98,15 @@ CHANGED = GOOD.replace("  - name: min_variance\n    strategy: min_variance\n    
 """
 
 
+HANGING = """
+sleeves:
+  - name: hanging
+    strategy: quant_meta_assets_tests.strategies_for_tests:hangs
+    params: {seconds: 600}
+    timeout_s: 900
+"""
+
+
 def _stop(proc: subprocess.Popen) -> None:
     os.killpg(proc.pid, 15)
     try:
@@ -108,7 +117,8 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def test_long_lived_code_server_launches_meta_full_over_the_registry_of_the_moment(tmp_path, isolated_env):
     """`dagster api grpc` (the code server) + the webserver, runs launched directly (no daemon, no
-    sensors): the registry file changes under the running code server and meta_full follows it."""
+    sensors): the registry file changes under the running code server and meta_full follows it;
+    a terminated run ends CANCELED."""
     from dagster_graphql import DagsterGraphQLClient
 
     (isolated_env / "dagster.yaml").write_text(
@@ -173,6 +183,30 @@ def test_long_lived_code_server_launches_meta_full_over_the_registry_of_the_mome
         write_registry(registry, CHANGED)  # one sleeve out, one in; nothing reloaded
         second = launch()
         assert sleeves_materialized_by(second) == {"equal_weight", "low_volatility", "momentum"}
+
+        # terminating a run while its sleeves wait on Ray (the UI's Terminate: SIGINT to the run
+        # worker) ends CANCELED, not FAILURE with Ray's "SystemError: CoreWorker.wait ..."
+        write_registry(registry, HANGING)
+        run_id = client.submit_job_execution("meta_full", repository_location_name="quant_meta_assets")
+
+        def sleeves_running():
+            logs = dg.DagsterInstance.get().all_logs(run_id)
+            return any("sleeve" in (e.user_message or "") and "Ray" in (e.user_message or "") for e in logs) or any(
+                e.dagster_event and e.dagster_event.event_type_value == "STEP_START" and e.step_key == "sleeves"
+                for e in logs
+            )
+
+        wait_for(sleeves_running, 120, "the sleeves step to start")
+        time.sleep(5)  # inside ray.wait by now
+        client.terminate_run(run_id)
+
+        def ended():
+            status = client.get_run_status(run_id).value
+            return status if status in ("SUCCESS", "FAILURE", "CANCELED") else None
+
+        assert wait_for(ended, 120, "the terminated run to end") == "CANCELED"
+        messages = " ".join(e.user_message or "" for e in dg.DagsterInstance.get().all_logs(run_id))
+        assert "SystemError" not in messages
     finally:
         _stop(web)
         _stop(server)
