@@ -44,7 +44,7 @@ def sleeves_materialized_by(run_id: str) -> set[str]:
     return {r.partition_key for r in records if r.run_id == run_id and r.partition_key is not None}
 
 
-@pytest.mark.timeout(720)
+@pytest.mark.timeout(840)
 def test_dagster_dev_serves_graph_and_ui_launch_materializes(tmp_path, isolated_env):
     from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
@@ -83,7 +83,7 @@ def test_dagster_dev_serves_graph_and_ui_launch_materializes(tmp_path, isolated_
 
         # the sensors are on: the registry sensor runs the three new sleeves too, and every sleeves
         # step waits for the one Ray slot, so meta_full may queue behind three sleeve runs
-        assert wait_for(finished, 540, "the launched run to finish") == "SUCCESS"
+        assert wait_for(finished, 660, "the launched run to finish") == "SUCCESS"
         # meta_full covered exactly the registered sleeves (the sensors may have run them too)
         assert sleeves_materialized_by(run_id) == {"equal_weight", "low_volatility", "min_variance"}
     finally:
