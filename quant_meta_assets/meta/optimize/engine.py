@@ -209,41 +209,6 @@ def _eigvalsh(A: np.ndarray) -> np.ndarray:
     return evals if info == 0 else np.linalg.eigvalsh(A)
 
 
-class RollingCrossProduct:
-    """The window's centred cross product ``Xc'Xc`` from running sums: consecutive windows share all
-    but ``rebalance_every`` rows, so the uncentred ``X'X`` and the column sums are updated by the rows
-    that enter and leave (two ``every x k x k`` products instead of one ``lookback x k x k``), then
-    centred, ``Xc'Xc = X'X - n m m'``. Recomputed from scratch every ``REFRESH`` updates so rounding
-    cannot accumulate (tested against the direct product). Only for windows without NaN."""
-
-    REFRESH = 8
-
-    def __init__(self, R: np.ndarray) -> None:
-        self.R = R
-        self.lo = self.hi = -1
-        self.G: np.ndarray | None = None
-        self.sums: np.ndarray | None = None
-        self.updates = 0
-
-    def get(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(Xc, Xc'Xc)`` for the rows ``[lo, hi)``."""
-        moved = (lo - self.lo) + (hi - self.hi)
-        if self.G is None or not (self.lo <= lo < self.hi <= hi) or self.updates >= self.REFRESH or moved >= hi - lo:
-            X = self.R[lo:hi]
-            self.G, self.sums, self.updates = X.T @ X, X.sum(axis=0), 0
-        else:
-            out, new = self.R[self.lo : lo], self.R[self.hi : hi]
-            self.G += new.T @ new
-            self.G -= out.T @ out
-            self.sums += new.sum(axis=0) - out.sum(axis=0)
-            self.updates += 1
-        self.lo, self.hi = lo, hi
-        n = hi - lo
-        mean = self.sums / n
-        S = self.G - n * np.outer(mean, mean)
-        return self.R[lo:hi] - mean, S
-
-
 class _Attempt(Exception):
     """An attempt failed; carries the status and the reason."""
 
@@ -301,10 +266,8 @@ class _Engine:
         )
 
     # ------------------------------------------------------------ estimation
-    def window(self, Xfull: np.ndarray, active: np.ndarray | None = None,
-               cross: tuple[np.ndarray, np.ndarray] | None = None) -> _Window:
-        """Estimate one window; ``active`` (no NaN in the window) may be precomputed by the caller,
-        and so may ``cross`` = ``(Xc, Xc'Xc)`` over every sleeve (``RollingCrossProduct``)."""
+    def window(self, Xfull: np.ndarray, active: np.ndarray | None = None) -> _Window:
+        """Estimate one window; ``active`` (no NaN in the window) may be precomputed by the caller."""
         notes: list[str] = []
         if active is None:
             active = ~np.isnan(Xfull).any(axis=0)
@@ -316,7 +279,7 @@ class _Engine:
         Xc = S = None  # centred window and its cross product (sample / ledoit_wolf)
         if X.shape[1]:
             if self.covariance in CROSS_PRODUCT_ESTIMATORS:
-                Xc, S = cross if cross is not None and all_active else centered_cross_product(X)
+                Xc, S = centered_cross_product(X)
                 var = np.diag(S) / (n - 1)
             else:
                 var = X.var(axis=0, ddof=1)
@@ -705,16 +668,13 @@ def optimize_meta_weights(
         nan_cum = np.zeros((n_rows + 1, n), dtype=np.int64)
         np.cumsum(isnan, axis=0, out=nan_cum[1:])
     index = returns.index
-    rolling = (RollingCrossProduct(R) if nan_cum is None and resolved_cov in CROSS_PRODUCT_ESTIMATORS
-               and rebalance_every < lookback else None)
     for j, r in enumerate(rows):
         t_start = time.perf_counter()
         if last_target is not None:
             prev = drift_weights(last_target, R[last_row + 1 : r + 1], sleeves, index[last_row + 1 : r + 1])
         lo = r - lookback + 1
         act = all_active if nan_cum is None else (nan_cum[r + 1] - nan_cum[lo]) == 0
-        cross = rolling.get(lo, r + 1) if rolling is not None and act.all() else None
-        win = eng.window(R[lo : r + 1], act, cross)
+        win = eng.window(R[lo : r + 1], act)
         active = win.active
         if not active.any():
             raise OptimizationError(

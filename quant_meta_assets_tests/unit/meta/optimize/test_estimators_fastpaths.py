@@ -247,17 +247,3 @@ def test_gram_spectrum_and_repair_match_the_direct_decomposition(covariance):
         ref = sigma
     np.testing.assert_allclose(win.sigma, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
 
-
-def test_rolling_cross_product_matches_the_direct_product():
-    from quant_meta_assets.meta.optimize.engine import RollingCrossProduct
-    from quant_meta_assets.meta.optimize.estimators import centered_cross_product
-
-    R = factor_returns(700, 30, seed=9).to_numpy() + 0.0004  # a mean, as real returns have
-    rolling = RollingCrossProduct(R)
-    lookback, every = 100, 7
-    for r in range(lookback - 1, 700, every):  # 86 windows: updates and refreshes
-        Xc, S = rolling.get(r - lookback + 1, r + 1)
-        Xc_ref, S_ref = centered_cross_product(R[r - lookback + 1 : r + 1])
-        np.testing.assert_allclose(Xc, Xc_ref, rtol=0, atol=1e-15)
-        np.testing.assert_allclose(S, S_ref, rtol=0, atol=1e-13 * np.abs(S_ref).max())
-        assert np.array_equal(S, S.T)
