@@ -54,12 +54,16 @@ def ref_min_variance(X: np.ndarray) -> np.ndarray:
 
 def ref_risk_parity(X: np.ndarray) -> np.ndarray:
     C = np.cov(X, rowvar=False)
-    S = C / np.trace(C) * C.shape[0]
+    return risk_parity_newton(C / np.trace(C) * C.shape[0], max_iter=50)
+
+
+def risk_parity_newton(S: np.ndarray, max_iter: int) -> np.ndarray:
+    """Equal risk budgets by damped Newton on y (w = y / sum y), the plain reference solver."""
     k = S.shape[0]
     b = np.full(k, 1.0 / k)
     y = 1.0 / np.sqrt(np.diag(S))
     y *= np.sqrt(1.0 / (y @ S @ y))
-    for _ in range(50):
+    for _ in range(max_iter):
         g = S @ y - b / y
         if np.max(np.abs(g * y)) < 1e-13:
             break

@@ -41,6 +41,8 @@ import scipy.linalg as sla
 from scipy.optimize import nnls
 from threadpoolctl import threadpool_limits
 
+from bench_optimize import risk_parity_newton  # bench/ is on sys.path when run as a script
+
 from quant_meta_assets.meta.optimize import optimize_meta_weights
 
 LOOKBACK, EVERY = 252, 21
@@ -109,21 +111,7 @@ def ref_min_variance(X: np.ndarray) -> np.ndarray:
 
 
 def ref_risk_parity(X: np.ndarray) -> np.ndarray:
-    S = ref_sigma(X)
-    k = S.shape[0]
-    b = np.full(k, 1.0 / k)
-    y = 1.0 / np.sqrt(np.diag(S))
-    y *= np.sqrt(1.0 / (y @ S @ y))
-    for _ in range(100):
-        g = S @ y - b / y
-        if np.max(np.abs(g * y)) < 1e-13:
-            break
-        d = -np.linalg.solve(S + np.diag(b / y**2), g)
-        t = 1.0
-        while np.any(y + t * d <= 0):
-            t *= 0.5
-        y = y + t * d
-    return y / y.sum()
+    return risk_parity_newton(ref_sigma(X), max_iter=100)
 
 
 REFS = {"min_variance": ref_min_variance, "risk_parity": ref_risk_parity}
