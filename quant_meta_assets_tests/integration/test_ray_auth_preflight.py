@@ -9,6 +9,7 @@ import secrets
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -33,17 +34,19 @@ except Exception as exc:
 
 @pytest.fixture(scope="module")
 def project_ray():
-    """A local Ray started exactly as the project starts it, with a token we know (the mode is
-    left unset: Ray's default for a new local cluster, which we rely on, is token auth)."""
+    """A local Ray started exactly as the project starts it (the mode is left unset: Ray's default
+    for a new local cluster, which we rely on, is token auth), with Ray's own local token.
+
+    The token is not replaced by one of ours: Ray's core caches the token a process first loads,
+    so a made-up token would break every later local Ray of this test process."""
     import ray
 
     saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
-    os.environ.pop("RAY_AUTH_MODE", None)
-    os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
-    token = secrets.token_hex(16)
-    os.environ["RAY_AUTH_TOKEN"] = token
+    for key in saved:
+        os.environ.pop(key, None)
     engine = RayComputeEngine(num_cpus=1)
     engine.connect()
+    token = (Path.home() / ".ray" / "auth_token").read_text().strip()  # where Ray keeps a local token
     try:
         yield ray.get_runtime_context().gcs_address, token, os.environ.get("RAY_AUTH_MODE")
     finally:

@@ -128,7 +128,8 @@ def test_a_raising_sleeve_stops_the_line_on_the_cluster(ray_cluster_2_nodes, dri
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "broken_alpha" in output and "ValueError: driver-only alpha is broken on purpose" in output
-    assert materialized_keys(isolated_env) == {"sleeves"}  # no meta/* materialization
+    # the run's prices snapshot is taken before the sleeves step; no meta/* materialization
+    assert materialized_keys(isolated_env) == {"prices", "sleeves"}
 
 
 def test_run_meta_pipeline_on_the_cluster_and_its_failure_is_the_local_one(ray_cluster_2_nodes,
@@ -170,7 +171,7 @@ def test_a_cluster_without_scikit_learn_fails_the_preflight_once_naming_it(ray_c
     assert "QUANT_META_RAY_RUNTIME_ENV" in output and 'pip: ["scikit-learn==' in output
     assert "sleeve min_variance failed" not in output and "- min_variance:" not in output  # not N failures
     assert not (tmp_path / "storage" / "sleeves").exists()  # no sleeve ran, none was stored
-    assert materialized_keys(isolated_env) == set()
+    assert materialized_keys(isolated_env) == {"prices"}  # only the run's prices snapshot, taken first
 
 
 def test_the_user_runtime_env_file_reaches_the_workers(ray_cluster_2_nodes, driver_only_plugin, tmp_path):
