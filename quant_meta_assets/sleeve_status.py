@@ -8,7 +8,7 @@ each sleeve (read from wherever it is recorded; the Dagster driver reads the ins
 A sleeve is
 - ``missing``  no stored record (never materialized, or only by a run that died first);
 - ``failed``   its latest record has a status other than success;
-- ``stale``    it succeeded, but with another registry entry or other prices than today's;
+- ``stale``    it succeeded, but with another registry entry, risk-free rate or prices than today's;
 - ``current``  it succeeded with today's registry entry and prices.
 """
 
@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from quant_meta_assets import rates
+
 MISSING, FAILED, STALE, CURRENT = "missing", "failed", "stale", "current"
 
 
@@ -33,9 +35,11 @@ def frame_hash(*frames: pd.DataFrame | pd.Series) -> str:
     return digest.hexdigest()[:16]
 
 
-def config_hash(profile) -> str:
-    """Hash of everything in a sleeve's registry entry that changes its output."""
+def config_hash(profile, risk_free_rate: float | None = None) -> str:
+    """Hash of everything that changes a sleeve's output but its prices: the registry entry, and
+    the risk-free rate its cash earns (``None`` = the project's, which the sleeves step uses)."""
     fields = {k: v for k, v in dataclasses.asdict(profile).items() if k not in ("timeout_s", "max_retries")}
+    fields["risk_free_rate"] = rates.resolve(risk_free_rate)
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -89,7 +93,7 @@ def assess_sleeves(
             continue
         changed = []
         if record.config_hash != wanted_config:
-            changed.append(f"registry entry changed (config hash {record.config_hash} -> {wanted_config})")
+            changed.append(f"registry entry or risk-free rate changed (config hash {record.config_hash} -> {wanted_config})")
         if prices_hash is not None and record.prices_hash != prices_hash:
             changed.append(f"prices changed (prices hash {record.prices_hash} -> {prices_hash})")
         if changed:

@@ -12,6 +12,7 @@ import pandas as pd
 from pydantic import Field
 
 from quant_meta_assets.dagster_defs.instance_queries import sleeve_statuses
+from quant_meta_assets.dagster_defs.interrupts import cancel_on_interrupt
 from quant_meta_assets.dagster_defs.prices import PRICES_KEY, PRICES_SOURCE_KEY
 from quant_meta_assets.dagster_defs.sleeves import require_current_sleeves
 from quant_meta_assets.meta.costs import DEFAULT_BOOK_COST_BPS
@@ -76,7 +77,8 @@ def _markdown(frame: pd.DataFrame, floatfmt: str = ".4f") -> dg.MarkdownMetadata
 )
 def meta_returns(context: dg.AssetExecutionContext, sleeves: dict) -> pd.DataFrame:
     require_current_sleeves(context.instance)  # the stop-the-line gate, before anything is stored
-    out = StageRegistry.get("meta.returns").run(sleeve_results=registered_records(sleeves))["meta_returns"]
+    with cancel_on_interrupt(context):
+        out = StageRegistry.get("meta.returns").run(sleeve_results=registered_records(sleeves))["meta_returns"]
     context.add_output_metadata(
         {"rows": len(out), "sleeves": dg.IntMetadataValue(out.shape[1]), **_date_range(out),
          "sleeve_names": ", ".join(out.columns)}
@@ -146,7 +148,8 @@ def meta_weights(
         if sleeves is None or prices is None:
             raise dg.Failure(description="turnover_space='asset' needs the sleeves' stored weights and the prices snapshot")
         params.update(sleeve_results=registered_records(sleeves), prices=prices)  # the run's `prices` snapshot
-    out = StageRegistry.get("meta.optimize").run(meta_returns=meta_returns, **params)
+    with cancel_on_interrupt(context):
+        out = StageRegistry.get("meta.optimize").run(meta_returns=meta_returns, **params)
     weights, diagnostics = out["meta_weights"], out["optimizer_diagnostics"]
     latest = weights.iloc[-1]
     fallbacks = int(diagnostics["fallback_used"].sum()) if "fallback_used" in diagnostics else 0
@@ -189,9 +192,10 @@ def meta_weights(
 def flattened_weights(
     context: dg.AssetExecutionContext, optimized: dict, meta_returns: pd.DataFrame, sleeves: dict
 ) -> dict:
-    out = StageRegistry.get("meta.flatten").run(
-        meta_weights=optimized["weights"], meta_returns=meta_returns, sleeve_results=registered_records(sleeves)
-    )
+    with cancel_on_interrupt(context):
+        out = StageRegistry.get("meta.flatten").run(
+            meta_weights=optimized["weights"], meta_returns=meta_returns, sleeve_results=registered_records(sleeves)
+        )
     assets, exposure = out["flattened_weights"], out["exposure"]
     latest = assets.iloc[-1]
     top = latest.reindex(latest.abs().sort_values(ascending=False).index).head(10)
@@ -276,21 +280,22 @@ def meta_report(
         if (r := s.stored) is not None
     }
     output_dir = safe_child(context.resources.io_manager.root(), "reports", context.run_id)
-    out = StageRegistry.get("meta.report").run(
-        prices=prices,  # this run's snapshot (the `prices` asset), the one the sleeves used
-        sleeve_results=records,
-        meta_returns=meta_returns,
-        meta_weights=optimized["weights"],
-        optimizer_diagnostics=optimized["diagnostics"],
-        flattened_weights=flattened["asset_weights"],
-        meta_weights_daily=flattened["meta_weights_daily"],
-        exposure=flattened["exposure"],
-        output_dir=output_dir,
-        benchmark=load_benchmark(),
-        lineage=lineage,
-        previous=_previous_summary(context.instance),
-        **config.model_dump(),
-    )
+    with cancel_on_interrupt(context):
+        out = StageRegistry.get("meta.report").run(
+            prices=prices,  # this run's snapshot (the `prices` asset), the one the sleeves used
+            sleeve_results=records,
+            meta_returns=meta_returns,
+            meta_weights=optimized["weights"],
+            optimizer_diagnostics=optimized["diagnostics"],
+            flattened_weights=flattened["asset_weights"],
+            meta_weights_daily=flattened["meta_weights_daily"],
+            exposure=flattened["exposure"],
+            output_dir=output_dir,
+            benchmark=load_benchmark(),
+            lineage=lineage,
+            previous=_previous_summary(context.instance),
+            **config.model_dump(),
+        )
     report = out["report"]
     markdown = report_markdown_summary(report)
     context.add_output_metadata(

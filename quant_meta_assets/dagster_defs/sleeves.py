@@ -15,6 +15,7 @@ import pandas as pd
 from dagster_ray import RayResource
 
 from quant_meta_assets.dagster_defs.instance_queries import SLEEVES_KEY, sleeve_statuses
+from quant_meta_assets.dagster_defs.interrupts import cancel_on_interrupt
 from quant_meta_assets.dagster_defs.io_manager import ParquetIOManager, PerPartition
 from quant_meta_assets.dagster_defs.partitions import SLEEVES_PARTITIONS_NAME, sleeve_partitions
 from quant_meta_assets.dagster_defs.prices import PRICES_KEY, PRICES_SOURCE_KEY, price_provenance_tags
@@ -33,10 +34,13 @@ def run_sleeve_keys(tags, instance: dg.DagsterInstance) -> list[str] | None:
     if tags.get("dagster/partition") is not None:
         return [tags["dagster/partition"]]
     start, end = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
-    if start is not None and end is not None:
-        return list(
-            sleeve_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(start, end), dynamic_partitions_store=instance)
-        )
+    if start is not None and end is not None:  # a range (a backfill): the partitions between, in order
+        existing = list(instance.get_dynamic_partitions(SLEEVES_PARTITIONS_NAME))
+        missing = [k for k in (start, end) if k not in existing]
+        if missing:
+            raise dg.Failure(description=f"partition range {start}..{end}: no sleeves partition {missing}")
+        first, last = existing.index(start), existing.index(end)
+        return existing[min(first, last): max(first, last) + 1]
     return None
 
 
@@ -108,26 +112,27 @@ def sleeves(
                 "the registry sensor removes stale partitions"
             )
     prices_hash = frame_hash(prices)
-    engine = RayComputeEngine()
-    connect_ray(ray_cluster, context, engine)
-    staged: dict = {}
-    metadata: dict = {}
-    versions: dict = {}
-    try:
-        # each sleeve's bundle is staged as soon as its task finishes, then its frames are dropped
-        for outcome in engine.stream_sleeves([profiles[k] for k in keys], prices):
-            record = outcome.record
-            if not outcome.ok:
-                context.log.error(f"sleeve {outcome.name} failed: {record.get('error')}")
-            metadata[outcome.name] = _sleeve_metadata(record, profiles[outcome.name], prices_hash)
-            versions[outcome.name] = _data_version(record)
-            staged[outcome.name] = io_manager.stage_partition(context.asset_key, outcome.name, record, outcome.parquet)
-    except BaseException:
-        from quant_meta_assets.storage import discard_bundle
+    with cancel_on_interrupt(context):  # Ctrl-C cancels the run (and the engine stops its Ray)
+        engine = RayComputeEngine()
+        connect_ray(ray_cluster, context, engine)
+        staged: dict = {}
+        metadata: dict = {}
+        versions: dict = {}
+        try:
+            # each sleeve's bundle is staged as soon as its task finishes, then its frames are dropped
+            for outcome in engine.stream_sleeves([profiles[k] for k in keys], prices):
+                record = outcome.record
+                if not outcome.ok:
+                    context.log.error(f"sleeve {outcome.name} failed: {record.get('error')}")
+                metadata[outcome.name] = _sleeve_metadata(record, profiles[outcome.name], prices_hash)
+                versions[outcome.name] = _data_version(record)
+                staged[outcome.name] = io_manager.stage_partition(context.asset_key, outcome.name, record, outcome.parquet)
+        except BaseException:
+            from quant_meta_assets.storage import discard_bundle
 
-        for item in staged.values():
-            discard_bundle(item)
-        raise
+            for item in staged.values():
+                discard_bundle(item)
+            raise
     ok = sum(m["status"] == "success" for m in metadata.values())
     context.log.info(f"{ok}/{len(keys)} sleeves succeeded on Ray")
     if requested is None:
@@ -135,26 +140,37 @@ def sleeves(
         # per sleeve partition carrying its content data version, recorded only once stored
         yield dg.Output(PerPartition({k: staged[k] for k in keys}),
                         metadata={"sleeves": ", ".join(keys), "n_sleeves": len(keys)})
-        provenance = price_provenance_tags(context.instance)
-        for key in keys:
-            yield dg.AssetMaterialization(
-                asset_key=SLEEVES_KEY,
-                partition=key,
-                metadata=metadata[key],
-                tags={
-                    "dagster/code_version": CODE_VERSION,
-                    "dagster/data_version": versions[key],
-                    "dagster/data_version_is_user_provided": "true",
-                    **provenance,  # the prices snapshot (and source version) this sleeve was computed on
-                },
-            )
+        yield from _content_materializations(context.instance, keys, metadata, versions)
         return
     for key in keys:
         context.add_asset_metadata(metadata[key], partition_key=key)
-    # one partition: its content is the data version; a range shares one Output, so Dagster's own
-    # (code) version applies and the content hash is in each partition's `data_hash` metadata
+    # one partition: its content is the data version of the Output's materialization
     data_version = dg.DataVersion(versions[keys[0]]) if len(keys) == 1 else None
     yield dg.Output({k: staged[k] for k in keys}, data_version=data_version)
+    if len(keys) > 1:
+        # A range (a backfill) shares one Output, and Dagster 1.13 gives every partition of it one
+        # code-derived data version (per-partition versions come only from observable sources, and
+        # the stale status reads materializations only). Each partition therefore gets a second
+        # materialization, right after, carrying its content hash: the latest one, which the UI's
+        # stale status, the lineage and the check read.
+        yield from _content_materializations(context.instance, keys, metadata, versions)
+
+
+def _content_materializations(instance: dg.DagsterInstance, keys: list[str], metadata: dict, versions: dict):
+    """One materialization per sleeve partition with its content hash as Dagster's data version."""
+    provenance = price_provenance_tags(instance)
+    for key in keys:
+        yield dg.AssetMaterialization(
+            asset_key=SLEEVES_KEY,
+            partition=key,
+            metadata=metadata[key],
+            tags={
+                "dagster/code_version": CODE_VERSION,
+                "dagster/data_version": versions[key],
+                "dagster/data_version_is_user_provided": "true",
+                **provenance,  # the prices snapshot (and source version) this sleeve was computed on
+            },
+        )
 
 
 @dg.asset_check(

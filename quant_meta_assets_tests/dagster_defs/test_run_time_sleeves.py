@@ -127,3 +127,32 @@ def test_every_output_and_the_report_html_go_under_the_io_managers_base_dir(
     assert (base / "sleeves" / "first").is_dir() and (base / "runs" / result.run_id / "meta" / "returns").is_dir()
     assert (base / "published.json").is_file() and (base / "runs" / result.run_id / "prices").is_dir()
     assert not (tmp_path / "storage").exists()  # nothing under the settings' root
+
+
+def test_a_range_run_gives_each_partition_its_content_data_version(tmp_path, monkeypatch, local_ray, small_prices):
+    """A backfill of a partition range is one run with one Output: each partition still gets its own
+    content hash as Dagster's data version (what the UI's stale status reads)."""
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver
+    from dagster._core.loader import LoadingContextForTest
+
+    from quant_meta_assets.dagster_defs.instance_queries import sleeve_statuses
+    from quant_meta_assets.registry import load_registry
+
+    instance = dg.DagsterInstance.get()
+    monkeypatch.setenv("QUANT_META_SLEEVES", str(write_registry(tmp_path / "s.yaml", SECOND)))
+    instance.add_dynamic_partitions(SLEEVES_PARTITIONS_NAME, ["second", "third"])
+    result = defs.resolve_job_def("sleeves_job").execute_in_process(
+        instance=instance, raise_on_error=False,
+        tags={"dagster/asset_partition_range_start": "second", "dagster/asset_partition_range_end": "third"},
+    )
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    assert _sleeves_materialized_by(instance, result.run_id) == {"second", "third"}
+    stored = latest_stored_sleeves(instance, ["second", "third"])
+    assert {s.state for s in sleeve_statuses(instance, load_registry())} == {"current"}
+    assert stored["second"].data_version != stored["third"].data_version
+    resolver = CachingStaleStatusResolver(instance, defs.resolve_asset_graph(), LoadingContextForTest(instance))
+    for name in ("second", "third"):
+        current = resolver.get_current_data_version(dg.AssetKey("sleeves"), name)
+        assert current.value == stored[name].data_version, name
+        record = instance.get_latest_data_version_record(dg.AssetKey("sleeves"), partition_key=name)
+        assert record.run_id == result.run_id and record.asset_materialization.metadata["status"].value == "success"
