@@ -16,11 +16,6 @@ from quant_meta_assets.dagster_defs.interrupts import cancel_on_interrupt
 from quant_meta_assets.dagster_defs.prices import PRICES_KEY, PRICES_SOURCE_KEY
 from quant_meta_assets.dagster_defs.sleeves import require_current_sleeves
 from quant_meta_assets.meta.costs import DEFAULT_BOOK_COST_BPS
-from quant_meta_assets.meta.optimize.diagnostics import (
-    covariance_summary,
-    covariance_warning,
-    singular_covariance_rebalances,
-)
 from quant_meta_assets.stages import StageRegistry
 from quant_meta_assets.storage import safe_child
 
@@ -143,6 +138,12 @@ def meta_weights(
     sleeves: dict | None = None,
     prices: pd.DataFrame | None = None,
 ) -> dict:
+    from quant_meta_assets.meta.optimize.diagnostics import (  # scipy: not at definitions load
+        covariance_summary,
+        covariance_warning,
+        singular_covariance_rebalances,
+    )
+
     params = config.optimizer_params(list(meta_returns.columns))
     if config.turnover_space == "asset":  # the sleeves' holdings price the meta trade in asset space
         if sleeves is None or prices is None:

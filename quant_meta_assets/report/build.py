@@ -253,7 +253,9 @@ def build_report(
         "plots sum the other sleeves into one 'other' band. Every sleeve is in the tables (click a column "
         "header to sort), and every number in a table is computed on the full daily data. Daily series "
         f"longer than {P.MAX_POINTS:,} days are drawn at every m-th trading day plus the last (here m = "
-        f"{step}); drawdowns draw the deepest day of each m-day bucket, so troughs are kept."
+        f"{step}); drawdowns draw the deepest day of each m-day bucket, so troughs are kept, and turnover per "
+        f"rebalance (longer than {P.MAX_POINTS:,} rebalances only for a daily-rebalanced sleeve) draws the "
+        "largest trade of each bucket."
     )
 
     # --- figures and HTML (still in memory) ---------------------------------------------------
@@ -486,9 +488,10 @@ def _diagnostics_table(diagnostics: pd.DataFrame | None) -> str:
 
     n_flag = int(sum(bool(flag(c, v)) for c in flag_cols for v in frame[c]))
     cov = covariance_summary(diagnostics)
+    varying, constant_note = H.constant_columns(frame)
     return (H.note(f"{len(frame)} rebalances; {n_flag} flagged cells (fallbacks / non-optimal status) "
                    "highlighted.") + (H.note(f"Covariance estimator: {cov}.") if cov else "")
-            + H.table(frame, cell_class=flag))
+            + constant_note + H.table(varying, cell_class=flag))
 
 
 def _lineage_table(lineage: Mapping[str, Mapping] | None, sleeves) -> str:
@@ -496,9 +499,21 @@ def _lineage_table(lineage: Mapping[str, Mapping] | None, sleeves) -> str:
         return H.note("No lineage was given.")
     frame = pd.DataFrame.from_dict({s: dict(v) for s, v in lineage.items()}, orient="index")
     frame.index.name = "sleeve"
+    if "materialized_at" in frame:  # to the second: sub-second digits only add bytes per sleeve
+        frame["materialized_at"] = [_to_second(v) for v in frame["materialized_at"]]
     missing = [s for s in sleeves if s not in frame.index]
     note = H.note(f"No lineage for sleeves {missing}.") if missing else ""
-    return note + H.table(frame, scroll=False)
+    varying, constant_note = H.constant_columns(frame)
+    return note + constant_note + H.table(varying, scroll=False)
+
+
+def _to_second(value):
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return value
+    try:
+        return pd.Timestamp(value).floor("s").isoformat()
+    except (TypeError, ValueError):
+        return value
 
 
 def _changes_html(changes: Mapping[str, pd.DataFrame], previous: Mapping | None) -> str:

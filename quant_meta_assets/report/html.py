@@ -115,18 +115,22 @@ def _isnan(x) -> bool:
 
 
 def _cell(value, fmt: Callable | None) -> str:
+    return _html.escape(_text(value, fmt))
+
+
+def _text(value, fmt: Callable | None = None) -> str:
     if fmt is not None:
         try:
-            return _html.escape(fmt(value))
+            return fmt(value)
         except (TypeError, ValueError):
             pass
     if isinstance(value, pd.Timestamp):
-        return _html.escape(str(value.date()) if value == value.normalize() else str(value))
+        return str(value.date()) if value == value.normalize() else str(value)
     if isinstance(value, float):
-        return "" if math.isnan(value) else _html.escape(f"{value:,.4g}")
+        return "" if math.isnan(value) else f"{value:,.4g}"
     if _isnan(value):
         return ""
-    return _html.escape(str(value))
+    return str(value)
 
 
 def table(
@@ -187,6 +191,32 @@ def page(*, title: str, subtitle: str, banner: str, cards: str, nav: Sequence[tu
         f"<nav>{links}</nav><main>{banner}<div class=\"cards\">{cards}</div>{''.join(sections)}</main>"
         f"<footer>{_html.escape(footer)}</footer><script>{SORT_JS}</script></body></html>\n"
     )
+
+
+def constant_columns(frame: pd.DataFrame, min_rows: int = 2) -> tuple[pd.DataFrame, str]:
+    """Split off the columns that hold one value on every row (or none at all).
+
+    A table of hundreds of rebalances or sleeves repeats them on every row (the method, the
+    covariance rule, the run id of a meta_full run): they are stated once, in a note, and the
+    table keeps the columns that vary. Nothing is dropped: an all-empty column is named as such.
+    """
+    if len(frame) < min_rows:
+        return frame, ""
+    constant, empty = {}, []
+    for col in frame.columns:
+        values = frame[col]
+        if values.map(_isnan).all():
+            empty.append(str(col))
+            continue
+        first = values.iloc[0]
+        if not _isnan(first) and (values.astype(str) == str(first)).all():
+            constant[str(col)] = _text(first)
+    keep = [c for c in frame.columns if str(c) not in constant and str(c) not in empty]
+    parts = [f"{c} = {v}" for c, v in constant.items()]
+    if empty:
+        parts.append("empty on every row: " + ", ".join(empty))
+    text = f"The same on every row ({len(frame)}): " + "; ".join(parts) + "." if parts else ""
+    return frame[keep], (note(text) if text else "")
 
 
 def section(anchor: str, title: str, body: str) -> str:

@@ -213,11 +213,14 @@ def turnover_per_rebalance(turnover: Mapping[str, pd.Series], sleeves) -> go.Fig
     fig = go.Figure()
     for name, series in turnover.items():
         s = pd.Series(series, dtype=float).dropna()
+        values = s.to_numpy()
+        kept = _bucket_minima(-values)  # a daily-rebalanced sleeve keeps each bucket's largest trade
+        x, y = _dates(s.index[kept]), _display(values[kept])
         if name == "meta":
-            fig.add_trace(go.Bar(x=s.index, y=s.to_numpy(), name="meta (sleeve reallocation)",
+            fig.add_trace(go.Bar(x=x, y=y, name="meta (sleeve reallocation)",
                                  marker_color=META_COLOR, opacity=0.85))
         else:
-            fig.add_trace(go.Scatter(x=s.index, y=s.to_numpy(), name=name, mode="markers+lines",
+            fig.add_trace(go.Scatter(x=x, y=y, name=name, mode="markers+lines",
                                      line=dict(width=1, color=colors.get(name)), marker=dict(size=5)))
     return _layout(fig, "Two-sided turnover per rebalance", ".0%")
 

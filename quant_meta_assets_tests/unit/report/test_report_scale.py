@@ -79,3 +79,36 @@ def test_top_k_must_be_a_positive_integer(book_report):
     inputs, _ = book_report
     with pytest.raises(StageInputError, match="top_k must be an integer >= 1"):
         build_report(**inputs, output_dir="unused", top_k=0)
+
+
+def test_long_tables_state_what_every_row_shares_once(book_report):
+    """Hundreds of rebalances or sleeves: a column with one value on every row is stated once
+    above its table (nothing is dropped), so the report does not grow by it per row."""
+    from quant_meta_assets.report import html as H
+
+    frame = pd.DataFrame({"method": ["rp"] * 3, "x": [1.0, 2.0, 3.0], "empty": [None] * 3, "run_id": ["r<1>"] * 3})
+    varying, note = H.constant_columns(frame)
+    assert list(varying.columns) == ["x"]
+    assert "method = rp" in note and "run_id = r&lt;1&gt;" in note and "empty on every row: empty" in note
+    one_row, no_note = H.constant_columns(frame.iloc[:1])
+    assert no_note == "" and one_row.equals(frame.iloc[:1])
+
+    inputs, report = book_report
+    html = open(report["html"], encoding="utf-8").read()
+    lineage = html[html.index("Lineage per sleeve"):]
+    assert "code_version = abc1234" in lineage  # the same for every sleeve of the book
+    assert all(f"run-{i:04d}" in lineage for i in range(len(inputs["meta_weights"].columns)))  # varies: kept
+    diagnostics = html[html.index("Optimizer diagnostics per rebalance"):html.index("Lineage per sleeve")]
+    assert "The same on every row" in diagnostics
+
+
+def test_turnover_of_a_daily_rebalanced_sleeve_is_thinned_keeping_the_largest_trades():
+    index = pd.bdate_range("2000-01-03", periods=5000)
+    daily = pd.Series(np.random.default_rng(3).uniform(0, 0.01, len(index)), index=index)
+    daily.iloc[2345] = 0.9  # one large trade between two drawn days
+    monthly = daily.iloc[::21] * 0 + 0.2
+    fig = P.turnover_per_rebalance({"meta": monthly, "daily_sleeve": daily}, ["daily_sleeve"])
+    meta, sleeve = fig.data
+    assert len(meta.x) == len(monthly) and float(max(meta.y)) == pytest.approx(0.2)  # short: all drawn
+    assert len(sleeve.x) <= P.MAX_POINTS and "2000-01-03" <= sleeve.x[0] <= "2000-01-07"  # first bucket
+    assert float(max(sleeve.y)) == pytest.approx(0.9) and str(index[2345].date()) in sleeve.x
