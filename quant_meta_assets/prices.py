@@ -17,6 +17,7 @@ else ``skfolio.datasets.load_sp500_dataset()`` (offline, bundled with skfolio).
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import os
@@ -48,7 +49,9 @@ __all__ = [
 ]
 
 
-_DEFAULT_DATA = ("skfolio.datasets.data", "sp500_dataset.csv.gz")  # what load_sp500_dataset() reads
+# skfolio's bundled files: what load_sp500_dataset() / load_sp500_index() read
+_DEFAULT_DATA = "sp500_dataset.csv.gz"
+_DEFAULT_INDEX = "sp500_index.csv.gz"
 
 
 @dataclass(frozen=True)
@@ -63,10 +66,29 @@ class PriceSource:
     content_hash: str
 
 
-def _default_prices() -> pd.DataFrame:
-    from skfolio.datasets import load_sp500_dataset
+def _bundled_bytes(name: str) -> bytes:
+    """The bytes of one of skfolio's bundled data files, found without importing skfolio.
 
-    return load_sp500_dataset()
+    Importing skfolio (scikit-learn, scipy, cvxpy) costs about 1.5 s per process; the prices
+    step, the price sensor and the report only need its data files. The tests check the
+    parsed frames against skfolio's own loaders.
+    """
+    from importlib.util import find_spec
+
+    spec = find_spec("skfolio")
+    if spec is None or not spec.submodule_search_locations:
+        raise PriceDataError("the default price data needs skfolio installed (pip install skfolio)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / name
+    if not path.is_file():
+        raise PriceDataError(f"skfolio's bundled data file {name!r} is missing from {path.parent}")
+    return path.read_bytes()
+
+
+def _parse_bundled(data: bytes) -> pd.DataFrame:
+    """A bundled file's frame, parsed as skfolio's loaders do (gzip CSV, dated index)."""
+    frame = pd.read_csv(io.BytesIO(gzip.decompress(data)), sep=",", index_col=0)
+    frame.index = pd.to_datetime(frame.index, format="%Y-%m-%d")
+    return frame
 
 
 def _source_path(path: str | os.PathLike[str] | None) -> Path | None:
@@ -90,10 +112,7 @@ def _read_source_bytes(file: Path) -> bytes:
 
 
 def _default_source_bytes() -> bytes:
-    from importlib import resources
-
-    package, name = _DEFAULT_DATA
-    return resources.files(package).joinpath(name).read_bytes()
+    return _bundled_bytes(_DEFAULT_DATA)
 
 
 def price_source(path: str | os.PathLike[str] | None = None) -> PriceSource:
@@ -109,9 +128,9 @@ def load_price_snapshot(path: str | os.PathLike[str] | None = None) -> tuple[pd.
     exactly the bytes that were parsed even if the file is replaced meanwhile."""
     file = _source_path(path)
     if file is None:
-        digest = hashlib.sha256(_default_source_bytes()).hexdigest()
+        data = _default_source_bytes()  # parsed from the bytes that were hashed
         label = "skfolio load_sp500_dataset()"
-        return validate_prices(_default_prices(), source=label), PriceSource(label, digest)
+        return validate_prices(_parse_bundled(data), source=label), PriceSource(label, hashlib.sha256(data).hexdigest())
     source = f"price file {str(file)!r}"
     data = _read_source_bytes(file)
     suffix = file.suffix.lower()
@@ -272,9 +291,7 @@ def load_benchmark() -> pd.Series | None:
     env = os.environ.get(PRICES_ENV_VAR)
     if env is not None and env.strip() != "":
         return None
-    from skfolio.datasets import load_sp500_index
-
-    frame = validate_prices(load_sp500_index(), source="skfolio load_sp500_index()")
+    frame = validate_prices(_parse_bundled(_bundled_bytes(_DEFAULT_INDEX)), source="skfolio load_sp500_index()")
     series = frame.iloc[:, 0].rename("SP500")
     return series
 

@@ -3,12 +3,36 @@
 from __future__ import annotations
 
 from dagster_ray import Lifecycle, LocalRay
+from dagster_ray.configs import RayDataExecutionOptions
+from pydantic import Field
 
 from quant_meta_assets import settings
 
 
+class RayCoreOnly(RayDataExecutionOptions):
+    """Ray Data options that are not applied: the sleeves use Ray Core tasks only.
+
+    dagster-ray's `connect` applies its Ray Data execution options in the driver and again in a
+    remote task, which imports `ray.data` in both processes: about 4 s of a 6-sleeve run on
+    2 cores (bench_scale), with one of the two workers busy doing it before any sleeve starts.
+    """
+
+    def apply(self) -> None:
+        return None
+
+    def apply_remote(self) -> None:
+        return None
+
+
+class ProjectLocalRay(LocalRay):
+    """dagster-ray's LocalRay without the Ray Data set-up (`RayCoreOnly`)."""
+
+    data_execution_options: RayCoreOnly = Field(default_factory=RayCoreOnly)
+
+
 def ray_resource() -> LocalRay:
-    """dagster-ray's LocalRay with the local Ray's options (`ray_cluster.local_init_options`).
+    """dagster-ray's LocalRay with the local Ray's options (`ray_cluster.local_init_options`),
+    without Ray Data's set-up (`ProjectLocalRay`).
 
     `connect=False`: the sleeves asset connects itself, and `dagster job execute` does not start
     Ray a second time while tearing down. A cluster (RAY_ADDRESS) is not reached through this
@@ -21,7 +45,8 @@ def ray_resource() -> LocalRay:
     from quant_meta_assets.ray_cluster import local_init_options
 
     num_cpus = settings.local_ray_num_cpus() if settings.ray_address() is None else None
-    return LocalRay(lifecycle=Lifecycle(connect=False, cleanup="never"), ray_init_options=local_init_options(num_cpus or None))
+    return ProjectLocalRay(lifecycle=Lifecycle(connect=False, cleanup="never"),
+                           ray_init_options=local_init_options(num_cpus or None))
 
 
 def connect_ray(ray_cluster, context, engine) -> None:

@@ -46,6 +46,25 @@ def test_default_is_bundled_sp500() -> None:
     assert bench.index.equals(prices.index)
 
 
+def test_bundled_data_read_without_skfolio_equals_skfolios_loaders() -> None:
+    """The default data is read from skfolio's files without importing skfolio (1.5 s a
+    process); skfolio's own loaders are the oracle."""
+    import subprocess
+    import sys
+
+    from skfolio.datasets import load_sp500_dataset, load_sp500_index
+
+    from quant_meta_assets.prices import validate_prices
+
+    pd.testing.assert_frame_equal(load_prices(), validate_prices(load_sp500_dataset(), source="skfolio"))
+    index = validate_prices(load_sp500_index(), source="skfolio").iloc[:, 0].rename("SP500")
+    pd.testing.assert_series_equal(load_benchmark(), index)
+    probe = ("import sys; from quant_meta_assets.prices import load_prices, load_benchmark; "
+             "load_prices(); load_benchmark(); print('skfolio' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr[-2000:]
+
+
 def test_csv_and_parquet_round_trip(tmp_path) -> None:
     frame = _frame()
     csv = tmp_path / "p.csv"
