@@ -1,6 +1,7 @@
 """Book-scale benchmark: `meta_full` through the CLI against a sequential script and the floor.
 
     .venv/bin/python bench/bench_scale.py [--grid 6x20,500x20,1000x500x2520] [--skip-script 1000x500x2520]
+                                          [--repeats 3]
 
 Each grid point is ``sleeves x tickers`` on the bundled S&P 500 data (20 tickers; 6 sleeves =
 the default registry, otherwise a seeded registry from ``synthetic_book.book_registry``), or
@@ -13,7 +14,8 @@ For each point, in the same run and each in a fresh process:
   floor   the same graph shape doing no work (bench/floor_defs.py: Dagster + a local Ray).
 Printed: per-stage seconds (from the Dagster event log for cli/floor), driver peak RSS (VmHWM of
 the process) and the largest Ray worker's, storage and report bytes, and the target ratios.
-Timings are noisy on a shared 2-core machine: read the ratios of one run.
+Timings are noisy on a shared 2-core machine: read the ratios. With --repeats N the variants run N
+times, interleaved, and the table and the ratios use the medians.
 """
 
 from __future__ import annotations
@@ -205,6 +207,9 @@ def main() -> None:
     parser.add_argument("--grid", default="6x20,500x20,1000x500x2520")
     parser.add_argument("--skip-script", default="", help="grid points (comma-separated) run without the sequential script")
     parser.add_argument("--timeout", type=float, default=7200)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs of each variant per grid point, interleaved (floor, cli, script, floor, ...); "
+                        "the table shows medians")
     parser.add_argument("--optimize-method", default=None,
                         help="meta/optimize method for cli and script (default: the job's default)")
     args = parser.parse_args()
@@ -223,26 +228,42 @@ def main() -> None:
             "cli": [str(BIN / "dagster"), "job", "execute", "-m", "quant_meta_assets", "-j", "meta_full", *config],
             "script": [sys.executable, "-c", SCRIPT],
         }
-        for name, cmd in variants.items():
-            if name == "script" and spec in args.skip_script.split(","):
-                continue
-            env = fresh_env(dict(os.environ), prices, sleeves)
-            if args.optimize_method:
-                env["BENCH_OPTIMIZE_METHOD"] = args.optimize_method
-            measured = run(cmd, env, args.timeout)
-            if name != "script":
-                events = run([sys.executable, "-c", EVENTS], env, 600)
-                measured["stages"] = events["stages"]
-                measured["run_id"] = events["run_id"]
-            storage = Path(env["QUANT_META_STORAGE"])
-            measured["storage_mb"] = dir_bytes(storage) / 1e6
-            reports = list((storage / "reports").rglob("report.html")) if storage.exists() else []
-            measured["report_mb"] = max((p.stat().st_size for p in reports), default=0) / 1e6
-            result[name] = measured
-            print(f"{name}: {json.dumps(measured, default=str)}", flush=True)
-            shutil.rmtree(env["DAGSTER_HOME"], ignore_errors=True)  # a 1000 x 500 book stores gigabytes
+        runs: dict[str, list[dict]] = {}
+        for _ in range(args.repeats):  # interleaved, so each variant sees the same machine
+            for name, cmd in variants.items():
+                if name == "script" and spec in args.skip_script.split(","):
+                    continue
+                env = fresh_env(dict(os.environ), prices, sleeves)
+                if args.optimize_method:
+                    env["BENCH_OPTIMIZE_METHOD"] = args.optimize_method
+                measured = run(cmd, env, args.timeout)
+                if name != "script":
+                    events = run([sys.executable, "-c", EVENTS], env, 600)
+                    measured["stages"] = events["stages"]
+                    measured["run_id"] = events["run_id"]
+                storage = Path(env["QUANT_META_STORAGE"])
+                measured["storage_mb"] = dir_bytes(storage) / 1e6
+                reports = list((storage / "reports").rglob("report.html")) if storage.exists() else []
+                measured["report_mb"] = max((p.stat().st_size for p in reports), default=0) / 1e6
+                runs.setdefault(name, []).append(measured)
+                print(f"{name}: {json.dumps(measured, default=str)}", flush=True)
+                shutil.rmtree(env["DAGSTER_HOME"], ignore_errors=True)  # a 1000 x 500 book stores gigabytes
+        result.update({name: median_run(measured) for name, measured in runs.items()})
+        result["repeats"] = args.repeats
         rows.append(result)
     print_table(rows)
+
+
+def median_run(measured: list[dict]) -> dict:
+    """The per-field median of repeated runs of one variant (wall, every stage, peaks, bytes)."""
+    import statistics
+
+    out = dict(measured[0])
+    for key in ("wall", "driver_mb", "worker_mb", "storage_mb", "report_mb"):
+        out[key] = statistics.median(m[key] for m in measured)
+    stages = {k for m in measured for k in m.get("stages", {})}
+    out["stages"] = {k: statistics.median(m["stages"].get(k, float("nan")) for m in measured) for k in stages}
+    return out
 
 
 STEP_KEYS = ("sleeves", "sleeves_all_sleeves_succeeded", "meta__returns", "meta__optimize", "meta__flatten", "meta__report")
@@ -253,6 +274,8 @@ def _stage(measured: dict, key: str) -> float:
 
 
 def print_table(rows: list[dict]) -> None:
+    if any(row.get("repeats", 1) > 1 for row in rows):
+        print(f"\nMedians of {max(row.get('repeats', 1) for row in rows)} interleaved runs per variant.")
     print("\n| book | variant | wall s | sleeves s | check s | returns s | optimize s | flatten s | report s "
           "| driver peak MB | largest worker MB | storage MB | report MB |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -187,6 +187,7 @@ def min_variance(prices: pd.DataFrame, lookback: int = 252) -> pd.DataFrame:
     Solved exactly (NNLS reformulation of the KKT conditions, see ``_min_variance_weights``) on
     month-end dates only, from the first month end with ``lookback`` returns available.
     """
+    from sklearn import config_context
     from sklearn.covariance import ledoit_wolf
 
     lookback = _positive_int("lookback", lookback, "min_variance")
@@ -197,10 +198,13 @@ def min_variance(prices: pd.DataFrame, lookback: int = 252) -> pd.DataFrame:
     positions = np.flatnonzero(prices.index.isin(period_ends(prices.index, "monthly")))
     positions = positions[positions >= lookback]  # rows 1..pos hold returns; need `lookback` of them
     rows = []
-    for pos in positions:
-        window = rets[pos - lookback + 1 : pos + 1]
-        cov, _ = ledoit_wolf(window * 100.0)  # percent returns: better conditioned, same argmin
-        rows.append(_min_variance_weights(cov))
+    # The windows are finite by construction (validated prices, rows 1..pos): sklearn's input
+    # and parameter checks, 60% of each call on a 252 x 20 window, are skipped; same numbers.
+    with config_context(assume_finite=True, skip_parameter_validation=True):
+        for pos in positions:
+            window = rets[pos - lookback + 1 : pos + 1]
+            cov, _ = ledoit_wolf(window * 100.0)  # percent returns: better conditioned, same argmin
+            rows.append(_min_variance_weights(cov))
     return pd.DataFrame(
         np.asarray(rows, dtype="float64").reshape(len(rows), prices.shape[1]),
         index=prices.index[positions],

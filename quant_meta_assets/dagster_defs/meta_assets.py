@@ -21,6 +21,7 @@ from quant_meta_assets.storage import safe_child
 
 CODE_VERSION = "1"
 GROUP = "meta"
+MAX_WEIGHT_ENTRIES = 50  # weight/<sleeve> metadata entries of meta/optimize (the largest weights)
 
 
 def _key(stage_id: str) -> dg.AssetKey:
@@ -170,7 +171,10 @@ def meta_weights(
             "mean_shrinkage": dg.FloatMetadataValue(float(diagnostics["shrinkage"].mean())),
             **_date_range(weights),
             "latest_weights": _markdown(latest.rename("weight").to_frame()),
-            **{f"weight/{s}": dg.FloatMetadataValue(float(w)) for s, w in latest.items()},
+            # one UI-plottable entry per sleeve for a small book; at book scale the largest only
+            # (every sleeve's weight is in latest_weights)
+            **{f"weight/{s}": dg.FloatMetadataValue(float(w))
+               for s, w in latest.sort_values(ascending=False).head(MAX_WEIGHT_ENTRIES).items()},
             "max_weight_row_sum_error": dg.FloatMetadataValue(float((weights.sum(axis=1) - 1).abs().max())),
         }
     )

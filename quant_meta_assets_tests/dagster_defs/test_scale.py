@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from quant_meta_assets_tests.conftest import REPO_ROOT
+from quant_meta_assets_tests.integration.test_report_browser import driver  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -97,7 +98,7 @@ class CountingEventStorage:
         return counted
 
 
-def test_a_200_sleeve_book_runs_with_bounded_memory_bulk_queries_and_a_small_report(tmp_path, monkeypatch):
+def test_a_200_sleeve_book_runs_with_bounded_memory_bulk_queries_and_a_small_report(tmp_path, monkeypatch, driver):
     config = tmp_path / "run.yaml"  # the data flow is under test, not the optimizer: a cheap method
     config.write_text("ops:\n  meta__optimize:\n    config:\n      method: inverse_vol\n")
     prices, small_registry, _ = _book(tmp_path, N_SMALL)
@@ -119,6 +120,7 @@ def test_a_200_sleeve_book_runs_with_bounded_memory_bulk_queries_and_a_small_rep
     reports = list((storage / "reports").rglob("report.html"))
     assert len(reports) == 1
     assert reports[0].stat().st_size <= REPORT_CEILING_BYTES, f"report.html is {reports[0].stat().st_size:,} bytes"
+    _opens_in_chromium(driver, reports[0])
 
     # the check's and the sensors' instance queries do not grow with the number of sleeves
     monkeypatch.setenv("DAGSTER_HOME", str(home))
@@ -134,9 +136,33 @@ def test_a_200_sleeve_book_runs_with_bounded_memory_bulk_queries_and_a_small_rep
         statuses = sleeve_statuses(instance, load_registry())  # what the blocking check asks
         check_calls = list(counter.calls)
         assert len(statuses) == N_SLEEVES and all(s.ok for s in statuses)
+        # meta/optimize's UI metadata: every weight in one table, plottable entries for the largest only
+        optimized = instance.fetch_materializations(dg.AssetKey(["meta", "optimize"]), limit=1).records[0]
+        entries = [k for k in optimized.asset_materialization.metadata if k.startswith("weight/")]
+        assert len(entries) == 50 and "latest_weights" in optimized.asset_materialization.metadata
         assert 1 <= len(check_calls) <= 6, check_calls
 
         for sensor in (meta_on_fresh_sleeves, sleeve_registry_sensor):
             counter.calls.clear()
             sensor(dg.build_sensor_context(instance=instance))
             assert 1 <= len(counter.calls) <= 12, (sensor.name, counter.calls)
+
+
+def _opens_in_chromium(driver, path: Path) -> None:  # noqa: F811 (the fixture's name)
+    """The run's own report in headless Chromium: every plot drawn, no JavaScript error."""
+    import time
+
+    from selenium.webdriver.common.by import By
+
+    expected = path.read_text(encoding="utf-8").count("Plotly.newPlot(")
+    assert expected >= 5
+    driver.get(path.resolve().as_uri())
+    drawn = ("return Array.prototype.filter.call(document.querySelectorAll('.js-plotly-plot'),"
+             " function (p) { return p.querySelector('.main-svg') !== null; }).length")
+    deadline = time.time() + 90
+    while time.time() < deadline and driver.execute_script(drawn) < expected:
+        time.sleep(0.25)
+    assert driver.execute_script(drawn) == expected == len(driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot"))
+    assert driver.execute_script("return document.getElementById('fig-cumulative').data.length") >= 3
+    severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+    assert not severe, f"JavaScript errors in the report: {severe}"
