@@ -4,6 +4,7 @@ Run from the repository root (needs Debian's chromium and chromium-driver, as th
 
     .venv/bin/python bench/bench_report_scale.py                 # 6, 200 and 1,000 sleeves
     .venv/bin/python bench/bench_report_scale.py --sleeves 200
+    .venv/bin/python bench/bench_report_scale.py --open path/to/report.html ...   # existing reports
 
 Data: the synthetic book of the report tests (``quant_meta_assets_tests/unit/report/book.py``):
 seeded fixed-weight baskets of the bundled tickers, month-end rebalanced, with seeded Dirichlet
@@ -44,7 +45,9 @@ def open_seconds(path: Path, n_figures: int) -> tuple[float, int]:
         drv.get("about:blank")
         t0 = time.perf_counter()
         drv.get(path.resolve().as_uri())
-        while len(drv.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg")) < n_figures:
+        drawn = ("return Array.prototype.filter.call(document.querySelectorAll('.js-plotly-plot'),"
+                 " function (p) { return p.querySelector('.main-svg') !== null; }).length")
+        while drv.execute_script(drawn) < n_figures:  # every plot has drawn its SVG
             if time.perf_counter() - t0 > 60:
                 break
             time.sleep(0.02)
@@ -65,8 +68,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sleeves", type=int, nargs="*", default=[6, 200, 1000])
     ap.add_argument("--start", default="1990-01-01")
+    ap.add_argument("--open", type=Path, nargs="*", default=[],
+                    help="existing report.html files (e.g. of bench_scale runs) to time in Chromium instead")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
+    if args.open:
+        print("| report | MB | figures | open in Chromium (s) | JS errors |")
+        print("|---|---:|---:|---:|---:|")
+        for path in args.open:
+            n_figures = path.read_text(encoding="utf-8").count("Plotly.newPlot(")
+            open_s, errors = open_seconds(path, n_figures)
+            print(f"| {path.name} | {path.stat().st_size / 1e6:.2f} | {n_figures} | {open_s:.2f} | {errors} |")
+        return
     import plotly.offline
 
     plotly_js = len(plotly.offline.get_plotlyjs())
