@@ -45,9 +45,9 @@ def open_seconds(path: Path, n_figures: int) -> tuple[float, int]:
         drv.get("about:blank")
         t0 = time.perf_counter()
         drv.get(path.resolve().as_uri())
-        drawn = ("return Array.prototype.filter.call(document.querySelectorAll('.js-plotly-plot'),"
-                 " function (p) { return p.querySelector('.main-svg') !== null; }).length")
-        while drv.execute_script(drawn) < n_figures:  # every plot has drawn its SVG
+        from quant_meta_assets_tests.integration.test_report_browser import PLOTS_DRAWN_JS
+
+        while drv.execute_script(PLOTS_DRAWN_JS) < n_figures:  # every plot has drawn its SVG
             if time.perf_counter() - t0 > 60:
                 break
             time.sleep(0.02)

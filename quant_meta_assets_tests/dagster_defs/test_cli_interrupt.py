@@ -15,7 +15,7 @@ import pytest
 from quant_meta_assets_tests.conftest import REPO_ROOT, write_registry
 from quant_meta_assets_tests.dagster_support import published_dirs
 from quant_meta_assets_tests.faults.conftest import small_price_file  # noqa: F401 (fixture)
-from quant_meta_assets_tests.faults.test_soak import _descendants
+from quant_meta_assets_tests.faults.test_soak import _descendants, ray_processes
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -27,18 +27,6 @@ sleeves:
     strategy: quant_meta_assets_tests.strategies_for_tests:hangs
     timeout_s: 600
 """
-
-
-def _ray_pids(root: int) -> set[int]:
-    found = set()
-    for pid in _descendants(root):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"raylet" in cmdline or b"gcs_server" in cmdline or b"default_worker" in cmdline or cmdline.startswith(b"ray::"):
-            found.add(pid)
-    return found
 
 
 def _busy_worker(root: int) -> bool:
@@ -92,14 +80,14 @@ def test_ctrl_c_cancels_the_cli_run_and_stops_its_ray(tmp_path, isolated_env, sm
         deadline = time.monotonic() + 240
         ray_pids: set[int] = set()
         while time.monotonic() < deadline and proc.poll() is None:
-            ray_pids |= _ray_pids(proc.pid)
+            ray_pids |= set(ray_processes(proc.pid))
             if _step_started(instance, "sleeves") and _busy_worker(proc.pid):
                 break
             time.sleep(0.5)
         assert proc.poll() is None, proc.stdout.read()[-3000:]
         assert ray_pids, "the run never started its local Ray"
         time.sleep(2.0)  # the good sleeve is done, the stuck one is running on a worker
-        ray_pids |= _ray_pids(proc.pid)
+        ray_pids |= set(ray_processes(proc.pid))
         os.killpg(proc.pid, signal.SIGINT)
         output, _ = proc.communicate(timeout=120)
     finally:

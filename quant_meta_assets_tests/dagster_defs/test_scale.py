@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from quant_meta_assets_tests.conftest import REPO_ROOT
-from quant_meta_assets_tests.integration.test_report_browser import driver  # noqa: F401 (fixture)
+from quant_meta_assets_tests.integration.test_report_browser import driver, wait_for_plots  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -150,19 +150,12 @@ def test_a_200_sleeve_book_runs_with_bounded_memory_bulk_queries_and_a_small_rep
 
 def _opens_in_chromium(driver, path: Path) -> None:  # noqa: F811 (the fixture's name)
     """The run's own report in headless Chromium: every plot drawn, no JavaScript error."""
-    import time
-
     from selenium.webdriver.common.by import By
 
     expected = path.read_text(encoding="utf-8").count("Plotly.newPlot(")
     assert expected >= 5
     driver.get(path.resolve().as_uri())
-    drawn = ("return Array.prototype.filter.call(document.querySelectorAll('.js-plotly-plot'),"
-             " function (p) { return p.querySelector('.main-svg') !== null; }).length")
-    deadline = time.time() + 90
-    while time.time() < deadline and driver.execute_script(drawn) < expected:
-        time.sleep(0.25)
-    assert driver.execute_script(drawn) == expected == len(driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot"))
+    assert wait_for_plots(driver, expected) == expected == len(driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot"))
     assert driver.execute_script("return document.getElementById('fig-cumulative').data.length") >= 3
     severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
     assert not severe, f"JavaScript errors in the report: {severe}"

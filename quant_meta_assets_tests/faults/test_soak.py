@@ -74,11 +74,11 @@ def _descendants(root: int) -> set[int]:
     return out
 
 
-def ray_processes() -> list[int]:
-    """Live processes started by this test process (directly or not) that belong to Ray.
-    Only our own descendants: other Ray clusters on the machine are not counted."""
+def ray_processes(root: int | None = None) -> list[int]:
+    """Live processes started by ``root`` (default: this test process), directly or not, that
+    belong to Ray. Only its descendants: other Ray clusters on the machine are not counted."""
     found = []
-    for pid in _descendants(os.getpid()):
+    for pid in _descendants(os.getpid() if root is None else root):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as fh:
                 cmdline = fh.read().replace(b"\0", b" ")

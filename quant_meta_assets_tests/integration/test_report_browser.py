@@ -37,6 +37,19 @@ def _require_browser() -> None:
     pytest.skip(reason)
 
 
+# how many of the page's plots have drawn their SVG (a plot draws several `.main-svg`)
+PLOTS_DRAWN_JS = ("return Array.prototype.filter.call(document.querySelectorAll('.js-plotly-plot'),"
+                  " function (p) { return p.querySelector('.main-svg') !== null; }).length")
+
+
+def wait_for_plots(driver, expected: int, timeout_s: float = 90) -> int:
+    """Wait until ``expected`` plots have drawn (or the timeout); the number drawn."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and driver.execute_script(PLOTS_DRAWN_JS) < expected:
+        time.sleep(0.25)
+    return driver.execute_script(PLOTS_DRAWN_JS)
+
+
 @pytest.fixture()
 def driver():
     _require_browser()
@@ -125,9 +138,7 @@ def test_book_scale_report_size_and_render(driver, tmp_path: Path):
 
     driver.get(path.resolve().as_uri())
     expected = len(report["figures"])
-    deadline = time.time() + 90
-    while time.time() < deadline and len(driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg")) < expected:
-        time.sleep(0.25)
+    assert wait_for_plots(driver, expected) == expected
     assert len(driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")) == expected
     # the cumulative plot: meta, meta_standalone, equal_weight_meta, sp500 and the 8 sleeves
     n_traces = driver.execute_script("return document.getElementById('fig-cumulative').data.length")
