@@ -53,3 +53,16 @@ def test_ray_address_wins_and_the_local_resource_stays_local(monkeypatch):
     connect_ray(ray_resource(), None, engine)
     assert engine.target_address() == "10.1.2.3:6379" and engine.address is None
     assert "num_cpus" not in ray_resource().ray_init_options  # never passed with a cluster address
+
+
+def test_the_local_ray_resource_does_not_set_up_ray_data():
+    """dagster-ray's connect applies Ray Data options in the driver and in a remote task (ray.data
+    imported in both: ~4 s a run); the sleeves use Ray Core only, so the project's resource skips it."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from quant_meta_assets.dagster_defs.resources import ray_resource; "
+             "options = ray_resource().data_execution_options; options.apply(); options.apply_remote(); "
+             "print('ray.data' in sys.modules, 'ray' in sys.modules and __import__('ray').is_initialized())")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False False", out.stdout + out.stderr[-2000:]
