@@ -26,7 +26,7 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 def published_dirs(storage: Path) -> dict[str, Path]:
     """Asset key -> the bundle directory the published snapshot points to ({} if nothing is published)."""
-    from quant_meta_assets.publication import published_manifest
+    from quant_meta_assets.publishing.snapshot import published_manifest
 
     manifest = published_manifest(storage)
     return {key: storage / rel for key, rel in manifest["outputs"].items()} if manifest else {}

@@ -31,7 +31,7 @@ from quant_meta_assets import settings
 from quant_meta_assets.bundle_values import _NEST, join_value, split_value  # noqa: F401  (re-exported)
 from quant_meta_assets.dagster_defs.publishing import REPORT_KEY, is_run_scoped, publish_after_report, source_dir
 from quant_meta_assets.errors import StorageError
-from quant_meta_assets.publication import run_scoped_dir
+from quant_meta_assets.publishing.snapshot import run_scoped_dir
 from quant_meta_assets.storage import (
     StagedBundle,
     StoredBundle,

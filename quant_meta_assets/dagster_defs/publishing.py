@@ -12,7 +12,8 @@ from pathlib import Path
 import dagster as dg
 from dagster._core.execution.context.output import RUN_ID_PLACEHOLDER
 
-from quant_meta_assets import publication, retention, settings
+from quant_meta_assets import settings
+from quant_meta_assets.publishing import retention, snapshot as publication
 from quant_meta_assets.dagster_defs.prices import PRICES_KEY
 from quant_meta_assets.errors import StorageError
 from quant_meta_assets.storage import BUNDLE_MANIFEST

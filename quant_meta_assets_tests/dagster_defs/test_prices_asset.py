@@ -17,7 +17,7 @@ from quant_meta_assets.dagster_defs.prices import PRICES_KEY, PRICES_SOURCE_KEY,
 from quant_meta_assets.dagster_defs.sleeves import frame_hash
 from quant_meta_assets.bundle_values import join_value
 from quant_meta_assets.prices import price_source
-from quant_meta_assets.publication import run_scoped_dir
+from quant_meta_assets.publishing.snapshot import run_scoped_dir
 from quant_meta_assets.storage import read_bundle
 from quant_meta_assets_tests.dagster_defs.test_graph import GOOD
 from quant_meta_assets_tests.dagster_support import materialize_all, use_registry

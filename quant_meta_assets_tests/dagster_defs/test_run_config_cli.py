@@ -30,7 +30,7 @@ def _env(tmp_path) -> dict[str, str]:
 
 def test_example_run_yaml_sets_optimizer_and_report(tmp_path):
     from quant_meta_assets import settings
-    from quant_meta_assets.publication import read_published
+    from quant_meta_assets.publishing.snapshot import read_published
 
     config = yaml.safe_load(RUN_YAML.read_text())["ops"]
     optimize, report = config["meta__optimize"]["config"], config["meta__report"]["config"]

@@ -220,7 +220,7 @@ def test_daemon_and_webserver_on_postgres(tmp_path):
             added, status = finished(lambda r: r["jobName"] == "sleeves_job"
                                      and r["tags"].get("dagster/partition") == "low_volatility", "the new sleeve's run")
             assert status == "SUCCESS", deployment.tail()
-            from quant_meta_assets.publication import read_published
+            from quant_meta_assets.publishing.snapshot import read_published
 
             def meta_published_with_new_sleeve():
                 runs = {r["runId"]: r for r in deployment.runs()}

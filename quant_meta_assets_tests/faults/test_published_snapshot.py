@@ -9,7 +9,7 @@ import dataclasses
 import dagster as dg
 import pytest
 
-from quant_meta_assets import publication, retention
+from quant_meta_assets.publishing import retention, snapshot as publication
 from quant_meta_assets.dagster_defs.definitions import defs
 from quant_meta_assets.dagster_defs.meta_assets import META_KEYS
 from quant_meta_assets.dagster_defs.prices import PRICES_KEY

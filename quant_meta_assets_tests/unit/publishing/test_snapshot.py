@@ -9,7 +9,7 @@ import uuid
 import pandas as pd
 import pytest
 
-from quant_meta_assets import publication, retention
+from quant_meta_assets.publishing import retention, snapshot as publication
 from quant_meta_assets.bundle_values import split_value
 from quant_meta_assets.errors import StorageError
 from quant_meta_assets.storage import write_bundle

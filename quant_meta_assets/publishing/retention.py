@@ -18,7 +18,8 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-from quant_meta_assets import publication, settings
+from quant_meta_assets import settings
+from quant_meta_assets.publishing import snapshot as publication
 
 __all__ = ["RUN_SCOPED_PARENTS", "prune_runs", "run_dirs"]
 
