@@ -52,3 +52,8 @@ class SleeveFailureError(QuantMetaError, RuntimeError):
 
 class StorageError(QuantMetaError, OSError):
     """A stored artefact is missing, stale, or would be written outside the storage root."""
+
+
+class LineageError(QuantMetaError, ValueError):
+    """Outputs that would be combined or published come from different inputs (another prices
+    snapshot, another sleeve bundle, another run's upstream output): names each disagreement."""

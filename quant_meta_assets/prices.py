@@ -56,14 +56,20 @@ _DEFAULT_INDEX = "sp500_index.csv.gz"
 
 @dataclass(frozen=True)
 class PriceSource:
-    """Where a price snapshot comes from and the sha256 of the exact bytes it was parsed from.
+    """Where a price snapshot comes from, and its one identity.
 
-    ``content_hash`` is the `prices` asset's data version: the same bytes give the same version,
-    so Dagster marks everything downstream stale exactly when the source's content changes.
+    ``content_hash`` is the content hash of the *validated frame* (``sleeve_status.frame_hash``):
+    the one prices hash of the project. It is the observable source's data version, the `prices`
+    snapshot's, what every sleeve records as its ``prices_hash`` and what the gate, the sensors
+    and the UI compare. Reformatting a file without changing a price changes nothing; any
+    changed, added or removed price does. ``as_of`` is the last price date; ``bytes_hash`` the
+    sha256 of the exact bytes that were parsed.
     """
 
     label: str
     content_hash: str
+    as_of: str = ""
+    bytes_hash: str = ""
 
 
 def _bundled_bytes(name: str) -> bytes:
@@ -111,28 +117,47 @@ def _read_source_bytes(file: Path) -> bytes:
     return data
 
 
+_DEFAULT_LABEL = "skfolio load_sp500_dataset()"
+
+
 def _default_source_bytes() -> bytes:
     return _bundled_bytes(_DEFAULT_DATA)
 
 
+_IDENTITY_CACHE: dict[str, tuple[str, str]] = {}  # bytes sha256 -> (frame hash, as_of)
+
+
 def price_source(path: str | os.PathLike[str] | None = None) -> PriceSource:
-    """Identify the current price source by content, without parsing it (cheap enough to poll)."""
+    """Identify the current price source by the content of its validated frame.
+
+    Cheap enough to poll: the file's bytes are hashed on every call, and parsed only when those
+    bytes were not seen before in this process.
+    """
     file = _source_path(path)
-    if file is None:
-        return PriceSource("skfolio load_sp500_dataset()", hashlib.sha256(_default_source_bytes()).hexdigest())
-    return PriceSource(f"price file {str(file)!r}", hashlib.sha256(_read_source_bytes(file)).hexdigest())
+    data = _default_source_bytes() if file is None else _read_source_bytes(file)
+    label = _DEFAULT_LABEL if file is None else f"price file {str(file)!r}"
+    bytes_hash = hashlib.sha256(data).hexdigest()
+    known = _IDENTITY_CACHE.get(bytes_hash)
+    if known is None:
+        return _identify(_parse(file, data), label, bytes_hash)[1]
+    return PriceSource(label, known[0], known[1], bytes_hash)
 
 
-def load_price_snapshot(path: str | os.PathLike[str] | None = None) -> tuple[pd.DataFrame, PriceSource]:
-    """Validated prices and the source they came from; the file is read once, so the hash is of
-    exactly the bytes that were parsed even if the file is replaced meanwhile."""
-    file = _source_path(path)
+def _identify(frame: pd.DataFrame, label: str, bytes_hash: str) -> tuple[pd.DataFrame, PriceSource]:
+    from quant_meta_assets.sleeve_status import frame_hash
+
+    identity = (frame_hash(frame), str(frame.index[-1].date()))
+    if len(_IDENTITY_CACHE) > 64:
+        _IDENTITY_CACHE.clear()
+    _IDENTITY_CACHE[bytes_hash] = identity
+    return frame, PriceSource(label, identity[0], identity[1], bytes_hash)
+
+
+def _parse(file: Path | None, data: bytes) -> pd.DataFrame:
+    """The validated frame of ``data`` (the bytes of ``file``, or of the bundled data when None)."""
     if file is None:
-        data = _default_source_bytes()  # parsed from the bytes that were hashed
-        label = "skfolio load_sp500_dataset()"
-        return validate_prices(_parse_bundled(data), source=label), PriceSource(label, hashlib.sha256(data).hexdigest())
+        return validate_prices(_parse_bundled(data), source=_DEFAULT_LABEL)
     source = f"price file {str(file)!r}"
-    data = _read_source_bytes(file)
     suffix = file.suffix.lower()
     try:
         if suffix in (".parquet", ".pq"):
@@ -149,7 +174,16 @@ def load_price_snapshot(path: str | os.PathLike[str] | None = None) -> tuple[pd.
         raise PriceDataError(f"{source} is empty: {exc}") from exc
     except Exception as exc:  # unreadable file: name it and keep the cause
         raise PriceDataError(f"{source} could not be read: {type(exc).__name__}: {exc}") from exc
-    return validate_prices(raw, source=source), PriceSource(source, hashlib.sha256(data).hexdigest())
+    return validate_prices(raw, source=source)
+
+
+def load_price_snapshot(path: str | os.PathLike[str] | None = None) -> tuple[pd.DataFrame, PriceSource]:
+    """Validated prices and their identity; the file is read once, so the identity is of exactly
+    the bytes that were parsed even if the file is replaced meanwhile."""
+    file = _source_path(path)
+    data = _default_source_bytes() if file is None else _read_source_bytes(file)
+    label = _DEFAULT_LABEL if file is None else f"price file {str(file)!r}"
+    return _identify(_parse(file, data), label, hashlib.sha256(data).hexdigest())
 
 
 def load_prices(path: str | os.PathLike[str] | None = None) -> pd.DataFrame:

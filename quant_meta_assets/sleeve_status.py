@@ -8,8 +8,9 @@ each sleeve (read from wherever it is recorded; the Dagster driver reads the ins
 A sleeve is
 - ``missing``  no stored record (never materialized, or only by a run that died first);
 - ``failed``   its latest record has a status other than success;
-- ``stale``    it succeeded, but with another registry entry, risk-free rate or prices than today's;
-- ``current``  it succeeded with today's registry entry and prices.
+- ``stale``    it succeeded, but with another registry entry, risk-free rate, strategy code or
+               prices than today's;
+- ``current``  it succeeded with today's registry entry, code and prices.
 """
 
 from __future__ import annotations
@@ -43,6 +44,19 @@ def config_hash(profile, risk_free_rate: float | None = None) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def code_hash(profile) -> str:
+    """Hash of the code that computes the sleeve: its strategy's source and the engine's
+    (code_versions.strategy_code_hash)."""
+    from quant_meta_assets.code_versions import strategy_code_hash
+
+    return strategy_code_hash(profile.strategy)
+
+
+def identity(profile, risk_free_rate: float | None = None) -> tuple[str, str]:
+    """What a registered sleeve must have been computed with: ``(config hash, code hash)``."""
+    return config_hash(profile, risk_free_rate), code_hash(profile)
+
+
 @dataclass(frozen=True)
 class StoredSleeve:
     """What was recorded about a sleeve's latest stored output (metadata of its materialization)."""
@@ -58,6 +72,12 @@ class StoredSleeve:
     data_version: str | None = None
     start: str | None = None
     end: str | None = None
+    code_hash: str | None = None
+
+    @property
+    def ref(self) -> str:
+        """The stored bundle's identity (publishing.lineage.sleeve_ref): its run and content hash."""
+        return f"{self.run_id}/{self.data_version}"
 
 
 @dataclass(frozen=True)
@@ -76,14 +96,14 @@ class SleeveStatus:
 
 
 def assess_sleeves(
-    registered: Mapping[str, str], prices_hash: str | None, stored: Mapping[str, StoredSleeve]
+    registered: Mapping[str, tuple[str, str]], prices_hash: str | None, stored: Mapping[str, StoredSleeve]
 ) -> list[SleeveStatus]:
-    """The state of each registered sleeve (``{name: config hash}``, in registry order).
+    """The state of each registered sleeve (``{name: (config hash, code hash)}``, in registry order).
 
     ``prices_hash`` None means "not known here": prices are then not compared.
     """
     out = []
-    for name, wanted_config in registered.items():
+    for name, (wanted_config, wanted_code) in registered.items():
         record = stored.get(name)
         if record is None:
             out.append(SleeveStatus(name, MISSING, "never materialized"))
@@ -94,6 +114,8 @@ def assess_sleeves(
         changed = []
         if record.config_hash != wanted_config:
             changed.append(f"registry entry or risk-free rate changed (config hash {record.config_hash} -> {wanted_config})")
+        if record.code_hash != wanted_code:
+            changed.append(f"strategy code changed (code hash {record.code_hash} -> {wanted_code})")
         if prices_hash is not None and record.prices_hash != prices_hash:
             changed.append(f"prices changed (prices hash {record.prices_hash} -> {prices_hash})")
         if changed:

@@ -92,11 +92,12 @@ def report_sleeve(instance: dg.DagsterInstance, name: str, status: str = "succes
     config hash of its current registry entry and the current prices hash, unless overridden."""
     from quant_meta_assets.dagster_defs.instance_queries import current_prices_hash
     from quant_meta_assets.registry import load_registry
-    from quant_meta_assets.sleeve_status import config_hash
+    from quant_meta_assets.sleeve_status import code_hash, config_hash
 
     profile = {p.name: p for p in load_registry()}[name]
     metadata = {"status": status, "error": "" if status == "success" else "boom",
-                "config_hash": config_hash(profile), "prices_hash": current_prices_hash(), **overrides}
+                "config_hash": config_hash(profile), "code_hash": code_hash(profile),
+                "prices_hash": current_prices_hash(), **overrides}
     instance.report_runless_asset_event(dg.AssetMaterialization("sleeves", partition=name, metadata=metadata))
 
 

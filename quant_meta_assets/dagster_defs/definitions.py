@@ -13,6 +13,7 @@ from quant_meta_assets.dagster_defs.io_manager import ParquetIOManager
 from quant_meta_assets.dagster_defs.jobs import meta_full_job, meta_job, sleeves_job
 from quant_meta_assets.dagster_defs.meta_assets import flattened_weights, meta_report, meta_returns, meta_weights
 from quant_meta_assets.dagster_defs.prices import prices, prices_source, prices_source_sensor
+from quant_meta_assets.dagster_defs.publishing import meta_published
 from quant_meta_assets.dagster_defs.resources import ray_resource
 from quant_meta_assets.dagster_defs.schedules import daily_meta_schedule
 from quant_meta_assets.dagster_defs.sensors import meta_on_fresh_sleeves, sleeve_registry_sensor
@@ -27,6 +28,7 @@ defs = dg.Definitions(
         meta_weights,
         flattened_weights,
         meta_report,
+        meta_published,
     ],
     asset_checks=[
         all_sleeves_succeeded,

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from quant_meta_assets.sleeve_status import SleeveStatus, StoredSleeve, assess_sleeves, config_hash, frame_hash
+from quant_meta_assets.sleeve_status import SleeveStatus, StoredSleeve, assess_sleeves, identity
 
 SLEEVES_KEY = dg.AssetKey("sleeves")
 
@@ -42,6 +42,7 @@ def _stored(record: dg.EventLogRecord) -> StoredSleeve:
         data_version=_text(metadata, "data_hash") or tags.get("dagster/data_version"),
         start=_text(metadata, "start"),
         end=_text(metadata, "end"),
+        code_hash=_text(metadata, "code_hash"),
     )
 
 
@@ -62,23 +63,20 @@ def latest_stored_sleeves(instance: dg.DagsterInstance, sleeves: Sequence[str]) 
 
 
 def current_prices_hash(instance: dg.DagsterInstance | None = None) -> str:
-    """The prices the sleeves must have been computed on: the latest `prices` snapshot (what the
-    sleeves and the report read), or the price source itself before any snapshot exists."""
-    if instance is not None:
-        records = instance.fetch_materializations(dg.AssetKey("prices"), limit=1).records
-        materialization = records[0].asset_materialization if records else None
-        entry = materialization.metadata.get("frame_hash") if materialization is not None else None
-        if entry is not None:
-            return str(entry.value)
-    from quant_meta_assets.prices import load_prices
+    """The prices every sleeve must have been computed on: the content hash of the price source's
+    validated frame *now* (prices.price_source: the file is re-parsed only when its bytes
+    changed). The same hash is the observable source's data version and the `prices` snapshot's,
+    so a price file changed after a run makes every sleeve stale at once, for the gate, both
+    sensors and the UI. ``instance`` is accepted for the callers' symmetry; it is not read."""
+    from quant_meta_assets.prices import price_source
 
-    return frame_hash(load_prices())
+    return price_source().content_hash
 
 
 def sleeve_statuses(
     instance: dg.DagsterInstance, profiles=None, prices_hash: str | None = None
 ) -> list[SleeveStatus]:
-    """The state of every registered sleeve (registry and prices read now unless given).
+    """The state of every registered sleeve (registry, code and prices read now unless given).
 
     Raises RegistryError / PriceDataError when the registry or prices cannot be read.
     """
@@ -88,7 +86,7 @@ def sleeve_statuses(
         profiles = load_registry()
     if prices_hash is None:
         prices_hash = current_prices_hash(instance)
-    registered = {p.name: config_hash(p) for p in profiles}
+    registered = {p.name: identity(p) for p in profiles}
     return assess_sleeves(registered, prices_hash, latest_stored_sleeves(instance, list(registered)))
 
 

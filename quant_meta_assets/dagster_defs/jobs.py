@@ -12,10 +12,12 @@ import dagster as dg
 
 from quant_meta_assets.dagster_defs.meta_assets import META_KEYS
 from quant_meta_assets.dagster_defs.prices import PRICES_KEY
+from quant_meta_assets.dagster_defs.publishing import PUBLISHED_KEY
 from quant_meta_assets.dagster_defs.sleeves import sleeves
 
 SLEEVE_SELECTION = dg.AssetSelection.assets(sleeves)
-META_SELECTION = dg.AssetSelection.assets(*META_KEYS)
+# the four stages, then the publication step (which runs only after every one of them is recorded)
+META_SELECTION = dg.AssetSelection.assets(*META_KEYS, PUBLISHED_KEY)
 CHECK_SELECTION = dg.AssetSelection.checks_for_assets(sleeves)
 META_JOB_NAMES = ("meta_full", "meta_job")
 
@@ -30,8 +32,8 @@ sleeves_job = dg.define_asset_job(
 meta_job = dg.define_asset_job(
     "meta_job",
     selection=META_SELECTION,
-    description="The four meta stages over the stored sleeves; meta/returns stops the line unless every "
-    "registered sleeve is good and current.",
+    description="The four meta stages over the stored sleeves, then meta/published; every stage stops the line "
+    "unless every registered sleeve is good and current and its inputs are of the current lineage.",
     executor_def=dg.in_process_executor,
 )
 
@@ -43,5 +45,5 @@ meta_full_job = dg.define_asset_job(
     # step would only add ~3 s of imports each
     executor_def=dg.in_process_executor,
     description="Every registered sleeve (resolved when the run starts) on Ray, the blocking check, then "
-    "meta.returns -> meta.optimize -> meta.flatten -> meta.report.",
+    "meta.returns -> meta.optimize -> meta.flatten -> meta.report -> meta/published.",
 )

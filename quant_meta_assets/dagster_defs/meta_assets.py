@@ -1,5 +1,7 @@
 """The four meta assets. Keys mirror the stage ids (`meta.optimize` -> ["meta", "optimize"]);
-each body feeds its stage function from upstream assets and records metadata. No stage logic here."""
+each body passes the gate (dagster_defs/gate.py: every sleeve good and current, every input of
+the current lineage), feeds its stage function from upstream assets, attaches its lineage to the
+value and records metadata. No stage logic here."""
 
 
 import json
@@ -11,15 +13,17 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from quant_meta_assets.code_versions import asset_code_version
+from quant_meta_assets.dagster_defs.gate import CurrentLine, derive, require_current
 from quant_meta_assets.dagster_defs.instance_queries import sleeve_statuses
 from quant_meta_assets.dagster_defs.interrupts import cancel_on_interrupt
 from quant_meta_assets.dagster_defs.prices import PRICES_KEY, PRICES_SOURCE_KEY
-from quant_meta_assets.dagster_defs.sleeves import require_current_sleeves
+from quant_meta_assets.errors import LineageError
 from quant_meta_assets.meta.costs import DEFAULT_BOOK_COST_BPS
+from quant_meta_assets.publishing import lineage
 from quant_meta_assets.stages import StageRegistry
 from quant_meta_assets.storage import safe_child
 
-CODE_VERSION = "1"
 GROUP = "meta"
 MAX_WEIGHT_ENTRIES = 50  # weight/<sleeve> metadata entries of meta/optimize (the largest weights)
 
@@ -52,6 +56,21 @@ def registered_records(sleeves: Mapping[str, Mapping]) -> list[Mapping]:
     ]
 
 
+def _check_sleeves(line: CurrentLine, own: dict, records: list) -> None:
+    """The sleeve bundles a step loaded are the ones its lineage names (none replaced meanwhile)."""
+    loaded = {str(r["sleeve"]): lineage.sleeve_ref(r.get("run_id"), r.get("data_hash")) for r in records}
+    line.check("sleeves as loaded", {**own, "sleeves": loaded})
+
+
+def _lineage_metadata(own: dict) -> dict:
+    return {
+        "as_of": own["as_of"],
+        "prices_hash": own["prices_hash"],
+        "sleeves_digest": lineage.digest(own["sleeves"]),
+        "input_runs": dg.JsonMetadataValue(own["inputs"]),
+    }
+
+
 def _date_range(frame: pd.DataFrame | pd.Series) -> dict:
     if len(frame.index) == 0:
         return {}
@@ -67,19 +86,25 @@ def _markdown(frame: pd.DataFrame, floatfmt: str = ".4f") -> dg.MarkdownMetadata
     ins={"sleeves": dg.AssetIn(key="sleeves")},
     deps=[PRICES_SOURCE_KEY],  # stale in the UI as soon as a changed price source is observed
     group_name=GROUP,
-    code_version=CODE_VERSION,
+    code_version=asset_code_version("meta/returns"),
     kinds={"pandas"},
     description=StageRegistry.get("meta.returns").description,
 )
 def meta_returns(context: dg.AssetExecutionContext, sleeves: dict) -> pd.DataFrame:
-    require_current_sleeves(context.instance)  # the stop-the-line gate, before anything is stored
+    line = require_current(context)  # the stop-the-line gate, before anything is stored
+    records = registered_records(sleeves)
+    try:
+        own = lineage.for_sleeves(line.step, context.run_id, records)
+    except LineageError as exc:
+        raise dg.Failure(description=f"stop the line: {exc}") from exc
+    line.check(line.step, own)  # the loaded bundles are today's
     with cancel_on_interrupt(context):
-        out = StageRegistry.get("meta.returns").run(sleeve_results=registered_records(sleeves))["meta_returns"]
+        out = StageRegistry.get("meta.returns").run(sleeve_results=records)["meta_returns"]
     context.add_output_metadata(
         {"rows": len(out), "sleeves": dg.IntMetadataValue(out.shape[1]), **_date_range(out),
-         "sleeve_names": ", ".join(out.columns)}
+         "sleeve_names": ", ".join(out.columns), **_lineage_metadata(own)}
     )
-    return out
+    return lineage.attach(out, own)
 
 
 class OptimizeConfig(dg.Config):
@@ -128,7 +153,7 @@ class OptimizeConfig(dg.Config):
     },
     deps=[PRICES_SOURCE_KEY],  # stale in the UI as soon as a changed price source is observed
     group_name=GROUP,
-    code_version=CODE_VERSION,
+    code_version=asset_code_version("meta/optimize"),
     kinds={"cvxpy"},
     description=StageRegistry.get("meta.optimize").description,
 )
@@ -145,11 +170,16 @@ def meta_weights(
         singular_covariance_rebalances,
     )
 
+    upstream = {"meta/returns": lineage.detach(meta_returns)}
+    line = require_current(context, upstream)  # the gate holds here too (a selection may start here)
+    own = derive(line, context.run_id, upstream)
     params = config.optimizer_params(list(meta_returns.columns))
     if config.turnover_space == "asset":  # the sleeves' holdings price the meta trade in asset space
         if sleeves is None or prices is None:
             raise dg.Failure(description="turnover_space='asset' needs the sleeves' stored weights and the prices snapshot")
-        params.update(sleeve_results=registered_records(sleeves), prices=prices)  # the run's `prices` snapshot
+        records = registered_records(sleeves)
+        _check_sleeves(line, own, records)
+        params.update(sleeve_results=records, prices=prices)  # the run's `prices` snapshot
     with cancel_on_interrupt(context):
         out = StageRegistry.get("meta.optimize").run(meta_returns=meta_returns, **params)
     weights, diagnostics = out["meta_weights"], out["optimizer_diagnostics"]
@@ -176,9 +206,10 @@ def meta_weights(
             **{f"weight/{s}": dg.FloatMetadataValue(float(w))
                for s, w in latest.sort_values(ascending=False).head(MAX_WEIGHT_ENTRIES).items()},
             "max_weight_row_sum_error": dg.FloatMetadataValue(float((weights.sum(axis=1) - 1).abs().max())),
+            **_lineage_metadata(own),
         }
     )
-    return {"weights": weights, "diagnostics": diagnostics}
+    return lineage.attach({"weights": weights, "diagnostics": diagnostics}, own)
 
 
 @dg.asset(
@@ -190,16 +221,21 @@ def meta_weights(
     },
     deps=[PRICES_SOURCE_KEY],  # stale in the UI as soon as a changed price source is observed
     group_name=GROUP,
-    code_version=CODE_VERSION,
+    code_version=asset_code_version("meta/flatten"),
     kinds={"pandas"},
     description=StageRegistry.get("meta.flatten").description,
 )
 def flattened_weights(
     context: dg.AssetExecutionContext, optimized: dict, meta_returns: pd.DataFrame, sleeves: dict
 ) -> dict:
+    upstream = {"meta/returns": lineage.detach(meta_returns), "meta/optimize": lineage.detach(optimized)}
+    line = require_current(context, upstream)
+    own = derive(line, context.run_id, upstream)
+    records = registered_records(sleeves)
+    _check_sleeves(line, own, records)
     with cancel_on_interrupt(context):
         out = StageRegistry.get("meta.flatten").run(
-            meta_weights=optimized["weights"], meta_returns=meta_returns, sleeve_results=registered_records(sleeves)
+            meta_weights=optimized["weights"], meta_returns=meta_returns, sleeve_results=records
         )
     assets, exposure = out["flattened_weights"], out["exposure"]
     latest = assets.iloc[-1]
@@ -210,9 +246,12 @@ def flattened_weights(
             "gross_exposure": dg.FloatMetadataValue(float(exposure["gross"].iloc[-1])),
             "net_exposure": dg.FloatMetadataValue(float(exposure["net"].iloc[-1])),
             "top_exposures": _markdown(top.rename("weight").to_frame()),
+            **_lineage_metadata(own),
         }
     )
-    return {"asset_weights": assets, "meta_weights_daily": out["meta_weights_daily"], "exposure": exposure}
+    return lineage.attach(
+        {"asset_weights": assets, "meta_weights_daily": out["meta_weights_daily"], "exposure": exposure}, own
+    )
 
 
 class ReportConfig(dg.Config):
@@ -256,7 +295,7 @@ def _previous_summary(instance: dg.DagsterInstance) -> dict | None:
     },
     deps=[PRICES_SOURCE_KEY],  # stale in the UI as soon as a changed price source is observed
     group_name=GROUP,
-    code_version=CODE_VERSION,
+    code_version=asset_code_version("meta/report"),
     kinds={"html", "plotly"},
     required_resource_keys={"io_manager"},  # the report's HTML goes under the IO manager's root
     description=StageRegistry.get("meta.report").description,
@@ -274,8 +313,22 @@ def meta_report(
     from quant_meta_assets.registry import load_registry
     from quant_meta_assets.report import headline_metrics, report_markdown_summary
 
+    upstream = {
+        "meta/returns": lineage.detach(meta_returns),
+        "meta/optimize": lineage.detach(optimized),
+        "meta/flatten": lineage.detach(flattened),
+    }
+    line = require_current(context, upstream)
+    own = derive(line, context.run_id, upstream)
     records = registered_records(sleeves)
-    lineage = {
+    _check_sleeves(line, own, records)
+    snapshot = lineage.detach(prices) or {}
+    if snapshot.get("prices_hash") != own["prices_hash"]:
+        raise dg.Failure(
+            description=f"stop the line: meta/report: the prices snapshot it loaded ({snapshot.get('prices_hash')}, "
+            f"run {snapshot.get('run_id')}) is not the one its inputs were computed on ({own['prices_hash']})"
+        )
+    sleeve_lineage = {
         s.sleeve: {
             "state": s.state, "run_id": r.run_id, "code_version": r.code_version, "data_version": r.data_version,
             "materialized_at": pd.Timestamp(r.timestamp, unit="s", tz="UTC").isoformat() if r.timestamp else None,
@@ -297,7 +350,7 @@ def meta_report(
             exposure=flattened["exposure"],
             output_dir=output_dir,
             benchmark=load_benchmark(),
-            lineage=lineage,
+            lineage=sleeve_lineage,
             previous=_previous_summary(context.instance),
             **config.model_dump(),
         )
@@ -309,6 +362,7 @@ def meta_report(
             "report_dir": str(output_dir),
             **{name: dg.MarkdownMetadataValue(text) for name, text in markdown.items()},
             **{name: dg.FloatMetadataValue(float(value)) for name, value in headline_metrics(report).items()},
+            **_lineage_metadata(own),
         }
     )
-    return report
+    return lineage.attach(report, own)

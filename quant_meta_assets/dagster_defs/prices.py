@@ -1,21 +1,21 @@
 """Prices as assets: the observed source and the per-run snapshot every other step reads.
 
-* `prices_source` (observable source asset): its data version is the sha256 of the source's
-  bytes (QUANT_META_PRICES, else skfolio's bundled S&P 500 file). `prices_source_sensor`
-  records a new observation only when that hash changes (the UI's "Observe" does the same).
+One prices hash everywhere: the content hash of the *validated frame* (prices.PriceSource).
+
+* `prices_source` (observable source asset): its data version is that hash of the source
+  (QUANT_META_PRICES, else skfolio's bundled S&P 500 file). `prices_source_sensor` records a
+  new observation when it changes (the UI's "Observe" does the same).
 * `prices`: loads and validates the source once per run and stores that snapshot as Parquet
-  (run-scoped, see io_manager). Its data version is the same content hash. `sleeves` and
-  `meta/report` take it as an input: they never read the file, so one run sees one set of prices.
+  (run-scoped, see io_manager), with the same hash as its data version and its lineage
+  (hash, last date) attached. `sleeves` and `meta/report` take it as an input: they never read
+  the file, so one run sees one set of prices.
 
-Dagster's staleness looks at direct dependencies only, so `sleeves` and the four meta assets
-also declare `prices_source` as a dependency: once a changed source is observed, the UI marks
-them (and `prices`) stale, with the cause "prices_source has a new data version". The `prices`
-step records the version it read as an observation before anything downstream materializes, so
-the sleeves and meta stages of a run that read a just-changed file (before the sensor's next
-tick) are not shown stale afterwards; only that run's `prices` is, until the next run, because
-Dagster fixes a step's input versions when the step starts.
+The gate and the sensors compare each sleeve's recorded prices hash with the source's hash now
+(instance_queries.current_prices_hash), so new prices make every sleeve stale without waiting
+for a run. Dagster's staleness looks at direct dependencies only, so `sleeves` and the meta
+assets also declare `prices_source` as a dependency: once a changed source is observed, the UI
+marks them stale, with the cause "prices_source has a new data version".
 """
-
 
 import dagster as dg
 import pandas as pd
@@ -27,11 +27,12 @@ from dagster._core.definitions.data_version import (
 )
 
 from quant_meta_assets.prices import PriceSource, load_price_snapshot, price_source
-from quant_meta_assets.sleeve_status import frame_hash
+from quant_meta_assets.code_versions import asset_code_version
+from quant_meta_assets.publishing import lineage
 
 PRICES_KEY = dg.AssetKey("prices")
 PRICES_SOURCE_KEY = dg.AssetKey("prices_source")
-CODE_VERSION = "1"
+CODE_VERSION = asset_code_version("prices")
 GROUP = "prices"
 
 
@@ -39,7 +40,7 @@ def _observation(source: PriceSource) -> dg.AssetObservation:
     return dg.AssetObservation(
         asset_key=PRICES_SOURCE_KEY,
         tags={DATA_VERSION_TAG: source.content_hash},
-        metadata={"source": source.label, "content_hash": source.content_hash},
+        metadata={"source": source.label, "content_hash": source.content_hash, "as_of": source.as_of},
     )
 
 
@@ -47,7 +48,7 @@ def _observation(source: PriceSource) -> dg.AssetObservation:
     key=PRICES_SOURCE_KEY,
     group_name=GROUP,
     description="The price file (QUANT_META_PRICES, else skfolio's bundled S&P 500 data); "
-    "its data version is the sha256 of its bytes.",
+    "its data version is the content hash of the validated price frame.",
 )
 def prices_source() -> dg.DataVersion:
     return dg.DataVersion(price_source().content_hash)
@@ -60,18 +61,19 @@ def prices_source() -> dg.DataVersion:
     group_name=GROUP,
     kinds={"pandas", "parquet"},
     description="This run's validated snapshot of the daily adjusted closes (Parquet). Data version: "
-    "the content hash of the source. Sleeves and the report read this snapshot, never the file.",
+    "the content hash of the validated frame. Sleeves and the report read this snapshot, never the file.",
 )
 def prices(context: dg.AssetExecutionContext) -> dg.Output[pd.DataFrame]:
     frame, source = load_price_snapshot()
     context.log_event(_observation(source))
+    lineage.attach(frame, {"prices_hash": source.content_hash, "as_of": source.as_of, "run_id": context.run_id})
     return dg.Output(
         frame,
         data_version=dg.DataVersion(source.content_hash),
         metadata={
             "source": source.label,
-            "content_hash": source.content_hash,
-            "frame_hash": frame_hash(frame),  # what the sleeves record as their prices_hash
+            "content_hash": source.content_hash,  # what the sleeves record as their prices_hash
+            "as_of": source.as_of,
             "rows": dg.IntMetadataValue(len(frame)),
             "tickers": dg.IntMetadataValue(frame.shape[1]),
             "start": str(frame.index[0].date()),

@@ -1,10 +1,12 @@
 """Sensors, both driven by the one per-sleeve answer (`instance_queries.sleeve_statuses`).
 
-- `sleeve_registry_sensor` keeps the `sleeves` partitions equal to the registry and requests a
-  run of every registered sleeve that is not good and current (missing, failed, stale) or that
-  was removed and re-added. A run key is unique per sleeve, config hash, prices hash and
-  re-add generation, so a change or a re-add always runs while a failing sleeve is not retried
-  on every tick. Its cursor remembers the registered names (to see re-adds) and the generations.
+- `sleeve_registry_sensor` keeps the `sleeves` partitions equal to the registry and requests
+  **one** run of every registered sleeve that is not good and current (missing, failed, stale:
+  registry entry, strategy code or prices changed) or that was removed and re-added: new prices
+  make every sleeve stale, and one run (one Ray, one pool slot) recomputes them all. The run key
+  is unique per set of (sleeve, config hash, code hash, prices hash, re-add generation), so a
+  change or a re-add always runs while a failing set is not retried on every tick. Its cursor
+  remembers the registered names (to see re-adds) and the generations.
 - `meta_on_fresh_sleeves` requests `meta_job` when every registered sleeve is good and current and
   at least one is newer than the last meta/returns, unless a meta run is queued or in progress,
   or the meta stages were already attempted on these sleeves (no loop on a failing meta run).
@@ -13,6 +15,7 @@ A broken registry fails the tick with the RegistryError (file, line, key).
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import dagster as dg
@@ -21,7 +24,8 @@ from quant_meta_assets.dagster_defs.instance_queries import current_prices_hash,
 from quant_meta_assets.dagster_defs.jobs import META_JOB_NAMES, meta_job, sleeves_job
 from quant_meta_assets.dagster_defs.meta_assets import RETURNS_KEY
 from quant_meta_assets.dagster_defs.partitions import SLEEVES_PARTITIONS_NAME, partition_changes, sleeve_partitions
-from quant_meta_assets.sleeve_status import config_hash, not_good
+from quant_meta_assets.dagster_defs.sleeves import ONLY_TAG
+from quant_meta_assets.sleeve_status import identity, not_good
 
 ACTIVE_RUN_STATUSES = [
     dg.DagsterRunStatus.QUEUED,
@@ -44,8 +48,8 @@ def _read_cursor(cursor: str | None) -> tuple[set[str] | None, dict[str, int]]:
     job=sleeves_job,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Keeps the `sleeves` partitions equal to the registry and runs every registered sleeve "
-    "that is missing, failed, stale (registry entry or prices changed) or re-added.",
+    description="Keeps the `sleeves` partitions equal to the registry and runs, in one run, every registered "
+    "sleeve that is missing, failed, stale (registry entry, strategy code or prices changed) or re-added.",
 )
 def sleeve_registry_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     from quant_meta_assets.registry import load_registry
@@ -65,15 +69,18 @@ def sleeve_registry_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResu
         partition_requests.append(sleeve_partitions.build_add_request(to_add))
     if to_remove:
         partition_requests.append(sleeve_partitions.build_delete_request(to_remove))
-    hashes = {p.name: config_hash(p) for p in profiles}
-    run_requests = [
-        dg.RunRequest(
-            partition_key=name,
-            run_key=f"sleeve-{name}-{hashes[name]}-{prices_hash}-g{generation.get(name, 0)}",
-            tags={"quant_meta/why": "re-added" if name in readded else statuses[name].reason[:200]},
-        )
-        for name in to_run
-    ]
+    run_requests = []
+    if to_run:
+        hashes = {p.name: identity(p) for p in profiles}
+        key = hashlib.sha256(json.dumps(
+            [[n, *hashes[n], generation.get(n, 0)] for n in to_run] + [prices_hash]
+        ).encode()).hexdigest()[:20]
+        why = "; ".join(f"{n}: {'re-added' if n in readded else statuses[n].reason}" for n in to_run[:5])
+        more = f" (and {len(to_run) - 5} more)" if len(to_run) > 5 else ""
+        run_requests.append(dg.RunRequest(
+            run_key=f"sleeves-{key}",
+            tags={ONLY_TAG: ",".join(to_run), "quant_meta/why": (why + more)[:1000]},
+        ))
     cursor = json.dumps({"registered": names, "generation": generation}, sort_keys=True)
     skip = None
     if not run_requests and not partition_requests:

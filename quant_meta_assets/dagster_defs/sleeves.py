@@ -16,14 +16,16 @@ import dagster as dg
 import pandas as pd
 from dagster_ray import RayResource
 
+from quant_meta_assets.code_versions import asset_code_version
 from quant_meta_assets.dagster_defs.instance_queries import SLEEVES_KEY, sleeve_statuses
 from quant_meta_assets.dagster_defs.interrupts import cancel_on_interrupt
 from quant_meta_assets.dagster_defs.io_manager import ParquetIOManager, PerPartition
 from quant_meta_assets.dagster_defs.partitions import SLEEVES_PARTITIONS_NAME, sleeve_partitions
 from quant_meta_assets.dagster_defs.prices import PRICES_KEY, PRICES_SOURCE_KEY, price_provenance_tags
-from quant_meta_assets.sleeve_status import config_hash, describe, frame_hash, not_good
+from quant_meta_assets.publishing import lineage
+from quant_meta_assets.sleeve_status import code_hash, config_hash, describe, frame_hash, not_good
 
-CODE_VERSION = "1"
+CODE_VERSION = asset_code_version("sleeves")
 # Every sleeves step takes this pool's slot, so sensor-launched sleeve runs queue for the
 # machine instead of each starting a Ray on every CPU at once (limit: dagster.yaml `concurrency`).
 RAY_POOL = "quant_meta_ray"
@@ -31,8 +33,13 @@ RAY_POOL = "quant_meta_ray"
 __all__ = ["CODE_VERSION", "all_sleeves_succeeded", "config_hash", "frame_hash", "run_sleeve_keys", "sleeves"]
 
 
+ONLY_TAG = "quant_meta/sleeves"  # a run for a set of sleeves without partition tags (the registry sensor's)
+
+
 def run_sleeve_keys(tags, instance: dg.DagsterInstance) -> list[str] | None:
     """The partitions a run targets, from its tags; None for a run without partition tags."""
+    if tags.get(ONLY_TAG):
+        return [k for k in tags[ONLY_TAG].split(",") if k]
     if tags.get("dagster/partition") is not None:
         return [tags["dagster/partition"]]
     start, end = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
@@ -59,7 +66,9 @@ def _sleeve_metadata(record: dict, profile, prices_hash: str) -> dict:
     metadata = {
         "status": record["status"],
         "config_hash": config_hash(profile),
+        "code_hash": code_hash(profile),
         "prices_hash": prices_hash,
+        "as_of": record.get("as_of") or "",
         "error": record.get("error") or "",
         "runtime_s": dg.FloatMetadataValue(float(record.get("runtime_s") or 0.0)),
         "start": record.get("start") or "",
@@ -109,6 +118,7 @@ def sleeves(
 
     profiles = {p.name: p for p in load_registry()}  # a broken registry fails the step here, named
     requested = run_sleeve_keys(context.run.tags, context.instance)
+    record_now = requested is None or bool(context.run.tags.get(ONLY_TAG))
     if requested is None:
         keys = list(profiles)
         existing = set(context.instance.get_dynamic_partitions(SLEEVES_PARTITIONS_NAME))
@@ -123,8 +133,9 @@ def sleeves(
                 description=f"partitions {unknown} are not in the sleeve registry (known: {list(profiles)}); "
                 "the registry sensor removes stale partitions"
             )
-    prices_hash = frame_hash(prices)
-    record_now = requested is None
+    snapshot = lineage.detach(prices) or {}
+    prices_hash = snapshot.get("prices_hash") or frame_hash(prices)
+    as_of = str(prices.index[-1].date())
     provenance = price_provenance_tags(context.instance) if record_now else {}
     with cancel_on_interrupt(context):  # Ctrl-C cancels the run (and the engine stops its Ray)
         engine = RayComputeEngine()
@@ -137,12 +148,14 @@ def sleeves(
             # the stream is closed (its tasks cancelled) even when the step stops at a yield
             with closing(engine.stream_sleeves([profiles[k] for k in keys], prices)) as outcomes:
                 for outcome in outcomes:
-                    name, record = outcome.name, outcome.record
+                    # what lineage needs: the bundle's run (it is run-scoped) and its prices
+                    name = outcome.name
+                    record = {**outcome.record, "run_id": context.run_id, "prices_hash": prices_hash, "as_of": as_of}
                     if not outcome.ok:
                         context.log.error(f"sleeve {name} failed: {record.get('error')}")
                     metadata[name] = _sleeve_metadata(record, profiles[name], prices_hash)
                     versions[name] = _data_version(record)
-                    staged[name] = io_manager.stage_partition(context.asset_key, name, record, outcome.parquet)
+                    staged[name] = io_manager.stage_partition(context.run_id, context.asset_key, name, record, outcome.parquet)
                     if record_now:
                         commit_bundle(staged.pop(name))
                         yield _content_materialization(name, metadata[name], versions[name], provenance)
@@ -229,16 +242,3 @@ def all_sleeves_succeeded(context: dg.AssetCheckExecutionContext) -> dg.AssetChe
             **{f"error/{s.sleeve}": s.reason for s in bad},
         },
     )
-
-
-def require_current_sleeves(instance: dg.DagsterInstance) -> None:
-    """The stop-the-line gate in front of the meta stages: raise unless every registered sleeve
-    is good and current (whatever launched the run: meta_full, meta_job, materialize-all, a backfill)."""
-    statuses = sleeve_statuses(instance)
-    bad = not_good(statuses)
-    if bad:
-        raise dg.Failure(
-            description=f"stop the line: {len(bad)} of {len(statuses)} registered sleeves are not good and "
-            "current; no meta stage runs:\n" + describe(statuses),
-            metadata={f"error/{s.sleeve}": s.reason for s in bad},
-        )

@@ -1,10 +1,11 @@
 """Retention of run-scoped outputs: keep the last N runs, never what is still pointed to.
 
-Every run leaves ``runs/<run id>/`` (price snapshot, meta bundles) and, when its report ran,
-``reports/<run id>/`` (the 16 MB HTML report). ``prune_runs`` keeps the ``keep`` most recent
-runs (by the newest modification time of their directories) plus every protected run id: the
-published snapshot's and, as the Dagster driver adds, the runs of the latest materializations
-and the runs still in progress. Everything else is removed, first renamed out of the way so a
+Every run leaves ``runs/<run id>/`` (price snapshot, sleeve bundles, meta bundles) and, when its
+report ran, ``reports/<run id>/`` (the HTML report). ``prune_runs`` keeps the ``keep`` most
+recent runs (by the newest modification time of their directories) plus every protected run id:
+every run the published set reads (its meta runs and its sleeves' runs) and, as the Dagster
+driver adds, the runs of the latest materializations (every sleeve partition's included), the
+runs still in progress and their parents (which a re-execution reads). Everything else is removed, first renamed out of the way so a
 reader never sees a half-deleted run. Directories whose names are not run ids are left alone.
 """
 
@@ -59,10 +60,7 @@ def prune_runs(root: Path | str | None, keep: int, protected: Iterable[str] = ()
         raise ValueError(f"keep must be a whole number of runs >= 1, got {keep!r}")
     base = Path(root) if root is not None else settings.storage_root()
     keep_ids = set(protected)
-    manifest = publication.published_manifest(base)
-    if manifest is not None:
-        keep_ids.add(manifest["run_id"])
-        keep_ids.update(path.split("/")[1] for path in manifest["outputs"].values() if path.startswith("runs/"))
+    keep_ids |= publication.named_runs(publication.published_manifest(base))
     runs = run_dirs(base)
     newest_first = sorted(runs, key=lambda run_id: _newest_mtime(runs[run_id]), reverse=True)
     keep_ids.update(newest_first[:keep])

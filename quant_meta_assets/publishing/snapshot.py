@@ -1,12 +1,18 @@
-"""One published snapshot of the meta outputs: a reader sees the four of one run, or the previous set.
+"""One published snapshot of the meta outputs: a reader sees the four of one lineage, or the previous set.
 
-Each run stores its outputs under its own directory, ``runs/<run id>/meta/<stage>/`` (and its
-price snapshot under ``runs/<run id>/prices/``), and never rewrites another run's. A run whose
-``meta/report`` is stored then switches the pointer ``published.json`` at the storage root
-(temp file + ``os.replace``) to its four bundles. A run that fails at any meta stage never
-reaches that point, so the pointer keeps naming the last complete set; there is nothing to roll
-back. Consumers (an OMS reading target asset weights, a notebook) use ``read_published()``, one
-function and one path, and never the run directories directly.
+Each run stores its outputs under its own directory, ``runs/<run id>/<asset key>/`` (its price
+snapshot, its sleeve bundles, its meta outputs), and never rewrites another run's. The
+``meta/published`` step (dagster_defs/publishing.py), which runs after every meta output of its
+run is recorded, calls ``publish``: it checks that the four outputs are one lineage (one prices
+snapshot, one set of sleeve bundles, each member computed from the others) and that the set is
+not older than the one already published, then switches the pointer ``published.json`` at the
+storage root (temp file + ``os.replace``). Anything that fails afterwards restores the previous
+pointer (``restore``). Consumers (an OMS reading target asset weights, a notebook) use
+``read_published()``, one function and one path, and never the run directories directly.
+
+Monotone: a candidate is ordered by (``as_of``, the oldest ``computed_at`` of its members); one
+that orders before the published set is refused with a reason, never published. ``generation``
+counts publications.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 from quant_meta_assets import settings
 from quant_meta_assets.bundle_values import join_value
 from quant_meta_assets.errors import StorageError
+from quant_meta_assets.publishing import lineage as lineage_
 from quant_meta_assets.storage import BUNDLE_MANIFEST, atomic_write_json, read_bundle, read_json, safe_child
 
 __all__ = [
@@ -28,7 +35,9 @@ __all__ = [
     "POINTER",
     "RUNS_DIR",
     "PublishedSnapshot",
+    "named_runs",
     "publish",
+    "restore",
     "published_manifest",
     "published_path",
     "read_published",
@@ -37,7 +46,8 @@ __all__ = [
 
 POINTER = "published.json"
 RUNS_DIR = "runs"
-FORMAT = "quant_meta_published/1"
+FORMAT = "quant_meta_published/2"
+_READABLE = (FORMAT, "quant_meta_published/1")  # /1: before lineage (no as_of, no generation)
 META_OUTPUTS = ("meta/returns", "meta/optimize", "meta/flatten", "meta/report")  # asset keys, in stage order
 _RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
@@ -58,16 +68,26 @@ def published_path(root: Path | str | None = None) -> Path:
     return _root(root) / POINTER
 
 
-def publish(root: Path | str | None, run_id: str, bundles: Mapping[str, Path]) -> dict[str, Any]:
+def _order(members: Mapping[str, Mapping[str, Any]]) -> tuple[str, str]:
+    """How old a set is: its prices' last date, then its oldest member's computation time."""
+    return (str(members[META_OUTPUTS[-1]]["as_of"]), min(str(m["computed_at"]) for m in members.values()))
+
+
+def publish(
+    root: Path | str | None, run_id: str, bundles: Mapping[str, Path], members: Mapping[str, Mapping[str, Any]]
+) -> tuple[dict[str, Any], str | None]:
     """Point ``published.json`` at ``bundles`` (asset key -> stored bundle dir), atomically.
 
-    Every one of the four meta outputs must be given, lie inside the root and be a complete
-    bundle (its manifest is written last); otherwise StorageError and the pointer is untouched.
+    ``members``: asset key -> the lineage stored with that bundle. Every one of the four meta
+    outputs must be given, lie inside the root, be a complete bundle and the four one lineage;
+    otherwise StorageError/LineageError and the pointer is untouched. Returns ``(manifest,
+    None)`` when published, ``(current manifest, reason)`` when the set is not published because
+    it is already the published one or older than it.
     """
     base = _root(root).resolve()
-    missing = [key for key in META_OUTPUTS if key not in bundles]
+    missing = [key for key in META_OUTPUTS if key not in bundles or key not in members]
     if missing:
-        raise StorageError(f"cannot publish run {run_id!r}: no stored bundle for {missing}")
+        raise StorageError(f"cannot publish run {run_id!r}: no stored bundle (or lineage) for {missing}")
     relative = {}
     for key in META_OUTPUTS:
         directory = Path(bundles[key]).resolve()
@@ -76,14 +96,53 @@ def publish(root: Path | str | None, run_id: str, bundles: Mapping[str, Path]) -
         if not (directory / BUNDLE_MANIFEST).is_file():
             raise StorageError(f"cannot publish {key}: {str(directory)!r} is not a complete stored bundle")
         relative[key] = directory.relative_to(base).as_posix()
+    lineage_.check_set(members, META_OUTPUTS)
+    report = members[META_OUTPUTS[-1]]
+    previous = published_manifest(base)
+    if previous is not None and previous.get("outputs") == relative:
+        return previous, f"already published (generation {previous.get('generation', 0)})"
+    if previous is not None and previous.get("format") == FORMAT:
+        mine, theirs = _order(members), (str(previous["as_of"]), str(previous["oldest_computed_at"]))
+        if mine < theirs:
+            reason = (
+                f"as_of {mine[0]} is older than the published {theirs[0]}" if mine[0] < theirs[0]
+                else f"its oldest output was computed at {mine[1]}, before the published set's ({theirs[1]}), "
+                f"on the same as_of {mine[0]}"
+            )
+            return previous, f"not published: {reason} (published run {previous['run_id']})"
     manifest = {
         "format": FORMAT,
         "run_id": run_id,
         "published_at": datetime.now(UTC).isoformat(),
+        "generation": int(previous.get("generation", 0)) + 1 if previous is not None else 1,
+        "as_of": report["as_of"],
+        "prices_hash": report["prices_hash"],
+        "oldest_computed_at": _order(members)[1],
         "outputs": relative,
+        "runs": {key: members[key]["run_id"] for key in META_OUTPUTS},
+        "sleeves": dict(report["sleeves"]),
     }
     atomic_write_json(base / POINTER, manifest)
-    return manifest
+    return manifest, None
+
+
+def restore(root: Path | str | None, previous: Mapping[str, Any] | None) -> None:
+    """Put back the pointer as it was before a publication (none: remove it), atomically."""
+    path = published_path(root)
+    if previous is None:
+        path.unlink(missing_ok=True)
+    else:
+        atomic_write_json(path, dict(previous))
+
+
+def named_runs(manifest: Mapping[str, Any] | None) -> set[str]:
+    """Every run whose stored outputs a published set reads: its meta runs and its sleeves' runs."""
+    if manifest is None:
+        return set()
+    runs = {str(manifest["run_id"])}
+    runs.update(path.split("/")[1] for path in manifest.get("outputs", {}).values() if path.startswith(f"{RUNS_DIR}/"))
+    runs.update(ref.split("/")[0] for ref in manifest.get("sleeves", {}).values())
+    return runs
 
 
 def published_manifest(root: Path | str | None = None) -> dict[str, Any] | None:
@@ -92,18 +151,21 @@ def published_manifest(root: Path | str | None = None) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     manifest = read_json(path)
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") not in _READABLE:
         raise StorageError(f"{str(path)!r} is not a published-snapshot pointer (format {FORMAT!r})")
     return manifest
 
 
 @dataclass(frozen=True)
 class PublishedSnapshot:
-    """The four meta outputs of one publication, as the assets returned them."""
+    """The four meta outputs of one publication, as the assets returned them (with their lineage)."""
 
     run_id: str
     published_at: str
     outputs: dict[str, Any]  # "meta/returns" -> DataFrame, "meta/optimize" -> {"weights", "diagnostics"}, ...
+    as_of: str = ""  # the last price date the set was computed on
+    generation: int = 0
+    prices_hash: str = ""
 
     @property
     def asset_weights(self):
@@ -123,7 +185,7 @@ def read_published(root: Path | str | None = None) -> PublishedSnapshot:
         if manifest is None:
             raise StorageError(
                 f"nothing is published under {str(published_path(root))!r} yet: run meta_full "
-                "(a run publishes once its meta/report is stored)"
+                "(its meta/published step publishes once every meta output is stored)"
             )
         base = _root(root)
         try:
@@ -135,5 +197,8 @@ def read_published(root: Path | str | None = None) -> PublishedSnapshot:
             if published_manifest(root) != manifest:
                 continue  # republished (and the old set pruned) while reading: read the new one
             raise
-        return PublishedSnapshot(manifest["run_id"], manifest["published_at"], outputs)
+        return PublishedSnapshot(
+            manifest["run_id"], manifest["published_at"], outputs, str(manifest.get("as_of", "")),
+            int(manifest.get("generation", 0)), str(manifest.get("prices_hash", "")),
+        )
     raise StorageError(f"the published snapshot under {str(base)!r} kept changing while being read")

@@ -76,7 +76,9 @@ def test_whole_graph_materializes_on_real_ray(tmp_path, monkeypatch, local_ray):
     states = list(latest_stored_sleeves(instance, names).values())
     assert {s.run_id for s in states} == {result.run_id}
     assert len({s.data_version for s in states}) == len(names)
-    assert all(s.code_version.startswith("1/") and len(s.code_version) == 18 for s in states)
+    from quant_meta_assets.dagster_defs.sleeves import CODE_VERSION
+
+    assert all(s.code_version.startswith(CODE_VERSION + "/") and len(s.code_version) == 33 for s in states)
 
 
 def test_failing_sleeve_fails_check_and_blocks_every_meta_asset(tmp_path, monkeypatch, local_ray):
@@ -97,6 +99,8 @@ def test_failing_sleeve_fails_check_and_blocks_every_meta_asset(tmp_path, monkey
 
 
 def test_registry_sensor_syncs_partitions(tmp_path, monkeypatch):
+    from quant_meta_assets.dagster_defs.sleeves import ONLY_TAG
+
     monkeypatch.setenv("QUANT_META_SLEEVES", str(write_registry(tmp_path / "s.yaml", GOOD)))
     instance = dg.DagsterInstance.get()
     instance.add_dynamic_partitions(SLEEVES_PARTITIONS_NAME, ["stale_sleeve", "equal_weight"])
@@ -106,8 +110,11 @@ def test_registry_sensor_syncs_partitions(tmp_path, monkeypatch):
     deleted = [r for r in result.dynamic_partitions_requests if isinstance(r, dg.DeleteDynamicPartitionsRequest)]
     assert list(added[0].partition_keys) == ["low_volatility", "min_variance"]
     assert list(deleted[0].partition_keys) == ["stale_sleeve"]
-    # equal_weight's partition existed but it was never materialized: it is requested too
-    assert sorted(r.partition_key for r in result.run_requests) == ["equal_weight", "low_volatility", "min_variance"]
+    # equal_weight's partition existed but it was never materialized: it is requested too, all in one run
+    (request,) = result.run_requests
+    assert request.partition_key is None
+    assert sorted(request.tags[ONLY_TAG].split(",")) == ["equal_weight", "low_volatility", "min_variance"]
+    assert "never materialized" in request.tags["quant_meta/why"]
 
 
 def test_meta_sensor_waits_for_every_sleeve(tmp_path, monkeypatch):

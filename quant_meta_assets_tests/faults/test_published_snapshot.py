@@ -11,7 +11,7 @@ import pytest
 
 from quant_meta_assets.publishing import retention, snapshot as publication
 from quant_meta_assets.dagster_defs.definitions import defs
-from quant_meta_assets.dagster_defs.meta_assets import META_KEYS
+from quant_meta_assets.dagster_defs.jobs import META_SELECTION
 from quant_meta_assets.dagster_defs.prices import PRICES_KEY
 from quant_meta_assets.stages import StageRegistry
 from quant_meta_assets_tests.dagster_defs.test_graph import GOOD
@@ -21,11 +21,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
 
 def _meta_only(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
-    """The four meta stages over the stored sleeves and price snapshot (like meta_job, no Ray)."""
+    """The four meta stages and the publication over the stored sleeves and price snapshot (like meta_job, no Ray)."""
     return dg.materialize(
         defs.resolve_asset_graph().assets_defs,
         instance=instance,
-        selection=dg.AssetSelection.assets(*META_KEYS),
+        selection=META_SELECTION,
         raise_on_error=False,
     )
 
@@ -74,6 +74,12 @@ def test_failure_at_each_meta_stage_keeps_the_previous_published_set(tmp_path, m
     assert meta_digest(storage) != before
 
 
+def settings_root():
+    from quant_meta_assets import settings
+
+    return settings.storage_root()
+
+
 def test_retention_keeps_last_n_runs_and_what_latest_materializations_point_to(
     tmp_path, monkeypatch, local_ray, small_prices
 ):
@@ -84,11 +90,12 @@ def test_retention_keeps_last_n_runs_and_what_latest_materializations_point_to(
     assert first.success
     later = [_meta_only(instance) for _ in range(3)]
     assert all(r.success for r in later)
-    # kept: the newest (published) run; the run whose price snapshot is still the latest `prices`;
-    # the run whose meta/report was the latest materialization when the newest run published.
-    # Pruned: the rest (N = 1), reports included.
+    # kept: the newest (published) run; the run whose price snapshot is still the latest `prices`
+    # and whose sleeve bundles the published set reads. Pruned: the rest (N = 1), reports included.
     assert instance.fetch_materializations(PRICES_KEY, limit=1).records[0].run_id == first.run_id
-    assert set(retention.run_dirs()) == {first.run_id, later[1].run_id, later[2].run_id}
+    assert set(retention.run_dirs()) == {first.run_id, later[2].run_id}
+    assert (settings_root() / "runs" / first.run_id / "sleeves").is_dir()
+    assert not (settings_root() / "runs" / later[1].run_id).exists()
     from quant_meta_assets import settings
 
     assert not (settings.storage_root() / "runs" / later[0].run_id).exists()

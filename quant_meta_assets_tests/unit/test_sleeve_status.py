@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from quant_meta_assets.registry import SleeveProfile
-from quant_meta_assets.sleeve_status import CURRENT, MISSING, STALE, StoredSleeve, assess_sleeves, config_hash
+from quant_meta_assets.sleeve_status import (
+    CURRENT,
+    MISSING,
+    STALE,
+    StoredSleeve,
+    assess_sleeves,
+    code_hash,
+    config_hash,
+    identity,
+)
 
 PROFILE = SleeveProfile(name="a", strategy="equal_weight")
 
@@ -14,12 +23,12 @@ def test_the_risk_free_rate_is_part_of_the_config_hash(monkeypatch):
     monkeypatch.delenv("QUANT_META_RISK_FREE_RATE", raising=False)
     at_zero = config_hash(PROFILE)
     assert config_hash(PROFILE, risk_free_rate=0.0) == at_zero
-    stored = {"a": StoredSleeve(status="success", config_hash=at_zero, prices_hash="p")}
-    assert assess_sleeves({"a": config_hash(PROFILE)}, "p", stored)[0].state == CURRENT
+    stored = {"a": StoredSleeve(status="success", config_hash=at_zero, prices_hash="p", code_hash=code_hash(PROFILE))}
+    assert assess_sleeves({"a": identity(PROFILE)}, "p", stored)[0].state == CURRENT
 
     monkeypatch.setenv("QUANT_META_RISK_FREE_RATE", "0.02")
     assert config_hash(PROFILE) == config_hash(PROFILE, risk_free_rate=0.02) != at_zero
-    (status,) = assess_sleeves({"a": config_hash(PROFILE)}, "p", stored)
+    (status,) = assess_sleeves({"a": identity(PROFILE)}, "p", stored)
     assert status.state == STALE and "risk-free rate" in status.reason and at_zero in status.reason
 
 
@@ -28,5 +37,43 @@ def test_run_limits_do_not_change_the_hash_and_missing_is_named():
 
     assert config_hash(dataclasses.replace(PROFILE, timeout_s=5.0, max_retries=3)) == config_hash(PROFILE)
     assert config_hash(dataclasses.replace(PROFILE, cost_bps=7.0)) != config_hash(PROFILE)
-    (status,) = assess_sleeves({"a": config_hash(PROFILE)}, "p", {})
+    (status,) = assess_sleeves({"a": identity(PROFILE)}, "p", {})
     assert status.state == MISSING and status.reason == "never materialized"
+
+
+def test_strategy_code_is_part_of_a_sleeves_identity(tmp_path, monkeypatch):
+    """Editing a plug-in strategy's function body makes its sleeve stale, named "strategy code
+    changed"; the file is read from disk, so a process that imported the old code sees the edit."""
+    import importlib
+    import os
+
+    package = tmp_path / "plugin_code_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    module = package / "strat.py"
+    module.write_text("def weights(prices):\n    return prices * 0 + 1.0 / prices.shape[1]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    plugin = SleeveProfile(name="p", strategy="plugin_code_pkg.strat:weights")
+    before = identity(plugin)
+    stored = {"p": StoredSleeve(status="success", config_hash=before[0], code_hash=before[1], prices_hash="x")}
+    assert assess_sleeves({"p": before}, "x", stored)[0].state == CURRENT
+    assert code_hash(plugin) != code_hash(PROFILE)  # the built-ins hash strategies.py instead
+
+    module.write_text("def weights(prices):\n    return (prices * 0 + 1.0 / prices.shape[1]).shift(1)\n")
+    os.utime(module, ns=(os.stat(module).st_atime_ns, os.stat(module).st_mtime_ns + 10**9))
+    after = identity(plugin)
+    assert after[0] == before[0] and after[1] != before[1]  # config unchanged, code changed
+    (status,) = assess_sleeves({"p": after}, "x", stored)
+    assert status.state == STALE and "strategy code changed" in status.reason and before[1] in status.reason
+
+
+def test_asset_code_versions_follow_their_sources():
+    from quant_meta_assets import code_versions
+
+    versions = {asset: code_versions.asset_code_version(asset) for asset in code_versions.ASSET_SOURCES}
+    assert len(set(versions.values())) == len(versions)  # each asset has its own sources
+    assert all(len(v) == 16 for v in versions.values())
+    import quant_meta_assets.dagster_defs.meta_assets as meta_assets
+
+    assert meta_assets.meta_weights.code_versions_by_key[meta_assets.OPTIMIZE_KEY] == versions["meta/optimize"]
