@@ -164,7 +164,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         latest = latest_stored_sleeves(context.instance, keys)
         values = {}
         for key in keys:
-            if key not in latest or latest[key].run_id is None:
+            if key not in latest or not latest[key].run_id:  # a runless event stores no bundle
                 continue
             directory = self._dir(latest[key].run_id, asset_key, key)
             if not directory.exists() and not _leftovers_of(directory):
