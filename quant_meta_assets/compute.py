@@ -99,6 +99,7 @@ __all__ = [
     "SleeveOutcome",
     "RayUnavailableError",
     "SleeveTimeout",
+    "TRANSIENT_ERRORS",
     "WorkerCrashedError",
 ]
 
@@ -110,6 +111,11 @@ _FRAME_KEYS = ("returns", "weights", "costs", "turnover")
 
 class RayUnavailableError(QuantMetaError, ConnectionError):
     """Ray could not be reached or started: names the address. Infrastructure, not a sleeve."""
+
+
+# failures of the infrastructure, not of the strategy: worth a bounded retry (a strategy's own
+# exception is deterministic on the same inputs and is never retried)
+TRANSIENT_ERRORS = ("SleeveTimeout", "WorkerCrashedError")
 
 
 class SleeveTimeout(QuantMetaError, TimeoutError):

@@ -71,6 +71,16 @@ def crash_once(prices: pd.DataFrame, marker: str) -> pd.DataFrame:
     return good(prices)
 
 
+def hangs_once(prices: pd.DataFrame, marker: str, seconds: float = 3600.0) -> pd.DataFrame:
+    """Hang on the first call (creates ``marker``: the sleeve times out), succeed on every later one."""
+    path = Path(marker)
+    with path.open("a") as fh:
+        fh.write("attempt\n")
+    if path.read_text().count("attempt") == 1:
+        time.sleep(seconds)
+    return good(prices)
+
+
 def count_and_raise(prices: pd.DataFrame, counter: str) -> pd.DataFrame:
     """Append one line to ``counter`` per call, then raise (a deterministic failure)."""
     with Path(counter).open("a") as fh:

@@ -144,6 +144,38 @@ class OptimizeConfig(dg.Config):
         return params
 
 
+def optimize_metadata(method: str, weights: pd.DataFrame, diagnostics: pd.DataFrame) -> tuple[dict, str | None]:
+    """meta/optimize's UI metadata, and the covariance warning (None if every covariance was fine)."""
+    from quant_meta_assets.meta.optimize.diagnostics import (  # scipy: not at definitions load
+        covariance_summary,
+        covariance_warning,
+        singular_covariance_rebalances,
+    )
+
+    latest = weights.iloc[-1]
+    fallbacks = int(diagnostics["fallback_used"].sum()) if "fallback_used" in diagnostics else 0
+    cov_warning = covariance_warning(diagnostics)
+    metadata = {
+        "method": method,
+        "rebalances": dg.IntMetadataValue(len(weights)),
+        "fallbacks": dg.IntMetadataValue(fallbacks),
+        "singular_covariance_rebalances": dg.IntMetadataValue(len(singular_covariance_rebalances(diagnostics))),
+        "covariance_warning": dg.MarkdownMetadataValue(
+            f"**WARNING** {cov_warning}" if cov_warning else "none: every covariance was well-conditioned"
+        ),
+        "covariance": dg.TextMetadataValue(covariance_summary(diagnostics) or ""),
+        "mean_shrinkage": dg.FloatMetadataValue(float(diagnostics["shrinkage"].mean())),
+        **_date_range(weights),
+        "latest_weights": _markdown(latest.rename("weight").to_frame()),
+        # one UI-plottable entry per sleeve for a small book; at book scale the largest only
+        # (every sleeve's weight is in latest_weights)
+        **{f"weight/{s}": dg.FloatMetadataValue(float(w))
+           for s, w in latest.sort_values(ascending=False).head(MAX_WEIGHT_ENTRIES).items()},
+        "max_weight_row_sum_error": dg.FloatMetadataValue(float((weights.sum(axis=1) - 1).abs().max())),
+    }
+    return metadata, cov_warning
+
+
 @dg.asset(
     key=OPTIMIZE_KEY,
     ins={
@@ -164,12 +196,6 @@ def meta_weights(
     sleeves: dict | None = None,
     prices: pd.DataFrame | None = None,
 ) -> dict:
-    from quant_meta_assets.meta.optimize.diagnostics import (  # scipy: not at definitions load
-        covariance_summary,
-        covariance_warning,
-        singular_covariance_rebalances,
-    )
-
     upstream = {"meta/returns": lineage.detach(meta_returns)}
     line = require_current(context, upstream)  # the gate holds here too (a selection may start here)
     own = derive(line, context.run_id, upstream)
@@ -183,32 +209,10 @@ def meta_weights(
     with cancel_on_interrupt(context):
         out = StageRegistry.get("meta.optimize").run(meta_returns=meta_returns, **params)
     weights, diagnostics = out["meta_weights"], out["optimizer_diagnostics"]
-    latest = weights.iloc[-1]
-    fallbacks = int(diagnostics["fallback_used"].sum()) if "fallback_used" in diagnostics else 0
-    cov_warning = covariance_warning(diagnostics)
+    metadata, cov_warning = optimize_metadata(config.method, weights, diagnostics)
     if cov_warning:
         context.log.warning(cov_warning)
-    context.add_output_metadata(
-        {
-            "method": config.method,
-            "rebalances": dg.IntMetadataValue(len(weights)),
-            "fallbacks": dg.IntMetadataValue(fallbacks),
-            "singular_covariance_rebalances": dg.IntMetadataValue(len(singular_covariance_rebalances(diagnostics))),
-            "covariance_warning": dg.MarkdownMetadataValue(
-                f"**WARNING** {cov_warning}" if cov_warning else "none: every covariance was well-conditioned"
-            ),
-            "covariance": dg.TextMetadataValue(covariance_summary(diagnostics) or ""),
-            "mean_shrinkage": dg.FloatMetadataValue(float(diagnostics["shrinkage"].mean())),
-            **_date_range(weights),
-            "latest_weights": _markdown(latest.rename("weight").to_frame()),
-            # one UI-plottable entry per sleeve for a small book; at book scale the largest only
-            # (every sleeve's weight is in latest_weights)
-            **{f"weight/{s}": dg.FloatMetadataValue(float(w))
-               for s, w in latest.sort_values(ascending=False).head(MAX_WEIGHT_ENTRIES).items()},
-            "max_weight_row_sum_error": dg.FloatMetadataValue(float((weights.sum(axis=1) - 1).abs().max())),
-            **_lineage_metadata(own),
-        }
-    )
+    context.add_output_metadata({**metadata, **_lineage_metadata(own)})
     return lineage.attach({"weights": weights, "diagnostics": diagnostics}, own)
 
 

@@ -33,6 +33,7 @@ RAY_POOL = "quant_meta_ray"
 __all__ = ["CODE_VERSION", "all_sleeves_succeeded", "config_hash", "frame_hash", "run_sleeve_keys", "sleeves"]
 
 
+TRANSIENT_RETRIES = 2  # bounded retries of a step whose only failures were timeouts or worker crashes
 ONLY_TAG = "quant_meta/sleeves"  # a run for a set of sleeves without partition tags (the registry sensor's)
 
 
@@ -127,6 +128,12 @@ def sleeves(
             context.instance.add_dynamic_partitions(SLEEVES_PARTITIONS_NAME, new)
     else:
         keys = requested
+    if record_now and context.retry_number > 0:
+        # a retry after transient failures: only the sleeves this run stored as timed out or
+        # crashed are computed again; the rest are stored and recorded already
+        keys = _transient_failures_of_run(context, keys)
+        context.log.info(f"retry {context.retry_number}/{TRANSIENT_RETRIES}: recomputing {keys}")
+    if requested is not None:
         unknown = [k for k in keys if k not in profiles]
         if unknown:
             raise dg.Failure(
@@ -165,6 +172,14 @@ def sleeves(
             raise
     ok = sum(m["status"] == "success" for m in metadata.values())
     context.log.info(f"{ok}/{len(keys)} sleeves succeeded on Ray")
+    transient = [k for k in keys if metadata[k]["status"] != "success" and _is_transient(metadata[k]["error"])]
+    if transient and context.retry_number < TRANSIENT_RETRIES:
+        wait = 2.0 * 2**context.retry_number
+        context.log.warning(f"sleeves {transient} timed out or lost their worker: retrying them in {wait:.0f} s "
+                            f"(retry {context.retry_number + 1} of {TRANSIENT_RETRIES})")
+        for item in staged.values():
+            discard_bundle(item)
+        raise dg.RetryRequested(max_retries=TRANSIENT_RETRIES, seconds_to_wait=wait)
     if record_now:  # every bundle is stored and recorded: the step's own output carries nothing
         yield dg.Output(PerPartition({}), metadata={"sleeves": ", ".join(keys), "n_sleeves": len(keys)})
         return
@@ -180,6 +195,21 @@ def sleeves(
         # materialization, right after, carrying its content hash: the latest one, which the UI's
         # stale status, the lineage and the check read.
         yield from _content_materializations(context.instance, keys, metadata, versions)
+
+
+def _is_transient(error: str) -> bool:
+    from quant_meta_assets.compute import TRANSIENT_ERRORS
+
+    return str(error).split(":", 1)[0] in TRANSIENT_ERRORS
+
+
+def _transient_failures_of_run(context: dg.AssetExecutionContext, keys: list[str]) -> list[str]:
+    """The sleeves among ``keys`` whose latest record is this run's, failed transiently (one bulk read)."""
+    from quant_meta_assets.dagster_defs.instance_queries import latest_stored_sleeves
+
+    latest = latest_stored_sleeves(context.instance, keys)
+    return [k for k in keys if k in latest and latest[k].run_id == context.run_id
+            and latest[k].status != "success" and _is_transient(latest[k].error or "")]
 
 
 def _content_materializations(instance: dg.DagsterInstance, keys: list[str], metadata: dict, versions: dict):

@@ -91,6 +91,8 @@ def for_sleeves(asset: str, run_id: str, records: Iterable[Mapping[str, Any]]) -
     prices: dict[tuple[str, str], list[str]] = {}
     for record in records:
         name = str(record["sleeve"])
+        if record.get("status", "success") != "success":
+            raise LineageError(f"{name}: {record.get('error') or 'status ' + repr(record.get('status'))}")
         missing = [k for k in ("run_id", "data_hash", "prices_hash", "as_of") if not record.get(k)]
         if missing:
             raise LineageError(f"sleeve {name!r}: its stored bundle does not record {missing}; recompute it")

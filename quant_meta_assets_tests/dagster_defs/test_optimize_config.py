@@ -1,12 +1,26 @@
-"""Every optimizer method and option is reachable from the typed launchpad config of meta/optimize."""
+"""Every optimizer method and option is reachable from the typed launchpad config of meta/optimize.
 
-import dagster as dg
+The asset hands ``config.optimizer_params(...)`` to the meta.optimize stage (after its gate, which
+needs stored sleeves and is tested in faults/); here the same call, on real returns."""
+
 import numpy as np
 import pytest
 from skfolio.datasets import load_sp500_dataset
 
-from quant_meta_assets.dagster_defs.meta_assets import OptimizeConfig, meta_weights
+from quant_meta_assets.dagster_defs.meta_assets import OptimizeConfig, optimize_metadata
 from quant_meta_assets.meta.optimize import METHODS
+from quant_meta_assets.stages import StageRegistry
+
+
+def meta_weights(config: OptimizeConfig, meta_returns, sleeves=None, prices=None):
+    """What the meta/optimize asset computes from its config past the gate, with its UI metadata."""
+    params = config.optimizer_params(list(meta_returns.columns))
+    if sleeves is not None:
+        params.update(sleeve_results=[{**r, "sleeve": s} for s, r in sleeves.items()], prices=prices)
+    out = StageRegistry.get("meta.optimize").run(meta_returns=meta_returns, **params)
+    weights, diagnostics = out["meta_weights"], out["optimizer_diagnostics"]
+    return {"weights": weights, "diagnostics": diagnostics,
+            "metadata": optimize_metadata(config.method, weights, diagnostics)[0]}
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +32,7 @@ def sleeve_returns():
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_each_method_from_config(method, sleeve_returns):
     config = OptimizeConfig(method=method, lookback=126, rebalance_every=42)
-    out = meta_weights(dg.build_asset_context(), config=config, meta_returns=sleeve_returns)
+    out = meta_weights(config, sleeve_returns)
     weights = out["weights"]
     assert np.allclose(weights.sum(axis=1), 1.0, atol=1e-9)
     assert len(out["diagnostics"]) == len(weights) == len(range(125, len(sleeve_returns), 42))
@@ -33,7 +47,7 @@ def test_options_from_config(sleeve_returns):
         groups={s: ("a" if i < 2 else "b") for i, s in enumerate(sleeves)}, group_caps={"a": 0.3},
         max_turnover=0.8, fallback=["previous_weights", "equal_weight"],
     )
-    weights = meta_weights(dg.build_asset_context(), config=config, meta_returns=sleeve_returns)["weights"]
+    weights = meta_weights(config, sleeve_returns)["weights"]
     assert (weights[sleeves[0]] >= 0.1 - 1e-8).all()
     assert (weights[sleeves[:2]].sum(axis=1) <= 0.3 + 1e-8).all()
     assert (weights <= 0.5 + 1e-8).all().all()
@@ -68,11 +82,9 @@ def test_singular_covariance_warning_in_ui_metadata():
 
     R = pd.DataFrame(rng.normal(0, 0.01, (90, 40)), index=pd.bdate_range("2020-01-01", periods=90, name="date"),
                      columns=[f"s{i}" for i in range(40)])
-    context = dg.build_asset_context()
-    out = meta_weights(context, config=OptimizeConfig(method="min_variance", lookback=30, rebalance_every=30, covariance="sample"),
-                       meta_returns=R)
+    out = meta_weights(OptimizeConfig(method="min_variance", lookback=30, rebalance_every=30, covariance="sample"), R)
     assert (out["diagnostics"]["status"] == "optimal_singular_cov").all()
-    meta = context.get_output_metadata("result")
+    meta = out["metadata"]
     assert meta["singular_covariance_rebalances"].value == 3
     assert "WARNING" in meta["covariance_warning"].value and "rank <= 29" in meta["covariance_warning"].value
     assert meta["covariance"].value.startswith("sample; eigenvalues clipped at 3 of 3 rebalances")
@@ -85,11 +97,9 @@ def test_default_covariance_rule_and_shrinkage_in_ui_metadata():
 
     R = pd.DataFrame(rng.normal(0, 0.01, (90, 40)), index=pd.bdate_range("2020-01-01", periods=90, name="date"),
                      columns=[f"s{i}" for i in range(40)])
-    context = dg.build_asset_context()
-    out = meta_weights(context, config=OptimizeConfig(method="min_variance", lookback=30, rebalance_every=30),
-                       meta_returns=R)
+    out = meta_weights(OptimizeConfig(method="min_variance", lookback=30, rebalance_every=30), R)
     assert (out["diagnostics"]["status"] == "optimal").all()
-    meta = context.get_output_metadata("result")
+    meta = out["metadata"]
     assert meta["singular_covariance_rebalances"].value == 0
     text = meta["covariance"].value
     assert text.startswith("auto: ledoit_wolf (40 sleeves > lookback 30 / 4); shrinkage towards mu*I: mean ")
@@ -111,7 +121,7 @@ def test_asset_turnover_space_from_config_prices_the_meta_trade_in_assets():
     sleeves = {r["sleeve"]: r for r in records}
     config = OptimizeConfig(method="risk_parity", lookback=252, rebalance_every=42, max_turnover=0.02,
                             turnover_space="asset")
-    out = meta_weights(dg.build_asset_context(), config=config, meta_returns=returns, sleeves=sleeves, prices=prices)
+    out = meta_weights(config, returns, sleeves=sleeves, prices=prices)
     holdings = DriftedSleeveHoldings({s: r["weights"] for s, r in sleeves.items()}, asset_returns(prices))
     weights = out["weights"]
     from quant_meta_assets.meta.drift import drift_weights

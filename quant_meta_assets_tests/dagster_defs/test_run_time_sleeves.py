@@ -116,15 +116,18 @@ def test_every_output_and_the_report_html_go_under_the_io_managers_base_dir(
     instance = dg.DagsterInstance.get()
     monkeypatch.setenv("QUANT_META_SLEEVES", str(write_registry(tmp_path / "s.yaml", FIRST)))
     base = tmp_path / "elsewhere"
+    from quant_meta_assets.dagster_defs.publishing import meta_published
+
     assets = [prices, sleeves, meta_assets.meta_returns, meta_assets.meta_weights, meta_assets.flattened_weights,
-              meta_assets.meta_report]
+              meta_assets.meta_report, meta_published]
     result = dg.materialize(
         assets, instance=instance, resources={"io_manager": ParquetIOManager(base_dir=str(base)), "ray_cluster": ray_resource()}
     )
     assert result.success
     report = result.asset_value(["meta", "report"])
     assert str(report["html"]).startswith(str(base / "reports" / result.run_id))
-    assert (base / "sleeves" / "first").is_dir() and (base / "runs" / result.run_id / "meta" / "returns").is_dir()
+    run_dir = base / "runs" / result.run_id
+    assert (run_dir / "sleeves" / "first").is_dir() and (run_dir / "meta" / "returns").is_dir()
     assert (base / "published.json").is_file() and (base / "runs" / result.run_id / "prices").is_dir()
     assert not (tmp_path / "storage").exists()  # nothing under the settings' root
 

@@ -14,9 +14,11 @@ import dagster as dg
 import pytest
 
 from quant_meta_assets.dagster_defs.definitions import defs
+from quant_meta_assets.dagster_defs.instance_queries import latest_stored_sleeves
 from quant_meta_assets.dagster_defs.io_manager import ParquetIOManager, join_value
 from quant_meta_assets.storage import read_bundle, read_json
 from quant_meta_assets_tests.dagster_defs.test_graph import GOOD
+from quant_meta_assets_tests.dagster_support import tree_digest
 from quant_meta_assets_tests.faults.conftest import (
     check_evaluation,
     gate_message,
@@ -106,9 +108,11 @@ def test_failed_partition_leaves_no_stale_data_and_meta_job_stays_blocked(
     instance = dg.DagsterInstance.get()
     ids = _good_run(tmp_path, monkeypatch, instance, FLAKY_GOOD)
     storage = _storage()
-    bundle = storage / "sleeves" / "flaky"
-    assert read_json(bundle / "meta.json")["meta"]["status"] == "success"
-    assert sorted(p.suffix for p in bundle.iterdir()) == [".json", *[".parquet"] * 4]
+    good_run = latest_stored_sleeves(instance, ["flaky"])["flaky"].run_id
+    good_bundle = storage / "runs" / good_run / "sleeves" / "flaky"
+    assert read_json(good_bundle / "meta.json")["meta"]["status"] == "success"
+    assert sorted(p.suffix for p in good_bundle.iterdir()) == [".json", *[".parquet"] * 4]
+    good_files = tree_digest(good_bundle)
     before = meta_digest(storage)
     n_meta = meta_materialization_count(instance)
 
@@ -117,13 +121,17 @@ def test_failed_partition_leaves_no_stale_data_and_meta_job_stays_blocked(
     assert not result.success
     assert "flaky: ValueError: boom from the strategy" in check_evaluation(result).description
 
-    # the stored bundle is the failure, with no frames: the old good data is gone, not stale
+    # the latest stored bundle is the failure, with no frames: the good data is no longer what
+    # loads (it stays, untouched, in its own run's directory, which the published set names)
+    bundle = storage / "runs" / result.run_id / "sleeves" / "flaky"
+    assert latest_stored_sleeves(instance, ["flaky"])["flaky"].run_id == result.run_id
+    assert tree_digest(good_bundle) == good_files
     assert [p.name for p in bundle.iterdir()] == ["meta.json"]
     manifest = read_json(bundle / "meta.json")
     assert manifest["frames"] == {}
     assert manifest["meta"]["status"] == "error"
     assert manifest["meta"]["error"] == "ValueError: boom from the strategy"
-    loaded = join_value(*read_bundle(ParquetIOManager()._dir(dg.AssetKey("sleeves"), "flaky")))
+    loaded = join_value(*read_bundle(ParquetIOManager()._dir(result.run_id, dg.AssetKey("sleeves"), "flaky")))
     assert loaded["status"] == "error"
     assert all(loaded[k] is None for k in ("returns", "weights", "costs", "turnover"))
 
@@ -163,7 +171,8 @@ def test_meta_job_blocks_on_a_never_run_sleeve_and_on_storage_that_disagrees_wit
     #    meta.returns refuses the failed sleeve by name, and nothing is materialized or stored
     use_registry(tmp_path / "good_again.yaml", GOOD, monkeypatch, instance)
     failed = error_record("min_variance", ValueError("written but never recorded"), 0.1)
-    write_bundle(ParquetIOManager()._dir(dg.AssetKey("sleeves"), "min_variance"), *split_value(failed))
+    recorded_run = latest_stored_sleeves(instance, ["min_variance"])["min_variance"].run_id
+    write_bundle(ParquetIOManager()._dir(recorded_run, dg.AssetKey("sleeves"), "min_variance"), *split_value(failed))
     result = meta_job.execute_in_process(instance=instance, raise_on_error=False)
     assert not result.success
     failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
@@ -171,3 +180,30 @@ def test_meta_job_blocks_on_a_never_run_sleeve_and_on_storage_that_disagrees_wit
     message = str(failures[0].step_failure_data.error)
     assert "min_variance: ValueError: written but never recorded" in message, message
     assert meta_materialization_ids(instance) == ids and meta_digest(storage) == before
+
+
+def test_a_timeout_is_retried_in_the_same_run_and_a_strategy_error_is_not(tmp_path, monkeypatch, local_ray, small_prices):
+    """A sleeve that timed out gets a bounded retry inside the run (Dagster's RetryRequested, only
+    the transient failures recomputed); a strategy's own exception is deterministic and runs once."""
+    instance = dg.DagsterInstance.get()
+    marker, counter = tmp_path / "hang_marker", tmp_path / "raise_counter"
+    body = GOOD + f"""
+  - name: hangs_once
+    strategy: quant_meta_assets_tests.strategies_for_tests:hangs_once
+    params: {{marker: "{marker}"}}
+    timeout_s: 3
+  - name: raises
+    strategy: quant_meta_assets_tests.strategies_for_tests:count_and_raise
+    params: {{counter: "{counter}"}}
+"""
+    names = use_registry(tmp_path / "reg.yaml", body, monkeypatch, instance)
+    result = materialize_all(instance, names)
+    assert not result.success  # "raises" stops the line
+    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert [e.step_key for e in retries] == ["sleeves"]  # one retry: after it only the strategy error is left
+    assert marker.read_text().count("attempt") == 2  # timed out once, then succeeded on the retry
+    assert counter.read_text().count("attempt") == 1  # the deterministic error ran once
+    states = latest_stored_sleeves(instance, names)
+    assert states["hangs_once"].status == "success" and states["raises"].status == "error"
+    assert {s.run_id for s in states.values()} == {result.run_id}
+    assert "raises" in check_evaluation(result).description and "hangs_once" not in check_evaluation(result).description

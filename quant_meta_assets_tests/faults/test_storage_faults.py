@@ -30,8 +30,9 @@ from quant_meta_assets_tests.conftest import REPO_ROOT, run_cli
 pytestmark = [pytest.mark.timeout(60)]
 
 INDEX = pd.date_range("2022-01-03", periods=5, freq="B", name="date")
-KEY = dg.AssetKey(["tables", "returns"])  # any unpartitioned, not run-scoped asset (meta/* and prices are run-scoped)
+KEY = dg.AssetKey(["tables", "returns"])  # any unpartitioned asset
 SLEEVES = dg.AssetKey("sleeves")
+RUN = "0f0e0d0c-0000-4000-8000-000000000001"  # every bundle is run-scoped: runs/<run id>/<asset key>
 
 
 def returns(offset: float) -> pd.DataFrame:
@@ -49,7 +50,7 @@ def io(tmp_path) -> ParquetIOManager:
 
 
 def store(io: ParquetIOManager, value, key=KEY, partitions=None):
-    context = dg.build_output_context(asset_key=key, partition_key=partitions[0] if partitions else None)
+    context = dg.build_output_context(asset_key=key, partition_key=partitions[0] if partitions else None, run_id=RUN)
     if partitions and len(partitions) > 1:
         context = _multi_partition_output_context(key, partitions)
     io.handle_output(context, value)
@@ -58,6 +59,7 @@ def store(io: ParquetIOManager, value, key=KEY, partitions=None):
 def _multi_partition_output_context(key, partitions):
     class Ctx:  # handle_output only reads these attributes
         asset_key = key
+        run_id = RUN
         has_asset_partitions = True
         asset_partition_keys = partitions
 
@@ -65,8 +67,12 @@ def _multi_partition_output_context(key, partitions):
 
 
 def load(io: ParquetIOManager, key=KEY, partition=None):
-    value = io.load_input(dg.build_input_context(asset_key=key, partition_key=partition))
-    return value[partition] if partition is not None else value
+    if partition is not None:  # what a partition's latest materialization (run RUN) would load
+        from quant_meta_assets.bundle_values import join_value
+
+        return join_value(*read_bundle(io._dir(RUN, key, partition)))
+    upstream = dg.build_output_context(asset_key=key, run_id=RUN)
+    return io.load_input(dg.build_input_context(asset_key=key, upstream_output=upstream))
 
 
 def visible(directory: Path) -> list[str]:
@@ -89,9 +95,9 @@ def test_writer_failing_midway_keeps_previous_asset_version(io, monkeypatch):
         store(io, returns(100.0))
     monkeypatch.undo()
     pd.testing.assert_frame_equal(load(io), returns(0.0), check_freq=False)
-    parent = io._dir(KEY).parent
+    parent = io._dir(RUN, KEY).parent
     assert visible(parent) == ["returns"]  # no .returns.tmp-* staging dir left behind
-    assert visible(io._dir(KEY)) == ["__value__.parquet", "meta.json"]
+    assert visible(io._dir(RUN, KEY)) == ["__value__.parquet", "meta.json"]
 
 
 def test_partitioned_write_failing_on_the_second_partition(io, monkeypatch):
@@ -115,7 +121,7 @@ def test_partitioned_write_failing_on_the_second_partition(io, monkeypatch):
     assert load(io, SLEEVES, "p1")["weights"]["a"].iloc[0] == 1.0  # written completely
     p2 = load(io, SLEEVES, "p2")
     assert p2["weights"]["a"].iloc[0] == 0.0 and p2["returns"].iloc[0] == 0.0  # old version, whole
-    assert visible(io._dir(SLEEVES, "p1").parent) == ["p1", "p2"]
+    assert visible(io._dir(RUN, SLEEVES, "p1").parent) == ["p1", "p2"]
 
 
 KILL_SNIPPET = """
@@ -156,7 +162,7 @@ def _killed_writer(target: Path, mode: str) -> None:
 
 def test_writer_killed_mid_file_leaves_old_version_loadable_and_leftover_never_loaded(io):
     store(io, returns(0.0))
-    target = io._dir(KEY)
+    target = io._dir(RUN, KEY)
     _killed_writer(target, "mid_file")
     leftovers = [n for n in visible(target.parent) if n.startswith(".returns.tmp-")]
     assert leftovers, "the killed writer left its staging directory"
@@ -170,7 +176,7 @@ def test_writer_killed_between_the_two_renames_is_missing_not_stale(io):
     """After a crash mid-swap the current bundle is absent: readers get StorageError (so Dagster
     fails the step), never the trash; the next successful write restores a current bundle."""
     store(io, returns(0.0))
-    target = io._dir(KEY)
+    target = io._dir(RUN, KEY)
     _killed_writer(target, "mid_swap")
     names = visible(target.parent)
     assert "returns" not in names
@@ -200,21 +206,28 @@ def test_report_with_a_mixed_type_column_is_stored_and_loaded_back(io):
     assert back["what_changed"]["note"] == "x" and back["html"] == "report.html"
 
 
-def test_partitioned_load_leaves_out_never_stored_partitions_but_not_half_swapped_ones(io):
+def test_partitioned_load_leaves_out_never_stored_partitions_but_not_half_swapped_ones(io, monkeypatch):
     """meta assets request every partition the instance knows (stale ones included): one that was
     never stored is left out (registered_records then names any *registered* sleeve missing);
     one whose swap was interrupted (only tmp/trash siblings left) is an error, never skipped."""
+    from quant_meta_assets.dagster_defs import instance_queries
+    from quant_meta_assets.sleeve_status import StoredSleeve
+
     store(io, {"p1": record(0.0)}, SLEEVES, ["p1"])
+    # the instance's answer: p1's and p2's latest materializations are run RUN's, "stale" has none
+    monkeypatch.setattr(instance_queries, "latest_stored_sleeves",
+                        lambda _instance, keys: {k: StoredSleeve("success", run_id=RUN) for k in keys if k != "stale"})
 
     class Ctx:
         asset_key = SLEEVES
+        instance = None
         has_asset_partitions = True
-        asset_partition_keys = ["p1", "stale"]
+        asset_partition_keys = ["p1", "p2", "stale"]
 
-    assert list(io.load_input(Ctx())) == ["p1"]
-    half = io._dir(SLEEVES, "p1").parent / ".stale.trash-999999999-abc"
+    assert list(io.load_input(Ctx())) == ["p1"]  # p2 recorded but never stored here, "stale" never recorded
+    half = io._dir(RUN, SLEEVES, "p1").parent / ".p2.trash-999999999-abc"
     half.mkdir()
-    with pytest.raises(StorageError, match="stale.*missing"):
+    with pytest.raises(StorageError, match="p2.*missing"):
         io.load_input(Ctx())
 
 
@@ -233,11 +246,11 @@ def test_no_partition_key_writes_outside_the_storage_root(tmp_path, asset_parts,
     root = (tmp_path / "root").resolve()
     io = ParquetIOManager(base_dir=str(root))
     try:
-        path = io._dir(dg.AssetKey(asset_parts), partition)
+        path = io._dir(RUN, dg.AssetKey(asset_parts), partition)
     except StorageError:
         return
     assert path.is_relative_to(root) and path != root
-    assert path.relative_to(root).parts == (*asset_parts, partition)
+    assert path.relative_to(root).parts == ("runs", RUN, *asset_parts, partition)
 
 
 def test_io_manager_refuses_an_unsafe_partition_before_writing(io, tmp_path):

@@ -114,10 +114,12 @@ def test_meta_full_cli_materializes_every_stage_on_the_cluster(ray_cluster_2_nod
     result = run_cli(JOB, env, timeout=600)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert materialized_keys(isolated_env) == {"prices", "sleeves", "meta/returns", "meta/optimize",
-                                               "meta/flatten", "meta/report"}
+                                               "meta/flatten", "meta/report", "meta/published"}
     storage = tmp_path / "storage"
-    assert (storage / "sleeves" / "driver_only").is_dir() and (storage / "sleeves" / "min_variance").is_dir()
-    assert len(list((storage / "sleeves").iterdir())) == 7
+    (run_dir,) = (storage / "runs").iterdir()  # every output of the run under runs/<run id>/
+    sleeves_dir = run_dir / "sleeves"
+    assert (sleeves_dir / "driver_only").is_dir() and (sleeves_dir / "min_variance").is_dir()
+    assert len(list(sleeves_dir.iterdir())) == 7
 
 
 def test_a_raising_sleeve_stops_the_line_on_the_cluster(ray_cluster_2_nodes, driver_only_plugin, tmp_path,
