@@ -11,7 +11,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-HEADLINE = ("cagr", "sharpe", "ann_vol", "max_drawdown", "calmar")
+HEADLINE = ("cagr", "sharpe", "ann_vol", "max_drawdown", "calmar",
+            "beta", "alpha", "tracking_error", "information_ratio")  # the last four: vs the benchmark
 TOP_ASSETS_IN_SUMMARY = 50
 
 
@@ -67,7 +68,8 @@ def _max_diff(reconciliations: pd.DataFrame) -> float:
 
 
 def headline_metrics(report: Mapping) -> dict[str, float]:
-    """Meta (netted book) cagr, sharpe, ann_vol, max_drawdown, calmar, the largest reconciliation
+    """Meta (netted book) cagr, sharpe, ann_vol, max_drawdown, calmar, beta, alpha, tracking_error and
+    information_ratio against the benchmark (NaN without one), the largest reconciliation
     difference (inf when a check produced NaN) and the cost views (crossing savings in bps per year,
     annualised book and stand-alone turnover, stand-alone Sharpe), as plain floats for numeric metadata."""
     meta = report["metrics"].loc["meta"]
@@ -104,13 +106,14 @@ def markdown_table(frame: pd.DataFrame, pct_columns=(), index_name: str | None =
 
 
 PCT_METRICS = ("cagr", "ann_vol", "max_drawdown", "var_95", "cvar_95", "hit_rate", "best_day",
-               "worst_day", "turnover", "asset_turnover", "cost_drag")
+               "worst_day", "alpha", "tracking_error", "cost_drag")  # turnover: x per year, not %
 
 
 def report_markdown_summary(report: Mapping) -> dict[str, str]:
     """Markdown tables for Dagster UI metadata: ``metrics``, ``reconciliations``, ``latest_weights``."""
     metrics = report["metrics"]
-    shown = [c for c in ("cagr", "ann_vol", "sharpe", "sortino", "max_drawdown", "calmar", "var_95",
+    shown = [c for c in ("cagr", "ann_vol", "sharpe", "sortino", "max_drawdown", "calmar", "beta", "alpha",
+                         "tracking_error", "information_ratio", "var_95",
                          "cvar_95", "turnover", "asset_turnover", "cost_drag", "n_days") if c in metrics.columns]
     rec = report["reconciliations"].set_index("check")[["max_abs_diff", "where", "tolerance", "passed"]]
     rec = rec.assign(passed=rec["passed"].map({True: "PASS", False: "**FAIL**"}))
