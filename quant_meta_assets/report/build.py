@@ -468,8 +468,8 @@ def _decision_html(*, metrics, decision, figures_html, summary, changes, previou
         H.card("Volatility", na(_PCT(meta["ann_vol"])), versus("ann_vol", _PCT)),
         H.card("Max drawdown", na(_PCT(meta["max_drawdown"])), versus("max_drawdown", _PCT), "neg"),
         H.card("Beta to S&P 500", na(H.fmt_num(meta["beta"])), "cov(r, b) / var(b), daily"),
-        H.card("Alpha", na(_fmt_pp(meta["alpha"])) + ("/yr" if has_bench else ""),
-               "above beta x S&P 500, vs price index", _tone(meta["alpha"])),
+        H.card("Alpha", na(_PCT(meta["alpha"])), "per year, above beta x S&P 500 (price index)",
+               _tone(meta["alpha"])),
         H.card("Information ratio", na(H.fmt_num(meta["information_ratio"])), "vs S&P 500, annualised"),
         H.card("Tracking error", na(_PCT(meta["tracking_error"])), "std(r - b) x sqrt(252)"),
     ])
@@ -478,7 +478,10 @@ def _decision_html(*, metrics, decision, figures_html, summary, changes, previou
     if "sp500" in yearly:
         yearly["meta - sp500"] = yearly["meta"] - yearly["sp500"]
     yearly_fmt = {c: _PCT for c in yearly.columns if c != "days"} | {"days": lambda x: f"{int(x):,}"}
-    yearly_fmt["meta - sp500"] = lambda x: _fmt_pp(x)
+    yearly_fmt["meta - sp500"] = _fmt_pp
+    yearly, yearly_fmt = _labelled(yearly, yearly_fmt, {
+        "meta": "Meta", "equal_weight_meta": "Equal-weight meta", "sp500": "S&P 500 (price)", "days": "Days",
+        "meta - sp500": "Meta − S&P 500"})
     worst = decision["drawdowns"].copy()
     worst_fmt = {"depth": _PCT, "recovery": lambda x: "not recovered" if H._isnan(x) else str(pd.Timestamp(x).date()),
                  "days_to_trough": lambda x: f"{int(x):,}", "duration": lambda x: f"{int(x):,}"}

@@ -43,7 +43,7 @@ main { padding:20px 36px 48px; max-width:1480px; margin:0 auto; }
 .banner { border-radius:8px; padding:12px 16px; margin:0 0 18px; font-weight:600; }
 .banner.ok { background:#e6f4ea; color:var(--ok); border:1px solid #b7dfc2; }
 .banner.bad { background:#fce8e6; color:var(--bad); border:2px solid var(--bad); font-size:16px; }
-.cards { display:grid; grid-template-columns:repeat(auto-fit, minmax(160px, 1fr)); gap:14px; margin-bottom:22px; }
+.cards { display:grid; grid-template-columns:repeat(auto-fit, minmax(135px, 1fr)); gap:12px; margin-bottom:18px; }
 .card { background:#fff; border:1px solid var(--line); border-radius:10px; padding:14px 16px;
         box-shadow:0 1px 2px rgba(16,24,40,.04); }
 .card .label { color:var(--muted); font-size:12px; text-transform:uppercase; letter-spacing:.6px; }

@@ -79,7 +79,7 @@ def _layout(fig: go.Figure, title: str, yformat: str | None = None, height: int 
         title=dict(text=title, x=0.01, font=dict(size=15)),
         height=height,
         margin=dict(l=60, r=20, t=50, b=40),
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+        legend=dict(orientation="h", yanchor="top", y=-0.1, xanchor="left", x=0.0),  # under the plot
         hovermode="x unified",
         font=dict(family="Inter, Segoe UI, Helvetica, Arial, sans-serif", size=12),
     )
@@ -103,7 +103,7 @@ def _line_style(name: str, colors: Mapping[str, str]) -> dict:
 
 def cumulative_returns(returns: pd.DataFrame, sleeves) -> go.Figure:
     """Growth of 1 (compounded wealth) of each column, on a log y-axis by default (a linear / log
-    switch at the top right, clear of the title; the legend sits under the plot)."""
+    switch between the title and the plot; the legend sits under the plot)."""
     colors = _sleeve_colors(sleeves)
     fig = go.Figure()
     pos = display_positions(len(returns))
@@ -115,11 +115,10 @@ def cumulative_returns(returns: pd.DataFrame, sleeves) -> go.Figure:
         fig.add_trace(go.Scatter(x=x, y=_display(wealth[pos]), name=name, mode="lines", line=_line_style(name, colors)))
     fig = _layout(fig, "Growth of 1 (compounded)", height=460)
     fig.update_yaxes(type="log", tickformat=".3~g")
-    fig.update_layout(
-        margin=dict(l=60, r=20, t=70, b=40),
-        legend=dict(orientation="h", yanchor="top", y=-0.08, xanchor="left", x=0.0),
+    fig.update_layout(  # the switch sits under the title, above the plot: clear of the title and the modebar
+        margin=dict(l=60, r=20, t=80, b=40),
         updatemenus=[dict(
-            type="buttons", direction="left", x=1.0, xanchor="right", y=1.02, yanchor="bottom",
+            type="buttons", direction="left", x=0.0, xanchor="left", y=1.01, yanchor="bottom",
             showactive=True, active=1, pad=dict(t=0, b=0), font=dict(size=11),
             buttons=[dict(label="linear", method="relayout", args=[{"yaxis.type": "linear"}]),
                      dict(label="log", method="relayout", args=[{"yaxis.type": "log"}])],
