@@ -59,7 +59,9 @@ REPORT_CONVENTIONS: dict[str, str] = {
     "rf_d (the same rf and conversion as Sharpe, Sortino and max_sharpe).",
     "equal_weight_meta": "Benchmark: 1/N of the sleeves live on the rebalance date, rebalanced on the SAME dates as the meta and "
     "drifting in between exactly like the meta (not daily fixed-mix).",
-    "sp500": "Benchmark: S&P 500 index price returns (no dividends), simple daily P_t/P_{t-1} - 1.",
+    "sp500": "Benchmark: S&P 500 index PRICE returns (no dividends: not total return), simple daily "
+    "P_t/P_{t-1} - 1. Beta, alpha, tracking error and information ratio of every portfolio are against it; "
+    "without dividends the index's return is understated by its dividend yield, so alpha is flattered.",
     "optimizer_status": "Diagnostics status per rebalance: a status ending in _singular_cov (e.g. "
     "optimal_singular_cov) means the covariance was singular or near-singular (eigenvalues clipped, or "
     "condition number > 1e6): the weights are the optimum of a repaired, unreliable estimate, shown with a "
@@ -78,16 +80,24 @@ REPORT_CONVENTIONS: dict[str, str] = {
     "meta_turnover": "Meta turnover = two-sided sleeve-level reallocation sum_s |target_s - drifted m_s| "
     "at each meta rebalance (the optimizer's max_turnover / turnover_penalty / 'turnover' diagnostic "
     "measure the same trade). The metrics table's turnover column is ANNUALISED with the same rule for "
-    "the meta, equal_weight_meta and the sleeves (see 'turnover'); the turnover figure shows the "
-    "same counted rebalances, one point each (not annualised).",
+    "the meta, equal_weight_meta and the sleeves (see 'turnover') and is shown as 'Sleeve reallocation "
+    "(× per year)' for the meta books; a book's trade in assets is 'Asset turnover (× per year)' (see "
+    "'trading_costs'). The turnover figure shows both per calendar year, each year's trades divided by "
+    "its live days / 252 (× per year); weighted by the years' lengths they average to the table's figures.",
     "reconciliation_identity": "Sleeve returns are net of costs and include their cash interest, asset "
     "weights earn gross: sum_i a_i R_i + sum_s m_s cash_s rf_d - sum_s m_s cost_s == sum_s m_s r_s "
     "(cash_s = 1 - sum_i w_s,i), checked daily.",
-    "attribution": "Contribution = sum_t W(t-1) x daily contribution (W = meta wealth before day t, "
-    "W = 1 at the start), so contributions add up exactly to the compounded total return; "
-    "'arithmetic' is the plain sum of daily contributions. Asset contributions are gross; "
+    "attribution": "Shown in percentage points of annual return: 252 x mean_t(daily contribution) "
+    "(daily contribution = m_s(t) r_s(t) for a sleeve, a_i(t) R_i(t) for an asset), which add up to "
+    "252 x mean daily return of the sleeve-level meta (its arithmetic annual return; CAGR is lower by "
+    "the compounding / volatility drag). The report's data also keep the compounded contribution = "
+    "sum_t W(t-1) x daily contribution (W = meta wealth before day t, W = 1 at the start), which adds "
+    "up exactly to the compounded total return, and 'arithmetic' = the plain sum. Asset contributions are gross; "
     "sleeve costs are one negative line, the sleeves' cash interest one positive line (when rf != 0).",
-    "risk_contribution": "RC_i = w_i (Sigma w)_i / (w' Sigma w), sums to 1. Ex-ante: target weights at "
+    "risk_contribution": "RC_i = w_i (Sigma w)_i / (w' Sigma w), sums to 1. Plotted: the REALISED split "
+    "cov(m_s r_s, r_meta) / var(r_meta) per calendar year (ex-ante contributions are equal by construction "
+    "under risk parity, so they are shown only at the latest rebalance, in the current-weights table). "
+    "Ex-ante: target weights at "
     "each rebalance, Sigma = the OPTIMIZER's covariance estimator (its diagnostics' covariance / "
     "halflife: sample ddof=1, Ledoit-Wolf, OAS or EWMA) on the trailing lookback window of sleeve returns "
     "ending on the rebalance date inclusive, over the held sleeves (weight 0: RC 0). Ex-post: RC at the average held weights with the realised "
@@ -259,9 +269,9 @@ def build_report(
         "plots sum the other sleeves into one 'other' band. Every sleeve is in the tables (click a column "
         "header to sort), and every number in a table is computed on the full daily data. Daily series "
         f"longer than {P.MAX_POINTS:,} days are drawn at every m-th trading day plus the last (here m = "
-        f"{step}); drawdowns draw the deepest day of each m-day bucket, so troughs are kept, and turnover per "
-        f"rebalance (longer than {P.MAX_POINTS:,} rebalances only for a daily-rebalanced sleeve) draws the "
-        "largest trade of each bucket."
+        f"{step}); drawdowns draw the deepest day of each m-day bucket, so troughs are kept. Growth of 1 opens "
+        "on a log scale (the linear / log switch is under its title). Calendar figures (monthly returns, "
+        "realised risk, turnover) draw one cell or bar per month or year."
     )
 
     # --- the decision layer: the meta against its benchmarks -------------------------------------
