@@ -29,7 +29,8 @@ from quant_meta_assets.report import forensics as F
 from quant_meta_assets.report import html as H
 from quant_meta_assets.report import plots as P
 from quant_meta_assets.report import portfolio as PF
-from quant_meta_assets.report.summary import build_summary
+from quant_meta_assets.report.summary import METRIC_LABELS, PCT_METRICS, build_summary
+from quant_meta_assets.report.summary import metric_view as _metric_view
 
 REPORT_CONVENTIONS: dict[str, str] = {
     "meta_return": "Headline 'meta' = the NETTED BOOK: one account holding a_i(t) = sum_s m_s(t) w_s,i(t) "
@@ -361,21 +362,8 @@ def _fmt_pp(x) -> str:
     return H.fmt_num(x * 100 if x is not None else x) + " pp" if not H._isnan(x) else ""
 
 
-# One readable name per column; a turnover is always "× per year", and the two trades have their own
-# names: the meta's sleeve-level REALLOCATION and the ASSET TURNOVER of a book that trades assets.
-METRIC_LABELS = {
-    "cagr": "CAGR", "ann_vol": "Volatility", "sharpe": "Sharpe", "sortino": "Sortino",
-    "max_drawdown": "Max drawdown", "calmar": "Calmar", "beta": "Beta", "alpha": "Alpha (per year)",
-    "tracking_error": "Tracking error", "information_ratio": "Information ratio",
-    "var_95": "VaR 95% (1 day)", "cvar_95": "CVaR 95% (1 day)", "skew": "Skew",
-    "excess_kurtosis": "Excess kurtosis", "hit_rate": "Hit rate", "best_day": "Best day",
-    "worst_day": "Worst day", "reallocation": "Sleeve reallocation (× per year)",
-    "asset_turnover": "Asset turnover (× per year)", "cost_drag": "Cost drag (per year)",
-    "n_days": "Days",
-}
 _METRIC_FORMATS = {
-    **{c: _PCT for c in ("cagr", "ann_vol", "max_drawdown", "var_95", "cvar_95", "hit_rate",
-                         "best_day", "worst_day", "alpha", "tracking_error", "cost_drag")},
+    **{c: _PCT for c in PCT_METRICS},
     **{c: H.fmt_num for c in ("sharpe", "sortino", "calmar", "skew", "excess_kurtosis", "beta",
                               "information_ratio")},
     "reallocation": _TIMES, "asset_turnover": _TIMES,
@@ -387,15 +375,6 @@ RISK_COLUMNS = ("cagr", "ann_vol", "sharpe", "sortino", "max_drawdown", "calmar"
                 "tracking_error", "information_ratio")
 TAIL_COLUMNS = ("var_95", "cvar_95", "skew", "excess_kurtosis", "hit_rate", "best_day", "worst_day",
                 "reallocation", "asset_turnover", "cost_drag", "n_days")
-META_BOOKS = ("meta", "meta_standalone", "equal_weight_meta")  # their `turnover` is the sleeve reallocation
-
-
-def _metric_view(metrics: pd.DataFrame, rows, columns) -> pd.DataFrame:
-    view = metrics.loc[[n for n in rows if n in metrics.index]].copy()
-    view["reallocation"] = view["turnover"].where(view.index.isin(META_BOOKS))
-    return view[[c for c in columns if c in view.columns]]
-
-
 def _labelled(frame: pd.DataFrame, formats: Mapping, labels: Mapping = METRIC_LABELS):
     """The frame with readable column names, and its formats keyed by them."""
     out = frame.rename(columns=lambda c: labels.get(c, c))

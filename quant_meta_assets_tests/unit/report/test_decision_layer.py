@@ -252,3 +252,17 @@ def test_realised_risk_contributions_replace_the_constant_ex_ante_plot(report, i
     menu = layout["updatemenus"][0]
     assert menu["active"] == 1 and menu["y"] >= 1.0 and menu["yanchor"] == "bottom"
     assert layout["margin"]["t"] >= 70 and layout["legend"]["y"] < 0
+
+
+def test_ui_markdown_uses_the_same_names_and_units(report):
+    from quant_meta_assets.report import report_markdown_summary
+
+    md = report_markdown_summary(report)["metrics"]
+    header = [h.strip() for h in md.splitlines()[0].strip("|").split("|")]
+    assert header[0] == "portfolio" and not [h for h in header[1:] if "_" in h]
+    assert {"Beta", "Alpha (per year)", "Tracking error", "Information ratio",
+            "Sleeve reallocation (× per year)", "Asset turnover (× per year)"} <= set(header)
+    meta_row = [c.strip() for c in next(r for r in md.splitlines() if r.startswith("| meta |")).strip("|").split("|")]
+    metrics = report["metrics"]
+    assert meta_row[header.index("Sleeve reallocation (× per year)")] == f"{metrics.loc['meta', 'turnover']:.2f}×"
+    assert meta_row[header.index("Alpha (per year)")] == f"{metrics.loc['meta', 'alpha'] * 100:.2f}%"
