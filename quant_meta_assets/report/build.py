@@ -583,8 +583,10 @@ def _render(*, title, metrics, reconciliations, attribution, risk, diagnostics, 
     )
     assets = fig("latest_exposures") + fig("exposures_over_time")
     years = len(live) / PERIODS_PER_YEAR
-    by_sleeve = attribution["by_sleeve"][["avg_weight", "per_year"]]
+    by_sleeve = attribution["by_sleeve"][["avg_weight", "per_year"]].sort_values("per_year", ascending=False)
     by_asset = attribution["by_asset"][["avg_weight", "per_year"]]
+    lines = [k for k in by_asset.index if str(k).startswith("(")]  # costs and cash interest stay last
+    by_asset = pd.concat([by_asset.drop(index=lines).sort_values("per_year", ascending=False), by_asset.loc[lines]])
     attr_labels = {"avg_weight": "Average weight", "per_year": "Contribution (pp per year)"}
     attr_fmt = {"avg_weight": _PCT, "per_year": _fmt_pp}
     by_sleeve, sleeve_fmt = _labelled(by_sleeve, attr_fmt, attr_labels)
@@ -596,8 +598,7 @@ def _render(*, title, metrics, reconciliations, attribution, risk, diagnostics, 
         H.note("Contribution in percentage points of annual return = 252 x the mean daily contribution "
                f"w_s(t) r_s(t). The sleeve rows add up to {_fmt_pp(arithmetic)} a year, the meta's arithmetic "
                f"annual return (252 x mean daily return, sleeve level, before meta-level costs); its CAGR is "
-               f"{_PCT(sleeve_cagr)}, the difference is compounding (volatility drag). Compounded totals "
-               f"over the whole period ({_PCT(total)}) are in the report's data, not shown.")
+               f"{_PCT(sleeve_cagr)}, the difference is compounding (volatility drag). Largest first.")
         + '<div class="grid2"><div><h3>By sleeve</h3>'
         + H.table(by_sleeve, sleeve_fmt, scroll=False)
         + "</div><div><h3>By asset (gross) and costs</h3>"

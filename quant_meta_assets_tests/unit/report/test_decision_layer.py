@@ -211,7 +211,7 @@ def test_current_weights_and_changes(report):
     assert report["changes"]["metrics"].loc["beta", "previous"] == 0.5
 
 
-def test_attribution_in_percentage_points_per_year(report):
+def test_attribution_in_percentage_points_per_year(report, html):
     sleeve_level = report["sleeve_level_meta_returns"]
     by_sleeve = report["attribution"]["by_sleeve"]
     n = len(sleeve_level)
@@ -221,6 +221,10 @@ def test_attribution_in_percentage_points_per_year(report):
     assert by_asset["per_year"].sum() == pytest.approx(252 * sleeve_level.mean(), abs=1e-12)
     checks = report["reconciliations"].set_index("check")
     assert checks.loc["attribution_per_year_total", "passed"]
+    section = html[html.index('<section id="attribution"'):html.index('<section id="turnover"')]
+    shown = [float(v) for v in re.findall(r"<td>(-?[0-9.]+) pp</td>", section)]
+    assert shown[:3] == [round(v * 100, 2) for v in by_sleeve["per_year"].sort_values(ascending=False)]
+    assert f"{by_sleeve['contribution'].sum() * 100:.2f}%" not in section  # no compounded totals
 
 
 def test_realised_risk_contributions_replace_the_constant_ex_ante_plot(report, inputs, html):
