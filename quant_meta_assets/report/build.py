@@ -359,7 +359,7 @@ _TIMES = H.fmt_times  # turnover: multiples of the book's value per year
 
 def _fmt_pp(x) -> str:
     """A decimal per year as percentage points (0.0123 -> '1.23 pp')."""
-    return H.fmt_num(x * 100 if x is not None else x) + " pp" if not H._isnan(x) else ""
+    return "" if H._isnan(x) else H.fmt_num(x * 100) + " pp"
 
 
 _METRIC_FORMATS = {
@@ -422,7 +422,7 @@ def _turnover_per_year(meta_counted: pd.Series, daily: pd.DataFrame, live: pd.Da
     return frame
 
 
-def _caveats(conventions: Mapping[str, str], risk_free_rate: float, has_benchmark: bool) -> str:
+def _caveats(risk_free_rate: float, has_benchmark: bool) -> str:
     items = [
         "<b>Survivorship.</b> The bundled price set is 20 large US stocks that all survived to 2022, picked "
         "with hindsight (no delisted or failed company): every sleeve, the meta and their absolute returns "
@@ -441,7 +441,7 @@ def _caveats(conventions: Mapping[str, str], risk_free_rate: float, has_benchmar
     return '<div class="caveats"><ul>' + "".join(f"<li>{i}</li>" for i in items) + "</ul></div>"
 
 
-def _decision_html(*, metrics, decision, figures_html, summary, changes, previous, risk_free_rate, live) -> str:
+def _decision_html(*, metrics, decision, figures_html, changes, previous, risk_free_rate, live) -> str:
     books = decision["books"]
     meta = metrics.loc["meta"]
 
@@ -504,7 +504,7 @@ def _decision_html(*, metrics, decision, figures_html, summary, changes, previou
         H.note(f"The headline meta is the netted book (one account, net of its own trading costs), on "
                f"{live[0].date()} – {live[-1].date()} ({len(live):,} trading days), against the equal-weight "
                "meta (1/N of the sleeves, same rebalance dates) and the S&P 500 price index.")
-        + _caveats({}, risk_free_rate, has_bench)
+        + _caveats(risk_free_rate, has_bench)
         + f'<div class="cards">{cards}</div>'
         + "<h3>Meta vs benchmarks</h3>"
         + H.table(compare, compare_fmt, row_class=lambda k, r: "meta" if k == "meta" else "", scroll=False,
@@ -550,8 +550,8 @@ def _render(*, title, metrics, reconciliations, attribution, risk, diagnostics, 
     def fig(name: str) -> str:
         return H.figure_div(figures[name], f"fig-{name}")
 
-    decision_sec = _decision_html(metrics=metrics, decision=decision, figures_html=fig, summary=summary,
-                                  changes=changes, previous=previous, risk_free_rate=risk_free_rate, live=live)
+    decision_sec = _decision_html(metrics=metrics, decision=decision, figures_html=fig, changes=changes,
+                                   previous=previous, risk_free_rate=risk_free_rate, live=live)
 
     order = ["meta", "meta_standalone", "equal_weight_meta", "sp500", *sleeves]
     risk_view, risk_fmt = _labelled(_metric_view(metrics, order, RISK_COLUMNS), _METRIC_FORMATS)
