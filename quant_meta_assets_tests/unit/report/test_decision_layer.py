@@ -270,3 +270,25 @@ def test_ui_markdown_uses_the_same_names_and_units(report):
     metrics = report["metrics"]
     assert meta_row[header.index("Sleeve reallocation (× per year)")] == f"{metrics.loc['meta', 'turnover']:.2f}×"
     assert meta_row[header.index("Alpha (per year)")] == f"{metrics.loc['meta', 'alpha'] * 100:.2f}%"
+
+
+def test_conventions_state_the_new_statistics(report, html):
+    conv = report["conventions"]
+    assert "cov(r, b) / var(b)" in conv["beta"]
+    assert "252 * mean((r - rf_d) - beta * (b - rf_d))" in conv["alpha"]
+    assert "std(r - b, ddof=1) * sqrt(252)" in conv["tracking_error"]
+    assert "252 * mean(r - b) / tracking error" in conv["information_ratio"]
+    assert "PRICE" in conv["sp500"] and "no dividends" in conv["sp500"]
+    assert "percentage points of annual return" in conv["attribution"]
+    assert "REALISED" in conv["risk_contribution"]
+    section = html[html.index('<section id="conventions"'):]
+    for key in ("beta", "alpha", "tracking_error", "information_ratio", "drawdown_periods", "rolling"):
+        assert f"<td>{key}</td>" in section, key
+
+
+def test_the_docs_screenshot_is_small():
+    from pathlib import Path
+
+    png = Path(__file__).resolve().parents[3] / "docs" / "report-top.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert 10_000 < png.stat().st_size < 300_000
