@@ -61,6 +61,13 @@ def test_plots_draw_meta_benchmarks_and_top_k_tables_keep_every_sleeve(book_repo
     assert cumulative == ["meta", "meta_standalone", "equal_weight_meta", "sp500", *top]
     weights = [t["name"] for t in figure("fig-meta_weights")]
     assert set(weights[:4]) == set(top) and weights[4] == f"other ({len(sleeves) - 4} sleeves)"
+    risk = [t["name"] for t in figure("fig-risk_contributions")]  # realised, per year: top 4 + other
+    assert set(risk[:4]) == set(top) and risk[4:] == [f"other ({len(sleeves) - 4} sleeves)"]
+    for div in ("fig-rolling_sharpe", "fig-rolling_vol"):  # the decision layer's books only
+        assert [t["name"] for t in figure(div)] == ["meta", "equal_weight_meta", "sp500"]
+    assert len(figure("fig-monthly_returns")) == 1 and len(figure("fig-turnover")) == 3
+    # the decision layer's weights table lists every sleeve
+    assert len(report["decision"]["weights"]) == len(sleeves)
     # thinned: ~2,000 live days drawn at every 2nd day plus the last, from the first live day
     x = figure("fig-cumulative")[0]["x"]
     live = report["meta_returns"].index
