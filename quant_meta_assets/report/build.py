@@ -47,7 +47,9 @@ REPORT_CONVENTIONS: dict[str, str] = {
     "cost_bps; the book and the meta trades pay the book-level cost_bps of the run config. Volumes and "
     "costs are fractions of the book's value at the start of that day; asset_turnover is the annualised "
     "two-sided trade in asset space (sum / years, 252 days a year, without the first live day's initial "
-    "build, like the turnover column); cost_drag is the annual cost in % of value, initial build included.",
+    "build, like the turnover column): for the netted book and the stand-alone view from their daily "
+    "asset trades, for a sleeve its own turnover column (the counted-rebalance rule of 'turnover'); "
+    "cost_drag is the annual cost in % of value, initial build included.",
     "crossing_savings": "Internal crossing savings = stand-alone cost - netted-book cost (daily, per year, "
     "total). Split: netting = cost_bps x (stand-alone volume - book volume); rate = what the sleeves' own "
     "cost_bps charge above the book rate on their trades. The book's net trade is at most its sleeves' "
@@ -206,8 +208,11 @@ def build_report(
                                   benchmark=portfolios.get("sp500"))
     cost_totals = costs.totals()
     trading = pd.DataFrame({
+        # a sleeve's asset turnover is its own turnover column (metrics, the counted-rebalance rule); the
+        # books' come from their daily asset trades (meta.costs), which only they have
         "asset_turnover": {"meta": cost_totals["book_turnover"], "meta_standalone": cost_totals["standalone_turnover"],
-                           **costs.sleeve_totals["asset_turnover"].to_dict()},
+                           **{s: (metrics.loc[s, "turnover"] if np.isfinite(metrics.loc[s, "turnover"])
+                                  else costs.sleeve_totals.loc[s, "asset_turnover"]) for s in sleeves}},
         "cost_drag": {"meta": cost_totals["book_cost_bps_per_year"] / 1e4,
                       "meta_standalone": cost_totals["standalone_cost_bps_per_year"] / 1e4,
                       **costs.sleeve_totals["cost_drag"].to_dict()},

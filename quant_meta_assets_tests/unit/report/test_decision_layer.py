@@ -114,6 +114,9 @@ def test_readable_columns_and_one_turnover_unit(report, html):
     assert f">{metrics.loc['meta', 'asset_turnover']:.2f}×<" in html
     assert f"{metrics.loc['meta', 'turnover'] * 100:.2f}%" not in html  # never as a percentage
     assert "turnover / yr" not in html and "Two-sided turnover per rebalance" not in html
+    # one implementation: a sleeve's asset turnover is its own (counted-rebalance) turnover column
+    for sleeve in ("tech", "defensive", "long_short"):
+        assert metrics.loc[sleeve, "asset_turnover"] == metrics.loc[sleeve, "turnover"]
 
 
 def test_benchmark_relative_statistics_recomputed(report, inputs):
