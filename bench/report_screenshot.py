@@ -3,7 +3,7 @@
 Run from the repository root (needs Debian's chromium and chromium-driver, as the browser test):
 
     .venv/bin/python bench/report_screenshot.py                    # writes docs/report-top.png
-    .venv/bin/python bench/report_screenshot.py --out /tmp/top.png
+    .venv/bin/python bench/report_screenshot.py --out top.png
 
 The sleeves of the default registry run in-process on the bundled prices (no Ray), then the meta
 stages with the default run config (risk parity, 252-day lookback, every 21 days) and the report,
