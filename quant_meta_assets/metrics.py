@@ -54,6 +54,21 @@ CONVENTIONS: dict[str, str] = {
     "(G2, as pandas Series.kurt).",
     "hit_rate": "Share of live days with r > 0 among non-NaN days (a zero-return day counts as a miss).",
     "best_day / worst_day": "Largest / smallest single daily simple return.",
+    "beta": "Beta against the benchmark (the S&P 500 price index) = cov(r, b) / var(b), both ddof=1, "
+    "on the days both are live (the benchmark must cover them).",
+    "alpha": f"Alpha (annual, additive) = {PERIODS_PER_YEAR} * mean((r - rf_d) - beta * (b - rf_d)); a "
+    "decimal per year (0.02 = 2 percentage points a year above what the beta exposure earned).",
+    "tracking_error": f"Tracking error = std(r - b, ddof=1) * sqrt({PERIODS_PER_YEAR}).",
+    "information_ratio": f"Information ratio = {PERIODS_PER_YEAR} * mean(r - b) / tracking error "
+    "(annualised; quantstats' information_ratio is the daily ratio, sqrt(252) times smaller).",
+    "yearly_returns": "Yearly / monthly returns = prod(1 + r) - 1 over the live days of each calendar "
+    "year / month (compounded); the first and last year may be partial (their day count is shown).",
+    "drawdown_periods": "A drawdown period is a maximal run of days with W_t below its running peak: start "
+    "= the first day below the peak, trough = the day of the lowest W, recovery = the first day W is back "
+    "at (or above) the peak (none if still under water), duration = trading days under water (start up "
+    "to, not including, the recovery; to the last day if not recovered). Ranked by depth.",
+    "rolling": f"Rolling 1-year statistics on the trailing {PERIODS_PER_YEAR} live days (no value before "
+    "a full window): Sharpe and volatility exactly as above on each window.",
     "turnover": "ANNUALISED two-sided turnover, the same rule for sleeves and meta: sum over the "
     "counted rebalances of sum_i |w_new,i - w_held,i| (w_held = the old weights drifted to the "
     f"decision date; NOT halved), divided by the window's years N/{PERIODS_PER_YEAR}. A rebalance "
@@ -221,6 +236,131 @@ def worst_day(returns: pd.Series) -> float:
     return float(r.min()) if r.size else float("nan")
 
 
+def _aligned(returns: pd.Series, benchmark: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """The live returns and the benchmark on the same days (the benchmark must cover them)."""
+    r = live_returns(returns)
+    b = pd.to_numeric(pd.Series(benchmark), errors="raise").astype(float).reindex(r.index)
+    if b.isna().any():
+        raise MetricsInputError(
+            f"benchmark {b.name!r} has no return on {b.index[b.isna().to_numpy()][0]}, a live day of "
+            f"{returns.name!r}"
+        )
+    return r.to_numpy(dtype=float), b.to_numpy(dtype=float)
+
+
+def beta(returns: pd.Series, benchmark: pd.Series) -> float:
+    """cov(r, b) / var(b), ddof=1, on the live days of ``returns``."""
+    r, b = _aligned(returns, benchmark)
+    if r.size < 2:
+        return float("nan")
+    var_b = float(np.var(b, ddof=1))
+    if var_b == 0:
+        return float("nan")
+    return float(np.cov(r, b, ddof=1)[0, 1] / var_b)
+
+
+def alpha(returns: pd.Series, benchmark: pd.Series, risk_free_rate: float | None = None) -> float:
+    """252 * mean((r - rf_d) - beta (b - rf_d)): the annual additive (Jensen) alpha."""
+    r, b = _aligned(returns, benchmark)
+    be = beta(returns, benchmark)
+    if not np.isfinite(be):
+        return float("nan")
+    rf_d = daily_rate(risk_free_rate)
+    return float(PERIODS_PER_YEAR * np.mean((r - rf_d) - be * (b - rf_d)))
+
+
+def tracking_error(returns: pd.Series, benchmark: pd.Series) -> float:
+    """std(r - b, ddof=1) * sqrt(252)."""
+    r, b = _aligned(returns, benchmark)
+    if r.size < 2:
+        return float("nan")
+    return float(np.std(r - b, ddof=1) * np.sqrt(PERIODS_PER_YEAR))
+
+
+def information_ratio(returns: pd.Series, benchmark: pd.Series) -> float:
+    """252 * mean(r - b) / tracking error (NaN when the tracking error is 0)."""
+    r, b = _aligned(returns, benchmark)
+    te = tracking_error(returns, benchmark)
+    if not np.isfinite(te) or te == 0:
+        return float("nan")
+    return float(PERIODS_PER_YEAR * np.mean(r - b) / te)
+
+
+# --------------------------------------------------------------------------------------------
+# calendar tables, drawdown periods, rolling statistics
+# --------------------------------------------------------------------------------------------
+
+
+def yearly_returns(returns: pd.Series) -> pd.Series:
+    """Compounded return of each calendar year over its live days, indexed by year."""
+    r = live_returns(returns)
+    out = (1.0 + r).groupby(r.index.year).prod() - 1.0
+    out.index.name = "year"
+    return out.rename(returns.name)
+
+
+def monthly_returns(returns: pd.Series) -> pd.DataFrame:
+    """Compounded return of each calendar month: rows years, columns months 1..12 (NaN: not live)."""
+    r = live_returns(returns)
+    grouped = (1.0 + r).groupby([r.index.year, r.index.month]).prod() - 1.0
+    table = grouped.unstack().reindex(columns=range(1, 13))
+    table.index.name, table.columns.name = "year", "month"
+    return table
+
+
+DRAWDOWN_PERIOD_COLUMNS = ("start", "trough", "recovery", "depth", "days_to_trough", "duration")
+
+
+def drawdown_periods(returns: pd.Series, top: int | None = 5) -> pd.DataFrame:
+    """The ``top`` deepest drawdown periods (see ``CONVENTIONS['drawdown_periods']``), deepest first.
+
+    Columns: ``start`` (first day under water), ``trough``, ``recovery`` (first day back at the peak,
+    NaT if not recovered), ``depth`` (negative), ``days_to_trough`` (trading days from start to trough,
+    both included) and ``duration`` (trading days under water).
+    """
+    dd = drawdown_series(returns)
+    values = dd.to_numpy()
+    under = values < 0
+    rows = []
+    n = len(values)
+    i = 0
+    while i < n:
+        if not under[i]:
+            i += 1
+            continue
+        j = i
+        while j < n and under[j]:
+            j += 1  # j = the recovery position (or n)
+        k = i + int(np.argmin(values[i:j]))
+        rows.append({
+            "start": dd.index[i], "trough": dd.index[k],
+            "recovery": dd.index[j] if j < n else pd.NaT,
+            "depth": float(values[k]), "days_to_trough": k - i + 1, "duration": j - i,
+        })
+        i = j
+    table = pd.DataFrame(rows, columns=list(DRAWDOWN_PERIOD_COLUMNS))
+    if len(table):
+        table = table.sort_values(["depth", "start"], kind="stable").reset_index(drop=True)
+    table = table.head(top) if top else table
+    table.index = pd.RangeIndex(1, len(table) + 1, name="rank")
+    return table.astype({"depth": float, "days_to_trough": int, "duration": int})
+
+
+def rolling_sharpe(returns: pd.Series, window: int = PERIODS_PER_YEAR,
+                   risk_free_rate: float | None = None) -> pd.Series:
+    """Sharpe (as :func:`sharpe`) on each trailing ``window`` of live days; NaN before a full window."""
+    excess = live_returns(returns) - daily_rate(risk_free_rate)
+    roll = excess.rolling(window, min_periods=window)
+    sd = roll.std(ddof=1)
+    return (roll.mean() / sd.where(sd > 0) * np.sqrt(PERIODS_PER_YEAR)).rename(returns.name)
+
+
+def rolling_vol(returns: pd.Series, window: int = PERIODS_PER_YEAR) -> pd.Series:
+    """Annualised volatility (as :func:`ann_vol`) on each trailing ``window`` of live days."""
+    r = live_returns(returns)
+    return (r.rolling(window, min_periods=window).std(ddof=1) * np.sqrt(PERIODS_PER_YEAR)).rename(returns.name)
+
+
 def annualised_turnover(turnover: pd.Series | None, n_days: int) -> float:
     """Sum of the (already selected) two-sided turnovers / (n_days / 252); NaN without any series.
 
@@ -253,6 +393,10 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "hit_rate",
     "best_day",
     "worst_day",
+    "beta",
+    "alpha",
+    "tracking_error",
+    "information_ratio",
     "turnover",
     "n_days",
     "start",
@@ -265,9 +409,16 @@ def metrics_row(
     turnover: pd.Series | None = None,
     risk_free_rate: float | None = None,
     mar: float | None = None,
+    benchmark: pd.Series | None = None,
 ) -> dict[str, object]:
-    """Every metric of one return series, as a dict keyed like :data:`METRIC_COLUMNS`."""
+    """Every metric of one return series, as a dict keyed like :data:`METRIC_COLUMNS`; the
+    benchmark-relative ones are NaN without a ``benchmark`` (daily simple returns)."""
     r = live_returns(returns)
+    relative = dict.fromkeys(("beta", "alpha", "tracking_error", "information_ratio"), float("nan"))
+    if benchmark is not None and r.size:
+        relative = {"beta": beta(r, benchmark), "alpha": alpha(r, benchmark, risk_free_rate),
+                    "tracking_error": tracking_error(r, benchmark),
+                    "information_ratio": information_ratio(r, benchmark)}
     return {
         "cagr": cagr(r),
         "ann_vol": ann_vol(r),
@@ -282,6 +433,7 @@ def metrics_row(
         "hit_rate": hit_rate(r),
         "best_day": best_day(r),
         "worst_day": worst_day(r),
+        **relative,
         "turnover": annualised_turnover(turnover, int(r.size)),
         "n_days": int(r.size),
         "start": r.index[0] if r.size else pd.NaT,
@@ -294,13 +446,15 @@ def performance_table(
     turnover: Mapping[str, pd.Series] | None = None,
     risk_free_rate: float | None = None,
     mar: float | None = None,
+    benchmark: pd.Series | None = None,
 ) -> pd.DataFrame:
     """Metrics for each portfolio (column of ``returns`` / key of the mapping), indexed by name.
 
     ``turnover`` maps portfolio name -> the two-sided turnover of its COUNTED rebalances (see
     ``CONVENTIONS['turnover']``), annualised over the portfolio's live days; no entry -> NaN.
     ``risk_free_rate`` (None = the project's) and ``mar`` (None = rf) are annual decimals (see
-    :data:`CONVENTIONS`).
+    :data:`CONVENTIONS`). ``benchmark`` (daily simple returns covering every portfolio's live days)
+    fills ``beta``, ``alpha``, ``tracking_error`` and ``information_ratio``; NaN without it.
     """
     if isinstance(returns, pd.DataFrame):
         items = [(str(c), returns[c]) for c in returns.columns]
@@ -312,7 +466,7 @@ def performance_table(
         )
     turnover = turnover or {}
     rows = {
-        name: metrics_row(series.rename(name), turnover.get(name), risk_free_rate, mar)
+        name: metrics_row(series.rename(name), turnover.get(name), risk_free_rate, mar, benchmark)
         for name, series in items
     }
     table = pd.DataFrame.from_dict(rows, orient="index", columns=list(METRIC_COLUMNS))

@@ -21,6 +21,7 @@ import pandas as pd
 from quant_meta_assets import metrics as M
 from quant_meta_assets import rates
 from quant_meta_assets.errors import ReconciliationError, StageInputError
+from quant_meta_assets.rates import PERIODS_PER_YEAR
 from quant_meta_assets.meta.costs import DEFAULT_BOOK_COST_BPS, cost_views
 from quant_meta_assets.meta.flatten import meta_portfolio_returns
 from quant_meta_assets.meta.optimize.diagnostics import covariance_summary, covariance_warning
@@ -28,7 +29,8 @@ from quant_meta_assets.report import forensics as F
 from quant_meta_assets.report import html as H
 from quant_meta_assets.report import plots as P
 from quant_meta_assets.report import portfolio as PF
-from quant_meta_assets.report.summary import build_summary
+from quant_meta_assets.report.summary import METRIC_LABELS, PCT_METRICS, build_summary
+from quant_meta_assets.report.summary import metric_view as _metric_view
 
 REPORT_CONVENTIONS: dict[str, str] = {
     "meta_return": "Headline 'meta' = the NETTED BOOK: one account holding a_i(t) = sum_s m_s(t) w_s,i(t) "
@@ -45,7 +47,9 @@ REPORT_CONVENTIONS: dict[str, str] = {
     "cost_bps; the book and the meta trades pay the book-level cost_bps of the run config. Volumes and "
     "costs are fractions of the book's value at the start of that day; asset_turnover is the annualised "
     "two-sided trade in asset space (sum / years, 252 days a year, without the first live day's initial "
-    "build, like the turnover column); cost_drag is the annual cost in % of value, initial build included.",
+    "build, like the turnover column): for the netted book and the stand-alone view from their daily "
+    "asset trades, for a sleeve its own turnover column (the counted-rebalance rule of 'turnover'); "
+    "cost_drag is the annual cost in % of value, initial build included.",
     "crossing_savings": "Internal crossing savings = stand-alone cost - netted-book cost (daily, per year, "
     "total). Split: netting = cost_bps x (stand-alone volume - book volume); rate = what the sleeves' own "
     "cost_bps charge above the book rate on their trades. The book's net trade is at most its sleeves' "
@@ -58,7 +62,9 @@ REPORT_CONVENTIONS: dict[str, str] = {
     "rf_d (the same rf and conversion as Sharpe, Sortino and max_sharpe).",
     "equal_weight_meta": "Benchmark: 1/N of the sleeves live on the rebalance date, rebalanced on the SAME dates as the meta and "
     "drifting in between exactly like the meta (not daily fixed-mix).",
-    "sp500": "Benchmark: S&P 500 index price returns (no dividends), simple daily P_t/P_{t-1} - 1.",
+    "sp500": "Benchmark: S&P 500 index PRICE returns (no dividends: not total return), simple daily "
+    "P_t/P_{t-1} - 1. Beta, alpha, tracking error and information ratio of every portfolio are against it; "
+    "without dividends the index's return is understated by its dividend yield, so alpha is flattered.",
     "optimizer_status": "Diagnostics status per rebalance: a status ending in _singular_cov (e.g. "
     "optimal_singular_cov) means the covariance was singular or near-singular (eigenvalues clipped, or "
     "condition number > 1e6): the weights are the optimum of a repaired, unreliable estimate, shown with a "
@@ -77,24 +83,35 @@ REPORT_CONVENTIONS: dict[str, str] = {
     "meta_turnover": "Meta turnover = two-sided sleeve-level reallocation sum_s |target_s - drifted m_s| "
     "at each meta rebalance (the optimizer's max_turnover / turnover_penalty / 'turnover' diagnostic "
     "measure the same trade). The metrics table's turnover column is ANNUALISED with the same rule for "
-    "the meta, equal_weight_meta and the sleeves (see 'turnover'); the turnover figure shows the "
-    "same counted rebalances, one point each (not annualised).",
+    "the meta, equal_weight_meta and the sleeves (see 'turnover') and is shown as 'Sleeve reallocation "
+    "(× per year)' for the meta books; a book's trade in assets is 'Asset turnover (× per year)' (see "
+    "'trading_costs'). The turnover figure shows both per calendar year, each year's trades divided by "
+    "its live days / 252 (× per year); weighted by the years' lengths they average to the table's figures.",
     "reconciliation_identity": "Sleeve returns are net of costs and include their cash interest, asset "
     "weights earn gross: sum_i a_i R_i + sum_s m_s cash_s rf_d - sum_s m_s cost_s == sum_s m_s r_s "
     "(cash_s = 1 - sum_i w_s,i), checked daily.",
-    "attribution": "Contribution = sum_t W(t-1) x daily contribution (W = meta wealth before day t, "
-    "W = 1 at the start), so contributions add up exactly to the compounded total return; "
-    "'arithmetic' is the plain sum of daily contributions. Asset contributions are gross; "
+    "attribution": "Shown in percentage points of annual return: 252 x mean_t(daily contribution) "
+    "(daily contribution = m_s(t) r_s(t) for a sleeve, a_i(t) R_i(t) for an asset), which add up to "
+    "252 x mean daily return of the sleeve-level meta (its arithmetic annual return; CAGR is lower by "
+    "the compounding / volatility drag). The report's data also keep the compounded contribution = "
+    "sum_t W(t-1) x daily contribution (W = meta wealth before day t, W = 1 at the start), which adds "
+    "up exactly to the compounded total return, and 'arithmetic' = the plain sum. Asset contributions are gross; "
     "sleeve costs are one negative line, the sleeves' cash interest one positive line (when rf != 0).",
-    "risk_contribution": "RC_i = w_i (Sigma w)_i / (w' Sigma w), sums to 1. Ex-ante: target weights at "
+    "risk_contribution": "RC_i = w_i (Sigma w)_i / (w' Sigma w), sums to 1. Plotted: the REALISED split "
+    "cov(m_s r_s, r_meta) / var(r_meta) per calendar year (ex-ante contributions are equal by construction "
+    "under risk parity, so they are shown only at the latest rebalance, in the current-weights table). "
+    "Ex-ante: target weights at "
     "each rebalance, Sigma = the OPTIMIZER's covariance estimator (its diagnostics' covariance / "
     "halflife: sample ddof=1, Ledoit-Wolf, OAS or EWMA) on the trailing lookback window of sleeve returns "
     "ending on the rebalance date inclusive, over the held sleeves (weight 0: RC 0). Ex-post: RC at the average held weights with the realised "
     "covariance, and the exact realised split cov(m_s r_s, r_meta)/var(r_meta).",
 }
 
-FIGURE_IDS = ("cumulative", "drawdowns", "meta_weights", "risk_contributions", "correlation",
-              "latest_exposures", "exposures_over_time", "turnover", "crossing_savings")
+FIGURE_IDS = ("cumulative", "drawdowns", "monthly_returns", "rolling_sharpe", "rolling_vol", "meta_weights",
+              "risk_contributions", "correlation", "latest_exposures", "exposures_over_time", "turnover",
+              "crossing_savings")
+DECISION_BOOKS = ("meta", "equal_weight_meta", "sp500")  # the decision layer's comparison, in this order
+ROLLING_WINDOW = 252  # rolling statistics: one year of trading days
 
 
 def _as_frame_weights(mapping: Mapping[str, pd.DataFrame], sleeves) -> Mapping[str, pd.DataFrame]:
@@ -187,11 +204,15 @@ def build_report(
     turnover = {"meta": meta_turnover, "meta_standalone": meta_turnover, "equal_weight_meta": ew_turnover,
                 **{s: sleeve_turnover[s] for s in sleeves if sleeve_turnover.get(s) is not None}}
     counted = {name: PF.counted_turnover(t, sleeve_returns.index, live) for name, t in turnover.items()}
-    metrics = M.performance_table(returns_frame, counted, risk_free_rate=risk_free_rate, mar=mar)
+    metrics = M.performance_table(returns_frame, counted, risk_free_rate=risk_free_rate, mar=mar,
+                                  benchmark=portfolios.get("sp500"))
     cost_totals = costs.totals()
     trading = pd.DataFrame({
+        # a sleeve's asset turnover is its own turnover column (metrics, the counted-rebalance rule); the
+        # books' come from their daily asset trades (meta.costs), which only they have
         "asset_turnover": {"meta": cost_totals["book_turnover"], "meta_standalone": cost_totals["standalone_turnover"],
-                           **costs.sleeve_totals["asset_turnover"].to_dict()},
+                           **{s: (metrics.loc[s, "turnover"] if np.isfinite(metrics.loc[s, "turnover"])
+                                  else costs.sleeve_totals.loc[s, "asset_turnover"]) for s in sleeves}},
         "cost_drag": {"meta": cost_totals["book_cost_bps_per_year"] / 1e4,
                       "meta_standalone": cost_totals["standalone_cost_bps_per_year"] / 1e4,
                       **costs.sleeve_totals["cost_drag"].to_dict()},
@@ -225,6 +246,7 @@ def build_report(
     risk = {
         "ex_ante": F.ex_ante_risk_contributions(meta_weights, sleeve_returns, window, *_estimator(diagnostics)),
         "ex_post": F.ex_post_risk_contributions(held, sleeve_returns),
+        "realised_by_year": F.realised_risk_by_year(held, sleeve_returns),
         "window": window,
         "estimator": _estimator(diagnostics)[0],
     }
@@ -253,34 +275,54 @@ def build_report(
         "plots sum the other sleeves into one 'other' band. Every sleeve is in the tables (click a column "
         "header to sort), and every number in a table is computed on the full daily data. Daily series "
         f"longer than {P.MAX_POINTS:,} days are drawn at every m-th trading day plus the last (here m = "
-        f"{step}); drawdowns draw the deepest day of each m-day bucket, so troughs are kept, and turnover per "
-        f"rebalance (longer than {P.MAX_POINTS:,} rebalances only for a daily-rebalanced sleeve) draws the "
-        "largest trade of each bucket."
+        f"{step}); drawdowns draw the deepest day of each m-day bucket, so troughs are kept. Growth of 1 opens "
+        "on a log scale (the linear / log switch is under its title). Calendar figures (monthly returns, "
+        "realised risk, turnover) draw one cell or bar per month or year."
     )
+
+    # --- the decision layer: the meta against its benchmarks -------------------------------------
+    books = [n for n in DECISION_BOOKS if n in returns_frame.columns]
+    yearly = pd.DataFrame({n: M.yearly_returns(returns_frame[n]) for n in books})
+    yearly["days"] = pd.Series(live.year, index=live).value_counts().sort_index()
+    decision = {
+        "books": books,
+        "yearly": yearly,
+        "monthly": M.monthly_returns(netted),
+        "drawdowns": M.drawdown_periods(netted, top=5),
+        "rolling_sharpe": pd.DataFrame({n: M.rolling_sharpe(returns_frame[n], ROLLING_WINDOW, risk_free_rate)
+                                        for n in books}),
+        "rolling_vol": pd.DataFrame({n: M.rolling_vol(returns_frame[n], ROLLING_WINDOW) for n in books}),
+        "weights": _weights_now(summary, risk, changes),
+    }
+    turnover_by_year = _turnover_per_year(counted["meta"], costs.daily, live)
 
     # --- figures and HTML (still in memory) ---------------------------------------------------
     curves = [c for c in returns_frame.columns if c not in set(sleeves)] + shown
     figures = {
         "cumulative": P.cumulative_returns(returns_frame[curves], shown),
         "drawdowns": P.drawdowns(returns_frame[curves], shown),
+        "monthly_returns": P.monthly_heatmap(decision["monthly"]),
+        "rolling_sharpe": P.rolling_lines(decision["rolling_sharpe"], "Rolling 1-year Sharpe ratio "
+                                          f"({ROLLING_WINDOW} trading days)", ".2f"),
+        "rolling_vol": P.rolling_lines(decision["rolling_vol"], "Rolling 1-year volatility "
+                                       f"({ROLLING_WINDOW} trading days, annualised)", ".0%"),
         "meta_weights": P.meta_weights_area(held, meta_weights.index, shown),
-        "risk_contributions": P.risk_contributions_over_time(risk["ex_ante"], shown),
+        "risk_contributions": P.realised_risk_by_year(risk["realised_by_year"], shown),
         "correlation": P.correlation_heatmap(
             returns_frame[shown],
             "Correlation of daily returns over the live period" if len(shown) == len(sleeves) else
             f"Correlation of daily returns over the live period: top {len(shown)} sleeves by weight"),
         "latest_exposures": P.latest_exposures(asset_weights),
         "exposures_over_time": P.exposures_over_time(asset_weights, flatten.exposure.reindex(live)),
-        "turnover": P.turnover_per_rebalance(
-            {k: v for k, v in counted.items() if k != "meta_standalone" and (k not in set(sleeves) or k in shown)},
-            shown),
+        "turnover": P.turnover_per_year(turnover_by_year),
         "crossing_savings": P.crossing_savings(costs.yearly()),
     }
     document = _render(
         title=title, metrics=metrics, reconciliations=reconciliations, attribution=attribution,
         risk=risk, diagnostics=diagnostics, lineage=lineage, changes=changes, conventions=conventions,
         figures=figures, summary=summary, previous=previous, live=live, sleeves=sleeves,
-        tolerance=tolerance, risk_free_rate=risk_free_rate, costs=costs,
+        tolerance=tolerance, risk_free_rate=risk_free_rate, costs=costs, decision=decision,
+        turnover_by_year=turnover_by_year,
     )
     summary_text = json.dumps(summary, indent=2, allow_nan=False)
 
@@ -305,6 +347,8 @@ def build_report(
         "risk_contributions": risk,
         "summary": summary,
         "changes": changes,
+        "decision": decision,
+        "turnover_per_year": turnover_by_year,
         "conventions": conventions,
         "figures": list(figures),
     }
@@ -314,27 +358,190 @@ def build_report(
 # rendering
 # ------------------------------------------------------------------------------------------------
 
+_PCT = H.fmt_pct
+_TIMES = H.fmt_times  # turnover: multiples of the book's value per year
+
+
+def _fmt_pp(x) -> str:
+    """A decimal per year as percentage points (0.0123 -> '1.23 pp')."""
+    return "" if H._isnan(x) else H.fmt_num(x * 100) + " pp"
+
+
 _METRIC_FORMATS = {
-    **{c: H.fmt_pct for c in ("cagr", "ann_vol", "max_drawdown", "var_95", "cvar_95", "hit_rate",
-                              "best_day", "worst_day", "turnover", "asset_turnover", "cost_drag")},
-    **{c: H.fmt_num for c in ("sharpe", "sortino", "calmar", "skew", "excess_kurtosis")},
+    **{c: _PCT for c in PCT_METRICS},
+    **{c: H.fmt_num for c in ("sharpe", "sortino", "calmar", "skew", "excess_kurtosis", "beta",
+                              "information_ratio")},
+    "reallocation": _TIMES, "asset_turnover": _TIMES,
     "n_days": lambda x: f"{int(x):,}",
 }
+DECISION_COLUMNS = ("cagr", "ann_vol", "sharpe", "sortino", "max_drawdown", "beta", "alpha", "tracking_error",
+                    "information_ratio")
+RISK_COLUMNS = ("cagr", "ann_vol", "sharpe", "sortino", "max_drawdown", "calmar", "beta", "alpha",
+                "tracking_error", "information_ratio")
+TAIL_COLUMNS = ("var_95", "cvar_95", "skew", "excess_kurtosis", "hit_rate", "best_day", "worst_day",
+                "reallocation", "asset_turnover", "cost_drag", "n_days")
+def _labelled(frame: pd.DataFrame, formats: Mapping, labels: Mapping = METRIC_LABELS):
+    """The frame with readable column names, and its formats keyed by them."""
+    out = frame.rename(columns=lambda c: labels.get(c, c))
+    return out, {labels.get(c, c): f for c, f in formats.items()}
 
 
 def _tone(x: float) -> str:
     return "" if not np.isfinite(x) else ("neg" if x < 0 else "pos")
 
 
-def _render(*, title, metrics, reconciliations, attribution, risk, diagnostics, lineage, changes,
-            conventions, figures, summary, previous, live, sleeves, tolerance, risk_free_rate, costs) -> str:
+def _weights_now(summary: Mapping, risk: Mapping, changes: Mapping) -> pd.DataFrame:
+    """Every sleeve's held weight on the last day, its latest target, its risk contributions (ex-ante
+    at the latest rebalance, realised over the live period) and, with a previous report, the change."""
+    frame = pd.DataFrame({"held": pd.Series(summary["latest_meta_weights"], dtype=float),
+                          "target": pd.Series(summary["latest_target_weights"], dtype=float)})
+    ex_ante = risk["ex_ante"]
+    frame["risk_ex_ante"] = ex_ante.iloc[-1].reindex(frame.index) if len(ex_ante) else np.nan
+    frame["risk_realised"] = risk["ex_post"]["rc_realised"].reindex(frame.index)
+    if changes:
+        previous = changes["meta_weights"]["previous"]
+        frame["previous"] = previous.reindex(frame.index)
+        frame["change"] = frame["held"] - frame["previous"].fillna(0.0)
+    frame.index.name = "sleeve"
+    return frame.sort_values("held", ascending=False, kind="stable")
+
+
+def _turnover_per_year(meta_counted: pd.Series, daily: pd.DataFrame, live: pd.DatetimeIndex) -> pd.DataFrame:
+    """Per calendar year of the live range, in × the book's value per year: the meta's sleeve
+    reallocation (its counted rebalances, by the year their trade first earns) and the asset turnover
+    of the netted book and of the stand-alone view (daily volumes without the initial build), each
+    divided by the year's live days / 252. Weighted by the years' lengths they average to the
+    annualised figures of the metrics table."""
+    days = pd.Series(1, index=live).groupby(live.year).sum()
+    years = days / PERIODS_PER_YEAR
+    t = pd.Series(meta_counted, dtype=float)
+    earn = t.index.where(t.index >= live[0], live[0])
+    realloc = t.groupby(earn.year).sum().reindex(days.index, fill_value=0.0)
+    volumes = daily[["book_volume", "standalone_volume"]].copy()
+    volumes.iloc[0] = 0.0  # the initial build from cash is a cost, not turnover
+    by_year = volumes.groupby(live.year).sum()
+    frame = pd.DataFrame({"meta: sleeve reallocation": realloc / years,
+                          "meta: asset turnover (netted book)": by_year["book_volume"] / years,
+                          "stand-alone: asset turnover": by_year["standalone_volume"] / years})
+    frame.index.name = "year"
+    return frame
+
+
+def _caveats(risk_free_rate: float, has_benchmark: bool) -> str:
+    items = [
+        "<b>Survivorship.</b> The bundled price set is 20 large US stocks that all survived to 2022, picked "
+        "with hindsight (no delisted or failed company): every sleeve, the meta and their absolute returns "
+        "are flattered, and so is any comparison with the index, which held its failures.",
+        "<b>Benchmark.</b> " + ("The S&amp;P 500 is its PRICE index, without dividends (not total return): it "
+                                "understates the index's return by its dividend yield (roughly 1.5-2.5% a year), "
+                                "which flatters alpha and the excess return over it."
+                                if has_benchmark else "No benchmark was given: beta, alpha, tracking error and "
+                                "information ratio are empty."),
+        f"<b>Risk-free rate.</b> rf = {risk_free_rate:.2%} a year, converted to a daily rate geometrically, "
+        "(1 + rf)^(1/252) - 1; one rf for Sharpe, Sortino, alpha, the optimizer and the sleeves' idle cash.",
+        "<b>Window.</b> Every portfolio is measured on the meta's live range with daily simple returns "
+        "(252 a year, ddof=1); the first and last calendar years may be partial. All conventions: "
+        '<a href="#conventions">Conventions</a>.',
+    ]
+    return '<div class="caveats"><ul>' + "".join(f"<li>{i}</li>" for i in items) + "</ul></div>"
+
+
+def _decision_html(*, metrics, decision, figures_html, changes, previous, risk_free_rate, live) -> str:
+    books = decision["books"]
     meta = metrics.loc["meta"]
+
+    def versus(col: str, fmt) -> str:
+        parts = [f"{LABEL_SHORT.get(n, n)} {fmt(metrics.loc[n, col]) or 'n/a'}" for n in books[1:]]
+        return " · ".join(parts)
+
+    has_bench = "sp500" in metrics.index and np.isfinite(meta["beta"])
+    na = lambda text: text or "n/a"  # noqa: E731
+    cards = "".join([
+        H.card("CAGR", na(_PCT(meta["cagr"])), versus("cagr", _PCT), _tone(meta["cagr"])),
+        H.card("Sharpe", na(H.fmt_num(meta["sharpe"])), versus("sharpe", H.fmt_num)),
+        H.card("Volatility", na(_PCT(meta["ann_vol"])), versus("ann_vol", _PCT)),
+        H.card("Max drawdown", na(_PCT(meta["max_drawdown"])), versus("max_drawdown", _PCT), "neg"),
+        H.card("Beta to S&P 500", na(H.fmt_num(meta["beta"])), "cov(r, b) / var(b), daily"),
+        H.card("Alpha", na(_PCT(meta["alpha"])), "per year, above beta x S&P 500 (price index)",
+               _tone(meta["alpha"])),
+        H.card("Information ratio", na(H.fmt_num(meta["information_ratio"])), "vs S&P 500, annualised"),
+        H.card("Tracking error", na(_PCT(meta["tracking_error"])), "std(r - b) x sqrt(252)"),
+    ])
+    compare, compare_fmt = _labelled(_metric_view(metrics, books, DECISION_COLUMNS), _METRIC_FORMATS)
+    yearly = decision["yearly"].copy()
+    if "sp500" in yearly:
+        yearly["meta - sp500"] = yearly["meta"] - yearly["sp500"]
+    yearly_fmt = {c: _PCT for c in yearly.columns if c != "days"} | {"days": lambda x: f"{int(x):,}"}
+    yearly_fmt["meta - sp500"] = _fmt_pp
+    yearly, yearly_fmt = _labelled(yearly, yearly_fmt, {
+        "meta": "Meta", "equal_weight_meta": "Equal-weight meta", "sp500": "S&P 500 (price)", "days": "Days",
+        "meta - sp500": "Meta − S&P 500"})
+    worst = decision["drawdowns"].copy()
+    worst_fmt = {"depth": _PCT, "recovery": lambda x: "not recovered" if H._isnan(x) else str(pd.Timestamp(x).date()),
+                 "days_to_trough": lambda x: f"{int(x):,}", "duration": lambda x: f"{int(x):,}"}
+    worst_labels = {"start": "Start", "trough": "Trough", "recovery": "Recovery", "depth": "Depth",
+                    "days_to_trough": "Days to trough", "duration": "Duration (trading days)"}
+    worst, worst_fmt = _labelled(worst, worst_fmt, worst_labels)
+    weights = decision["weights"]
+    weight_labels = {"held": "Held (last day)", "target": "Target (latest rebalance)",
+                     "risk_ex_ante": "Risk share ex-ante (latest rebalance)",
+                     "risk_realised": "Risk share realised (live period)", "previous": "Previous report",
+                     "change": "Change"}
+    weights, weight_fmt = _labelled(weights, {c: _PCT for c in weight_labels}, weight_labels)
+    if changes:
+        prev_note = (f"Changes against the previous report (generated {previous.get('generated_at', 'unknown')}, "
+                     f"live to {changes['period'].loc['end', 'previous']}); this report is live to "
+                     f"{live[-1].date()}.")
+        metric_fmt = {c: (lambda x: H.fmt_num(x, 4)) for c in ("previous", "current", "change")}
+        deltas = changes["metrics"].loc[[m for m in ("cagr", "sharpe", "ann_vol", "max_drawdown", "beta", "alpha",
+                                                     "information_ratio") if m in changes["metrics"].index]]
+        deltas = deltas.rename(index=lambda m: METRIC_LABELS.get(m, m))
+        assets = changes["asset_weights"]
+        what_changed = (
+            H.note(prev_note)
+            + '<div class="grid2"><div><h3>Meta metrics: previous vs now</h3>'
+            + H.table(deltas, metric_fmt, scroll=False)
+            + "</div><div><h3>Largest look-through asset-weight changes</h3>"
+            + H.table(assets, {c: _PCT for c in assets.columns}, scroll=False) + "</div></div>")
+    else:
+        what_changed = H.note("No previous report summary was given: nothing to compare yet.")
+    return (
+        H.note(f"The headline meta is the netted book (one account, net of its own trading costs), on "
+               f"{live[0].date()} – {live[-1].date()} ({len(live):,} trading days), against the equal-weight "
+               "meta (1/N of the sleeves, same rebalance dates) and the S&P 500 price index.")
+        + _caveats(risk_free_rate, has_bench)
+        + f'<div class="cards">{cards}</div>'
+        + "<h3>Meta vs benchmarks</h3>"
+        + H.table(compare, compare_fmt, row_class=lambda k, r: "meta" if k == "meta" else "", scroll=False,
+                  table_id="summary-table")
+        + figures_html("cumulative")
+        + '<div class="grid2"><div><h3>Yearly returns (compounded)</h3>'
+        + H.table(yearly, yearly_fmt, scroll=False)
+        + "</div><div>" + figures_html("monthly_returns") + "</div></div>"
+        + '<div class="grid2"><div><h3>Worst 5 drawdowns of the meta</h3>'
+        + H.table(worst, worst_fmt, scroll=False)
+        + H.note("Start = first day below the previous peak; recovery = first day back at it; duration = "
+                 "trading days under water.")
+        + "</div><div>" + figures_html("drawdowns") + "</div></div>"
+        + '<div class="grid2"><div>' + figures_html("rolling_sharpe") + "</div><div>"
+        + figures_html("rolling_vol") + "</div></div>"
+        + "<h3>Current meta-weights</h3>"
+        + H.table(weights, weight_fmt)
+        + "<h3>What changed since the last report</h3>" + what_changed
+    )
+
+
+LABEL_SHORT = {"equal_weight_meta": "EW meta", "sp500": "S&P 500", "meta_standalone": "stand-alone"}
+
+
+def _render(*, title, metrics, reconciliations, attribution, risk, diagnostics, lineage, changes,
+            conventions, figures, summary, previous, live, sleeves, tolerance, risk_free_rate, costs,
+            decision, turnover_by_year) -> str:
     reconciled = bool(reconciliations["passed"].all())
     max_diff = summary["max_reconciliation_diff"]
-    if reconciled:
-        banner = (f'<div class="banner ok">All {len(reconciliations)} reconciliations passed '
-                  f"(largest difference {H.fmt_sci(max_diff)} &le; tolerance {tolerance:.0e}).</div>")
-    else:
+    n_passed = int(reconciliations["passed"].sum())
+    banner = ""
+    if not reconciled:  # a failure stays loud at the top: the numbers below do not reconcile
         failed = reconciliations[~reconciliations["passed"]]
         banner = ('<div class="banner bad">RECONCILIATION FAILED — the numbers in this report do not '
                   "reconcile: " + _html.escape(_fail_message(failed)) + "</div>")
@@ -342,61 +549,79 @@ def _render(*, title, metrics, reconciliations, attribution, risk, diagnostics, 
     if cov_warning:
         banner += ('<div class="banner bad" id="covariance-warning">WARNING — '
                    + _html.escape(cov_warning) + "</div>")
-    cards = "".join([
-        H.card("CAGR", H.fmt_pct(meta["cagr"]), "compounded, 252 d/yr", _tone(meta["cagr"])),
-        H.card("Sharpe", H.fmt_num(meta["sharpe"]), f"rf {risk_free_rate:.2%}/yr, 252 d/yr"),
-        H.card("Volatility", H.fmt_pct(meta["ann_vol"]), "annualised, ddof=1"),
-        H.card("Max drawdown", H.fmt_pct(meta["max_drawdown"]), "compounded wealth", "neg"),
-        H.card("Calmar", H.fmt_num(meta["calmar"]), "CAGR / |MDD|"),
-        H.card("CVaR 95%", H.fmt_pct(meta["cvar_95"]), "1-day, loss > 0"),
-        H.card("Stand-alone Sharpe", H.fmt_num(metrics.loc["meta_standalone", "sharpe"]),
-               "sleeves pay their own costs"),
-        H.card("Crossing savings", f"{costs.totals()['savings_bps_per_year']:.1f} bps/yr",
-               f"book {costs.cost_bps:g} bps; stand-alone - netted", "pos"),
-        H.card("Max recon. diff", H.fmt_sci(max_diff), "PASS" if reconciled else "FAIL",
-               "pos" if reconciled else "neg"),
-    ])
+    status = (f'<a class="status {"ok" if reconciled else "bad"}" id="reconciliation-status" href="#forensics">'
+              f'checks {n_passed}/{len(reconciliations)} {"pass" if reconciled else "FAIL"}</a>')
 
     def fig(name: str) -> str:
         return H.figure_div(figures[name], f"fig-{name}")
 
+    decision_sec = _decision_html(metrics=metrics, decision=decision, figures_html=fig, changes=changes,
+                                   previous=previous, risk_free_rate=risk_free_rate, live=live)
+
     order = ["meta", "meta_standalone", "equal_weight_meta", "sp500", *sleeves]
-    metrics_view = metrics.loc[[n for n in order if n in metrics.index]]
+    risk_view, risk_fmt = _labelled(_metric_view(metrics, order, RISK_COLUMNS), _METRIC_FORMATS)
+    tail_view, tail_fmt = _labelled(_metric_view(metrics, order, TAIL_COLUMNS), _METRIC_FORMATS)
+    meta_row = lambda k, r: "meta" if k == "meta" else ""  # noqa: E731
     perf = (
-        H.note(f"All portfolios on the meta's live range {live[0].date()} – {live[-1].date()} "
-               f"({len(live):,} trading days). VaR/CVaR are positive loss numbers; max drawdown is negative.")
-        + H.table(metrics_view, _METRIC_FORMATS, row_class=lambda k, r: "meta" if k == "meta" else "")
-        + fig("cumulative") + fig("drawdowns")
+        H.note(f"Every portfolio on the meta's live range {live[0].date()} – {live[-1].date()} "
+               f"({len(live):,} trading days). VaR/CVaR are positive loss numbers; max drawdown is negative; "
+               "beta, alpha, tracking error and information ratio are against the S&P 500 price index. "
+               "Sleeve reallocation = the meta's two-sided trade between sleeves; asset turnover = a book's "
+               "two-sided trade in assets; both in multiples of the book's value per year.")
+        + "<h3>Return and risk</h3>" + H.table(risk_view, risk_fmt, row_class=meta_row, table_id="metrics-risk")
+        + "<h3>Tails, distribution and trading</h3>" + H.table(tail_view, tail_fmt, row_class=meta_row)
     )
     ex_post = risk["ex_post"]
+    rc_labels = {"avg_weight": "Average weight", "ann_vol": "Volatility",
+                 "rc_avg_weights": "Risk share at average weights", "rc_realised": "Risk share realised"}
+    ex_post_view, ex_post_fmt = _labelled(ex_post, {c: _PCT for c in rc_labels}, rc_labels)
     allocation = (
         fig("meta_weights") + fig("risk_contributions")
+        + H.note("Realised risk share = cov(m_s r_s, r_meta) / var(r_meta) over each year's live days: what "
+                 "each sleeve added to the meta's realised variance. (The ex-ante shares at each rebalance, "
+                 f"under the optimizer's {risk['estimator']} covariance of a trailing {risk['window']}-day "
+                 "window, are in the current-weights table; under risk parity they are equal by construction.)")
         + '<div class="grid2"><div>'
-        + "<h3>Ex-post risk contributions over the live period</h3>"
-        + H.table(ex_post, {"avg_weight": H.fmt_pct, "ann_vol": H.fmt_pct, "rc_avg_weights": H.fmt_pct,
-                            "rc_realised": H.fmt_pct}, scroll=False)
-        + H.note(f"Ex-ante uses the optimizer's {risk['estimator']} covariance of a trailing "
-                 f"{risk['window']}-day window at each rebalance.")
-        + "<h3>Latest meta-weights</h3>"
-        + H.table(pd.DataFrame({"held (latest day)": pd.Series(summary["latest_meta_weights"]),
-                                "target (latest rebalance)": pd.Series(summary["latest_target_weights"])},
-                               ).rename_axis("sleeve"),
-                  {"held (latest day)": H.fmt_pct, "target (latest rebalance)": H.fmt_pct}, scroll=False)
+        + "<h3>Risk contributions over the live period</h3>"
+        + H.table(ex_post_view, ex_post_fmt)
         + "</div><div>" + fig("correlation") + "</div></div>"
     )
     assets = fig("latest_exposures") + fig("exposures_over_time")
-    by_asset = attribution["by_asset"]
+    years = len(live) / PERIODS_PER_YEAR
+    by_sleeve = attribution["by_sleeve"][["avg_weight", "per_year"]].sort_values("per_year", ascending=False)
+    by_asset = attribution["by_asset"][["avg_weight", "per_year"]]
+    lines = [k for k in by_asset.index if str(k).startswith("(")]  # costs and cash interest stay last
+    by_asset = pd.concat([by_asset.drop(index=lines).sort_values("per_year", ascending=False), by_asset.loc[lines]])
+    attr_labels = {"avg_weight": "Average weight", "per_year": "Contribution (pp per year)"}
+    attr_fmt = {"avg_weight": _PCT, "per_year": _fmt_pp}
+    by_sleeve, sleeve_fmt = _labelled(by_sleeve, attr_fmt, attr_labels)
+    by_asset, asset_fmt = _labelled(by_asset, attr_fmt, attr_labels)
+    arithmetic = float(attribution["by_sleeve"]["per_year"].sum())
+    total = float(attribution["by_sleeve"]["contribution"].sum())
+    sleeve_cagr = (1.0 + total) ** (1.0 / years) - 1.0 if total > -1 else float("nan")
     attr = (
-        H.note("Contribution = sum_t W(t-1) x daily contribution; the rows add up to the compounded total "
-               f"return of the meta ({H.fmt_pct(float(attribution['by_sleeve']['contribution'].sum()))}).")
+        H.note("Contribution in percentage points of annual return = 252 x the mean daily contribution "
+               f"w_s(t) r_s(t). The sleeve rows add up to {_fmt_pp(arithmetic)} a year, the meta's arithmetic "
+               f"annual return (252 x mean daily return, sleeve level, before meta-level costs); its CAGR is "
+               f"{_PCT(sleeve_cagr)}, the difference is compounding (volatility drag). Largest first.")
         + '<div class="grid2"><div><h3>By sleeve</h3>'
-        + H.table(attribution["by_sleeve"], {c: H.fmt_pct for c in attribution["by_sleeve"].columns}, scroll=False)
+        + H.table(by_sleeve, sleeve_fmt, scroll=False)
         + "</div><div><h3>By asset (gross) and costs</h3>"
-        + H.table(by_asset, {c: H.fmt_pct for c in by_asset.columns})
+        + H.table(by_asset, asset_fmt)
         + "</div></div>"
     )
-    turnover_sec = fig("turnover") + _costs_html(costs, metrics) + fig("crossing_savings")
-    forensics = "<h3>Reconciliations</h3>" + H.table(
+    turnover_sec = (
+        H.note("Turnover is two-sided (sum of |trades|, not halved), in multiples of the book's value per "
+               "year. Sleeve reallocation = the meta's trade between sleeves; asset turnover = the trade in "
+               "assets (the netted book's, and the stand-alone view's: the sleeves' own trades plus the meta's).")
+        + fig("turnover") + _costs_html(costs, metrics) + fig("crossing_savings"))
+    rec_banner = (f'<div class="banner ok" id="reconciliation-banner">All {len(reconciliations)} reconciliations '
+                  f"passed (largest difference {H.fmt_sci(max_diff)} &le; tolerance {tolerance:.0e}).</div>"
+                  if reconciled else
+                  f'<div class="banner bad" id="reconciliation-banner">{len(reconciliations) - n_passed} of '
+                  f"{len(reconciliations)} reconciliations FAILED (largest difference {H.fmt_sci(max_diff)}, "
+                  f"tolerance {tolerance:.0e}).</div>")
+    forensics = rec_banner + "<h3>Reconciliations</h3>" + H.table(
         reconciliations,
         {"max_abs_diff": H.fmt_sci, "tolerance": lambda x: f"{x:.0e}",
          "passed": lambda x: "PASS" if x else "FAIL"},
@@ -406,26 +631,27 @@ def _render(*, title, metrics, reconciliations, attribution, risk, diagnostics, 
     )
     forensics += "<h3>Optimizer diagnostics per rebalance</h3>" + _diagnostics_table(diagnostics)
     forensics += "<h3>Lineage per sleeve</h3>" + _lineage_table(lineage, sleeves)
-    forensics += "<h3>What changed since the previous report</h3>" + _changes_html(changes, previous)
+    forensics += "<h3>Full list of changes since the previous report</h3>" + _changes_html(changes, previous)
     conv = pd.DataFrame({"convention": list(conventions.values())},
                         index=pd.Index(list(conventions.keys()), name="item"))
     conventions_sec = H.table(conv, text_columns=("convention",), scroll=False)
 
     sections = [
-        H.section("performance", "Performance", perf),
+        H.section("decision", "The book: meta vs benchmarks", decision_sec),
+        H.section("performance", "Performance of every portfolio", perf),
         H.section("allocation", "Allocation & risk", allocation),
         H.section("assets", "Look-through asset exposures", assets),
-        H.section("attribution", "Return attribution", attr),
-        H.section("turnover", "Turnover", turnover_sec),
-        H.section("forensics", "Forensics", forensics),
+        H.section("attribution", "Return attribution (percentage points per year)", attr),
+        H.section("turnover", "Turnover and trading costs", turnover_sec),
+        H.section("forensics", "Forensics: reconciliations, optimizer, lineage", forensics),
         H.section("conventions", "Conventions", conventions_sec),
     ]
-    nav = [("performance", "Performance"), ("allocation", "Allocation & risk"), ("assets", "Exposures"),
-           ("attribution", "Attribution"), ("turnover", "Turnover"), ("forensics", "Forensics"),
-           ("conventions", "Conventions")]
+    nav = [("decision", "The book"), ("performance", "All portfolios"), ("allocation", "Allocation & risk"),
+           ("assets", "Exposures"), ("attribution", "Attribution"), ("turnover", "Turnover & costs"),
+           ("forensics", "Forensics"), ("conventions", "Conventions")]
     subtitle = (f"{len(sleeves)} sleeves · live {live[0].date()} – {live[-1].date()} · "
                 f"generated {summary['generated_at']}")
-    return H.page(title=title, subtitle=subtitle, banner=banner, cards=cards, nav=nav, sections=sections,
+    return H.page(title=title, subtitle=subtitle, status=status, banner=banner, nav=nav, sections=sections,
                   footer="Self-contained report: plotly.js is embedded; opens offline.")
 
 
@@ -433,9 +659,9 @@ def _costs_html(costs, metrics: pd.DataFrame) -> str:
     """Both cost views side by side and the internal crossing savings per year."""
     t = costs.totals()
     views = pd.DataFrame({
-        "sharpe": [metrics.loc["meta", "sharpe"], metrics.loc["meta_standalone", "sharpe"]],
-        "cagr": [metrics.loc["meta", "cagr"], metrics.loc["meta_standalone", "cagr"]],
-        "turnover / yr": [t["book_turnover"], t["standalone_turnover"]],
+        "Sharpe": [metrics.loc["meta", "sharpe"], metrics.loc["meta_standalone", "sharpe"]],
+        "CAGR": [metrics.loc["meta", "cagr"], metrics.loc["meta_standalone", "cagr"]],
+        "asset turnover (× per year)": [t["book_turnover"], t["standalone_turnover"]],
         "cost (bps / yr)": [t["book_cost_bps_per_year"], t["standalone_cost_bps_per_year"]],
     }, index=pd.Index(["netted book (headline)", "stand-alone"], name="view"))
     yearly = costs.yearly()
@@ -443,10 +669,11 @@ def _costs_html(costs, metrics: pd.DataFrame) -> str:
                           "book_cost", "savings_bps"]].copy()
     yearly_view[["standalone_cost", "book_cost"]] *= 1e4
     yearly_view = yearly_view.rename(columns={
-        "standalone_volume": "stand-alone volume", "book_volume": "book volume", "savings_volume": "crossed volume",
+        "standalone_volume": "stand-alone asset trade (× in year)", "book_volume": "book asset trade (× in year)",
+        "savings_volume": "crossed internally (× in year)",
         "standalone_cost": "stand-alone cost (bps)", "book_cost": "book cost (bps)", "savings_bps": "savings (bps)"})
     bps = lambda x: f"{x:,.1f}"  # noqa: E731
-    times = lambda x: f"{x:,.2f}x"  # noqa: E731  (two-sided volume in multiples of the book's value)
+    times = H.fmt_times  # two-sided volume in multiples of the book's value
     return (
         "<h3>Trading costs: netted book vs stand-alone</h3>"
         + H.note(f"Book-level cost {costs.cost_bps:g} bps one-way on two-sided turnover, charged on the first "
@@ -455,11 +682,11 @@ def _costs_html(costs, metrics: pd.DataFrame) -> str:
                  f"+ rate {t['savings_bps_per_year_rate']:.1f} (sleeves' own cost_bps above the book rate); "
                  f"volume crossed internally {t['savings_volume'] / max(t['standalone_volume'], 1e-300):.1%} "
                  "of the stand-alone volume.")
-        + H.table(views, {"sharpe": H.fmt_num, "cagr": H.fmt_pct, "turnover / yr": times,
+        + H.table(views, {"Sharpe": H.fmt_num, "CAGR": H.fmt_pct, "asset turnover (× per year)": times,
                           "cost (bps / yr)": bps}, scroll=False)
         + "<h3>Internal crossing savings per year</h3>"
-        + H.table(yearly_view, {"days": lambda x: f"{int(x):,}", "stand-alone volume": times,
-                                "book volume": times, "crossed volume": times,
+        + H.table(yearly_view, {"days": lambda x: f"{int(x):,}", "stand-alone asset trade (× in year)": times,
+                                "book asset trade (× in year)": times, "crossed internally (× in year)": times,
                                 "stand-alone cost (bps)": bps, "book cost (bps)": bps, "savings (bps)": bps})
     )
 
@@ -476,6 +703,8 @@ def _diagnostics_table(diagnostics: pd.DataFrame | None) -> str:
     if diagnostics is None or len(diagnostics) == 0:
         return H.note("No optimizer diagnostics were given.")
     frame = diagnostics.copy()
+    if "turnover" in frame:  # the optimizer's trade between sleeves: one name for one quantity
+        frame = frame.rename(columns={"turnover": "reallocation (× book)"})
     if frame.index.name is None:
         frame.index.name = "rebalance"
     flag_cols = [c for c in frame.columns if any(k in str(c).lower() for k in ("fallback", "status"))]

@@ -27,6 +27,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from quant_meta_assets.rates import PERIODS_PER_YEAR
+
 RECONCILIATION_COLUMNS = ["check", "description", "max_abs_diff", "where", "tolerance", "passed"]
 
 
@@ -158,8 +160,10 @@ def cash_interest(held: pd.DataFrame, sleeve_weights: Mapping[str, pd.DataFrame]
 
 def attribution_checks(attribution: Mapping[str, pd.DataFrame], meta_returns: pd.Series,
                        tolerance: float) -> pd.DataFrame:
-    """The wealth-weighted contributions add up to the compounded total return."""
+    """The wealth-weighted contributions add up to the compounded total return; the per-year
+    contributions (percentage points a year) to the arithmetic annual return 252 x mean(r)."""
     total = float(np.prod(1.0 + meta_returns.to_numpy()) - 1.0)
+    annual = float(PERIODS_PER_YEAR * np.mean(meta_returns.to_numpy()))
     rows = [
         _check("attribution_sleeves_total", "sum of sleeve contributions == compounded total return",
                pd.Series([attribution["by_sleeve"]["contribution"].sum() - total], index=["total"]),
@@ -167,6 +171,10 @@ def attribution_checks(attribution: Mapping[str, pd.DataFrame], meta_returns: pd
         _check("attribution_assets_total",
                "sum of asset contributions + costs == compounded total return",
                pd.Series([attribution["by_asset"]["contribution"].sum() - total], index=["total"]),
+               tolerance),
+        _check("attribution_per_year_total",
+               "sum of sleeve contributions per year == 252 x mean daily meta return (sleeve level)",
+               pd.Series([attribution["by_sleeve"]["per_year"].sum() - annual], index=["per year"]),
                tolerance),
     ]
     return pd.DataFrame(rows, columns=RECONCILIATION_COLUMNS)
@@ -193,6 +201,8 @@ def attribution(
     ``contribution`` = sum_t W(t-1) x (daily contribution), W(t-1) the meta wealth before day t
     (W = 1 at the start): these add up exactly to the compounded total return prod(1+r) - 1.
     ``arithmetic`` = sum_t (daily contribution), which adds up to sum_t r_t.
+    ``per_year`` = 252 x mean_t (daily contribution), percentage points of annual return (as
+    decimals): they add up to 252 x mean(r), the meta's arithmetic annual return.
     Asset contributions are gross (a_i R_i); the sleeves' costs appear as one negative row.
     """
     live = meta_returns.index
@@ -204,6 +214,7 @@ def attribution(
         "contribution": daily_sleeve.mul(wealth_before, axis=0).sum(),
         "arithmetic": daily_sleeve.sum(),
     })
+    by_sleeve["per_year"] = by_sleeve["arithmetic"] * (PERIODS_PER_YEAR / len(live))
     by_sleeve.index.name = "sleeve"
 
     a = asset_weights.reindex(live).fillna(0.0)
@@ -226,6 +237,7 @@ def attribution(
         interest = cash_interest(held, sleeve_weights, cash_return)
         by_asset.loc["(cash interest)"] = [0.0, float((interest * wealth_before).sum()), float(interest.sum())]
         extra.append("(cash interest)")
+    by_asset["per_year"] = by_asset["arithmetic"] * (PERIODS_PER_YEAR / len(live))
     by_asset.index.name = "asset"
     order = by_asset.drop(index=extra)["contribution"].abs().sort_values(ascending=False)
     by_asset = by_asset.loc[list(order.index) + extra]
@@ -298,6 +310,26 @@ def ex_post_risk_contributions(meta_weights_daily: pd.DataFrame,
         "rc_realised": realised,
     })
     frame.index.name = "sleeve"
+    return frame
+
+
+def realised_risk_by_year(meta_weights_daily: pd.DataFrame, sleeve_returns: pd.DataFrame) -> pd.DataFrame:
+    """Per calendar year: cov(m_s r_s, r_meta) / var(r_meta) on that year's live days (ddof=1), the
+    exact split of the year's realised meta variance (rows sum to 1; NaN for a year of < 2 days)."""
+    held = meta_weights_daily
+    r = sleeve_returns.reindex(index=held.index, columns=held.columns)
+    parts = held * r.where(held != 0.0, 0.0)
+    meta = parts.sum(axis=1)
+    rows = {}
+    for year, idx in parts.groupby(parts.index.year).groups.items():
+        p, m = parts.loc[idx].to_numpy(dtype=float), meta.loc[idx].to_numpy(dtype=float)
+        if len(m) < 2 or np.var(m, ddof=1) == 0:
+            rows[year] = np.full(p.shape[1], np.nan)
+            continue
+        dm = m - m.mean()
+        rows[year] = ((p - p.mean(axis=0)) * dm[:, None]).sum(axis=0) / (dm @ dm)
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=held.columns)
+    frame.index.name = "year"
     return frame
 
 

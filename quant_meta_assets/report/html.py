@@ -29,6 +29,12 @@ body { margin:0; background:var(--bg); color:var(--ink);
 header { background:var(--ink); color:#fff; padding:22px 36px 18px; }
 header h1 { margin:0 0 4px; font-size:22px; font-weight:600; letter-spacing:.2px; }
 header .sub { color:#c9cfdd; font-size:13px; }
+header .status { float:right; font-size:12px; font-weight:600; padding:3px 10px; border-radius:12px;
+                 text-decoration:none; margin-top:2px; }
+header .status.ok { background:#e6f4ea; color:var(--ok); } header .status.bad { background:var(--bad); color:#fff; }
+.caveats { background:#fff8e6; border:1px solid #f0d9a6; border-radius:8px; padding:8px 14px; margin:0 0 16px;
+           font-size:13px; }
+.caveats ul { margin:0; padding-left:18px; } .caveats li { margin:3px 0; }
 nav { position:sticky; top:0; z-index:10; background:#fff; border-bottom:1px solid var(--line);
       padding:8px 36px; display:flex; gap:18px; flex-wrap:wrap; }
 nav a { color:var(--ink); text-decoration:none; font-size:13px; font-weight:500; }
@@ -37,7 +43,7 @@ main { padding:20px 36px 48px; max-width:1480px; margin:0 auto; }
 .banner { border-radius:8px; padding:12px 16px; margin:0 0 18px; font-weight:600; }
 .banner.ok { background:#e6f4ea; color:var(--ok); border:1px solid #b7dfc2; }
 .banner.bad { background:#fce8e6; color:var(--bad); border:2px solid var(--bad); font-size:16px; }
-.cards { display:grid; grid-template-columns:repeat(auto-fit, minmax(160px, 1fr)); gap:14px; margin-bottom:22px; }
+.cards { display:grid; grid-template-columns:repeat(auto-fit, minmax(135px, 1fr)); gap:12px; margin-bottom:18px; }
 .card { background:#fff; border:1px solid var(--line); border-radius:10px; padding:14px 16px;
         box-shadow:0 1px 2px rgba(16,24,40,.04); }
 .card .label { color:var(--muted); font-size:12px; text-transform:uppercase; letter-spacing:.6px; }
@@ -54,7 +60,8 @@ p.note { color:var(--muted); margin:4px 0 10px; font-size:13px; }
 .tablewrap { overflow:auto; max-height:520px; border:1px solid var(--line); border-radius:6px; }
 table { border-collapse:collapse; width:100%; font-size:12.5px; font-variant-numeric: tabular-nums; }
 th, td { padding:6px 10px; border-bottom:1px solid var(--line); text-align:right; white-space:nowrap; }
-th { background:#f0f2f7; position:sticky; top:0; font-weight:600; color:var(--ink); }
+th { background:#f0f2f7; position:sticky; top:0; font-weight:600; color:var(--ink); white-space:normal;
+     vertical-align:bottom; }
 td:first-child, th:first-child { text-align:left; }
 td.text { text-align:left; white-space:normal; }
 tr:hover td { background:#fafbfd; }
@@ -77,11 +84,11 @@ document.addEventListener("click", function (ev) {
   var asc = th.getAttribute("data-sort") !== "asc";
   Array.prototype.forEach.call(table.tHead.rows[0].cells, function (h) { h.removeAttribute("data-sort"); });
   th.setAttribute("data-sort", asc ? "asc" : "desc");
-  var num = /^[-+]?[0-9,]*\\.?[0-9]+(e[-+]?[0-9]+)?\\s*[%x]?$/i;
+  var num = /^[-+]?[0-9,]*\\.?[0-9]+(e[-+]?[0-9]+)?\\s*(%|x|\u00d7|pp)?$/i;
   function key(row) {
     var t = (row.cells[col] ? row.cells[col].textContent : "").trim();
     if (t === "") return null;
-    return num.test(t) ? parseFloat(t.replace(/[,%x\\s]/gi, "")) : t;
+    return num.test(t) ? parseFloat(t.replace(/[,%x\u00d7p\\s]/gi, "")) : t;
   }
   var rows = Array.prototype.slice.call(body.rows);
   rows.sort(function (a, b) {
@@ -101,6 +108,11 @@ def fmt_pct(x, digits: int = 2) -> str:
 
 def fmt_num(x, digits: int = 2) -> str:
     return "" if _isnan(x) else f"{x:,.{digits}f}"
+
+
+def fmt_times(x, digits: int = 2) -> str:
+    """A turnover in multiples of the book's value ("2.20×"); the column or note says "per year"."""
+    return "" if _isnan(x) else f"{x:,.{digits}f}\u00d7"
 
 
 def fmt_sci(x) -> str:
@@ -142,6 +154,7 @@ def table(
     cell_class: Callable[[str, object], str] | None = None,
     text_columns: Sequence[str] = (),
     scroll: bool = True,
+    table_id: str | None = None,
 ) -> str:
     """An HTML table with per-column formatters and optional row/cell CSS classes."""
     formats = formats or {}
@@ -162,7 +175,8 @@ def table(
             attr = f' class="{" ".join(classes)}"' if classes else ""
             cells.append(f"<td{attr}>{_cell(row[c], formats.get(c))}</td>")
         body.append(f'<tr class="{klass}">' + "".join(cells) + "</tr>" if klass else "<tr>" + "".join(cells) + "</tr>")
-    html_table = f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    ident = f' id="{_html.escape(table_id)}"' if table_id else ""
+    html_table = f'<table class="sortable"{ident}><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
     return f'<div class="tablewrap">{html_table}</div>' if scroll else html_table
 
 
@@ -177,9 +191,10 @@ def card(label: str, value: str, note: str = "", tone: str = "") -> str:
             f'<div class="note">{_html.escape(note)}</div></div>')
 
 
-def page(*, title: str, subtitle: str, banner: str, cards: str, nav: Sequence[tuple[str, str]],
+def page(*, title: str, subtitle: str, status: str, banner: str, nav: Sequence[tuple[str, str]],
          sections: Sequence[str], footer: str) -> str:
-    """The whole document; plotly.js is embedded inline once, in <head>."""
+    """The whole document; plotly.js is embedded inline once, in <head>. ``status``: a small
+    indicator in the header (HTML); ``banner``: warnings that must be seen before any section."""
     links = "".join(f'<a href="#{_html.escape(a)}">{_html.escape(t)}</a>' for a, t in nav)
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -187,8 +202,8 @@ def page(*, title: str, subtitle: str, banner: str, cards: str, nav: Sequence[tu
         f"<title>{_html.escape(title)}</title><style>{CSS}</style>"
         f"<script type=\"text/javascript\">{plotly.offline.get_plotlyjs()}</script>"
         "</head><body>"
-        f"<header><h1>{_html.escape(title)}</h1><div class=\"sub\">{_html.escape(subtitle)}</div></header>"
-        f"<nav>{links}</nav><main>{banner}<div class=\"cards\">{cards}</div>{''.join(sections)}</main>"
+        f"<header>{status}<h1>{_html.escape(title)}</h1><div class=\"sub\">{_html.escape(subtitle)}</div></header>"
+        f"<nav>{links}</nav><main>{banner}{''.join(sections)}</main>"
         f"<footer>{_html.escape(footer)}</footer><script>{SORT_JS}</script></body></html>\n"
     )
 

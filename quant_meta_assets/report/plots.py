@@ -79,7 +79,7 @@ def _layout(fig: go.Figure, title: str, yformat: str | None = None, height: int 
         title=dict(text=title, x=0.01, font=dict(size=15)),
         height=height,
         margin=dict(l=60, r=20, t=50, b=40),
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+        legend=dict(orientation="h", yanchor="top", y=-0.1, xanchor="left", x=0.0),  # under the plot
         hovermode="x unified",
         font=dict(family="Inter, Segoe UI, Helvetica, Arial, sans-serif", size=12),
     )
@@ -102,21 +102,28 @@ def _line_style(name: str, colors: Mapping[str, str]) -> dict:
 
 
 def cumulative_returns(returns: pd.DataFrame, sleeves) -> go.Figure:
-    """Growth of 1 (compounded wealth) of each column, with a linear / log y-axis switch."""
+    """Growth of 1 (compounded wealth) of each column, on a log y-axis by default (a linear / log
+    switch between the title and the plot; the legend sits under the plot)."""
     colors = _sleeve_colors(sleeves)
     fig = go.Figure()
     pos = display_positions(len(returns))
     x = _dates(returns.index[pos])
     for name in returns.columns:
-        wealth = np.cumprod(1.0 + returns[name].to_numpy())
+        values = returns[name].to_numpy(dtype=float)
+        wealth = np.cumprod(1.0 + np.nan_to_num(values))
+        wealth[np.cumsum(np.isfinite(values)) == 0] = np.nan  # a late sleeve: not drawn before it is live
         fig.add_trace(go.Scatter(x=x, y=_display(wealth[pos]), name=name, mode="lines", line=_line_style(name, colors)))
-    fig = _layout(fig, "Growth of 1 (compounded)", ".2f")
-    fig.update_layout(updatemenus=[dict(
-        type="buttons", direction="left", x=0.0, xanchor="left", y=1.0, yanchor="bottom", showactive=True,
-        pad=dict(t=0, b=4), font=dict(size=11),
-        buttons=[dict(label="linear", method="relayout", args=[{"yaxis.type": "linear"}]),
-                 dict(label="log", method="relayout", args=[{"yaxis.type": "log"}])],
-    )])
+    fig = _layout(fig, "Growth of 1 (compounded)", height=460)
+    fig.update_yaxes(type="log", tickformat=".3~g")
+    fig.update_layout(  # the switch sits under the title, above the plot: clear of the title and the modebar
+        margin=dict(l=60, r=20, t=80, b=40),
+        updatemenus=[dict(
+            type="buttons", direction="left", x=0.0, xanchor="left", y=1.01, yanchor="bottom",
+            showactive=True, active=1, pad=dict(t=0, b=0), font=dict(size=11),
+            buttons=[dict(label="linear", method="relayout", args=[{"yaxis.type": "linear"}]),
+                     dict(label="log", method="relayout", args=[{"yaxis.type": "log"}])],
+        )],
+    )
     return fig
 
 
@@ -153,15 +160,45 @@ def meta_weights_area(meta_weights_daily: pd.DataFrame, rebalance_dates, shown=N
     return _layout(fig, "Held meta-weights (drifting; dotted lines = rebalances)", ".0%")
 
 
-def risk_contributions_over_time(ex_ante: pd.DataFrame, shown=None) -> go.Figure:
-    ex_ante = ex_ante if shown is None else _with_other(ex_ante, shown)
-    colors = _sleeve_colors(ex_ante.columns)
+def realised_risk_by_year(realised: pd.DataFrame, shown=None) -> go.Figure:
+    """Realised risk contribution of each sleeve per calendar year, cov(m_s r_s, r_meta) / var(r_meta)
+    (sums to 100% each year; a hedge contributes negatively)."""
+    frame = realised if shown is None else _with_other(realised, shown)
+    colors = _sleeve_colors(frame.columns)
+    years = [str(y) for y in frame.index]
     fig = go.Figure()
-    for name in ex_ante.columns:
-        fig.add_trace(go.Bar(x=ex_ante.index, y=ex_ante[name].to_numpy(), name=name,
-                             marker_color=colors[name]))
+    for name in frame.columns:
+        fig.add_trace(go.Bar(x=years, y=frame[name].to_numpy(), name=name, marker_color=colors[name]))
     fig.update_layout(barmode="relative", bargap=0.15)
-    return _layout(fig, "Ex-ante risk contribution by sleeve at each rebalance (sums to 100%)", ".0%")
+    return _layout(fig, "Realised risk contribution by sleeve per year (sums to 100%)", ".0%")
+
+
+def monthly_heatmap(monthly: pd.DataFrame, title: str = "Monthly returns of the meta (compounded)") -> go.Figure:
+    """Years x months of compounded returns, red below 0 and green above (colour centred on 0)."""
+    months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+    z = monthly.to_numpy(dtype=float)
+    text = [["" if not np.isfinite(v) else f"{v * 100:.1f}" for v in row] for row in z]
+    limit = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 0.1
+    fig = go.Figure(go.Heatmap(
+        z=z, x=months, y=[str(y) for y in monthly.index], zmid=0.0, zmin=-limit, zmax=limit,
+        colorscale="RdYlGn", text=text, texttemplate="%{text}", showscale=False,
+        hovertemplate="%{y} %{x}: %{z:.2%}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig = _layout(fig, title + " (%)", height=max(300, 22 * len(monthly) + 110))
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+def rolling_lines(rolling: pd.DataFrame, title: str, yformat: str | None = None) -> go.Figure:
+    """One line per column (meta, equal_weight_meta, sp500), thinned like the other daily series."""
+    frame = rolling.dropna(how="all")
+    pos = display_positions(len(frame))
+    x = _dates(frame.index[pos])
+    fig = go.Figure()
+    for name in frame.columns:
+        fig.add_trace(go.Scatter(x=x, y=_display(frame[name].to_numpy()[pos]), name=name, mode="lines",
+                                 line=_line_style(name, {})))
+    return _layout(fig, title, yformat, height=360)
 
 
 def correlation_heatmap(returns: pd.DataFrame, title: str = "Correlation of daily returns over the live period") -> go.Figure:
@@ -208,21 +245,19 @@ def exposures_over_time(asset_weights: pd.DataFrame, exposure: pd.DataFrame, top
     return _layout(fig, f"Gross / net exposure and the top {len(chosen)} asset weights over time", ".0%")
 
 
-def turnover_per_rebalance(turnover: Mapping[str, pd.Series], sleeves) -> go.Figure:
-    colors = _sleeve_colors(sleeves)
+def turnover_per_year(turnover: pd.DataFrame) -> go.Figure:
+    """Per calendar year, each column's turnover in multiples of the book's value per year (x per
+    year): the meta's sleeve reallocation and the books' asset turnover."""
+    years = [str(y) for y in turnover.index]
+    styles = {"meta: sleeve reallocation": META_COLOR, "meta: asset turnover (netted book)": "#4C78A8",
+              "stand-alone: asset turnover": "#BAB0AC"}
     fig = go.Figure()
-    for name, series in turnover.items():
-        s = pd.Series(series, dtype=float).dropna()
-        values = s.to_numpy()
-        kept = _bucket_minima(-values)  # a daily-rebalanced sleeve keeps each bucket's largest trade
-        x, y = _dates(s.index[kept]), _display(values[kept])
-        if name == "meta":
-            fig.add_trace(go.Bar(x=x, y=y, name="meta (sleeve reallocation)",
-                                 marker_color=META_COLOR, opacity=0.85))
-        else:
-            fig.add_trace(go.Scatter(x=x, y=y, name=name, mode="markers+lines",
-                                     line=dict(width=1, color=colors.get(name)), marker=dict(size=5)))
-    return _layout(fig, "Two-sided turnover per rebalance", ".0%")
+    for name in turnover.columns:
+        fig.add_trace(go.Bar(x=years, y=turnover[name].to_numpy(), name=name,
+                             marker_color=styles.get(name), hovertemplate="%{y:.2f}× per year"))
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(title_text="× per year", ticksuffix="×")
+    return _layout(fig, "Turnover per calendar year (× the book's value per year, two-sided)")
 
 
 def crossing_savings(yearly: pd.DataFrame) -> go.Figure:

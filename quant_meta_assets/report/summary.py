@@ -11,7 +11,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-HEADLINE = ("cagr", "sharpe", "ann_vol", "max_drawdown", "calmar")
+HEADLINE = ("cagr", "sharpe", "ann_vol", "max_drawdown", "calmar",
+            "beta", "alpha", "tracking_error", "information_ratio")  # the last four: vs the benchmark
 TOP_ASSETS_IN_SUMMARY = 50
 
 
@@ -67,7 +68,8 @@ def _max_diff(reconciliations: pd.DataFrame) -> float:
 
 
 def headline_metrics(report: Mapping) -> dict[str, float]:
-    """Meta (netted book) cagr, sharpe, ann_vol, max_drawdown, calmar, the largest reconciliation
+    """Meta (netted book) cagr, sharpe, ann_vol, max_drawdown, calmar, beta, alpha, tracking_error and
+    information_ratio against the benchmark (NaN without one), the largest reconciliation
     difference (inf when a check produced NaN) and the cost views (crossing savings in bps per year,
     annualised book and stand-alone turnover, stand-alone Sharpe), as plain floats for numeric metadata."""
     meta = report["metrics"].loc["meta"]
@@ -104,14 +106,44 @@ def markdown_table(frame: pd.DataFrame, pct_columns=(), index_name: str | None =
 
 
 PCT_METRICS = ("cagr", "ann_vol", "max_drawdown", "var_95", "cvar_95", "hit_rate", "best_day",
-               "worst_day", "turnover", "asset_turnover", "cost_drag")
+               "worst_day", "alpha", "tracking_error", "cost_drag")  # turnover: x per year, not %
+TURNOVER_METRICS = ("reallocation", "asset_turnover")  # multiples of the book's value per year
+
+# One readable name per column, in the HTML report and the UI's Markdown; a turnover is always "× per
+# year", and the two trades have their own names: the meta's sleeve-level REALLOCATION and the ASSET
+# TURNOVER of a book that trades assets.
+METRIC_LABELS = {
+    "cagr": "CAGR", "ann_vol": "Volatility", "sharpe": "Sharpe", "sortino": "Sortino",
+    "max_drawdown": "Max drawdown", "calmar": "Calmar", "beta": "Beta", "alpha": "Alpha (per year)",
+    "tracking_error": "Tracking error", "information_ratio": "Information ratio",
+    "var_95": "VaR 95% (1 day)", "cvar_95": "CVaR 95% (1 day)", "skew": "Skew",
+    "excess_kurtosis": "Excess kurtosis", "hit_rate": "Hit rate", "best_day": "Best day",
+    "worst_day": "Worst day", "reallocation": "Sleeve reallocation (× per year)",
+    "asset_turnover": "Asset turnover (× per year)", "cost_drag": "Cost drag (per year)",
+    "n_days": "Days",
+}
+META_BOOKS = ("meta", "meta_standalone", "equal_weight_meta")  # their `turnover` is the sleeve reallocation
+
+
+def metric_view(metrics: pd.DataFrame, rows, columns) -> pd.DataFrame:
+    """The ``rows`` x ``columns`` of the metrics table to show, with ``reallocation`` = the annualised
+    ``turnover`` of the meta books (their trade between sleeves; empty for the others, whose trade in
+    assets is ``asset_turnover``)."""
+    view = metrics.loc[[n for n in rows if n in metrics.index]].copy()
+    view["reallocation"] = view["turnover"].where(view.index.isin(META_BOOKS))
+    return view[[c for c in columns if c in view.columns]]
 
 
 def report_markdown_summary(report: Mapping) -> dict[str, str]:
     """Markdown tables for Dagster UI metadata: ``metrics``, ``reconciliations``, ``latest_weights``."""
     metrics = report["metrics"]
-    shown = [c for c in ("cagr", "ann_vol", "sharpe", "sortino", "max_drawdown", "calmar", "var_95",
-                         "cvar_95", "turnover", "asset_turnover", "cost_drag", "n_days") if c in metrics.columns]
+    view = metric_view(metrics, list(metrics.index), (
+        "cagr", "ann_vol", "sharpe", "sortino", "max_drawdown", "calmar", "beta", "alpha", "tracking_error",
+        "information_ratio", "var_95", "cvar_95", "reallocation", "asset_turnover", "cost_drag", "n_days"))
+    shown = pd.DataFrame({
+        METRIC_LABELS.get(c, c): [_md_value(v, c in PCT_METRICS) if c not in TURNOVER_METRICS
+                                  else ("n/a" if pd.isna(v) else f"{v:.2f}×") for v in view[c]]
+        for c in view.columns}, index=view.index)
     rec = report["reconciliations"].set_index("check")[["max_abs_diff", "where", "tolerance", "passed"]]
     rec = rec.assign(passed=rec["passed"].map({True: "PASS", False: "**FAIL**"}))
     summary = report["summary"]
@@ -121,7 +153,7 @@ def report_markdown_summary(report: Mapping) -> dict[str, str]:
     })
     weights.index.name = "sleeve"
     return {
-        "metrics": markdown_table(metrics[shown], PCT_METRICS, "portfolio"),
+        "metrics": markdown_table(shown, (), "portfolio"),
         "reconciliations": markdown_table(rec, (), "check"),
         "latest_weights": markdown_table(weights, tuple(weights.columns)),
     }

@@ -103,6 +103,16 @@ def test_report_renders_in_chromium(driver, tmp_path: Path):
 
     severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
     assert not severe, f"JavaScript errors in the report: {severe}"
+    assert_no_horizontal_scroll(driver)
+    # the page opens with the book: the first section on screen is the decision layer, and the
+    # reconciliation banner is not in the first screen
+    first = driver.execute_script("return document.querySelector('main section').id")
+    assert first == "decision"
+    banner_top = driver.execute_script(
+        "return document.getElementById('reconciliation-banner').getBoundingClientRect().top")
+    assert banner_top > driver.execute_script("return window.innerHeight") * 3
+    # the linear/log switch does not cover the growth chart's title
+    assert not driver.execute_script(OVERLAP_JS, "fig-cumulative", ".updatemenu-container", ".gtitle")
 
     png = driver.get_screenshot_as_png()
     outdir = os.environ.get(SCREENSHOT_DIR_ENV)
@@ -114,6 +124,55 @@ def test_report_renders_in_chromium(driver, tmp_path: Path):
     assert image.size[0] >= 1000 and image.size[1] >= 700
     assert pixels.std() > 20, "screenshot looks blank (no pixel variance)"
     assert len(image.getcolors(maxcolors=1 << 20) or []) > 200, "screenshot has too few colours"
+
+
+def assert_no_horizontal_scroll(driver) -> None:
+    """Neither the page nor the decision layer's summary table scrolls sideways at 1,400 px."""
+    page = driver.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+    assert page[0] <= page[1], f"the page scrolls horizontally: {page}"
+    table = driver.execute_script(
+        "var t = document.getElementById('summary-table');"
+        "return [t.scrollWidth, t.parentElement.clientWidth]")
+    assert table[0] <= table[1], f"the summary table is wider than its section: {table}"
+
+
+# do the bounding boxes of the first elements matching two selectors inside a plot overlap?
+OVERLAP_JS = """
+var plot = document.getElementById(arguments[0]);
+var a = plot.querySelector(arguments[1]).getBoundingClientRect();
+var b = plot.querySelector(arguments[2]).getBoundingClientRect();
+return !(a.right <= b.left || b.right <= a.left || a.bottom <= b.top || b.bottom <= a.top);
+"""
+
+
+def save_top_screenshot(report_html: Path, out: Path, width: int = 1400, height: int = 1000) -> Path:
+    """A PNG of the first screen of a report in headless Chromium, as a 256-colour palette image
+    (docs/report-top.png: small enough to keep in the repository)."""
+    import io as _io
+
+    from PIL import Image
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--hide-scrollbars", f"--window-size={width},{height}", f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        drv.get(Path(report_html).resolve().as_uri())
+        n = drv.execute_script("return document.querySelectorAll('.plotly-graph-div').length")
+        wait_for_plots(drv, n)
+        png = drv.get_screenshot_as_png()
+    finally:
+        drv.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+    image = Image.open(_io.BytesIO(png)).convert("RGB").quantize(colors=256)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image.save(out, optimize=True)
+    return out
 
 
 REPORT_CEILING_BYTES = 8 * 1024 * 1024  # issue 8: the report stays <= 8 MB at every book size
@@ -146,19 +205,22 @@ def test_book_scale_report_size_and_render(driver, tmp_path: Path):
     severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
     assert not severe, f"JavaScript errors in the report: {severe}"
 
-    # the log-scale switch of the cumulative curves works
-    driver.execute_script(
-        "var b = document.querySelectorAll('#fig-cumulative .updatemenu-button');"
-        "b[b.length - 1].dispatchEvent(new MouseEvent('click', {bubbles: true}));")
-    deadline = time.time() + 10
-    while time.time() < deadline and driver.execute_script(
-            "return document.getElementById('fig-cumulative').layout.yaxis.type") != "log":
-        time.sleep(0.1)
-    assert driver.execute_script("return document.getElementById('fig-cumulative').layout.yaxis.type") == "log"
+    # the growth curves open on a log scale; the switch goes to linear and back to log
+    y_type = "return document.getElementById('fig-cumulative').layout.yaxis.type"
+    assert driver.execute_script(y_type) == "log"
+    for position, wanted in ((0, "linear"), (1, "log")):
+        driver.execute_script(
+            "var b = document.querySelectorAll('#fig-cumulative .updatemenu-button');"
+            "b[arguments[0]].dispatchEvent(new MouseEvent('click', {bubbles: true}));", position)
+        deadline = time.time() + 10
+        while time.time() < deadline and driver.execute_script(y_type) != wanted:
+            time.sleep(0.1)
+        assert driver.execute_script(y_type) == wanted
 
+    assert_no_horizontal_scroll(driver)
     # sorting: the performance table by Sharpe, descending after two clicks
     table = driver.find_element(By.CSS_SELECTOR, "#performance table.sortable")
-    header = [h for h in table.find_elements(By.CSS_SELECTOR, "thead th") if h.text.strip() == "sharpe"][0]
+    header = [h for h in table.find_elements(By.CSS_SELECTOR, "thead th") if h.text.strip() == "Sharpe"][0]
     col = int(header.get_attribute("cellIndex"))
     header.click()
     header.click()

@@ -159,3 +159,136 @@ def test_counted_turnover_rule_and_annualisation():
     # a weekly book turning over 10% a week reads ~5.2x a year, next to a monthly book's ~1.2x
     weekly = pd.Series(0.1, index=pd.bdate_range("2024-01-05", periods=52, freq="W-FRI"))
     assert m.annualised_turnover(weekly, 252) == pytest.approx(5.2)
+
+
+# --------------------------------------------------------------------------------------------
+# benchmark-relative statistics, calendar tables, drawdown periods, rolling (issue 19 part 3)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def index_returns(real_returns) -> pd.Series:
+    """The bundled S&P 500 price index as daily simple returns on the same days."""
+    from skfolio.datasets import load_sp500_index
+
+    index = load_sp500_index().iloc[:, 0]
+    return index.pct_change(fill_method=None).reindex(real_returns.index).rename("sp500")
+
+
+def test_benchmark_relative_closed_forms(real_returns, index_returns):
+    b = index_returns.to_numpy()
+    assert not np.isnan(b).any()
+    for r in _series(real_returns):
+        x = r.to_numpy()
+        beta = np.cov(x, b, ddof=1)[0, 1] / np.var(b, ddof=1)
+        assert m.beta(r, index_returns) == pytest.approx(beta, abs=1e-12)
+        for rf in (0.0, 0.03):
+            rf_d = (1 + rf) ** (1 / 252) - 1
+            alpha = 252 * np.mean((x - rf_d) - beta * (b - rf_d))
+            assert m.alpha(r, index_returns, rf) == pytest.approx(alpha, abs=1e-12)
+        te = np.sqrt(np.sum(((x - b) - (x - b).mean()) ** 2) / (x.size - 1)) * np.sqrt(252)
+        assert m.tracking_error(r, index_returns) == pytest.approx(te, abs=1e-12)
+        assert m.information_ratio(r, index_returns) == pytest.approx(252 * (x - b).mean() / te, abs=1e-10)
+    # the benchmark against itself
+    assert m.beta(index_returns, index_returns) == pytest.approx(1.0, abs=1e-12)
+    assert m.tracking_error(index_returns, index_returns) == 0.0
+    assert np.isnan(m.information_ratio(index_returns, index_returns))
+
+
+def test_benchmark_relative_against_quantstats(real_returns, index_returns):
+    # quantstats' greeks: beta = cov/var (ddof=1), alpha = 252 (mean r - beta mean b) = ours at rf = 0;
+    # its information_ratio is the DAILY mean/std of r - b, ours annualised: sqrt(252) times larger
+    for r in _series(real_returns):
+        greeks = qs.stats.greeks(r, index_returns)
+        assert m.beta(r, index_returns) == pytest.approx(float(greeks["beta"]), abs=TOL)
+        assert m.alpha(r, index_returns, 0.0) == pytest.approx(float(greeks["alpha"]), abs=TOL)
+        assert m.information_ratio(r, index_returns) == pytest.approx(
+            float(qs.stats.information_ratio(r, index_returns)) * np.sqrt(252), abs=TOL)
+
+
+def test_performance_table_benchmark_columns(real_returns, index_returns):
+    table = m.performance_table(real_returns, risk_free_rate=0.01, benchmark=index_returns)
+    for col, fn in (("beta", m.beta), ("tracking_error", m.tracking_error),
+                    ("information_ratio", m.information_ratio)):
+        assert table.loc["KO", col] == pytest.approx(fn(real_returns["KO"], index_returns), abs=1e-15)
+    assert table.loc["KO", "alpha"] == pytest.approx(m.alpha(real_returns["KO"], index_returns, 0.01), abs=1e-15)
+    # a late portfolio is measured on its own live days; the benchmark must cover them
+    late = real_returns["AMD"].copy()
+    late.iloc[:300] = np.nan
+    assert m.beta(late, index_returns) == pytest.approx(m.beta(real_returns["AMD"].iloc[300:], index_returns))
+    with pytest.raises(m.MetricsInputError, match="benchmark"):
+        m.beta(real_returns["KO"], index_returns.iloc[10:])
+    without = m.performance_table(real_returns)
+    assert without[["beta", "alpha", "tracking_error", "information_ratio"]].isna().all().all()
+
+
+def test_yearly_and_monthly_returns(real_returns):
+    r = real_returns["JPM"]
+    yearly = m.yearly_returns(r)
+    monthly = m.monthly_returns(r)
+    for year in (2012, 2016, r.index[-1].year):
+        x = r[r.index.year == year].to_numpy()
+        assert yearly.loc[year] == pytest.approx(np.prod(1 + x) - 1, abs=1e-12)
+        for month in (1, 7):
+            days = r[(r.index.year == year) & (r.index.month == month)].to_numpy()
+            expected = np.prod(1 + days) - 1 if days.size else np.nan
+            assert monthly.loc[year, month] == pytest.approx(expected, abs=1e-12, nan_ok=True)
+    assert list(monthly.columns) == list(range(1, 13)) and list(monthly.index) == list(yearly.index)
+    # the months of a year compound to the year; the years compound to the whole period
+    assert np.allclose((1 + monthly.fillna(0.0)).prod(axis=1) - 1, yearly, atol=1e-12)
+    assert np.prod(1 + yearly) - 1 == pytest.approx(np.prod(1 + r.to_numpy()) - 1, rel=1e-10)
+    # quantstats' monthly table (compounded) on the same data
+    qs_monthly = qs.stats.monthly_returns(r, eoy=False, compounded=True)
+    np.testing.assert_allclose(monthly.fillna(0.0).to_numpy(), qs_monthly.to_numpy(dtype=float), atol=1e-10)
+
+
+def test_drawdown_periods_on_a_constructed_series():
+    days = pd.bdate_range("2024-01-01", periods=12)
+    # wealth: 1.1, 0.99 (start), 0.891 (trough, -19%), 1.0, 1.1 (recovery: back at 1.1), 1.21 (peak),
+    # 1.15 (start), 1.21 (recovery), 1.21, 1.0 (start), 0.9 (trough, not recovered), 0.95
+    wealth = np.array([1.1, 0.99, 0.891, 1.0, 1.1, 1.21, 1.15, 1.21, 1.21, 1.0, 0.9, 0.95])
+    r = pd.Series(wealth / np.concatenate([[1.0], wealth[:-1]]) - 1, index=days, name="x")
+    table = m.drawdown_periods(r, top=5)
+    assert list(table.columns) == list(m.DRAWDOWN_PERIOD_COLUMNS) and list(table.index) == [1, 2, 3]
+    first, second, third = (table.loc[i] for i in (1, 2, 3))
+    assert first["depth"] == pytest.approx(0.9 / 1.21 - 1)  # the open one is the deepest
+    assert (first["start"], first["trough"]) == (days[9], days[10]) and pd.isna(first["recovery"])
+    assert first["days_to_trough"] == 2 and first["duration"] == 3  # under water to the last day
+    assert second["depth"] == pytest.approx(0.891 / 1.1 - 1)
+    assert (second["start"], second["trough"], second["recovery"]) == (days[1], days[2], days[4])
+    assert second["days_to_trough"] == 2 and second["duration"] == 3
+    assert third["depth"] == pytest.approx(1.15 / 1.21 - 1)
+    assert (third["start"], third["trough"], third["recovery"]) == (days[6], days[6], days[7])
+    assert third["duration"] == 1
+    assert len(m.drawdown_periods(r, top=2)) == 2
+    assert m.drawdown_periods(r)["depth"].min() == pytest.approx(m.max_drawdown(r))
+    # a loss on the first day is a drawdown from the starting value 1
+    assert m.drawdown_periods(pd.Series([-0.1, 0.2], index=days[:2]))["start"].iloc[0] == days[0]
+
+
+def test_drawdown_periods_against_quantstats(real_returns):
+    for r in _series(real_returns)[:3]:
+        ours = m.drawdown_periods(r, top=5)
+        theirs = qs.stats.drawdown_details(qs.stats.to_drawdown_series(r)).sort_values("max drawdown").head(5)
+        assert list(ours["start"]) == [pd.Timestamp(d) for d in theirs["start"]]
+        assert list(ours["trough"]) == [pd.Timestamp(d) for d in theirs["valley"]]
+        np.testing.assert_allclose(ours["depth"] * 100, theirs["max drawdown"].astype(float), atol=1e-8)
+        # quantstats' "end" is the last day under water; ours the recovery day after it
+        for (_, row), end in zip(ours.iterrows(), theirs["end"], strict=True):
+            if pd.notna(row["recovery"]):
+                assert r.index[r.index.get_loc(row["recovery"]) - 1] == pd.Timestamp(end)
+
+
+def test_rolling_sharpe_and_vol(real_returns):
+    r = real_returns["XOM"]
+    rs, rv = m.rolling_sharpe(r, 252, 0.02), m.rolling_vol(r, 252)
+    assert rs.iloc[:251].isna().all() and rv.iloc[:251].isna().all() and rs.iloc[251:].notna().all()
+    for end in (251, 1000, len(r) - 1):
+        window = r.iloc[end - 251: end + 1]
+        assert rs.iloc[end] == pytest.approx(m.sharpe(window, 0.02), abs=1e-9)
+        assert rv.iloc[end] == pytest.approx(m.ann_vol(window), abs=1e-12)
+    # quantstats' rolling statistics at rf = 0 (its rolling std is pandas', ddof=1)
+    theirs = qs.stats.rolling_sharpe(r, rolling_period=252, periods_per_year=252)
+    np.testing.assert_allclose(m.rolling_sharpe(r, 252, 0.0).iloc[251:], theirs.iloc[251:], atol=1e-8)
+    theirs_vol = qs.stats.rolling_volatility(r, rolling_period=252, periods_per_year=252)
+    np.testing.assert_allclose(rv.iloc[251:], theirs_vol.iloc[251:], atol=1e-10)

@@ -130,6 +130,7 @@ def test_files_summary_and_markdown(report):
     assert md["metrics"].startswith("| portfolio |") and "meta" in md["metrics"]
     head = headline_metrics(report)
     assert set(head) == {"meta_cagr", "meta_sharpe", "meta_ann_vol", "meta_max_drawdown", "meta_calmar",
+                         "meta_beta", "meta_alpha", "meta_tracking_error", "meta_information_ratio",
                          "max_reconciliation_diff", "crossing_savings_bps", "book_turnover",
                          "standalone_turnover", "meta_standalone_sharpe"}
     totals = report["costs"]["totals"]

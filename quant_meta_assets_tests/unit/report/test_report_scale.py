@@ -61,6 +61,13 @@ def test_plots_draw_meta_benchmarks_and_top_k_tables_keep_every_sleeve(book_repo
     assert cumulative == ["meta", "meta_standalone", "equal_weight_meta", "sp500", *top]
     weights = [t["name"] for t in figure("fig-meta_weights")]
     assert set(weights[:4]) == set(top) and weights[4] == f"other ({len(sleeves) - 4} sleeves)"
+    risk = [t["name"] for t in figure("fig-risk_contributions")]  # realised, per year: top 4 + other
+    assert set(risk[:4]) == set(top) and risk[4:] == [f"other ({len(sleeves) - 4} sleeves)"]
+    for div in ("fig-rolling_sharpe", "fig-rolling_vol"):  # the decision layer's books only
+        assert [t["name"] for t in figure(div)] == ["meta", "equal_weight_meta", "sp500"]
+    assert len(figure("fig-monthly_returns")) == 1 and len(figure("fig-turnover")) == 3
+    # the decision layer's weights table lists every sleeve
+    assert len(report["decision"]["weights"]) == len(sleeves)
     # thinned: ~2,000 live days drawn at every 2nd day plus the last, from the first live day
     x = figure("fig-cumulative")[0]["x"]
     live = report["meta_returns"].index
@@ -102,13 +109,20 @@ def test_long_tables_state_what_every_row_shares_once(book_report):
     assert "The same on every row" in diagnostics
 
 
-def test_turnover_of_a_daily_rebalanced_sleeve_is_thinned_keeping_the_largest_trades():
-    index = pd.bdate_range("2000-01-03", periods=5000)
-    daily = pd.Series(np.random.default_rng(3).uniform(0, 0.01, len(index)), index=index)
-    daily.iloc[2345] = 0.9  # one large trade between two drawn days
-    monthly = daily.iloc[::21] * 0 + 0.2
-    fig = P.turnover_per_rebalance({"meta": monthly, "daily_sleeve": daily}, ["daily_sleeve"])
-    meta, sleeve = fig.data
-    assert len(meta.x) == len(monthly) and float(max(meta.y)) == pytest.approx(0.2)  # short: all drawn
-    assert len(sleeve.x) <= P.MAX_POINTS and "2000-01-03" <= sleeve.x[0] <= "2000-01-07"  # first bucket
-    assert float(max(sleeve.y)) == pytest.approx(0.9) and str(index[2345].date()) in sleeve.x
+def test_turnover_figure_is_per_year_whatever_the_number_of_sleeves(book_report):
+    """The turnover plot draws one bar per calendar year for the meta's reallocation and the two
+    books' asset turnover (× per year), not one point per rebalance per sleeve; weighted by the
+    years' lengths the bars average to the annualised figures of the metrics table."""
+    inputs, report = book_report
+    per_year = report["turnover_per_year"]
+    live = report["meta_returns"].index
+    assert list(per_year.index) == sorted(set(live.year))
+    fig = P.turnover_per_year(per_year)
+    assert [t.name for t in fig.data] == list(per_year.columns) and all(len(t.x) == len(per_year) for t in fig.data)
+    days = pd.Series(1, index=live).groupby(live.year).sum()
+    average = (per_year.mul(days, axis=0).sum() / days.sum())
+    metrics = report["metrics"]
+    assert average["meta: sleeve reallocation"] == pytest.approx(metrics.loc["meta", "turnover"], rel=1e-12)
+    assert average["meta: asset turnover (netted book)"] == pytest.approx(metrics.loc["meta", "asset_turnover"], rel=1e-12)
+    assert average["stand-alone: asset turnover"] == pytest.approx(
+        metrics.loc["meta_standalone", "asset_turnover"], rel=1e-12)
