@@ -168,3 +168,106 @@ def test_validated_names_stay_direct_children_of_root(name: str) -> None:
         return
     target = (root / ok).resolve()
     assert target.parent == root and target.name == ok
+
+
+# --- every param checked at load, with its own line and "did you mean"
+
+_PARAM_BODY = """\
+defaults:
+  cost_bps: 5
+sleeves:
+  - name: ok
+    strategy: equal_weight
+  - name: mom
+    strategy: momentum_12_1
+    params:
+      lookback: 252
+      {param}
+"""
+
+
+@pytest.mark.parametrize(
+    ("param", "needles"),
+    [
+        ("top_n: 0", ["param 'top_n' (line 10)", "integer >= 1", "got 0"]),
+        ("top_n: 2.5", ["param 'top_n' (line 10)", "integer", "2.5"]),
+        ("top_n: '5'", ["param 'top_n' (line 10)", "integer", "'5'"]),
+        ("top_n: true", ["param 'top_n' (line 10)", "True"]),
+        ("top_n: null", ["param 'top_n' (line 10)", "got null"]),
+        ("skip: 300", ["param 'skip' (line 10)", "< lookback (252)", "300"]),
+        ("skip: -1", ["param 'skip' (line 10)", "integer >= 0", "-1"]),
+        ("topn: 3", ["param 'topn' (line 10)", "unknown param", "did you mean 'top_n'?"]),
+    ],
+)
+def test_bad_param_value_names_file_sleeve_and_the_params_own_line(tmp_path, param: str, needles: list[str]) -> None:
+    msg = _raises(_write(tmp_path, _PARAM_BODY.format(param=param)), "sleeve 'mom'", *needles)
+    assert "strategy 'momentum_12_1'" in msg
+
+
+@pytest.mark.parametrize(
+    ("strategy", "params", "needles"),
+    [
+        ("trend_vol_target", "{target_vol: 0}", ["target_vol", "number > 0", "got 0"]),
+        ("trend_vol_target", "{max_leverage: .nan}", ["max_leverage", "nan"]),
+        ("trend_vol_target", "{vol_lookback: 1}", ["vol_lookback", "integer >= 2"]),
+        ("low_volatility", "{lookback: 1}", ["lookback", "integer >= 2"]),
+        ("min_variance", "{lookback: 1}", ["lookback", "integer >= 2"]),
+        ("short_term_reversal", "{lookback: 0}", ["lookback", "integer >= 1"]),
+        ("'quant_meta_assets.strategies:momentum_12_1'", "{top_n: 0}", ["top_n", "integer >= 1"]),
+        ("equal_weight", "{top_n: 3}", ["unknown param", "accepts []"]),
+    ],
+)
+def test_every_builtin_value_is_checked_at_load(tmp_path, strategy: str, params: str, needles: list[str]) -> None:
+    body = f"sleeves:\n  - name: s\n    strategy: {strategy}\n    params: {params}\n"
+    _raises(_write(tmp_path, body), "sleeve 's'", "(line 4)", *needles)
+
+
+def test_valid_edge_values_load(tmp_path) -> None:
+    body = """
+        sleeves:
+          - {name: a, strategy: low_volatility, params: {top_n: null, lookback: 2}}
+          - {name: b, strategy: momentum_12_1, params: {lookback: 5, skip: 4, top_n: 1}}
+          - {name: c, strategy: trend_vol_target, params: {target_vol: 1, max_leverage: 2.5}}
+    """
+    assert [p.name for p in load_registry(_write(tmp_path, body))] == ["a", "b", "c"]
+
+
+def test_did_you_mean_for_strategy_and_sleeve_keys(tmp_path) -> None:
+    msg = _raises(_write(tmp_path, "sleeves:\n  - name: a\n    strategy: low_vol\n"),
+                  "sleeve 'a'", "'strategy' (line 3)", "did you mean 'low_volatility'?")
+    assert "known built-ins" in msg
+    _raises(_write(tmp_path, "sleeves:\n  - name: a\n    strategy: equal_weight\n    rebalence: weekly\n"),
+            "unknown key", "'rebalence'", "line 4", "did you mean 'rebalance'?")
+    msg = _raises(_write(tmp_path, "sleeves:\n  - name: a\n    strategy: zzzzzz\n"), "unknown built-in")
+    assert "did you mean" not in msg
+
+
+def test_param_specs_agree_with_the_builtin_signatures() -> None:
+    """The declared schema names exactly the signature's params, and every default satisfies it."""
+    import inspect
+
+    from quant_meta_assets.strategies import PARAM_SPECS
+
+    assert set(PARAM_SPECS) == set(BUILTIN_STRATEGIES)
+    for name, fn in BUILTIN_STRATEGIES.items():
+        params = dict(list(inspect.signature(fn).parameters.items())[1:])
+        assert set(params) == set(PARAM_SPECS[name]), name
+        for param, spec in PARAM_SPECS[name].items():
+            assert spec.problem(params[param].default) is None, (name, param)
+            assert spec.meaning, (name, param)
+
+
+def test_a_value_refused_at_load_is_also_refused_by_the_strategy() -> None:
+    """The schema is not looser than the strategies' own checks on the worker, nor stricter."""
+    from quant_meta_assets.strategies import PARAM_SPECS
+
+    prices = pd.DataFrame(
+        {"A": [1.0 + 0.01 * i for i in range(40)], "B": [2.0 - 0.01 * i for i in range(40)]},
+        index=pd.bdate_range("2020-01-01", periods=40, name="date"),
+    )
+    for name, specs in PARAM_SPECS.items():
+        for param, spec in specs.items():
+            low = int(spec.minimum) - 1 if spec.kind == "int" else spec.minimum
+            assert spec.problem(low) is not None
+            with pytest.raises(RegistryError, match=param):
+                BUILTIN_STRATEGIES[name](prices, **{param: low})
