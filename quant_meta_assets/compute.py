@@ -417,7 +417,8 @@ class RayComputeEngine:
         if address is None:
             options = ray_cluster.local_init_options(self.num_cpus)
             try:
-                ray.init(address=self.address, **options)
+                with ray_cluster.quiet_token_auth_notice():  # token auth stays on; only the notice goes
+                    ray.init(address=self.address, **options)
             except Exception as exc:
                 raise RayUnavailableError(
                     f"could not start a local Ray instance: {type(exc).__name__}: {exc}"
