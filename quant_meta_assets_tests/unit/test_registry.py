@@ -271,3 +271,22 @@ def test_a_value_refused_at_load_is_also_refused_by_the_strategy() -> None:
             assert spec.problem(low) is not None
             with pytest.raises(RegistryError, match=param):
                 BUILTIN_STRATEGIES[name](prices, **{param: low})
+
+
+def test_a_bad_value_fails_the_pipeline_before_ray_is_even_imported(tmp_path) -> None:
+    """`top_n: 0` is refused when the registry loads, naming its line, before Ray is imported (not on a worker 20 s later)."""
+    import os
+    import subprocess
+    import sys
+
+    from quant_meta_assets_tests.conftest import REPO_ROOT
+
+    path = _write(tmp_path, "sleeves:\n  - name: mom\n    strategy: momentum_12_1\n    params:\n      top_n: 0\n")
+    code = ("import sys\nfrom quant_meta_assets import run_meta_pipeline\nfrom quant_meta_assets.errors import RegistryError\n"
+            "try:\n    run_meta_pipeline()\nexcept RegistryError as exc:\n    print(exc)\n"
+            "print('ray imported:', 'ray' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, SLEEVES_ENV_VAR: str(path), "PYTHONPATH": str(REPO_ROOT)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "param 'top_n' (line 5): must be an integer >= 1, got 0" in done.stdout and path.name in done.stdout
+    assert done.stdout.splitlines()[-1] == "ray imported: False"
