@@ -299,6 +299,7 @@ def meta_report(
             **config.model_dump(),
         )
     report = out["report"]
+    context.log.info(f"report: {Path(report['html']).resolve()}")  # the path a CLI run prints (summary: make report)
     markdown = report_markdown_summary(report)
     context.add_output_metadata(
         {

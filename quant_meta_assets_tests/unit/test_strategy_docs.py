@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import yaml
 
 from quant_meta_assets.registry import load_registry, validate_universe
@@ -29,12 +26,14 @@ def test_reference_names_every_builtin_and_param() -> None:
     assert set(PARAM_SPECS) == set(BUILTIN_STRATEGIES)
 
 
-def test_check_mode_exits_non_zero_when_stale(tmp_path) -> None:
+def test_check_mode_exits_non_zero_when_stale(tmp_path, capsys) -> None:
+    from quant_meta_assets.strategy_docs import main
+
     stale = tmp_path / "strategies.md"
     stale.write_text("old\n")
-    cmd = [sys.executable, "-m", "quant_meta_assets.strategy_docs", "--check", "--path"]
-    assert subprocess.run([*cmd, str(stale)], cwd=REPO_ROOT, capture_output=True, timeout=60).returncode == 1
-    assert subprocess.run([*cmd, str(DOC_PATH)], cwd=REPO_ROOT, capture_output=True, timeout=60).returncode == 0
+    assert main(["--check", "--path", str(stale)]) == 1 and "NOT current" in capsys.readouterr().out
+    assert main(["--check", "--path", str(DOC_PATH)]) == 0
+    assert main(["--path", str(stale)]) == 0 and stale.read_text() == render()
 
 
 def test_example_entry_loads_and_its_universe_is_in_the_bundled_prices(tmp_path) -> None:
