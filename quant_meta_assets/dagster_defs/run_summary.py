@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     with dg.DagsterInstance.get() as instance:
         run_id = args.run_id or latest_run_id(instance, args.job, args.since)
         if run_id is None:
-            print(f"No {args.job} run was started: the error above is the cause.", flush=True)
+            print(f"No {args.job} run was started: the error above is the cause." if args.since is not None
+                  else f"No {args.job} run in the instance at $DAGSTER_HOME yet: `make run` starts one.", flush=True)
             return 1
         summary = summarize_run(instance, run_id)
     print("\n".join(format_summary(summary)), flush=True)

@@ -63,3 +63,4 @@ def test_update_latest_report_replaces_the_copy(tmp_path) -> None:
     update_latest_report(root, second)
     assert latest_report_path(root).read_text() == "two"
     assert [p.name for p in latest_report_path(root).parent.iterdir()] == ["report.html"]  # no temp file left
+
