@@ -19,7 +19,7 @@ from pathlib import Path
 import dagster as dg
 
 from quant_meta_assets import settings
-from quant_meta_assets.dagster_defs.alerts import failed_sleeves_of_run, step_errors_of_run
+from quant_meta_assets.dagster_defs.alerts import failed_sleeves_of_run
 from quant_meta_assets.run_summary import RunSummary, format_summary, latest_report_path, update_latest_report
 
 REPORT_KEY = dg.AssetKey(["meta", "report"])  # = meta_assets.REPORT_KEY (not imported: it loads every asset)
@@ -37,6 +37,33 @@ def _report_of_run(instance: dg.DagsterInstance, run_id: str) -> tuple[Path | No
         data = json.loads(summary.read_text()) if summary is not None and summary.is_file() else {}
         return html, data
     return None, {}
+
+
+MAX_CAUSE_LINES = 20
+
+
+def _cause(error) -> str:
+    """The user-facing cause of a step failure: below Dagster's step-execution wrapper, with the
+    exception's class name instead of its module path (``RegistryError: registry file ...``)."""
+    while error.cause is not None and error.cls_name in ("DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError"):
+        error = error.cause
+    lines = (error.message or "").strip().splitlines() or [error.cls_name or "step failed"]
+    head, sep, rest = lines[0].partition(": ")
+    if sep and head.split(".")[-1] == error.cls_name:
+        lines[0] = f"{error.cls_name}: {rest}"
+    if len(lines) > MAX_CAUSE_LINES:
+        lines = [*lines[:MAX_CAUSE_LINES], f"... ({len(lines) - MAX_CAUSE_LINES} more lines in the run's log)"]
+    return "\n".join(lines)
+
+
+def step_causes_of_run(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
+    """Step key -> the cause of its failure, from the run's STEP_FAILURE events."""
+    causes = {}
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
+        event = entry.dagster_event
+        error = event.step_failure_data.error if event and event.step_failure_data else None
+        causes[event.step_key or "?"] = _cause(error) if error is not None else "step failed"
+    return causes
 
 
 def summarize_run(instance: dg.DagsterInstance, run_id: str, storage_root: Path | None = None) -> RunSummary:
@@ -57,7 +84,7 @@ def summarize_run(instance: dg.DagsterInstance, run_id: str, storage_root: Path 
         status=run.status.value,
         seconds=seconds,
         failed_sleeves=failed_sleeves_of_run(instance, run_id),
-        step_errors={} if succeeded else step_errors_of_run(instance, run_id),
+        step_errors={} if succeeded else step_causes_of_run(instance, run_id),
         metrics=data.get("metrics", {}),
         period=(data["start"][:10], data["end"][:10]) if data.get("start") and data.get("end") else None,
         report_html=str(html.resolve()) if html is not None else None,

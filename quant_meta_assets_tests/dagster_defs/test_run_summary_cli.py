@@ -66,3 +66,21 @@ def test_make_run_ends_with_the_summary_and_the_cause_last(tmp_path, isolated_en
     assert lines[-3] == "Failed step sleeves_all_sleeves_succeeded: see the sleeves below"
     assert lines[-2:] == ["1 failed sleeve:", "  broken_sleeve: ValueError: boom from the strategy"]
     assert latest.read_bytes() == report.read_bytes()  # the previous report stays the latest
+
+    # a bad param value: the sleeves step fails at the registry load, and its cause is the last line
+    env["QUANT_META_SLEEVES"] = str(write_registry(tmp_path / "bad_value.yaml", BAD_VALUE))
+    bad = make("run", env)
+    assert bad.returncode != 0
+    assert own_lines(bad)[-1] == (
+        f"Failed step sleeves: RegistryError: registry file '{tmp_path / 'bad_value.yaml'}', sleeve 'mom' (line 3): "
+        "strategy 'momentum_12_1', param 'top_n' (line 6): must be an integer >= 1, got 0"
+    )
+
+
+BAD_VALUE = """
+sleeves:
+  - name: mom
+    strategy: momentum_12_1
+    params:
+      top_n: 0
+"""
