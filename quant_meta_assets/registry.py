@@ -329,14 +329,20 @@ def load_registry(path: str | os.PathLike[str] | None = None) -> list[SleeveProf
         raise RegistryError(f"{label}: top level must be a mapping with 'sleeves:', got {type(data).__name__}")
     unknown_top = sorted(str(k) for k in data if k not in _TOP_KEYS)
     if unknown_top:
-        raise RegistryError(f"{label}: unknown top-level key(s) {unknown_top!r}; allowed {sorted(_TOP_KEYS)}")
+        raise RegistryError(
+            f"{label}: unknown top-level key(s) {unknown_top!r}{did_you_mean(unknown_top[0], _TOP_KEYS)}; "
+            f"allowed {sorted(_TOP_KEYS)}"
+        )
 
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise RegistryError(f"{label}: 'defaults' must be a mapping, got {type(defaults).__name__}")
     unknown_def = sorted(str(k) for k in defaults if k not in _DEFAULT_KEYS)
     if unknown_def:
-        raise RegistryError(f"{label}: unknown key(s) {unknown_def!r} in 'defaults'; allowed {sorted(_DEFAULT_KEYS)}")
+        raise RegistryError(
+            f"{label}: unknown key(s) {unknown_def!r} in 'defaults'{did_you_mean(unknown_def[0], _DEFAULT_KEYS)}; "
+            f"allowed {sorted(_DEFAULT_KEYS)}"
+        )
 
     sleeves = data.get("sleeves")
     if sleeves is None or (isinstance(sleeves, list) and not sleeves):

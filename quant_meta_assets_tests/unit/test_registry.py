@@ -238,6 +238,10 @@ def test_did_you_mean_for_strategy_and_sleeve_keys(tmp_path) -> None:
     assert "known built-ins" in msg
     _raises(_write(tmp_path, "sleeves:\n  - name: a\n    strategy: equal_weight\n    rebalence: weekly\n"),
             "unknown key", "'rebalence'", "line 4", "did you mean 'rebalance'?")
+    _raises(_write(tmp_path, "sleves:\n  - name: a\n    strategy: equal_weight\n"),
+            "unknown top-level key", "did you mean 'sleeves'?")
+    _raises(_write(tmp_path, "defaults: {timeout: 3}\nsleeves:\n  - name: a\n    strategy: equal_weight\n"),
+            "'defaults'", "did you mean 'timeout_s'?")
     msg = _raises(_write(tmp_path, "sleeves:\n  - name: a\n    strategy: zzzzzz\n"), "unknown built-in")
     assert "did you mean" not in msg
 
