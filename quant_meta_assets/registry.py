@@ -234,7 +234,11 @@ def check_params(
         raise RegistryError(f"{where}: missing required param(s) {missing!r}")
     builtin = next((name for name, f in BUILTIN_STRATEGIES.items() if f is fn), None)
     specs = PARAM_SPECS.get(builtin) if builtin is not None else None
-    if specs is None:
+    if specs is None:  # a plug-in: its simple annotations (int, float, str, bool, X | None) are checked
+        for name, value in params.items():
+            problem = _annotation_problem(fn, name, value)
+            if problem is not None:
+                raise RegistryError(f"{at(name)}: {problem}")
         return
     values = {p.name: p.default for p in parameters if p.name in specs} | dict(params)
     for name, value in params.items():
@@ -244,6 +248,45 @@ def check_params(
             problem = f"must be < {spec.below} ({values[spec.below]!r}), got {value!r}"
         if problem is not None:
             raise RegistryError(f"{at(name)}: {problem}")
+
+
+_SIMPLE_TYPES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _annotation_problem(fn: Callable[..., Any], name: str, value: object) -> str | None:
+    """Why ``value`` does not fit ``fn``'s annotation of ``name`` (int, float, str, bool, optionally
+    ``| None``), or None when it fits or the annotation is anything else (then the strategy checks)."""
+    import types
+    import typing
+
+    try:
+        hint = typing.get_type_hints(fn).get(name)
+    except Exception:  # unresolvable annotations: nothing to check here
+        return None
+    union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+    allowed = set(typing.get_args(hint)) if union else {hint}
+    none_ok = type(None) in allowed
+    allowed.discard(type(None))
+    if not allowed or not allowed <= set(_SIMPLE_TYPES):
+        return None
+    if value is None:
+        return None if none_ok else f"must not be null (annotated {_hint_name(hint)})"
+    return None if any(_fits(value, t) for t in allowed) else (
+        f"must be {' or '.join(_SIMPLE_TYPES[t] for t in allowed)} (annotated {_hint_name(hint)}), got {value!r}"
+    )
+
+
+def _fits(value: object, kind: type) -> bool:
+    """YAML's value against a simple annotation: a bool is no number; an int is a float."""
+    if kind is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
+
+
+def _hint_name(hint: object) -> str:
+    return getattr(hint, "__name__", None) or str(hint)
 
 
 def validate_universe(profile: SleeveProfile, prices: pd.DataFrame) -> tuple[str, ...]:

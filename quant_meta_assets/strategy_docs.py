@@ -75,7 +75,8 @@ def render() -> str:
         "",
         "A top-level `defaults:` mapping may set `rebalance`, `cost_bps`, `timeout_s` and `max_retries` for",
         "every entry. A plug-in strategy's param names are checked against its signature (unless it takes",
-        "`**kwargs`); their values are its own to check.",
+        "`**kwargs`), and each value against a simple annotation (`int`, `float`, `str`, `bool`, or one of",
+        "them `| None`); any other check of its values is the strategy's own.",
         "",
         "## Built-in strategies",
     ]

@@ -294,3 +294,27 @@ def test_a_bad_value_fails_the_pipeline_before_ray_is_even_imported(tmp_path) ->
     assert done.returncode == 0, done.stderr[-2000:]
     assert "param 'top_n' (line 5): must be an integer >= 1, got 0" in done.stdout and path.name in done.stdout
     assert done.stdout.splitlines()[-1] == "ray imported: False"
+
+
+@pytest.mark.parametrize(
+    ("params", "needles"),
+    [
+        ("{top_n: '3'}", ["param 'top_n' (line 4)", "must be an integer (annotated int), got '3'"]),
+        ("{top_n: 2.5}", ["param 'top_n'", "an integer", "2.5"]),
+        ("{top_n: true}", ["param 'top_n'", "True"]),
+        ("{scale: fast}", ["param 'scale'", "a number (annotated float), got 'fast'"]),
+        ("{label: 3}", ["param 'label'", "a string"]),
+        ("{top_n: null}", ["param 'top_n'", "must not be null"]),
+    ],
+)
+def test_a_plugins_simple_annotations_are_checked_at_load(tmp_path, params: str, needles: list[str]) -> None:
+    body = ("sleeves:\n  - name: p\n    strategy: 'quant_meta_assets_tests.strategies_for_tests:annotated'\n"
+            f"    params: {params}\n")
+    _raises(_write(tmp_path, body), "sleeve 'p'", *needles)
+
+
+def test_a_plugin_param_that_fits_its_annotation_loads(tmp_path) -> None:
+    body = ("sleeves:\n  - name: p\n    strategy: 'quant_meta_assets_tests.strategies_for_tests:annotated'\n"
+            "    params: {top_n: 2, scale: 3, label: null, anything: [1, 2]}\n")
+    (profile,) = load_registry(_write(tmp_path, body))
+    assert profile.params == {"top_n": 2, "scale": 3, "label": None, "anything": [1, 2]}
