@@ -335,6 +335,12 @@ def _mapping_lines(node: object) -> dict[str, int]:
     return {k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
 
 
+def _params_node(entry: object) -> object:
+    if not isinstance(entry, yaml.MappingNode):
+        return None
+    return next((v for k, v in entry.value if isinstance(k, yaml.ScalarNode) and k.value == "params"), None)
+
+
 def _sleeve_lines(text: str) -> list[_EntryLines]:
     """Where each ``sleeves:`` entry, key and param is in the file (for messages); best effort."""
     try:
@@ -345,14 +351,8 @@ def _sleeve_lines(text: str) -> list[_EntryLines]:
         return []
     for key, value in root.value:
         if isinstance(key, yaml.ScalarNode) and key.value == "sleeves" and isinstance(value, yaml.SequenceNode):
-            entries = []
-            for item in value.value:
-                params = next(
-                    (v for k, v in getattr(item, "value", []) if isinstance(k, yaml.ScalarNode) and k.value == "params"),
-                    None,
-                ) if isinstance(item, yaml.MappingNode) else None
-                entries.append(_EntryLines(item.start_mark.line + 1, _mapping_lines(item), _mapping_lines(params)))
-            return entries
+            return [_EntryLines(item.start_mark.line + 1, _mapping_lines(item), _mapping_lines(_params_node(item)))
+                    for item in value.value]
     return []
 
 
