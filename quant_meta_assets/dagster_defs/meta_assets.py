@@ -11,9 +11,9 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from quant_meta_assets.dagster_defs import metadata as md
 from quant_meta_assets.dagster_defs.instance_queries import sleeve_statuses
 from quant_meta_assets.dagster_defs.interrupts import cancel_on_interrupt
+from quant_meta_assets.dagster_defs import metadata as md
 from quant_meta_assets.dagster_defs.prices import PRICES_KEY, PRICES_SOURCE_KEY
 from quant_meta_assets.dagster_defs.sleeves import require_current_sleeves
 from quant_meta_assets.meta.costs import DEFAULT_BOOK_COST_BPS
@@ -57,6 +57,10 @@ def _date_range(frame: pd.DataFrame | pd.Series) -> dict:
     if len(frame.index) == 0:
         return {}
     return {"start": str(frame.index[0].date()), "end": str(frame.index[-1].date())}
+
+
+def _markdown(frame: pd.DataFrame, floatfmt: str = ".4f") -> dg.MarkdownMetadataValue:
+    return md.percent_table(frame)  # weights: percentages (floatfmt is unused)
 
 
 @dg.asset(
@@ -167,7 +171,7 @@ def meta_weights(
             "covariance": dg.TextMetadataValue(covariance_summary(diagnostics) or ""),
             "mean_shrinkage": dg.FloatMetadataValue(float(diagnostics["shrinkage"].mean())),
             **_date_range(weights),
-            "latest_weights": md.weights_table(latest),
+            "latest_weights": _markdown(latest.rename("weight").to_frame()),
             # one UI-plottable entry per sleeve for a small book; at book scale the largest only
             # (every sleeve's weight is in latest_weights)
             **{f"weight/{s}": dg.FloatMetadataValue(float(w))
@@ -206,7 +210,7 @@ def flattened_weights(
             "rows": len(assets), "tickers": dg.IntMetadataValue(assets.shape[1]), **_date_range(assets),
             "gross_exposure": dg.FloatMetadataValue(float(exposure["gross"].iloc[-1])),
             "net_exposure": dg.FloatMetadataValue(float(exposure["net"].iloc[-1])),
-            "top_exposures": md.weights_table(top),
+            "top_exposures": _markdown(top.rename("weight").to_frame()),
         }
     )
     return {"asset_weights": assets, "meta_weights_daily": out["meta_weights_daily"], "exposure": exposure}

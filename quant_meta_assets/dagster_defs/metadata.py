@@ -75,9 +75,14 @@ def headline(values: Mapping[str, float]) -> dg.MarkdownMetadataValue:
 
 
 def weights_table(weights: pd.Series, name: str = "weight") -> dg.MarkdownMetadataValue:
-    """Weights as percentages, largest first as given."""
-    frame = (weights.astype(float) * 100).map(lambda w: f"{w:.2f}%").rename(f"{name} (%)").to_frame()
-    return dg.MetadataValue.md(frame.to_markdown())
+    """Weights as percentages, in the order given."""
+    return percent_table(weights.rename(name).to_frame())
+
+
+def percent_table(frame: pd.DataFrame) -> dg.MarkdownMetadataValue:
+    """A frame of fractions (weights, exposures) as a Markdown table of percentages: 0.1234 -> 12.34%."""
+    shown = frame.astype(float).apply(lambda column: column.map(lambda v: fmt(v, "pct")))
+    return dg.MetadataValue.md(shown.rename(columns=lambda c: f"{c} (%)").to_markdown())
 
 
 def report_link(html: str | Path) -> dg.UrlMetadataValue:

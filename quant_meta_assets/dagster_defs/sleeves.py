@@ -16,10 +16,10 @@ import dagster as dg
 import pandas as pd
 from dagster_ray import RayResource
 
-from quant_meta_assets.dagster_defs import metadata as md
 from quant_meta_assets.dagster_defs.instance_queries import SLEEVES_KEY, sleeve_statuses
 from quant_meta_assets.dagster_defs.interrupts import cancel_on_interrupt
 from quant_meta_assets.dagster_defs.io_manager import ParquetIOManager, PerPartition
+from quant_meta_assets.dagster_defs import metadata as md
 from quant_meta_assets.dagster_defs.partitions import SLEEVES_PARTITIONS_NAME, sleeve_partitions
 from quant_meta_assets.dagster_defs.prices import PRICES_KEY, PRICES_SOURCE_KEY, price_provenance_tags
 from quant_meta_assets.sleeve_status import config_hash, describe, frame_hash, not_good
