@@ -25,17 +25,15 @@ functions. No dagster import.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.metadata
 import importlib.util
 import json
-import logging
 import os
 import platform
 import socket
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -221,27 +219,6 @@ def local_init_options(num_cpus: int | None = None) -> dict[str, Any]:
     if num_cpus is not None:
         options["num_cpus"] = num_cpus
     return options
-
-
-class _DropTokenAuthNotice(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(TOKEN_AUTH_NOTICE)
-
-
-TOKEN_AUTH_NOTICE = "Token authentication is enabled for this Ray cluster."
-
-
-@contextlib.contextmanager
-def quiet_token_auth_notice() -> Iterator[None]:
-    """Drop Ray's notice that a new local cluster has token auth on (our intended setting, see
-    ``local_init_options``), for the duration of our own ``ray.init``; every other record stays."""
-    ray_logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
-    drop = _DropTokenAuthNotice()
-    ray_logger.addFilter(drop)
-    try:
-        yield
-    finally:
-        ray_logger.removeFilter(drop)
 
 
 # --------------------------------------------------------------------------- auth

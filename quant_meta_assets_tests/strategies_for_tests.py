@@ -118,9 +118,3 @@ def empty_weights(prices: pd.DataFrame) -> pd.DataFrame:
 def zero_variance(prices: pd.DataFrame) -> pd.DataFrame:
     """All cash: a sleeve that is live but whose returns are exactly 0 every day."""
     return pd.DataFrame(0.0, index=prices.index, columns=prices.columns)
-
-
-def annotated(prices: pd.DataFrame, top_n: int = 3, scale: float = 1.0, label: str | None = None,
-              anything=None) -> pd.DataFrame:
-    """A plug-in whose simple annotations the registry checks at load (equal weight)."""
-    return pd.DataFrame(1.0 / prices.shape[1], index=prices.index, columns=prices.columns)

@@ -47,7 +47,6 @@ def _failure_context(instance: dg.DagsterInstance, run_id: str) -> dg.RunFailure
     ).for_run_failure()
 
 
-@pytest.mark.slow  # ~10 s: a whole failing run and a webhook server: out of make test-fast (<= 3 min)
 def test_failed_run_posts_job_run_failed_sleeves_and_link(tmp_path, monkeypatch, local_ray):
     instance = dg.DagsterInstance.get()
     names = use_registry(tmp_path / "failing.yaml", FAILING, monkeypatch, instance)

@@ -308,13 +308,19 @@ def test_a_bad_value_fails_the_pipeline_before_ray_is_even_imported(tmp_path) ->
     ],
 )
 def test_a_plugins_simple_annotations_are_checked_at_load(tmp_path, params: str, needles: list[str]) -> None:
-    body = ("sleeves:\n  - name: p\n    strategy: 'quant_meta_assets_tests.strategies_for_tests:annotated'\n"
+    body = ("sleeves:\n  - name: p\n    strategy: 'quant_meta_assets_tests.unit.test_registry:annotated'\n"
             f"    params: {params}\n")
     _raises(_write(tmp_path, body), "sleeve 'p'", *needles)
 
 
 def test_a_plugin_param_that_fits_its_annotation_loads(tmp_path) -> None:
-    body = ("sleeves:\n  - name: p\n    strategy: 'quant_meta_assets_tests.strategies_for_tests:annotated'\n"
+    body = ("sleeves:\n  - name: p\n    strategy: 'quant_meta_assets_tests.unit.test_registry:annotated'\n"
             "    params: {top_n: 2, scale: 3, label: null, anything: [1, 2]}\n")
     (profile,) = load_registry(_write(tmp_path, body))
     assert profile.params == {"top_n": 2, "scale": 3, "label": None, "anything": [1, 2]}
+
+
+def annotated(prices: pd.DataFrame, top_n: int = 3, scale: float = 1.0, label: str | None = None,
+              anything=None) -> pd.DataFrame:
+    """A plug-in whose simple annotations the registry checks at load (equal weight)."""
+    return pd.DataFrame(1.0 / prices.shape[1], index=prices.index, columns=prices.columns)
