@@ -17,9 +17,10 @@ MAX_README_LINES = 200
 WRITTEN_ELSEWHERE = {REPO_ROOT / "docs" / name
                      for name in ("publication.md", "report.md", "report-top.png", "deploy.md")}
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+# how a development log reads ("session" alone is also a trading session, so only its log forms)
 DEVELOPMENT_LOG = re.compile(
-    r"this phase|previous phase|this session|previous session|issue \d+ measured|run a of|"
-    r"final code of|the issue's measurements|before this (change|phase|session)",
+    r"this phase|previous phase|previous session (found|measured)|(start|end) of this session|"
+    r"issue \d+ measured|run a of|final code of|the issue's measurements|before this (change|phase|session)",
     re.IGNORECASE,
 )
 
@@ -71,6 +72,13 @@ def test_no_development_log_wording(path: Path) -> None:
     hits = [f"line {i}: {line.strip()}" for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
             if DEVELOPMENT_LOG.search(line)]
     assert not hits, f"{path.relative_to(REPO_ROOT)}: " + "; ".join(hits)
+
+
+def test_the_wording_check_knows_a_log_from_a_trading_session() -> None:
+    assert DEVELOPMENT_LOG.search("Run A of the previous session (0.56x)")
+    assert DEVELOPMENT_LOG.search("measured with the final code of this phase")
+    assert DEVELOPMENT_LOG.search("and before this change a plug-in's data did not ship")
+    assert not DEVELOPMENT_LOG.search("nothing is published for this session; it stays the previous session's")
 
 
 def test_the_link_checker_finds_a_broken_link(tmp_path) -> None:
