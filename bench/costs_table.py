@@ -6,7 +6,7 @@ The default registry's sleeves run sequentially in-process (same functions as th
 meta-optimizer runs with its launchpad defaults (lookback 252, rebalance every 21 rows) and
 ``meta.costs`` prices both views: the netted book (one account, cost on the day's net trade) and
 the stand-alone meta (sleeves pay their own registry costs, the meta pays for its asset trades).
-Prints a Markdown table (the README's). Not a test: the tests check the numbers' identities.
+Prints a Markdown table (the one in docs/costs.md). Not a test: the tests check the numbers' identities.
 """
 
 from __future__ import annotations

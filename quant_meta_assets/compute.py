@@ -421,9 +421,12 @@ class RayComputeEngine:
             return
         address = self.target_address()
         if address is None:
+            from quant_meta_assets.ray_logging import quiet_token_auth_notice
+
             options = ray_cluster.local_init_options(self.num_cpus)
             try:
-                ray.init(address=self.address, **options)
+                with quiet_token_auth_notice():  # token auth stays on; only Ray's notice of it goes
+                    ray.init(address=self.address, **options)
             except Exception as exc:
                 raise RayUnavailableError(
                     f"could not start a local Ray instance: {type(exc).__name__}: {exc}"

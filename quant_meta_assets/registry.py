@@ -9,7 +9,8 @@ Registry file (``yaml.safe_load`` only)::
       - name: momentum_12_1
         strategy: momentum_12_1          # built-in, or package.module:function
         universe: [AAPL, MSFT]           # optional, default: every ticker
-        params: {top_n: 5}               # optional, checked against the strategy signature
+        params: {top_n: 5}               # optional: names checked against the strategy signature,
+                                         # a built-in's values against strategies.PARAM_SPECS
         rebalance: monthly               # daily | weekly | monthly | quarterly
         cost_bps: 5
 
@@ -22,13 +23,14 @@ as trusted as code. YAML is never loaded with a loader that can build Python obj
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.resources
 import inspect
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,11 +60,20 @@ __all__ = [
     "SLEEVES_ENV_VAR",
     "SleeveProfile",
     "check_params",
+    "did_you_mean",
     "load_registry",
     "resolve_strategy",
     "validate_sleeve_name",
     "validate_universe",
 ]
+
+
+def did_you_mean(word: object, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices`` (difflib), or ``""``."""
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def validate_sleeve_name(name: object) -> str:
@@ -149,8 +160,8 @@ def resolve_strategy(spec: str) -> Callable[..., pd.DataFrame]:
         fn = BUILTIN_STRATEGIES.get(spec)
         if fn is None:
             raise RegistryError(
-                f"unknown built-in strategy {spec!r}; known built-ins: {sorted(BUILTIN_STRATEGIES)} "
-                f"(or use 'package.module:function')"
+                f"unknown built-in strategy {spec!r}{did_you_mean(spec, BUILTIN_STRATEGIES)}; "
+                f"known built-ins: {sorted(BUILTIN_STRATEGIES)} (or use 'package.module:function')"
             )
         return fn
     module_name, _, attr = spec.partition(":")
@@ -172,30 +183,46 @@ def resolve_strategy(spec: str) -> Callable[..., pd.DataFrame]:
     return obj
 
 
-def check_params(fn: Callable[..., Any], params: Mapping[str, Any], where: str) -> None:
-    """Check ``params`` against ``fn(prices, **params)``'s signature (skipped if it takes **kwargs)."""
+def check_params(
+    fn: Callable[..., Any],
+    params: Mapping[str, Any],
+    where: str,
+    param_lines: Mapping[str, int] | None = None,
+) -> None:
+    """Check ``params`` against ``fn(prices, **params)``: names against its signature (skipped if it
+    takes **kwargs), and, for a built-in strategy, each value's type and range
+    (``strategies.PARAM_SPECS``). An error names the param and, given ``param_lines``, its line."""
+    from quant_meta_assets.strategies import BUILTIN_STRATEGIES, PARAM_SPECS
+
+    lines = param_lines or {}
+
+    def at(name: str) -> str:
+        return f"{where}, param {name!r}" + (f" (line {lines[name]})" if name in lines else "")
+
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):  # builtins without a signature: cannot check
         return
     parameters = list(sig.parameters.values())
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        return
     positional = [
         p for p in parameters
         if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     ]
     if not positional and not any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters):
         raise RegistryError(f"{where}: strategy takes no positional 'prices' argument {sig}")
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return
     first = positional[0].name if positional else None
     accepted = [
         p.name for p in parameters
         if p.name != first
         and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     ]
-    unknown = [k for k in params if k not in accepted]
-    if unknown:
-        raise RegistryError(f"{where}: unknown param(s) {unknown!r}; the strategy accepts {accepted!r}")
+    for name in params:
+        if name not in accepted:
+            raise RegistryError(
+                f"{at(name)}: unknown param{did_you_mean(name, accepted)}; the strategy accepts {accepted!r}"
+            )
     missing = [
         p.name for p in parameters
         if p.name != first
@@ -205,6 +232,61 @@ def check_params(fn: Callable[..., Any], params: Mapping[str, Any], where: str) 
     ]
     if missing:
         raise RegistryError(f"{where}: missing required param(s) {missing!r}")
+    builtin = next((name for name, f in BUILTIN_STRATEGIES.items() if f is fn), None)
+    specs = PARAM_SPECS.get(builtin) if builtin is not None else None
+    if specs is None:  # a plug-in: its simple annotations (int, float, str, bool, X | None) are checked
+        for name, value in params.items():
+            problem = _annotation_problem(fn, name, value)
+            if problem is not None:
+                raise RegistryError(f"{at(name)}: {problem}")
+        return
+    values = {p.name: p.default for p in parameters if p.name in specs} | dict(params)
+    for name, value in params.items():
+        spec = specs[name]
+        problem = spec.problem(value)
+        if problem is None and spec.below is not None and value >= values[spec.below]:
+            problem = f"must be < {spec.below} ({values[spec.below]!r}), got {value!r}"
+        if problem is not None:
+            raise RegistryError(f"{at(name)}: {problem}")
+
+
+_SIMPLE_TYPES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _annotation_problem(fn: Callable[..., Any], name: str, value: object) -> str | None:
+    """Why ``value`` does not fit ``fn``'s annotation of ``name`` (int, float, str, bool, optionally
+    ``| None``), or None when it fits or the annotation is anything else (then the strategy checks)."""
+    import types
+    import typing
+
+    try:
+        hint = typing.get_type_hints(fn).get(name)
+    except Exception:  # unresolvable annotations: nothing to check here
+        return None
+    union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+    allowed = set(typing.get_args(hint)) if union else {hint}
+    none_ok = type(None) in allowed
+    allowed.discard(type(None))
+    if not allowed or not allowed <= set(_SIMPLE_TYPES):
+        return None
+    if value is None:
+        return None if none_ok else f"must not be null (annotated {_hint_name(hint)})"
+    return None if any(_fits(value, t) for t in allowed) else (
+        f"must be {' or '.join(_SIMPLE_TYPES[t] for t in allowed)} (annotated {_hint_name(hint)}), got {value!r}"
+    )
+
+
+def _fits(value: object, kind: type) -> bool:
+    """YAML's value against a simple annotation: a bool is no number; an int is a float."""
+    if kind is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
+
+
+def _hint_name(hint: object) -> str:
+    return getattr(hint, "__name__", None) or str(hint)
 
 
 def validate_universe(profile: SleeveProfile, prices: pd.DataFrame) -> tuple[str, ...]:
@@ -238,8 +320,29 @@ def _read_registry_text(path: str | os.PathLike[str] | None) -> tuple[str, str]:
         raise RegistryError(f"{label} cannot be read: {type(exc).__name__}: {exc}") from exc
 
 
-def _sleeve_lines(text: str) -> list[int | None]:
-    """1-based line of each ``sleeves:`` entry (for messages); best effort."""
+@dataclass(frozen=True)
+class _EntryLines:
+    """1-based lines of one ``sleeves:`` entry: the entry, each of its keys, each of its params."""
+
+    line: int
+    keys: dict[str, int] = field(default_factory=dict)
+    params: dict[str, int] = field(default_factory=dict)
+
+
+def _mapping_lines(node: object) -> dict[str, int]:
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+
+
+def _params_node(entry: object) -> object:
+    if not isinstance(entry, yaml.MappingNode):
+        return None
+    return next((v for k, v in entry.value if isinstance(k, yaml.ScalarNode) and k.value == "params"), None)
+
+
+def _sleeve_lines(text: str) -> list[_EntryLines]:
+    """Where each ``sleeves:`` entry, key and param is in the file (for messages); best effort."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError:
@@ -248,7 +351,8 @@ def _sleeve_lines(text: str) -> list[int | None]:
         return []
     for key, value in root.value:
         if isinstance(key, yaml.ScalarNode) and key.value == "sleeves" and isinstance(value, yaml.SequenceNode):
-            return [item.start_mark.line + 1 for item in value.value]
+            return [_EntryLines(item.start_mark.line + 1, _mapping_lines(item), _mapping_lines(_params_node(item)))
+                    for item in value.value]
     return []
 
 
@@ -268,14 +372,20 @@ def load_registry(path: str | os.PathLike[str] | None = None) -> list[SleeveProf
         raise RegistryError(f"{label}: top level must be a mapping with 'sleeves:', got {type(data).__name__}")
     unknown_top = sorted(str(k) for k in data if k not in _TOP_KEYS)
     if unknown_top:
-        raise RegistryError(f"{label}: unknown top-level key(s) {unknown_top!r}; allowed {sorted(_TOP_KEYS)}")
+        raise RegistryError(
+            f"{label}: unknown top-level key(s) {unknown_top!r}{did_you_mean(unknown_top[0], _TOP_KEYS)}; "
+            f"allowed {sorted(_TOP_KEYS)}"
+        )
 
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise RegistryError(f"{label}: 'defaults' must be a mapping, got {type(defaults).__name__}")
     unknown_def = sorted(str(k) for k in defaults if k not in _DEFAULT_KEYS)
     if unknown_def:
-        raise RegistryError(f"{label}: unknown key(s) {unknown_def!r} in 'defaults'; allowed {sorted(_DEFAULT_KEYS)}")
+        raise RegistryError(
+            f"{label}: unknown key(s) {unknown_def!r} in 'defaults'{did_you_mean(unknown_def[0], _DEFAULT_KEYS)}; "
+            f"allowed {sorted(_DEFAULT_KEYS)}"
+        )
 
     sleeves = data.get("sleeves")
     if sleeves is None or (isinstance(sleeves, list) and not sleeves):
@@ -287,16 +397,21 @@ def load_registry(path: str | os.PathLike[str] | None = None) -> list[SleeveProf
     profiles: list[SleeveProfile] = []
     seen: dict[str, str] = {}
     for i, entry in enumerate(sleeves):
-        line = lines[i] if i < len(lines) else None
+        where_in_file = lines[i] if i < len(lines) else _EntryLines(0)
+        line = where_in_file.line or None
         at = f"{label}, sleeve #{i + 1}" + (f" (line {line})" if line else "")
         if not isinstance(entry, dict):
             raise RegistryError(f"{at}: each sleeve must be a mapping, got {type(entry).__name__}")
         raw_name = entry.get("name")
         if raw_name is not None:
             at = f"{label}, sleeve {raw_name!r}" + (f" (line {line})" if line else "")
-        unknown = sorted(str(k) for k in entry if k not in _SLEEVE_KEYS)
-        if unknown:
-            raise RegistryError(f"{at}: unknown key(s) {unknown!r}; allowed {sorted(_SLEEVE_KEYS)}")
+        for key in entry:
+            if key not in _SLEEVE_KEYS:
+                key_line = where_in_file.keys.get(str(key))
+                raise RegistryError(
+                    f"{at}: unknown key(s) {[str(key)]!r}" + (f" at line {key_line}" if key_line else "")
+                    + f"{did_you_mean(key, _SLEEVE_KEYS)}; allowed {sorted(_SLEEVE_KEYS)}"
+                )
         for required in ("name", "strategy"):
             if required not in entry:
                 raise RegistryError(f"{at}: missing required key {required!r}")
@@ -326,8 +441,14 @@ def load_registry(path: str | os.PathLike[str] | None = None) -> list[SleeveProf
                 timeout_s=merged.get("timeout_s", DEFAULT_TIMEOUT_S),
                 max_retries=merged.get("max_retries", DEFAULT_MAX_RETRIES),
             )
-            fn = resolve_strategy(profile.strategy)
-            check_params(fn, profile.params, f"strategy {profile.strategy!r}")
+            try:
+                fn = resolve_strategy(profile.strategy)
+            except RegistryError as exc:
+                strategy_line = where_in_file.keys.get("strategy")
+                raise RegistryError(f"'strategy' (line {strategy_line}): {exc}" if strategy_line else str(exc)) from exc
+            check_params(
+                fn, profile.params, f"strategy {profile.strategy!r}", param_lines=where_in_file.params,
+            )
         except RegistryError as exc:
             raise RegistryError(f"{at}: {exc}") from exc
         profiles.append(profile)

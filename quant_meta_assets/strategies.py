@@ -23,6 +23,7 @@ lookback longer than the history raises :class:`PriceDataError`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,8 @@ TRADING_DAYS = 252
 
 __all__ = [
     "BUILTIN_STRATEGIES",
+    "PARAM_SPECS",
+    "ParamSpec",
     "equal_weight",
     "low_volatility",
     "min_variance",
@@ -225,4 +228,73 @@ BUILTIN_STRATEGIES: dict[str, Callable[..., pd.DataFrame]] = {
     "trend_vol_target": trend_vol_target,
     "min_variance": min_variance,
     "equal_weight": equal_weight,
+}
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter of a built-in strategy: its type, its range and what it means.
+
+    The registry checks every value against this at load, before any Ray starts (the strategy
+    checks again on the worker); ``docs/strategies.md`` is generated from it.
+    """
+
+    kind: str  # "int" or "float"
+    minimum: float
+    meaning: str
+    none_allowed: bool = False  # ``null`` in YAML is a valid value (e.g. top_n: null = every ticker)
+    below: str | None = None  # another param of the same strategy this one must stay below
+
+    def describe(self) -> str:
+        """The rule in words, e.g. ``integer >= 1`` or ``number > 0``."""
+        text = f"integer >= {self.minimum:g}" if self.kind == "int" else f"number > {self.minimum:g}"
+        if self.below:
+            text += f" and < {self.below}"
+        return text + (", or null" if self.none_allowed else "")
+
+    def problem(self, value: object) -> str | None:
+        """Why ``value`` is not valid, or None when it is."""
+        if value is None:
+            return None if self.none_allowed else f"must be an {self.describe()}, got null"
+        if self.kind == "int":
+            ok = not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= self.minimum
+        else:
+            ok = (
+                not isinstance(value, bool)
+                and isinstance(value, (int, float, np.number))
+                and bool(np.isfinite(value))
+                and value > self.minimum
+            )
+        article = "an" if self.kind == "int" else "a"
+        return None if ok else f"must be {article} {self.describe()}, got {value!r}"
+
+
+# Every built-in's params: their names and defaults come from the function's signature (a test
+# checks that the two agree); the type, range and meaning from here.
+PARAM_SPECS: dict[str, dict[str, ParamSpec]] = {
+    "momentum_12_1": {
+        "lookback": ParamSpec("int", 1, "formation period in trading days: the score is P[t-skip] / P[t-lookback] - 1"),
+        "skip": ParamSpec("int", 0, "most recent trading days left out of the score (short-term reversal)",
+                          below="lookback"),
+        "top_n": ParamSpec("int", 1, "number of tickers held, equally weighted (the best scores)"),
+    },
+    "short_term_reversal": {
+        "lookback": ParamSpec("int", 1, "trading days of the trailing return that is ranked"),
+        "top_n": ParamSpec("int", 1, "number of tickers held, equally weighted (the worst trailing returns)"),
+    },
+    "low_volatility": {
+        "lookback": ParamSpec("int", 2, "trading days of the trailing volatility (std of daily returns, ddof=1)"),
+        "top_n": ParamSpec("int", 1, "number of lowest-volatility tickers held, weighted by inverse volatility; "
+                           "null holds every ticker", none_allowed=True),
+    },
+    "trend_vol_target": {
+        "lookback": ParamSpec("int", 1, "trading days of the trailing return: a ticker is held while it is > 0"),
+        "vol_lookback": ParamSpec("int", 2, "trading days of the trailing volatility and covariance"),
+        "target_vol": ParamSpec("float", 0, "ex-ante annual volatility of the sleeve (0.10 = 10%)"),
+        "max_leverage": ParamSpec("float", 0, "cap on the gross exposure; the rest is cash earning the risk-free rate"),
+    },
+    "min_variance": {
+        "lookback": ParamSpec("int", 2, "trading days of returns in the Ledoit-Wolf covariance, solved at month ends"),
+    },
+    "equal_weight": {},
 }

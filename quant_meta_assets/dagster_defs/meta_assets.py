@@ -17,6 +17,7 @@ from quant_meta_assets.code_versions import asset_code_version
 from quant_meta_assets.dagster_defs.gate import CurrentLine, derive, require_current
 from quant_meta_assets.dagster_defs.instance_queries import sleeve_statuses
 from quant_meta_assets.dagster_defs.interrupts import cancel_on_interrupt
+from quant_meta_assets.dagster_defs import metadata as md
 from quant_meta_assets.dagster_defs.prices import PRICES_KEY, PRICES_SOURCE_KEY
 from quant_meta_assets.errors import LineageError
 from quant_meta_assets.meta.costs import DEFAULT_BOOK_COST_BPS
@@ -78,7 +79,7 @@ def _date_range(frame: pd.DataFrame | pd.Series) -> dict:
 
 
 def _markdown(frame: pd.DataFrame, floatfmt: str = ".4f") -> dg.MarkdownMetadataValue:
-    return dg.MarkdownMetadataValue(frame.to_markdown(floatfmt=floatfmt))
+    return md.percent_table(frame)  # weights: percentages (floatfmt is unused)
 
 
 @dg.asset(
@@ -359,10 +360,13 @@ def meta_report(
             **config.model_dump(),
         )
     report = out["report"]
+    context.log.info(f"report: {Path(report['html']).resolve()}")  # the path a CLI run prints (summary: make report)
     markdown = report_markdown_summary(report)
     context.add_output_metadata(
         {
+            "report": md.report_link(report["html"]),
             "report_path": dg.PathMetadataValue(str(report["html"])),
+            "headline": md.headline(headline_metrics(report)),
             "report_dir": str(output_dir),
             **{name: dg.MarkdownMetadataValue(text) for name, text in markdown.items()},
             **{name: dg.FloatMetadataValue(float(value)) for name, value in headline_metrics(report).items()},

@@ -66,4 +66,7 @@ def connect_ray(ray_cluster, context, engine) -> None:
         engine.address = ray_cluster.ray_address  # a cluster the resource created for this run
     if engine.target_address() is not None:
         return
-    ray_cluster.connect(context)
+    from quant_meta_assets.ray_logging import quiet_token_auth_notice
+
+    with quiet_token_auth_notice():  # token auth stays on (local_init_options); only Ray's notice goes
+        ray_cluster.connect(context)

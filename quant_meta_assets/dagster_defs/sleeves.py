@@ -20,6 +20,7 @@ from quant_meta_assets.code_versions import asset_code_version
 from quant_meta_assets.dagster_defs.instance_queries import SLEEVES_KEY, sleeve_statuses
 from quant_meta_assets.dagster_defs.interrupts import cancel_on_interrupt
 from quant_meta_assets.dagster_defs.io_manager import ParquetIOManager, PerPartition
+from quant_meta_assets.dagster_defs import metadata as md
 from quant_meta_assets.dagster_defs.partitions import SLEEVES_PARTITIONS_NAME, sleeve_partitions
 from quant_meta_assets.dagster_defs.prices import PRICES_KEY, PRICES_SOURCE_KEY, price_provenance_tags
 from quant_meta_assets.publishing import lineage
@@ -71,13 +72,13 @@ def _sleeve_metadata(record: dict, profile, prices_hash: str) -> dict:
         "prices_hash": prices_hash,
         "as_of": record.get("as_of") or "",
         "error": record.get("error") or "",
-        "runtime_s": dg.FloatMetadataValue(float(record.get("runtime_s") or 0.0)),
+        "runtime_s": md.seconds(record.get("runtime_s") or 0.0),
         "start": record.get("start") or "",
         "end": record.get("end") or "",
     }
     if record["status"] == "success":  # summaries computed on the worker (compute.SleeveOutcome)
         metadata["n_days"] = dg.IntMetadataValue(int(record["n_days"]))
-        metadata["total_return"] = dg.FloatMetadataValue(float(record["total_return"]))
+        metadata["total_return"] = md.total_return(record["total_return"])
         metadata["data_hash"] = record["data_hash"]
     return metadata
 

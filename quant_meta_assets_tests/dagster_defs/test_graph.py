@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+from urllib.parse import urlparse
+
 import dagster as dg
 import pytest
 
@@ -72,6 +76,16 @@ def test_whole_graph_materializes_on_real_ray(tmp_path, monkeypatch, local_ray):
                    "crossing_savings_bps", "book_turnover", "standalone_turnover"):
         assert isinstance(report_md[number], dg.FloatMetadataValue)
     assert report_md["max_reconciliation_diff"].value < 1e-9
+    # formatted for a person: the report as a file:// link, a headline with units, weights in %
+    assert isinstance(report_md["report"], dg.UrlMetadataValue)
+    assert Path(urlparse(report_md["report"].value).path) == Path(report_md["report_path"].value).resolve()
+    assert "| CAGR | " in report_md["headline"].value and "× per year" in report_md["headline"].value
+    optimize_md = instance.fetch_materializations(META_KEYS[1], limit=1).records[0].asset_materialization.metadata
+    assert "%" in optimize_md["latest_weights"].value
+    one_sleeve = dg.AssetRecordsFilter(asset_key=dg.AssetKey("sleeves"), asset_partitions=[names[0]])
+    sleeve_md = instance.fetch_materializations(one_sleeve, limit=1).records[0].asset_materialization.metadata
+    assert sleeve_md["runtime_s"].value == round(sleeve_md["runtime_s"].value, 2)
+    assert re.fullmatch(r"[+-][\d,]+\.\d\d% \(×[\d,]+\.\d\d\)", sleeve_md["total_return"].value)
     # lineage: per sleeve, its run, a code version that includes its registry entry, a content hash
     states = list(latest_stored_sleeves(instance, names).values())
     assert {s.run_id for s in states} == {result.run_id}

@@ -21,6 +21,7 @@ def _closed_port() -> int:
     return 1
 
 
+@pytest.mark.slow  # the CLI in a subprocess: out of make test-fast (<= 3 min)
 def test_meta_full_fails_fast_naming_the_unreachable_ray_address(tmp_path, isolated_env):
     port = _closed_port()
     address = f"127.0.0.1:{port}"

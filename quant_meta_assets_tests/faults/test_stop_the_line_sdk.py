@@ -26,6 +26,7 @@ def prices() -> pd.DataFrame:
     return make_prices()
 
 
+@pytest.mark.slow  # ~5 s: the whole SDK pipeline: out of make test-fast (<= 3 min)
 def test_run_meta_pipeline_raises_one_error_naming_every_failed_sleeve(local_ray, prices):
     profiles = [
         profile("fine", "good"),

@@ -262,6 +262,7 @@ def test_io_manager_refuses_an_unsafe_partition_before_writing(io, tmp_path):
 
 # ----------------------------------------------------------------- UI binding
 
+@pytest.mark.slow  # the CLI in a subprocess: out of make test-fast (<= 3 min)
 def test_make_dev_binds_localhost_and_workspace_loads_the_package(tmp_path):
     makefile = (REPO_ROOT / "Makefile").read_text()
     dev = makefile.split("\ndev:", 1)[1].split("\n\n", 1)[0]

@@ -186,6 +186,7 @@ def test_engine_reuses_initialised_ray_and_never_shuts_it_down(local_ray, prices
     assert local_ray.cluster_resources().get("CPU") == 2
 
 
+@pytest.mark.slow  # 7-12 s: out of make test-fast (<= 3 min)
 @pytest.mark.timeout(60)
 def test_connects_to_a_cluster_by_address_without_num_cpus(local_ray):
     address = local_ray.get_runtime_context().gcs_address
@@ -250,6 +251,7 @@ def test_unreachable_ray_raises_naming_the_address_in_bounded_time():
     assert out["silent_s"] < 8
 
 
+@pytest.mark.slow  # 7-12 s: out of make test-fast (<= 3 min)
 @pytest.mark.timeout(60)
 def test_engine_starts_a_local_ray_when_none_and_shuts_down_only_that():
     # in a subprocess: this module's Ray is already initialised in the test process
@@ -276,6 +278,7 @@ def test_engine_starts_a_local_ray_when_none_and_shuts_down_only_that():
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == [["success", "error"], False, 1.0, False]
 
 
+@pytest.mark.slow  # 7-12 s: out of make test-fast (<= 3 min)
 @pytest.mark.timeout(120)
 def test_stream_of_batches_yields_each_sleeve_once_and_reruns_a_bad_batch_one_by_one(local_ray, prices):
     """Batches [good0, crasher, good1] (its worker dies) and [good2, hanger, good3] (times out)

@@ -10,6 +10,7 @@ CORE = [
     "quant_meta_assets.meta.returns", "quant_meta_assets.meta.optimize", "quant_meta_assets.meta.flatten",
     "quant_meta_assets.metrics", "quant_meta_assets.report", "quant_meta_assets.context",
     "quant_meta_assets.stages", "quant_meta_assets.sdk",
+    "quant_meta_assets.run_summary", "quant_meta_assets.strategy_docs",
 ]
 
 

@@ -151,6 +151,7 @@ def test_patch_versions_may_differ():
     assert ray_cluster.compare(driver, [node]) == []
 
 
+@pytest.mark.slow  # ~9 s (a fresh interpreter per probe): out of make test-fast (<= 3 min)
 def test_the_probe_reports_a_package_that_does_not_import():
     """The worker-side probe really imports: a blocked sklearn is reported, not raised."""
     code = ("import sys, json; sys.modules['sklearn'] = None\n"

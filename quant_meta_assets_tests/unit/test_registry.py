@@ -168,3 +168,159 @@ def test_validated_names_stay_direct_children_of_root(name: str) -> None:
         return
     target = (root / ok).resolve()
     assert target.parent == root and target.name == ok
+
+
+# --- every param checked at load, with its own line and "did you mean"
+
+_PARAM_BODY = """\
+defaults:
+  cost_bps: 5
+sleeves:
+  - name: ok
+    strategy: equal_weight
+  - name: mom
+    strategy: momentum_12_1
+    params:
+      lookback: 252
+      {param}
+"""
+
+
+@pytest.mark.parametrize(
+    ("param", "needles"),
+    [
+        ("top_n: 0", ["param 'top_n' (line 10)", "integer >= 1", "got 0"]),
+        ("top_n: 2.5", ["param 'top_n' (line 10)", "integer", "2.5"]),
+        ("top_n: '5'", ["param 'top_n' (line 10)", "integer", "'5'"]),
+        ("top_n: true", ["param 'top_n' (line 10)", "True"]),
+        ("top_n: null", ["param 'top_n' (line 10)", "got null"]),
+        ("skip: 300", ["param 'skip' (line 10)", "< lookback (252)", "300"]),
+        ("skip: -1", ["param 'skip' (line 10)", "integer >= 0", "-1"]),
+        ("topn: 3", ["param 'topn' (line 10)", "unknown param", "did you mean 'top_n'?"]),
+    ],
+)
+def test_bad_param_value_names_file_sleeve_and_the_params_own_line(tmp_path, param: str, needles: list[str]) -> None:
+    msg = _raises(_write(tmp_path, _PARAM_BODY.format(param=param)), "sleeve 'mom'", *needles)
+    assert "strategy 'momentum_12_1'" in msg
+
+
+@pytest.mark.parametrize(
+    ("strategy", "params", "needles"),
+    [
+        ("trend_vol_target", "{target_vol: 0}", ["target_vol", "number > 0", "got 0"]),
+        ("trend_vol_target", "{max_leverage: .nan}", ["max_leverage", "nan"]),
+        ("trend_vol_target", "{vol_lookback: 1}", ["vol_lookback", "integer >= 2"]),
+        ("low_volatility", "{lookback: 1}", ["lookback", "integer >= 2"]),
+        ("min_variance", "{lookback: 1}", ["lookback", "integer >= 2"]),
+        ("short_term_reversal", "{lookback: 0}", ["lookback", "integer >= 1"]),
+        ("'quant_meta_assets.strategies:momentum_12_1'", "{top_n: 0}", ["top_n", "integer >= 1"]),
+        ("equal_weight", "{top_n: 3}", ["unknown param", "accepts []"]),
+    ],
+)
+def test_every_builtin_value_is_checked_at_load(tmp_path, strategy: str, params: str, needles: list[str]) -> None:
+    body = f"sleeves:\n  - name: s\n    strategy: {strategy}\n    params: {params}\n"
+    _raises(_write(tmp_path, body), "sleeve 's'", "(line 4)", *needles)
+
+
+def test_valid_edge_values_load(tmp_path) -> None:
+    body = """
+        sleeves:
+          - {name: a, strategy: low_volatility, params: {top_n: null, lookback: 2}}
+          - {name: b, strategy: momentum_12_1, params: {lookback: 5, skip: 4, top_n: 1}}
+          - {name: c, strategy: trend_vol_target, params: {target_vol: 1, max_leverage: 2.5}}
+    """
+    assert [p.name for p in load_registry(_write(tmp_path, body))] == ["a", "b", "c"]
+
+
+def test_did_you_mean_for_strategy_and_sleeve_keys(tmp_path) -> None:
+    msg = _raises(_write(tmp_path, "sleeves:\n  - name: a\n    strategy: low_vol\n"),
+                  "sleeve 'a'", "'strategy' (line 3)", "did you mean 'low_volatility'?")
+    assert "known built-ins" in msg
+    _raises(_write(tmp_path, "sleeves:\n  - name: a\n    strategy: equal_weight\n    rebalence: weekly\n"),
+            "unknown key", "'rebalence'", "line 4", "did you mean 'rebalance'?")
+    _raises(_write(tmp_path, "sleves:\n  - name: a\n    strategy: equal_weight\n"),
+            "unknown top-level key", "did you mean 'sleeves'?")
+    _raises(_write(tmp_path, "defaults: {timeout: 3}\nsleeves:\n  - name: a\n    strategy: equal_weight\n"),
+            "'defaults'", "did you mean 'timeout_s'?")
+    msg = _raises(_write(tmp_path, "sleeves:\n  - name: a\n    strategy: zzzzzz\n"), "unknown built-in")
+    assert "did you mean" not in msg
+
+
+def test_param_specs_agree_with_the_builtin_signatures() -> None:
+    """The declared schema names exactly the signature's params, and every default satisfies it."""
+    import inspect
+
+    from quant_meta_assets.strategies import PARAM_SPECS
+
+    assert set(PARAM_SPECS) == set(BUILTIN_STRATEGIES)
+    for name, fn in BUILTIN_STRATEGIES.items():
+        params = dict(list(inspect.signature(fn).parameters.items())[1:])
+        assert set(params) == set(PARAM_SPECS[name]), name
+        for param, spec in PARAM_SPECS[name].items():
+            assert spec.problem(params[param].default) is None, (name, param)
+            assert spec.meaning, (name, param)
+
+
+def test_a_value_refused_at_load_is_also_refused_by_the_strategy() -> None:
+    """The schema is not looser than the strategies' own checks on the worker, nor stricter."""
+    from quant_meta_assets.strategies import PARAM_SPECS
+
+    prices = pd.DataFrame(
+        {"A": [1.0 + 0.01 * i for i in range(40)], "B": [2.0 - 0.01 * i for i in range(40)]},
+        index=pd.bdate_range("2020-01-01", periods=40, name="date"),
+    )
+    for name, specs in PARAM_SPECS.items():
+        for param, spec in specs.items():
+            low = int(spec.minimum) - 1 if spec.kind == "int" else spec.minimum
+            assert spec.problem(low) is not None
+            with pytest.raises(RegistryError, match=param):
+                BUILTIN_STRATEGIES[name](prices, **{param: low})
+
+
+def test_a_bad_value_fails_the_pipeline_before_ray_is_even_imported(tmp_path) -> None:
+    """`top_n: 0` is refused when the registry loads, naming its line, before Ray is imported (not on a worker 20 s later)."""
+    import os
+    import subprocess
+    import sys
+
+    from quant_meta_assets_tests.conftest import REPO_ROOT
+
+    path = _write(tmp_path, "sleeves:\n  - name: mom\n    strategy: momentum_12_1\n    params:\n      top_n: 0\n")
+    code = ("import sys\nfrom quant_meta_assets import run_meta_pipeline\nfrom quant_meta_assets.errors import RegistryError\n"
+            "try:\n    run_meta_pipeline()\nexcept RegistryError as exc:\n    print(exc)\n"
+            "print('ray imported:', 'ray' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, SLEEVES_ENV_VAR: str(path), "PYTHONPATH": str(REPO_ROOT)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "param 'top_n' (line 5): must be an integer >= 1, got 0" in done.stdout and path.name in done.stdout
+    assert done.stdout.splitlines()[-1] == "ray imported: False"
+
+
+@pytest.mark.parametrize(
+    ("params", "needles"),
+    [
+        ("{top_n: '3'}", ["param 'top_n' (line 4)", "must be an integer (annotated int), got '3'"]),
+        ("{top_n: 2.5}", ["param 'top_n'", "an integer", "2.5"]),
+        ("{top_n: true}", ["param 'top_n'", "True"]),
+        ("{scale: fast}", ["param 'scale'", "a number (annotated float), got 'fast'"]),
+        ("{label: 3}", ["param 'label'", "a string"]),
+        ("{top_n: null}", ["param 'top_n'", "must not be null"]),
+    ],
+)
+def test_a_plugins_simple_annotations_are_checked_at_load(tmp_path, params: str, needles: list[str]) -> None:
+    body = ("sleeves:\n  - name: p\n    strategy: 'quant_meta_assets_tests.unit.test_registry:annotated'\n"
+            f"    params: {params}\n")
+    _raises(_write(tmp_path, body), "sleeve 'p'", *needles)
+
+
+def test_a_plugin_param_that_fits_its_annotation_loads(tmp_path) -> None:
+    body = ("sleeves:\n  - name: p\n    strategy: 'quant_meta_assets_tests.unit.test_registry:annotated'\n"
+            "    params: {top_n: 2, scale: 3, label: null, anything: [1, 2]}\n")
+    (profile,) = load_registry(_write(tmp_path, body))
+    assert profile.params == {"top_n": 2, "scale": 3, "label": None, "anything": [1, 2]}
+
+
+def annotated(prices: pd.DataFrame, top_n: int = 3, scale: float = 1.0, label: str | None = None,
+              anything=None) -> pd.DataFrame:
+    """A plug-in whose simple annotations the registry checks at load (equal weight)."""
+    return pd.DataFrame(1.0 / prices.shape[1], index=prices.index, columns=prices.columns)
