@@ -48,6 +48,11 @@ SCHEDULE_TZ_ENV = "QUANT_META_SCHEDULE_TIMEZONE"  # its IANA timezone
 DEFAULT_SCHEDULE_CRON = "30 17 * * 1-5"  # 17:30 on weekdays: after the US close (16:00) and its prints
 DEFAULT_SCHEDULE_TZ = "America/New_York"
 ALERT_WEBHOOK_ENV = "QUANT_META_ALERT_WEBHOOK_URL"  # run-failure alerts POST JSON here; unset = off
+ALERT_MAX_ATTEMPTS_ENV = "QUANT_META_ALERT_MAX_ATTEMPTS"  # deliveries tried per alert before it is given up
+DEFAULT_ALERT_MAX_ATTEMPTS = 10
+ALERT_BACKOFF_ENV = "QUANT_META_ALERT_BACKOFF_S"  # wait after the first failed delivery; doubles each time
+DEFAULT_ALERT_BACKOFF_S = 30.0
+ALERT_MAX_BACKOFF_S = 3600.0  # the backoff never exceeds an hour
 UI_URL_ENV = "QUANT_META_UI_URL"  # the webserver's address, for links in alerts
 DEFAULT_UI_URL = "http://127.0.0.1:3000"
 KEEP_RUNS_ENV = "QUANT_META_KEEP_RUNS"  # run-scoped outputs (bundles, reports) of the last N runs are kept
@@ -64,6 +69,29 @@ def schedule_timezone() -> str:
 
 def alert_webhook_url() -> str | None:
     return os.environ.get(ALERT_WEBHOOK_ENV) or None
+
+
+def _positive(env: str, default: float, kind: type) -> float:
+    value = os.environ.get(env)
+    if not value:
+        return default
+    try:
+        number = kind(value)
+    except ValueError:
+        raise ValueError(f"{env} must be a number >= 0, got {value!r}") from None
+    if number < 0:
+        raise ValueError(f"{env} must be a number >= 0, got {value!r}")
+    return number
+
+
+def alert_max_attempts() -> int:
+    """Deliveries tried per alert (QUANT_META_ALERT_MAX_ATTEMPTS, default 10), at least 1."""
+    return max(1, int(_positive(ALERT_MAX_ATTEMPTS_ENV, DEFAULT_ALERT_MAX_ATTEMPTS, int)))
+
+
+def alert_backoff_s() -> float:
+    """Seconds before the first retry (QUANT_META_ALERT_BACKOFF_S, default 30); doubles per retry."""
+    return float(_positive(ALERT_BACKOFF_ENV, DEFAULT_ALERT_BACKOFF_S, float))
 
 
 def ui_url() -> str:
