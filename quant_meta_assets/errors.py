@@ -52,3 +52,7 @@ class SleeveFailureError(QuantMetaError, RuntimeError):
 
 class StorageError(QuantMetaError, OSError):
     """A stored artefact is missing, stale, or would be written outside the storage root."""
+
+
+class StalePricesError(PriceDataError):
+    """The price file does not reach the session a scheduled run is for (a late vendor file)."""

@@ -45,8 +45,14 @@ def ray_runtime_env_file() -> str | None:
 # --- deployment (issue 10): schedule, alerts, retention
 SCHEDULE_CRON_ENV = "QUANT_META_SCHEDULE_CRON"  # cron of the daily meta_full schedule
 SCHEDULE_TZ_ENV = "QUANT_META_SCHEDULE_TIMEZONE"  # its IANA timezone
-DEFAULT_SCHEDULE_CRON = "30 17 * * 1-5"  # 17:30 on weekdays: after the US close (16:00) and its prints
+SCHEDULE_CALENDAR_ENV = "QUANT_META_SCHEDULE_CALENDAR"  # exchange_calendars name whose sessions it runs for
+SCHEDULE_AFTER_CLOSE_ENV = "QUANT_META_SCHEDULE_AFTER_CLOSE_MINUTES"  # run this long after the session's close
+# 14:30 and 17:30 on weekdays: each session runs at the first tick 90 minutes after its close
+# (17:30 after the regular 16:00 close, 14:30 after a 13:00 early close); other ticks skip
+DEFAULT_SCHEDULE_CRON = "30 14,17 * * 1-5"
 DEFAULT_SCHEDULE_TZ = "America/New_York"
+DEFAULT_SCHEDULE_CALENDAR = "XNYS"
+DEFAULT_SCHEDULE_AFTER_CLOSE_MINUTES = 90
 ALERT_WEBHOOK_ENV = "QUANT_META_ALERT_WEBHOOK_URL"  # run-failure alerts POST JSON here; unset = off
 ALERT_MAX_ATTEMPTS_ENV = "QUANT_META_ALERT_MAX_ATTEMPTS"  # deliveries tried per alert before it is given up
 DEFAULT_ALERT_MAX_ATTEMPTS = 10
@@ -65,6 +71,23 @@ def schedule_cron() -> str:
 
 def schedule_timezone() -> str:
     return os.environ.get(SCHEDULE_TZ_ENV) or DEFAULT_SCHEDULE_TZ
+
+
+def schedule_calendar() -> str:
+    return os.environ.get(SCHEDULE_CALENDAR_ENV) or DEFAULT_SCHEDULE_CALENDAR
+
+
+def schedule_after_close_minutes() -> int:
+    value = os.environ.get(SCHEDULE_AFTER_CLOSE_ENV)
+    if not value:
+        return DEFAULT_SCHEDULE_AFTER_CLOSE_MINUTES
+    try:
+        minutes = int(value)
+    except ValueError:
+        raise ValueError(f"{SCHEDULE_AFTER_CLOSE_ENV} must be whole minutes >= 0, got {value!r}") from None
+    if minutes < 0:
+        raise ValueError(f"{SCHEDULE_AFTER_CLOSE_ENV} must be whole minutes >= 0, got {value!r}")
+    return minutes
 
 
 def alert_webhook_url() -> str | None:

@@ -14,8 +14,14 @@ step records the version it read as an observation before anything downstream ma
 the sleeves and meta stages of a run that read a just-changed file (before the sensor's next
 tick) are not shown stale afterwards; only that run's `prices` is, until the next run, because
 Dagster fixes a step's input versions when the step starts.
+
+A scheduled run carries the session it is for (tag `quant_meta/session`, schedules.py): its
+`prices` step raises StalePricesError ("prices end 2026-11-24, the session is 2026-11-25") when the
+file does not reach that session, so nothing downstream runs and nothing is published. Runs
+without the tag (`make run`, the CLI, the UI, the sensors) are not checked.
 """
 
+from datetime import date
 
 import dagster as dg
 import pandas as pd
@@ -26,6 +32,7 @@ from dagster._core.definitions.data_version import (
     get_input_event_pointer_tag,
 )
 
+from quant_meta_assets.market_calendar import SESSION_TAG, check_prices_cover
 from quant_meta_assets.prices import PriceSource, load_price_snapshot, price_source
 from quant_meta_assets.sleeve_status import frame_hash
 
@@ -65,6 +72,9 @@ def prices_source() -> dg.DataVersion:
 def prices(context: dg.AssetExecutionContext) -> dg.Output[pd.DataFrame]:
     frame, source = load_price_snapshot()
     context.log_event(_observation(source))
+    session = context.run.tags.get(SESSION_TAG)
+    if session:  # a scheduled run: the prices must reach its session
+        check_prices_cover(frame.index[-1].date(), date.fromisoformat(session))
     return dg.Output(
         frame,
         data_version=dg.DataVersion(source.content_hash),
