@@ -19,6 +19,9 @@ A scheduled run carries the session it is for (tag `quant_meta/session`, schedul
 `prices` step raises StalePricesError ("prices end 2026-11-24, the session is 2026-11-25") when the
 file does not reach that session, so nothing downstream runs and nothing is published. Runs
 without the tag (`make run`, the CLI, the UI, the sensors) are not checked.
+
+In a run that goes on to the sleeves step, `prices` first frees the Ray pool of dead runs and waits
+(bounded, naming the holder) for a slot: see pool.py.
 """
 
 from datetime import date
@@ -32,6 +35,8 @@ from dagster._core.definitions.data_version import (
     get_input_event_pointer_tag,
 )
 
+from quant_meta_assets.dagster_defs.interrupts import cancel_on_interrupt
+from quant_meta_assets.dagster_defs.pool import wait_for_ray_pool
 from quant_meta_assets.market_calendar import SESSION_TAG, check_prices_cover
 from quant_meta_assets.prices import PriceSource, load_price_snapshot, price_source
 from quant_meta_assets.sleeve_status import frame_hash
@@ -70,6 +75,10 @@ def prices_source() -> dg.DataVersion:
     "the content hash of the source. Sleeves and the report read this snapshot, never the file.",
 )
 def prices(context: dg.AssetExecutionContext) -> dg.Output[pd.DataFrame]:
+    from quant_meta_assets.dagster_defs.sleeves import RAY_POOL
+
+    with cancel_on_interrupt(context):
+        wait_for_ray_pool(context, RAY_POOL)
     frame, source = load_price_snapshot()
     context.log_event(_observation(source))
     session = context.run.tags.get(SESSION_TAG)
