@@ -12,6 +12,9 @@ RAY_ADDRESS_ENV = "RAY_ADDRESS"  # an existing Ray cluster; unset = a local Ray 
 RAY_NUM_CPUS_ENV = "QUANT_META_RAY_NUM_CPUS"  # CPUs of the local Ray; unset = all cores
 RAY_RUNTIME_ENV_ENV = "QUANT_META_RAY_RUNTIME_ENV"  # JSON/YAML runtime_env merged in on a cluster
 RISK_FREE_RATE_ENV = "QUANT_META_RISK_FREE_RATE"  # annual decimal; unset = 0 (see rates.py)
+RAY_MAX_IN_FLIGHT_ENV = "QUANT_META_RAY_MAX_IN_FLIGHT"  # sleeve tasks in flight; unset = the CPUs free at start
+RAY_QUEUE_TIMEOUT_ENV = "QUANT_META_RAY_QUEUE_TIMEOUT_S"  # tasks waiting and none running: give up after
+DEFAULT_RAY_QUEUE_TIMEOUT_S = 1800.0
 
 DEFAULT_STORAGE_DIRNAME = ".quant_meta_storage"
 
@@ -35,6 +38,32 @@ def ray_address() -> str | None:
 def local_ray_num_cpus() -> int | None:
     value = os.environ.get(RAY_NUM_CPUS_ENV)
     return int(value) if value else None
+
+
+def ray_max_in_flight() -> int | None:
+    value = os.environ.get(RAY_MAX_IN_FLIGHT_ENV)
+    if not value:
+        return None
+    try:
+        window = int(value)
+    except ValueError:
+        raise ValueError(f"{RAY_MAX_IN_FLIGHT_ENV} must be a whole number of tasks >= 1, got {value!r}") from None
+    if window < 1:
+        raise ValueError(f"{RAY_MAX_IN_FLIGHT_ENV} must be a whole number of tasks >= 1, got {value!r}")
+    return window
+
+
+def ray_queue_timeout_s() -> float:
+    value = os.environ.get(RAY_QUEUE_TIMEOUT_ENV)
+    if not value:
+        return DEFAULT_RAY_QUEUE_TIMEOUT_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"{RAY_QUEUE_TIMEOUT_ENV} must be seconds > 0, got {value!r}") from None
+    if seconds <= 0:
+        raise ValueError(f"{RAY_QUEUE_TIMEOUT_ENV} must be seconds > 0, got {value!r}")
+    return seconds
 
 
 def ray_runtime_env_file() -> str | None:
