@@ -180,12 +180,17 @@ def _packed_outcome(profile: Any, prices: pd.DataFrame, risk_free_rate: float | 
 
 def _batch_task(
     profiles: list[Any], prices: pd.DataFrame, risk_free_rate: float | None = None,
-    board: Any = None, token: int | None = None,
+    board: Any = None, token: int | None = None, node_check: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Runs on a Ray worker: several sleeves, one after the other, one packed outcome each.
-    First tells ``board`` (a ``_StartBoard`` actor, if any) that task ``token`` is running."""
+    First tells ``board`` (a ``_StartBoard`` actor, if any) that task ``token`` is running, and
+    checks a node the preflight did not see (``ray_cluster.check_late_node``)."""
     if board is not None:
         board.started.remote(token)  # fire and forget: the driver polls the board
+    if node_check is not None:
+        from quant_meta_assets.ray_cluster import check_late_node
+
+        check_late_node(node_check)  # ClusterPreflightError on a node that cannot run sleeves
     return [_packed_outcome(profile, prices, risk_free_rate) for profile in profiles]
 
 
@@ -438,6 +443,7 @@ class RayComputeEngine:
         self.queue_timeout_s = queue_timeout_s
         self._owns_ray = False  # True while Ray was initialised by this engine
         self._entered = 0
+        self._node_check: dict[str, Any] | None = None  # set by the preflight of a cluster connection
 
     # ----------------------------------------------------------------- connection
 
@@ -481,10 +487,11 @@ class RayComputeEngine:
         self._init_with_deadline(address, max(0.1, deadline - time.monotonic()), options)
         self._owns_ray = True
         try:
-            ray_cluster.preflight(address, strategies)
+            workers = ray_cluster.preflight(address, strategies)
         except BaseException:
             self.close()
             raise
+        self._node_check = ray_cluster.node_check(address, strategies, workers)
 
     def _init_with_deadline(self, address: str, timeout_s: float, options: dict[str, Any]) -> None:
         """``ray.init(address)`` in a helper thread; RayUnavailableError if it is not done in time.
@@ -542,6 +549,7 @@ class RayComputeEngine:
         import ray
 
         self._owns_ray = False
+        self._node_check = None
         if ray.is_initialized():
             ray.shutdown()
 
@@ -643,6 +651,7 @@ class RayComputeEngine:
         queue_timeout = self._queue_timeout()
         size = self._batch_size(len(profiles), window)
         board = board_actor = _start_board_class().remote() if self._shared_cluster() else None
+        node_check = ray.put(self._node_check) if self._node_check is not None else None
         queue: deque[_Task] = deque()
         for start in range(0, len(profiles), size):
             members = list(enumerate(profiles))[start:start + size]
@@ -669,7 +678,7 @@ class RayComputeEngine:
                 task = queue.popleft()
                 task.token = next(tokens)
                 task.ref = remote.options(max_retries=task.retries, retry_exceptions=False).remote(
-                    [p for _, p in task.members], prices_ref, rf, board, task.token
+                    [p for _, p in task.members], prices_ref, rf, board, task.token, node_check
                 )
                 task.submitted = time.monotonic()
                 task.started, task.deadline = None, math.inf
@@ -761,7 +770,7 @@ class RayComputeEngine:
                     ray.kill(board_actor)
                 except Exception:  # pragma: no cover - the actor is gone with the connection
                     pass
-            del prices_ref
+            del prices_ref, node_check
 
     def _finish(self, task: _Task, record: dict[str, Any], attempts: int | None) -> dict[str, Any]:
         record = dict(record)
