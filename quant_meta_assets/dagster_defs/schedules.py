@@ -21,7 +21,7 @@ import dagster as dg
 from dagster._utils.schedules import reverse_cron_string_iterator
 
 from quant_meta_assets import settings
-from quant_meta_assets.market_calendar import SESSION_TAG, decide_tick, exchange_calendar
+from quant_meta_assets.market_calendar import SESSION_TAG, decide_tick
 
 DAILY_SCHEDULE_NAME = "meta_full_daily"
 CALENDAR_TAG = "quant_meta/calendar"
@@ -41,8 +41,8 @@ def daily_meta_schedule() -> dg.ScheduleDefinition:
     calendar_name = settings.schedule_calendar()
     after_close = timedelta(minutes=settings.schedule_after_close_minutes())
     use_calendar = calendar_name.lower() != NO_CALENDAR
-    if use_calendar:
-        exchange_calendar(calendar_name)  # an unknown calendar fails when the code location loads
+    # the calendar is loaded at the first tick, not here (exchange_calendars costs ~1 s of every
+    # code-location load); an unknown name fails that tick with the list of choices
     rule = (
         f"once per {calendar_name} session, at the first tick of '{cron}' ({timezone}) "
         f"{after_close.seconds // 60} min after the session's close (early closes included); holidays "

@@ -91,14 +91,16 @@ def test_no_calendar_runs_every_tick_without_a_session(monkeypatch):
     assert len(runs) == 1 and SESSION_TAG not in runs[0].tags
 
 
-def test_a_bad_cron_or_calendar_fails_when_the_code_location_loads(monkeypatch):
+def test_a_bad_cron_fails_when_the_code_location_loads_and_a_bad_calendar_at_its_tick(monkeypatch):
     monkeypatch.setenv("QUANT_META_SCHEDULE_CRON", "every day at five")
     with pytest.raises(dg.DagsterInvalidDefinitionError, match="every day at five"):
         daily_meta_schedule()
     monkeypatch.delenv("QUANT_META_SCHEDULE_CRON")
     monkeypatch.setenv("QUANT_META_SCHEDULE_CALENDAR", "NYSEE")
-    with pytest.raises(ValueError, match="unknown exchange calendar 'NYSEE'"):
-        daily_meta_schedule()
+    schedule = daily_meta_schedule()  # loading stays cheap: exchange_calendars is read at the tick
+    with pytest.raises(dg.DagsterUserCodeExecutionError) as raised:  # the tick fails, naming the choices
+        _tick(schedule, datetime(2026, 11, 25, 17, 30, tzinfo=NY))
+    assert "unknown exchange calendar 'NYSEE': use an exchange_calendars name such as XNYS" in str(raised.value.__cause__)
 
 
 def test_schedule_is_in_the_code_location_and_requests_meta_full():
