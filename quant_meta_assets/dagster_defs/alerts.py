@@ -12,6 +12,8 @@ backoff, up to $QUANT_META_ALERT_MAX_ATTEMPTS attempts, after which the alert is
 undelivered on the tick. Delivered runs are remembered, so no run is alerted twice.
 """
 
+import time
+
 import dagster as dg
 
 from quant_meta_assets import settings
@@ -152,8 +154,10 @@ def run_failure_webhook_sensor() -> dg.SensorDefinition:
                 else:
                     retrying.append(run_id)
                     context.log.warning(f"alert for failed run {run_id} not delivered (attempt "
-                                        f"{queue.pending[run_id].attempts}/{max_attempts}), retried from "
-                                        f"epoch {queue.pending[run_id].next_try:.0f}: {exc}")
+                                        f"{queue.pending[run_id].attempts}/{max_attempts}), next try after "
+                                        f"{time.strftime('%H:%M:%S', time.gmtime(queue.pending[run_id].next_try))} "
+                                        f"UTC: {exc}")
+                break  # the webhook is failing: the other due alerts wait for the next tick, uncounted
             else:
                 queue.delivered_ok(run_id)
                 sent.append(run_id)
@@ -164,8 +168,9 @@ def run_failure_webhook_sensor() -> dg.SensorDefinition:
             parts.append(f"{len(retrying)} to retry ({', '.join(r[:8] for r in retrying)})")
         if given_up:
             parts.append(f"{len(given_up)} UNDELIVERED, given up ({', '.join(r[:8] for r in given_up)})")
-        if queue.pending and not retrying:
-            parts.append(f"{len(queue.pending)} waiting for backoff")
+        waiting = len(queue.pending) - len(retrying)
+        if waiting:
+            parts.append(f"{waiting} waiting for the next try")
         return dg.SkipReason("; ".join(parts))
 
     return run_failure_webhook
