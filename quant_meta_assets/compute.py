@@ -35,13 +35,21 @@ Failure policy
       the dead worker (about a second), not at the timeout.
     * Hang: each sleeve has a wall-clock budget, ``profile.timeout_s`` (the engine's
       ``default_timeout_s`` when a profile has none). It covers every attempt of the sleeve and
-      starts when the task is submitted. Tasks are submitted through a window of at most
-      ``max_in_flight`` (default: the cluster's CPUs, one CPU per task), so a sleeve's clock does
-      not run while it waits for a free CPU behind other sleeves. Past its deadline the task is
-      force-cancelled (``ray.cancel(force=True)`` kills the worker; a cancelled task is never
-      retried) and recorded as ``SleeveTimeout: sleeve 'x' timed out after N s``.
-      The whole call is therefore bounded by ``max(timeout) + slack`` when every sleeve fits in
-      the window, and by ``waves * max(timeout)`` otherwise.
+      starts when its task starts running, not when it is submitted: on a cluster each task
+      reports its start to a small CPU-less actor of this call (``_StartBoard``), so a task that
+      waits behind another driver's work is not charged for the wait. On a local Ray of this
+      driver the window never exceeds its CPUs, so a submitted task starts at once and the
+      submit time is used. Past its deadline the task is force-cancelled
+      (``ray.cancel(force=True)`` kills the worker; a cancelled task is never retried) and
+      recorded as ``SleeveTimeout: sleeve 'x' timed out after N s of running``.
+    * Queueing: bounded per call by ``queue_timeout_s`` ($QUANT_META_RAY_QUEUE_TIMEOUT_S, default
+      1800 s): once this call has had tasks waiting and none running for that long, every sleeve
+      not yet started is cancelled and recorded as ``SleeveQueueTimeout: sleeve 'x' never
+      started: ... (queue deadline queue_timeout_s=N s)``. A long book that is making progress
+      is never stopped by it.
+    * Window: at most ``max_in_flight`` tasks are submitted at a time ($QUANT_META_RAY_MAX_IN_FLIGHT;
+      default: the CPUs the cluster has free when the call starts, at least 1, never its total:
+      a notebook driver on a busy production cluster queues one task, not one per CPU).
     * Other Ray errors for one task (object lost, ``RayTaskError`` escaping the worker-side
       catch, e.g. an argument that cannot be deserialised) are recorded with the original type
       (``RayTaskError`` is unwrapped to its cause).
@@ -98,6 +106,7 @@ __all__ = [
     "RayComputeEngine",
     "SleeveOutcome",
     "RayUnavailableError",
+    "SleeveQueueTimeout",
     "SleeveTimeout",
     "TRANSIENT_ERRORS",
     "WorkerCrashedError",
@@ -106,6 +115,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _TRACEBACK_LIMIT = 4000  # characters of worker traceback kept in a record
+BOARD_START_TIMEOUT_S = 120.0  # the start-report actor not up by then: budgets count from submission
 _FRAME_KEYS = ("returns", "weights", "costs", "turnover")
 
 
@@ -120,6 +130,10 @@ TRANSIENT_ERRORS = ("SleeveTimeout", "WorkerCrashedError")
 
 class SleeveTimeout(QuantMetaError, TimeoutError):
     """A sleeve exceeded its wall-clock budget and was cancelled (used in error records)."""
+
+
+class SleeveQueueTimeout(QuantMetaError, TimeoutError):
+    """A sleeve never started: the cluster ran none of this call's tasks for ``queue_timeout_s``."""
 
 
 class WorkerCrashedError(QuantMetaError, RuntimeError):
@@ -171,10 +185,39 @@ def _packed_outcome(profile: Any, prices: pd.DataFrame, risk_free_rate: float | 
 
 
 def _batch_task(
-    profiles: list[Any], prices: pd.DataFrame, risk_free_rate: float | None = None
+    profiles: list[Any], prices: pd.DataFrame, risk_free_rate: float | None = None,
+    board: Any = None, token: int | None = None, node_check: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Runs on a Ray worker: several sleeves, one after the other, one packed outcome each."""
+    """Runs on a Ray worker: several sleeves, one after the other, one packed outcome each.
+    First tells ``board`` (a ``_StartBoard`` actor, if any) that task ``token`` is running, and
+    checks a node the preflight did not see (``ray_cluster.check_late_node``)."""
+    if board is not None:
+        board.started.remote(token)  # fire and forget: the driver polls the board
+    if node_check is not None:
+        from quant_meta_assets.ray_cluster import check_late_node
+
+        check_late_node(node_check)  # ClusterPreflightError on a node that cannot run sleeves
     return [_packed_outcome(profile, prices, risk_free_rate) for profile in profiles]
+
+
+class _StartBoardImpl:
+    """The tokens of the tasks that started running, in order (one actor per engine call)."""
+
+    def __init__(self) -> None:
+        self._tokens: list[int] = []
+
+    def started(self, token: int) -> None:
+        self._tokens.append(token)
+
+    def since(self, seen: int) -> list[int]:
+        return self._tokens[seen:]
+
+
+@functools.cache
+def _start_board_class() -> Any:
+    import ray
+
+    return ray.remote(num_cpus=0, max_restarts=0)(_StartBoardImpl)
 
 
 @functools.cache
@@ -360,6 +403,8 @@ class _Task:
     ref: Any = None
     submitted: float = 0.0
     deadline: float = math.inf
+    token: int = -1
+    started: float | None = None  # when the driver learnt that it runs
 
 
 class RayComputeEngine:
@@ -369,7 +414,9 @@ class RayComputeEngine:
     local Ray. ``num_cpus``: CPUs of a local Ray only. ``default_timeout_s``: budget of a profile
     without ``timeout_s``. ``connect_timeout_s``: bound on reaching a cluster. ``poll_interval_s``:
     longest wait between deadline checks. ``max_in_flight``: concurrently submitted tasks
-    (``None`` = the cluster's CPUs, at least 1). ``batch_size``: sleeves per task (``None`` =
+    (``None`` = $QUANT_META_RAY_MAX_IN_FLIGHT, else the CPUs free when the call starts, at least 1).
+    ``queue_timeout_s``: how long the call may have tasks waiting and none running (``None`` =
+    $QUANT_META_RAY_QUEUE_TIMEOUT_S, else 1800 s). ``batch_size``: sleeves per task (``None`` =
     1 for small books, up to 8 when there are at least 8 tasks per slot; see "Throughput").
     """
 
@@ -382,6 +429,7 @@ class RayComputeEngine:
         poll_interval_s: float = 0.2,
         max_in_flight: int | None = None,
         batch_size: int | None = None,
+        queue_timeout_s: float | None = None,
     ) -> None:
         if default_timeout_s <= 0 or connect_timeout_s <= 0 or poll_interval_s <= 0:
             raise ValueError("default_timeout_s, connect_timeout_s and poll_interval_s must be > 0")
@@ -389,6 +437,8 @@ class RayComputeEngine:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight!r}")
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        if queue_timeout_s is not None and queue_timeout_s <= 0:
+            raise ValueError(f"queue_timeout_s must be > 0, got {queue_timeout_s!r}")
         self.address = address
         self.num_cpus = num_cpus
         self.default_timeout_s = float(default_timeout_s)
@@ -396,8 +446,10 @@ class RayComputeEngine:
         self.poll_interval_s = float(poll_interval_s)
         self.max_in_flight = max_in_flight
         self.batch_size = batch_size
+        self.queue_timeout_s = queue_timeout_s
         self._owns_ray = False  # True while Ray was initialised by this engine
         self._entered = 0
+        self._node_check: dict[str, Any] | None = None  # set by the preflight of a cluster connection
 
     # ----------------------------------------------------------------- connection
 
@@ -444,10 +496,11 @@ class RayComputeEngine:
         self._init_with_deadline(address, max(0.1, deadline - time.monotonic()), options)
         self._owns_ray = True
         try:
-            ray_cluster.preflight(address, strategies)
+            workers = ray_cluster.preflight(address, strategies)
         except BaseException:
             self.close()
             raise
+        self._node_check = ray_cluster.node_check(address, strategies, workers)
 
     def _init_with_deadline(self, address: str, timeout_s: float, options: dict[str, Any]) -> None:
         """``ray.init(address)`` in a helper thread; RayUnavailableError if it is not done in time.
@@ -505,6 +558,7 @@ class RayComputeEngine:
         import ray
 
         self._owns_ray = False
+        self._node_check = None
         if ray.is_initialized():
             ray.shutdown()
 
@@ -555,12 +609,30 @@ class RayComputeEngine:
                 self.close()
 
     def _window(self) -> int:
+        """Tasks in flight: the setting, else the CPUs the cluster has free now (never its total)."""
+        from quant_meta_assets import settings
+
         if self.max_in_flight is not None:
             return self.max_in_flight
+        configured = settings.ray_max_in_flight()
+        if configured is not None:
+            return configured
         import ray
 
-        cpus = ray.cluster_resources().get("CPU", 1.0)
-        return max(1, int(cpus))
+        free = ray.available_resources().get("CPU", 0.0)
+        total = ray.cluster_resources().get("CPU", 1.0)
+        window = max(1, int(min(free, total)))
+        logger.info("in-flight window %d task(s): %g of the cluster's %g CPUs are free", window, free, total)
+        return window
+
+    def _queue_timeout(self) -> float:
+        from quant_meta_assets import settings
+
+        return self.queue_timeout_s if self.queue_timeout_s is not None else settings.ray_queue_timeout_s()
+
+    def _shared_cluster(self) -> bool:
+        """Ray is a cluster others may use (so a submitted task may wait), not this driver's local Ray."""
+        return self.target_address() is not None
 
     def _batch_size(self, n_sleeves: int, window: int) -> int:
         if self.batch_size is not None:
@@ -585,7 +657,10 @@ class RayComputeEngine:
         remote = _remote_batch_task()
         rf = project_risk_free_rate()  # the driver's setting, sent to every worker
         window = self._window()
+        queue_timeout = self._queue_timeout()
         size = self._batch_size(len(profiles), window)
+        board = board_actor = _start_board_class().remote() if self._shared_cluster() else None
+        node_check = ray.put(self._node_check) if self._node_check is not None else None
         queue: deque[_Task] = deque()
         for start in range(0, len(profiles), size):
             members = list(enumerate(profiles))[start:start + size]
@@ -594,16 +669,61 @@ class RayComputeEngine:
             else:  # a crash or timeout re-runs the members one by one, with their own retries
                 queue.append(_Task(members, max(self._timeout_of(p) for _, p in members), 0, batched=True))
         running: dict[Any, _Task] = {}
+        by_token: dict[int, _Task] = {}
+        tokens = iter(range(1 << 62))
+        seen = 0  # start reports read from the board
+        poll: list[Any] = []  # the one outstanding board.since call
+        progress = time.monotonic()  # last time a task of this call was running or finished
+        board_asked = time.monotonic()
+        board_ready = board is None
+
+        def mark_started(task: _Task, now: float) -> None:
+            if task.started is None:
+                task.started = now
+                task.deadline = now + task.timeout_s
 
         def submit() -> None:
             while queue and len(running) < window:
                 task = queue.popleft()
+                task.token = next(tokens)
                 task.ref = remote.options(max_retries=task.retries, retry_exceptions=False).remote(
-                    [p for _, p in task.members], prices_ref, rf
+                    [p for _, p in task.members], prices_ref, rf, board, task.token, node_check
                 )
                 task.submitted = time.monotonic()
-                task.deadline = task.submitted + task.timeout_s
+                task.started, task.deadline = None, math.inf
+                if board is None:  # this driver's own Ray: the window fits its CPUs, the task starts now
+                    mark_started(task, task.submitted)
                 running[task.ref] = task
+                by_token[task.token] = task
+
+        def read_board(now: float) -> None:
+            nonlocal seen, board, board_ready
+            if board is None:
+                return
+            if poll and _wait(poll, timeout=0)[0]:
+                try:
+                    started = ray.get(poll.pop())
+                except Exception as exc:  # the actor died: fall back to submit times
+                    logger.warning("start reports lost (%s): sleeve budgets count from submission", exc)
+                    board = None
+                    for task in running.values():
+                        mark_started(task, task.submitted)
+                    return
+                board_ready = True
+                seen += len(started)
+                for token in started:
+                    task = by_token.get(token)
+                    if task is not None and task.ref in running:
+                        mark_started(task, now)
+            elif not board_ready and now - board_asked > BOARD_START_TIMEOUT_S:
+                logger.warning("the start-report actor did not come up in %.0f s: sleeve budgets count from "
+                               "submission", BOARD_START_TIMEOUT_S)
+                board = None
+                for task in running.values():
+                    mark_started(task, task.submitted)
+                return
+            if not poll:
+                poll.append(board.since.remote(seen))
 
         def unbatch(task: _Task) -> None:
             for member in reversed(task.members):
@@ -613,16 +733,25 @@ class RayComputeEngine:
             submit()
             while running:
                 now = time.monotonic()
-                next_deadline = min(t.deadline for t in running.values())
+                read_board(now)
+                next_deadline = min([t.deadline for t in running.values()] + [progress + queue_timeout])
                 wait_s = min(self.poll_interval_s, max(0.0, next_deadline - now))
                 ready, rest = _wait(list(running), num_returns=1, timeout=wait_s)  # returns at the first
                 if ready and rest:  # ... and whatever else is done by now, without waiting
                     ready += _wait(rest, num_returns=len(rest), timeout=0)[0]
                 finished = [running.pop(ref) for ref in ready]
                 now = time.monotonic()
+                if finished or not board_ready or any(t.started is not None for t in running.values()):
+                    progress = now
                 expired = [running.pop(ref) for ref, t in list(running.items()) if now >= t.deadline]
-                for task in expired:
-                    self._cancel(task)
+                starved: list[_Task] = []
+                if now - progress >= queue_timeout:  # tasks waiting, none running, for queue_timeout
+                    starved = [running.pop(ref) for ref, t in list(running.items()) if t.started is None]
+                    starved += list(queue)
+                    queue.clear()
+                for task in expired + starved:
+                    if task.ref is not None:
+                        self._cancel(task)
                 submit()  # keep the workers busy while the caller writes what came back
                 for task in finished:
                     outcomes = self._collect(task)
@@ -636,6 +765,8 @@ class RayComputeEngine:
                         unbatch(task)
                     else:
                         yield self._time_out(task)
+                for task in starved:
+                    yield from self._never_started(task, now - progress, queue_timeout)
                 submit()
         finally:
             for ref in running:  # only on an unexpected error or early close: leave nothing running
@@ -643,7 +774,12 @@ class RayComputeEngine:
                     ray.cancel(ref, force=True)
                 except Exception:  # pragma: no cover
                     pass
-            del prices_ref
+            if board_actor is not None:
+                try:
+                    ray.kill(board_actor)
+                except Exception:  # pragma: no cover - the actor is gone with the connection
+                    pass
+            del prices_ref, node_check
 
     def _finish(self, task: _Task, record: dict[str, Any], attempts: int | None) -> dict[str, Any]:
         record = dict(record)
@@ -707,6 +843,18 @@ class RayComputeEngine:
     def _time_out(self, task: _Task) -> SleeveOutcome:
         name = task.members[0][1].name
         timeout = SleeveTimeout(
-            f"sleeve {name!r} timed out after {_format_seconds(task.timeout_s)} s (worker cancelled)"
+            f"sleeve {name!r} timed out after {_format_seconds(task.timeout_s)} s of running (worker cancelled)"
         )
         return self._error(task, timeout, time.monotonic() - task.submitted, None)
+
+    def _never_started(self, task: _Task, starved_s: float, queue_timeout: float) -> Iterator[SleeveOutcome]:
+        """One SleeveQueueTimeout record per member of a task the cluster never ran."""
+        for index, profile in task.members:
+            single = self._single(index, profile)
+            single.submitted = task.submitted or time.monotonic()
+            error = SleeveQueueTimeout(
+                f"sleeve {profile.name!r} never started: the Ray cluster ran none of this run's tasks for "
+                f"{starved_s:.0f} s (queue deadline queue_timeout_s={_format_seconds(queue_timeout)} s, "
+                "$QUANT_META_RAY_QUEUE_TIMEOUT_S); the cluster is busy with other drivers' work"
+            )
+            yield self._error(single, error, time.monotonic() - single.submitted, 0)

@@ -57,3 +57,7 @@ class StorageError(QuantMetaError, OSError):
 class LineageError(QuantMetaError, ValueError):
     """Outputs that would be combined or published come from different inputs (another prices
     snapshot, another sleeve bundle, another run's upstream output): names each disagreement."""
+
+
+class StalePricesError(PriceDataError):
+    """The price file does not reach the session a scheduled run is for (a late vendor file)."""

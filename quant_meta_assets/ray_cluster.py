@@ -4,12 +4,17 @@ A Ray cluster shares nothing with the driver but the network. So, when connectin
 
 * **Code.** ``quant_meta_assets`` and the top-level package (or single-file module) of every
   plug-in strategy named ``package.module:function`` in the registry go to the workers as
-  ``runtime_env["py_modules"]``. A user runtime_env (``pip``, ``env_vars``, ``container``, …)
+  ``runtime_env["py_modules"]``. Each is shipped from a staged copy without its ``.gitignore``
+  and ``.rayignore`` files (Ray leaves out what they list, e.g. a package's ``data/``), without
+  ``__pycache__``: everything a package needs ships. A user runtime_env (``pip``, ``env_vars``, ``container``, …)
   read from the JSON/YAML file named by ``$QUANT_META_RAY_RUNTIME_ENV`` is merged in.
 * **Preflight.** Before any sleeve, one small task per CPU node of the cluster reports its
-  Python, Ray and worker-side package versions and imports every plug-in strategy module. Any
-  problem raises ONE :class:`ClusterPreflightError` naming each missing or mismatched package
-  and how to fix it, instead of N sleeve failures.
+  Python, Ray and worker-side package versions, imports every plug-in strategy module and
+  hashes the content of each shipped package as the worker sees it (compared with the driver's:
+  a missing or different file is named). Any problem raises ONE :class:`ClusterPreflightError`
+  naming each missing or mismatched package and how to fix it, instead of N sleeve failures.
+  A node that joins later (an autoscaler) is checked the same way by its first sleeve task
+  (``check_late_node``, cached per node) and fails with the same text.
 * **Auth.** Ray's token auth is honoured as Ray reads it (``RAY_AUTH_MODE=token`` plus
   ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``); a refused connection
   becomes :class:`RayAuthError` saying what to set.
@@ -25,14 +30,17 @@ functions. No dagster import.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
 import json
 import os
 import platform
+import shutil
 import socket
 import sys
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,6 +59,8 @@ __all__ = [
     "local_init_options",
     "preflight",
     "shipped_paths",
+    "stage_for_shipping",
+    "tree_files",
 ]
 
 # (distribution name, import name): what a sleeve imports on a worker. pyarrow because pandas 3
@@ -136,6 +146,76 @@ def shipped_paths(strategies: Iterable[str] = ()) -> list[str]:
     return paths
 
 
+SHIP_SKIPPED_DIRS = frozenset({"__pycache__", ".git"})
+SHIP_SKIPPED_FILES = frozenset({".gitignore", ".rayignore"})
+SHIP_SKIPPED_SUFFIXES = (".pyc", ".pyo")
+
+
+def _files_to_ship(path: Path) -> list[tuple[str, Path]]:
+    """(relative path, file) of everything shipped from ``path``, sorted: every file but
+    ``__pycache__``/``.git`` contents, compiled files and the ignore files themselves."""
+    if path.is_file():
+        return [(path.name, path)]
+    out = []
+    for root, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if d not in SHIP_SKIPPED_DIRS)
+        for name in sorted(files):
+            if name in SHIP_SKIPPED_FILES or name.endswith(SHIP_SKIPPED_SUFFIXES):
+                continue
+            file = Path(root) / name
+            out.append((file.relative_to(path).as_posix(), file))
+    return out
+
+
+def tree_files(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Relative path -> sha256 of each file shipped from ``path`` (a package directory or a module file)."""
+    return {rel: hashlib.sha256(file.read_bytes()).hexdigest() for rel, file in _files_to_ship(Path(path))}
+
+
+def tree_digest(files: Mapping[str, str]) -> str:
+    """One content hash of a shipped tree (paths and contents)."""
+    return hashlib.sha256("".join(f"{rel}\0{sha}\n" for rel, sha in sorted(files.items())).encode()).hexdigest()
+
+
+def _module_name(path: str | os.PathLike[str]) -> str:
+    """The import name of a shipped path: the package directory's name or the module file's stem."""
+    p = Path(path)
+    return p.stem if p.is_file() else p.name
+
+
+def stage_for_shipping(path: str | os.PathLike[str]) -> str:
+    """A copy of ``path`` holding exactly what :func:`tree_files` lists (no ``.gitignore`` /
+    ``.rayignore``, which would make Ray drop the files they name), under a content-addressed
+    directory of the temp dir: the same content is staged once and uploaded once."""
+    source = Path(path)
+    files = _files_to_ship(source)
+    digest = tree_digest({rel: hashlib.sha256(f.read_bytes()).hexdigest() for rel, f in files})
+    base = Path(tempfile.gettempdir()) / "quant_meta_ship"
+    root = base / digest[:20]
+    target = root / source.name
+    if target.exists():
+        return str(target)
+    base.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=base))
+    try:
+        if source.is_file():
+            shutil.copy2(source, staging / source.name)
+        else:
+            for rel, file in files:
+                dest = staging / source.name / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(file, dest)
+            (staging / source.name).mkdir(exist_ok=True)  # an empty package still ships
+        try:
+            os.rename(staging, root)
+        except OSError:  # another driver staged the same content first
+            if not target.exists():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return str(target)
+
+
 def read_runtime_env_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A runtime_env mapping from a ``.json`` or YAML file (``yaml.safe_load``)."""
     file = Path(path)
@@ -185,8 +265,9 @@ def merge_runtime_env(base: Mapping[str, Any], user: Mapping[str, Any]) -> dict[
 
 
 def cluster_runtime_env(strategies: Iterable[str] = ()) -> dict[str, Any]:
-    """The runtime_env of a cluster connection: the shipped code plus the user's file, if any."""
-    base: dict[str, Any] = {"py_modules": shipped_paths(strategies)}
+    """The runtime_env of a cluster connection: the shipped code (staged copies, see
+    :func:`stage_for_shipping`) plus the user's file, if any."""
+    base: dict[str, Any] = {"py_modules": [stage_for_shipping(p) for p in shipped_paths(strategies)]}
     path = settings.ray_runtime_env_file()
     return merge_runtime_env(base, read_runtime_env_file(path)) if path else base
 
@@ -280,8 +361,33 @@ def _major_minor(version: str | None) -> tuple[str, ...]:
 
 
 def driver_facts(strategies: Iterable[str] = ()) -> dict[str, Any]:
-    """What the driver runs: the reference the cluster is compared with."""
-    return _facts(list(plugin_modules(strategies)), probe_imports=False)
+    """What the driver runs: the reference the cluster is compared with (with the content of
+    every shipped package, ``trees``: import name -> {relative path: sha256})."""
+    strategies = list(strategies)
+    facts = _facts(list(plugin_modules(strategies)), probe_imports=False)
+    try:
+        paths = shipped_paths(strategies)
+    except ClusterConfigError:  # a plug-in the driver cannot find: the import check names it
+        paths = shipped_paths(())
+    facts["trees"] = {_module_name(p): tree_files(p) for p in paths}
+    return facts
+
+
+def _worker_trees(names: Sequence[str]) -> dict[str, dict[str, str] | None]:
+    """The content of each shipped package as this worker imports it (None: not found)."""
+    trees: dict[str, dict[str, str] | None] = {}
+    for name in names:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None:
+            trees[name] = None
+        elif spec.submodule_search_locations:
+            trees[name] = tree_files(list(spec.submodule_search_locations)[0])
+        else:
+            trees[name] = tree_files(spec.origin) if spec.origin else None
+    return trees
 
 
 def _facts(modules: Sequence[str], probe_imports: bool) -> dict[str, Any]:
@@ -322,16 +428,34 @@ def _facts(modules: Sequence[str], probe_imports: bool) -> dict[str, Any]:
     }
 
 
-def _probe(modules: list[str]) -> dict[str, Any]:
-    """Runs on a worker: the same facts, with every import actually tried."""
+def _probe(modules: list[str], trees: Sequence[str] = ()) -> dict[str, Any]:
+    """Runs on a worker: the same facts, with every import actually tried and the content of
+    each shipped package in ``trees`` (import names) hashed as the worker sees it."""
     facts = _facts(modules, probe_imports=True)
+    facts["trees"] = _worker_trees(trees)
     try:
         import ray
 
-        facts["node"] = ray.get_runtime_context().get_node_id()[:12] + f" ({facts['node']})"
+        node_id = ray.get_runtime_context().get_node_id()
+        facts["node_id"] = node_id
+        facts["node"] = node_id[:12] + f" ({facts['node']})"
     except Exception:  # pragma: no cover - outside a Ray worker
         pass
     return facts
+
+
+def _tree_problem(name: str, want: Mapping[str, str], got: Mapping[str, str] | None) -> str | None:
+    if got is None:
+        return f"package {name!r} is not on the cluster (it was shipped as py_modules)"
+    if tree_digest(want) == tree_digest(got):
+        return None
+    missing = sorted(set(want) - set(got))
+    different = sorted(rel for rel in set(want) & set(got) if want[rel] != got[rel])
+    extra = sorted(set(got) - set(want))
+    parts = [f"{label} {items[:5]}{' ...' if len(items) > 5 else ''}"
+             for label, items in (("missing", missing), ("different", different), ("extra", extra)) if items]
+    return (f"package {name!r} on the cluster is not the driver's (content hash "
+            f"{tree_digest(got)[:12]} vs {tree_digest(want)[:12]}): {', '.join(parts)}")
 
 
 def compare(driver: Mapping[str, Any], workers: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -365,6 +489,11 @@ def compare(driver: Mapping[str, Any], workers: Sequence[Mapping[str, Any]]) -> 
         for module, error in facts.get("imports", {}).items():
             if error:
                 add(f"module {module!r} does not import on the cluster: {error}", node)
+        for name, want in (driver.get("trees") or {}).items():
+            if name in (facts.get("trees") or {}):
+                problem = _tree_problem(name, want, facts["trees"][name])
+                if problem:
+                    add(problem, node)
     n = len(workers)
     return [f"{line} [{len(nodes)} of {n} node(s)]" for line, nodes in problems.items()]
 
@@ -393,7 +522,8 @@ def preflight(address: str, strategies: Iterable[str] = (), timeout_s: float = P
         raise ClusterPreflightError(f"the Ray cluster at {address!r} has no alive node with CPUs to run sleeves")
     remote = ray.remote(num_cpus=0, max_retries=0)(_probe)
     refs = [
-        remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(modules)
+        remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+            modules, sorted(driver["trees"]))
         for n in nodes
     ]
     fix = (
@@ -419,18 +549,68 @@ def preflight(address: str, strategies: Iterable[str] = (), timeout_s: float = P
             f"({type(exc).__name__}: {first}); no sleeve was started. The runtime_env shipped "
             f"{cluster_runtime_env(strategies).get('py_modules')} as py_modules. {fix}"
         ) from exc
-    problems = compare(driver, workers)
-    if problems:
-        pins = pins_to_install(driver, workers)
-        if pins:
-            fix = (
-                f"Fix it in the cluster image (pip install {' '.join(repr(p) for p in pins)}), or per job with a "
-                f"runtime_env file named by {settings.RAY_RUNTIME_ENV_ENV} containing `pip: {json.dumps(pins)}`."
-            )
-        raise ClusterPreflightError(
-            f"the Ray cluster at {address!r} cannot run the sleeves ({len(problems)} problem(s), found by "
-            f"the preflight on {len(workers)} node(s); no sleeve was started):\n"
-            + "\n".join(f"- {p}" for p in problems)
-            + f"\n{fix}"
-        )
+    message = preflight_message(address, driver, workers)
+    if message:
+        raise ClusterPreflightError(message)
     return workers
+
+
+def preflight_message(address: str, driver: Mapping[str, Any], workers: Sequence[Mapping[str, Any]]) -> str | None:
+    """The ClusterPreflightError text for these nodes' facts, or None when they can run the sleeves."""
+    problems = compare(driver, workers)
+    if not problems:
+        return None
+    pins = pins_to_install(driver, workers)
+    if pins:
+        fix = (
+            f"Fix it in the cluster image (pip install {' '.join(repr(p) for p in pins)}), or per job with a "
+            f"runtime_env file named by {settings.RAY_RUNTIME_ENV_ENV} containing `pip: {json.dumps(pins)}`."
+        )
+    else:
+        fix = (
+            "Fix it in the cluster image (the same versions as requirements.lock), or per job with a "
+            f"runtime_env file named by {settings.RAY_RUNTIME_ENV_ENV} (e.g. `pip: [\"scikit-learn==<version>\"]`)."
+        )
+    return (
+        f"the Ray cluster at {address!r} cannot run the sleeves ({len(problems)} problem(s), found by "
+        f"the preflight on {len(workers)} node(s); no sleeve was started):\n"
+        + "\n".join(f"- {p}" for p in problems)
+        + f"\n{fix}"
+    )
+
+
+def node_check(address: str, strategies: Iterable[str], workers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What a sleeve task needs to check a node that joined after the preflight (``check_late_node``)."""
+    strategies = list(strategies)
+    driver = driver_facts(strategies)
+    return {
+        "address": address,
+        "driver": driver,
+        "modules": plugin_modules(strategies),
+        "trees": sorted(driver["trees"]),
+        "checked": sorted({str(w["node_id"]) for w in workers if w.get("node_id")}),
+    }
+
+
+# (node id, check digest) -> ClusterPreflightError text (None: fine); per worker process, and Ray
+# starts worker processes per job, so each node is probed once per driver job and worker
+_LATE_NODES: dict[tuple[str, str], str | None] = {}
+
+
+def check_late_node(check: Mapping[str, Any] | None) -> None:
+    """Runs first in every sleeve task on a cluster: a node the preflight did not see (it joined
+    later) is probed like the preflight does, once (cached), and refused with the same
+    ClusterPreflightError text."""
+    if not check:
+        return
+    import ray
+
+    node_id = ray.get_runtime_context().get_node_id()
+    if node_id in check["checked"]:
+        return
+    key = (node_id, hashlib.sha256(json.dumps(check, sort_keys=True, default=str).encode()).hexdigest())
+    if key not in _LATE_NODES:
+        facts = _probe(list(check["modules"]), list(check["trees"]))
+        _LATE_NODES[key] = preflight_message(check["address"], check["driver"], [facts])
+    if _LATE_NODES[key]:
+        raise ClusterPreflightError(_LATE_NODES[key])

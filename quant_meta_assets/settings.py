@@ -12,6 +12,9 @@ RAY_ADDRESS_ENV = "RAY_ADDRESS"  # an existing Ray cluster; unset = a local Ray 
 RAY_NUM_CPUS_ENV = "QUANT_META_RAY_NUM_CPUS"  # CPUs of the local Ray; unset = all cores
 RAY_RUNTIME_ENV_ENV = "QUANT_META_RAY_RUNTIME_ENV"  # JSON/YAML runtime_env merged in on a cluster
 RISK_FREE_RATE_ENV = "QUANT_META_RISK_FREE_RATE"  # annual decimal; unset = 0 (see rates.py)
+RAY_MAX_IN_FLIGHT_ENV = "QUANT_META_RAY_MAX_IN_FLIGHT"  # sleeve tasks in flight; unset = the CPUs free at start
+RAY_QUEUE_TIMEOUT_ENV = "QUANT_META_RAY_QUEUE_TIMEOUT_S"  # tasks waiting and none running: give up after
+DEFAULT_RAY_QUEUE_TIMEOUT_S = 1800.0
 
 DEFAULT_STORAGE_DIRNAME = ".quant_meta_storage"
 
@@ -37,6 +40,32 @@ def local_ray_num_cpus() -> int | None:
     return int(value) if value else None
 
 
+def ray_max_in_flight() -> int | None:
+    value = os.environ.get(RAY_MAX_IN_FLIGHT_ENV)
+    if not value:
+        return None
+    try:
+        window = int(value)
+    except ValueError:
+        raise ValueError(f"{RAY_MAX_IN_FLIGHT_ENV} must be a whole number of tasks >= 1, got {value!r}") from None
+    if window < 1:
+        raise ValueError(f"{RAY_MAX_IN_FLIGHT_ENV} must be a whole number of tasks >= 1, got {value!r}")
+    return window
+
+
+def ray_queue_timeout_s() -> float:
+    value = os.environ.get(RAY_QUEUE_TIMEOUT_ENV)
+    if not value:
+        return DEFAULT_RAY_QUEUE_TIMEOUT_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"{RAY_QUEUE_TIMEOUT_ENV} must be seconds > 0, got {value!r}") from None
+    if seconds <= 0:
+        raise ValueError(f"{RAY_QUEUE_TIMEOUT_ENV} must be seconds > 0, got {value!r}")
+    return seconds
+
+
 def ray_runtime_env_file() -> str | None:
     """A JSON/YAML runtime_env (pip, env_vars, container, ...) merged into the cluster's, or None."""
     return os.environ.get(RAY_RUNTIME_ENV_ENV) or None
@@ -45,9 +74,20 @@ def ray_runtime_env_file() -> str | None:
 # --- deployment (issue 10): schedule, alerts, retention
 SCHEDULE_CRON_ENV = "QUANT_META_SCHEDULE_CRON"  # cron of the daily meta_full schedule
 SCHEDULE_TZ_ENV = "QUANT_META_SCHEDULE_TIMEZONE"  # its IANA timezone
-DEFAULT_SCHEDULE_CRON = "30 17 * * 1-5"  # 17:30 on weekdays: after the US close (16:00) and its prints
+SCHEDULE_CALENDAR_ENV = "QUANT_META_SCHEDULE_CALENDAR"  # exchange_calendars name whose sessions it runs for
+SCHEDULE_AFTER_CLOSE_ENV = "QUANT_META_SCHEDULE_AFTER_CLOSE_MINUTES"  # run this long after the session's close
+# 14:30 and 17:30 on weekdays: each session runs at the first tick 90 minutes after its close
+# (17:30 after the regular 16:00 close, 14:30 after a 13:00 early close); other ticks skip
+DEFAULT_SCHEDULE_CRON = "30 14,17 * * 1-5"
 DEFAULT_SCHEDULE_TZ = "America/New_York"
+DEFAULT_SCHEDULE_CALENDAR = "XNYS"
+DEFAULT_SCHEDULE_AFTER_CLOSE_MINUTES = 90
 ALERT_WEBHOOK_ENV = "QUANT_META_ALERT_WEBHOOK_URL"  # run-failure alerts POST JSON here; unset = off
+ALERT_MAX_ATTEMPTS_ENV = "QUANT_META_ALERT_MAX_ATTEMPTS"  # deliveries tried per alert before it is given up
+DEFAULT_ALERT_MAX_ATTEMPTS = 10
+ALERT_BACKOFF_ENV = "QUANT_META_ALERT_BACKOFF_S"  # wait after the first failed delivery; doubles each time
+DEFAULT_ALERT_BACKOFF_S = 30.0
+ALERT_MAX_BACKOFF_S = 3600.0  # the backoff never exceeds an hour
 UI_URL_ENV = "QUANT_META_UI_URL"  # the webserver's address, for links in alerts
 DEFAULT_UI_URL = "http://127.0.0.1:3000"
 KEEP_RUNS_ENV = "QUANT_META_KEEP_RUNS"  # run-scoped outputs (bundles, reports) of the last N runs are kept
@@ -62,8 +102,48 @@ def schedule_timezone() -> str:
     return os.environ.get(SCHEDULE_TZ_ENV) or DEFAULT_SCHEDULE_TZ
 
 
+def schedule_calendar() -> str:
+    return os.environ.get(SCHEDULE_CALENDAR_ENV) or DEFAULT_SCHEDULE_CALENDAR
+
+
+def schedule_after_close_minutes() -> int:
+    value = os.environ.get(SCHEDULE_AFTER_CLOSE_ENV)
+    if not value:
+        return DEFAULT_SCHEDULE_AFTER_CLOSE_MINUTES
+    try:
+        minutes = int(value)
+    except ValueError:
+        raise ValueError(f"{SCHEDULE_AFTER_CLOSE_ENV} must be whole minutes >= 0, got {value!r}") from None
+    if minutes < 0:
+        raise ValueError(f"{SCHEDULE_AFTER_CLOSE_ENV} must be whole minutes >= 0, got {value!r}")
+    return minutes
+
+
 def alert_webhook_url() -> str | None:
     return os.environ.get(ALERT_WEBHOOK_ENV) or None
+
+
+def _positive(env: str, default: float, kind: type) -> float:
+    value = os.environ.get(env)
+    if not value:
+        return default
+    try:
+        number = kind(value)
+    except ValueError:
+        raise ValueError(f"{env} must be a number >= 0, got {value!r}") from None
+    if number < 0:
+        raise ValueError(f"{env} must be a number >= 0, got {value!r}")
+    return number
+
+
+def alert_max_attempts() -> int:
+    """Deliveries tried per alert (QUANT_META_ALERT_MAX_ATTEMPTS, default 10), at least 1."""
+    return max(1, int(_positive(ALERT_MAX_ATTEMPTS_ENV, DEFAULT_ALERT_MAX_ATTEMPTS, int)))
+
+
+def alert_backoff_s() -> float:
+    """Seconds before the first retry (QUANT_META_ALERT_BACKOFF_S, default 30); doubles per retry."""
+    return float(_positive(ALERT_BACKOFF_ENV, DEFAULT_ALERT_BACKOFF_S, float))
 
 
 def ui_url() -> str:

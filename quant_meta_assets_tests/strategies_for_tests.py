@@ -128,3 +128,11 @@ def empty_weights(prices: pd.DataFrame) -> pd.DataFrame:
 def zero_variance(prices: pd.DataFrame) -> pd.DataFrame:
     """All cash: a sleeve that is live but whose returns are exactly 0 every day."""
     return pd.DataFrame(0.0, index=prices.index, columns=prices.columns)
+
+
+def slow_good_marked(prices: pd.DataFrame, seconds: float, marker: str) -> pd.DataFrame:
+    """slow_good that first writes ``marker``: the test sees the moment the sleeve started running."""
+    from pathlib import Path
+
+    Path(marker).write_text(str(time.time()))
+    return slow_good(prices, seconds)

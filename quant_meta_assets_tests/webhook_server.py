@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 @contextmanager
-def webhook_server(status: int = 200):
-    """Yields (url, received); ``received`` fills with each POSTed JSON body."""
+def webhook_server(status: int = 200, port: int = 0):
+    """Yields (url, received); ``received`` fills with each POSTed JSON body. ``port`` 0 = a free one."""
     received: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -24,7 +24,7 @@ def webhook_server(status: int = 200):
         def log_message(self, *args):
             return
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -33,3 +33,12 @@ def webhook_server(status: int = 200):
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (a webhook that is down: connection refused)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -20,6 +20,9 @@ SLEEVE_SELECTION = dg.AssetSelection.assets(sleeves)
 META_SELECTION = dg.AssetSelection.assets(*META_KEYS, PUBLISHED_KEY)
 CHECK_SELECTION = dg.AssetSelection.checks_for_assets(sleeves)
 META_JOB_NAMES = ("meta_full", "meta_job")
+# run monitoring (deploy/dagster.yaml) cancels a meta_full still going after 4 h: a run whose worker
+# died otherwise holds the Ray pool for good (docs/deploy.md)
+META_FULL_MAX_RUNTIME_S = 4 * 3600
 
 sleeves_job = dg.define_asset_job(
     "sleeves_job",
@@ -44,6 +47,7 @@ meta_full_job = dg.define_asset_job(
     # the stages are sequential and the sleeves already fan out on Ray: a subprocess per
     # step would only add ~3 s of imports each
     executor_def=dg.in_process_executor,
+    tags={"dagster/max_runtime": str(META_FULL_MAX_RUNTIME_S)},
     description="Every registered sleeve (resolved when the run starts) on Ray, the blocking check, then "
     "meta.returns -> meta.optimize -> meta.flatten -> meta.report -> meta/published.",
 )

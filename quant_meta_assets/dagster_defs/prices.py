@@ -12,10 +12,23 @@ One prices hash everywhere: the content hash of the *validated frame* (prices.Pr
 
 The gate and the sensors compare each sleeve's recorded prices hash with the source's hash now
 (instance_queries.current_prices_hash), so new prices make every sleeve stale without waiting
-for a run. Dagster's staleness looks at direct dependencies only, so `sleeves` and the meta
+for a run. Dagster's staleness looks at direct dependencies only, so `sleeves` and the four meta
 assets also declare `prices_source` as a dependency: once a changed source is observed, the UI
-marks them stale, with the cause "prices_source has a new data version".
+marks them (and `prices`) stale, with the cause "prices_source has a new data version". The
+`prices` step records the version it read as an observation before anything downstream
+materializes, so the sleeves and meta stages of a run that read a just-changed file (before the
+sensor's next tick) are not shown stale afterwards.
+
+A scheduled run carries the session it is for (tag `quant_meta/session`, schedules.py): its
+`prices` step raises StalePricesError ("prices end 2026-11-24, the session is 2026-11-25") when the
+file does not reach that session, so nothing downstream runs and nothing is published. Runs
+without the tag (`make run`, the CLI, the UI, the sensors) are not checked.
+
+In a run that goes on to the sleeves step, `prices` first frees the Ray pool of dead runs and waits
+(bounded, naming the holder) for a slot: see pool.py.
 """
+
+from datetime import date
 
 import dagster as dg
 import pandas as pd
@@ -26,6 +39,9 @@ from dagster._core.definitions.data_version import (
     get_input_event_pointer_tag,
 )
 
+from quant_meta_assets.dagster_defs.interrupts import cancel_on_interrupt
+from quant_meta_assets.dagster_defs.pool import wait_for_ray_pool
+from quant_meta_assets.market_calendar import SESSION_TAG, check_prices_cover
 from quant_meta_assets.prices import PriceSource, load_price_snapshot, price_source
 from quant_meta_assets.code_versions import asset_code_version
 from quant_meta_assets.publishing import lineage
@@ -64,8 +80,15 @@ def prices_source() -> dg.DataVersion:
     "the content hash of the validated frame. Sleeves and the report read this snapshot, never the file.",
 )
 def prices(context: dg.AssetExecutionContext) -> dg.Output[pd.DataFrame]:
+    from quant_meta_assets.dagster_defs.sleeves import RAY_POOL
+
+    with cancel_on_interrupt(context):
+        wait_for_ray_pool(context, RAY_POOL)
     frame, source = load_price_snapshot()
     context.log_event(_observation(source))
+    session = context.run.tags.get(SESSION_TAG)
+    if session:  # a scheduled run: the prices must reach its session
+        check_prices_cover(frame.index[-1].date(), date.fromisoformat(session))
     lineage.attach(frame, {"prices_hash": source.content_hash, "as_of": source.as_of, "run_id": context.run_id})
     return dg.Output(
         frame,

@@ -159,7 +159,8 @@ def test_daemon_and_webserver_on_postgres(tmp_path):
             "DAGSTER_HOME": str(home), "QUANT_META_STORAGE": str(storage),
             "QUANT_META_SLEEVES": str(registry), "QUANT_META_PRICES": str(prices),
             "QUANT_META_RAY_NUM_CPUS": "1", "PYTHONPATH": str(REPO_ROOT),
-            "QUANT_META_SCHEDULE_CRON": "* * * * *",  # a tick every minute instead of 17:30 on weekdays
+            "QUANT_META_SCHEDULE_CRON": "* * * * *",  # a tick every minute instead of after each close
+            "QUANT_META_SCHEDULE_CALENDAR": "none",  # every tick runs (no session, no freshness rule)
             "QUANT_META_ALERT_WEBHOOK_URL": hook_url,
             "QUANT_META_UI_URL": "http://dagster.test:3000",
         }

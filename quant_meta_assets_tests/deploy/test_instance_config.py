@@ -36,3 +36,21 @@ def test_docs_postgres_db_block_without_scheme_uses_psycopg2():
     engine = sqlalchemy.create_engine(url)  # no connection is made
     assert engine.dialect.driver == "psycopg2"  # SQLAlchemy 2.1 would pick psycopg 3 here
     assert engine.url.password == "p@ss word"  # the password is quoted into the URL and back
+
+
+def test_run_monitoring_frees_a_dead_runs_slots_and_meta_full_has_a_max_runtime(tmp_path, monkeypatch):
+    """deploy/dagster.yaml turns run monitoring on (Dagster leaves it off), with the timeouts that
+    end stuck runs and the delay after which an ended run's pool slots are freed."""
+    from quant_meta_assets.dagster_defs.definitions import defs
+
+    for name, value in PG_ENV.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "dagster.yaml").write_text((REPO_ROOT / "deploy" / "dagster.yaml").read_text())
+    config, _ = dagster_instance_config(str(tmp_path))
+    monitoring = config["run_monitoring"]
+    assert monitoring["enabled"] is True
+    assert monitoring["start_timeout_seconds"] > 0 and monitoring["cancel_timeout_seconds"] > 0
+    assert monitoring["free_slots_after_run_end_seconds"] > 0
+    assert monitoring["max_resume_run_attempts"] == 0  # the default run launcher cannot resume a run
+    tags = defs.resolve_job_def("meta_full").tags
+    assert float(tags["dagster/max_runtime"]) == 4 * 3600

@@ -52,7 +52,11 @@ def test_unknown_plugin_module_is_named():
 def test_runtime_env_without_a_user_file_is_the_shipped_code(plugin_dir, monkeypatch):
     monkeypatch.delenv(settings.RAY_RUNTIME_ENV_ENV, raising=False)
     env = ray_cluster.cluster_runtime_env(["solo_signal:weights"])
-    assert env == {"py_modules": [str(Path(quant_meta_assets.__file__).parent), str(plugin_dir / "solo_signal.py")]}
+    sources = [Path(quant_meta_assets.__file__).parent, plugin_dir / "solo_signal.py"]
+    assert list(env) == ["py_modules"] and len(env["py_modules"]) == 2
+    for staged, source in zip(env["py_modules"], sources, strict=True):  # staged copies of the same content
+        assert Path(staged).name == source.name and staged != str(source)
+        assert ray_cluster.tree_files(staged) == ray_cluster.tree_files(source)
 
 
 @pytest.mark.parametrize("suffix", [".yaml", ".json"])
@@ -66,7 +70,8 @@ def test_user_runtime_env_file_is_merged(tmp_path, monkeypatch, suffix):
     """))
     monkeypatch.setenv(settings.RAY_RUNTIME_ENV_ENV, str(path))
     env = ray_cluster.cluster_runtime_env()
-    assert env["py_modules"] == [str(Path(quant_meta_assets.__file__).parent), "s3://b/x.zip"]
+    assert env["py_modules"][1:] == ["s3://b/x.zip"]
+    assert ray_cluster.tree_files(env["py_modules"][0]) == ray_cluster.tree_files(Path(quant_meta_assets.__file__).parent)
     assert env["pip"] == ["scikit-learn==1.9.1"]
     assert env["env_vars"] == {"OMP_NUM_THREADS": "1"}  # Ray wants strings
 
@@ -195,3 +200,53 @@ def test_other_errors_are_not_called_auth():
 def test_ray_client_gets_time_to_build_its_server_side_runtime_env():
     assert ray_cluster.client_setup_allowance_s("ray://head:10001") > 0
     assert ray_cluster.client_setup_allowance_s("head:6379") == 0
+
+
+# --------------------------------------------------------------------------- package data and content hashes
+
+
+def _package_with_ignored_data(root: Path) -> Path:
+    package = root / "mystrats"
+    (package / "sub").mkdir(parents=True)
+    (package / "data").mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "sub" / "__init__.py").write_text("")
+    (package / "sub" / "strat.py").write_text("from ..data_path import PARAMS\n")
+    (package / "data_path.py").write_text("from pathlib import Path\nPARAMS = Path(__file__).parent / 'data' / 'params.json'\n")
+    (package / "data" / "params.json").write_text('{"n": 3}')
+    (package / "local.cfg").write_text("x")
+    (package / ".gitignore").write_text("data/\n")
+    (package / ".rayignore").write_text("local.cfg\n")
+    (package / "__pycache__").mkdir()
+    (package / "__pycache__" / "data_path.cpython-311.pyc").write_bytes(b"\0")
+    return package
+
+
+def test_staging_ships_what_gitignore_and_rayignore_list_and_only_that(tmp_path):
+    package = _package_with_ignored_data(tmp_path)
+    staged = Path(ray_cluster.stage_for_shipping(package))
+    assert staged.name == "mystrats" and staged != package
+    shipped = sorted(p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file())
+    assert shipped == ["__init__.py", "data/params.json", "data_path.py", "local.cfg", "sub/__init__.py",
+                       "sub/strat.py"]
+    assert ray_cluster.tree_files(staged) == ray_cluster.tree_files(package)
+    assert ray_cluster.stage_for_shipping(package) == str(staged)  # same content: staged once
+    (package / "data" / "params.json").write_text('{"n": 4}')
+    assert ray_cluster.stage_for_shipping(package) != str(staged)  # new content: a new copy
+
+
+def test_a_shipped_package_that_differs_on_the_cluster_is_named_with_its_files(tmp_path):
+    package = _package_with_ignored_data(tmp_path)
+    driver = ray_cluster.driver_facts()
+    driver["trees"]["mystrats"] = ray_cluster.tree_files(package)
+    worker_view = dict(driver["trees"]["mystrats"])
+    del worker_view["data/params.json"]  # what Ray's upload left out
+    worker_view["sub/strat.py"] = "0" * 64
+    node = _node(driver, trees={**driver["trees"], "mystrats": worker_view})
+    (problem,) = ray_cluster.compare(driver, [node])
+    assert problem.startswith("package 'mystrats' on the cluster is not the driver's (content hash ")
+    assert "missing ['data/params.json'], different ['sub/strat.py']" in problem and "[1 of 1 node(s)]" in problem
+    assert ray_cluster.compare(driver, [_node(driver, trees=driver["trees"])]) == []
+    message = ray_cluster.preflight_message("10.0.0.1:6379", driver, [node])
+    assert message.startswith("the Ray cluster at '10.0.0.1:6379' cannot run the sleeves (1 problem(s)")
+    assert "- package 'mystrats'" in message

@@ -59,7 +59,21 @@ def driver_only_plugin(tmp_path_factory) -> Path:
 
         def broken(prices):
             raise ValueError("driver-only alpha is broken on purpose")
+
+
+        def from_package_data(prices):
+            """Holds the number of names in the package's data/params.json, a file its .gitignore lists."""
+            import json
+            from pathlib import Path
+
+            n = json.loads((Path(__file__).parent / "data" / "params.json").read_text())["n_names"]
+            return pd.DataFrame(1.0 / n, index=prices.index[252::21], columns=list(prices.columns[:n]))
     '''))
+    # package data behind a .gitignore (Ray's upload leaves out what it lists) and a .rayignore
+    (package / "data").mkdir()
+    (package / "data" / "params.json").write_text('{"n_names": 4}')
+    (package / ".gitignore").write_text("data/\n")
+    (package / ".rayignore").write_text("*.json\n")
     return root
 
 

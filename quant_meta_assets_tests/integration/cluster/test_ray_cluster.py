@@ -29,6 +29,11 @@ PLUGIN_SLEEVE = """
     strategy: driver_only_alpha.signals:top_names_equal
     rebalance: monthly
 """
+DATA_SLEEVE = """
+  - name: package_data
+    strategy: driver_only_alpha.signals:from_package_data
+    rebalance: monthly
+"""
 BROKEN_SLEEVE = """
   - name: broken_alpha
     strategy: driver_only_alpha.signals:broken
@@ -147,6 +152,17 @@ def test_run_meta_pipeline_on_the_cluster_and_its_failure_is_the_local_one(ray_c
     assert on_cluster["type"] == local["type"] == "SleeveFailureError"
     assert on_cluster["error"] == local["error"]
     assert "broken_alpha: ValueError: driver-only alpha is broken on purpose" in on_cluster["error"]
+
+
+def test_package_data_behind_gitignore_and_rayignore_ships_and_is_hashed(ray_cluster_2_nodes, driver_only_plugin,
+                                                                         tmp_path):
+    """driver_only_alpha/data/params.json is listed by the package's .gitignore and .rayignore:
+    Ray's upload used to leave it out (FileNotFoundError on the workers, after a passing
+    preflight). The staged copy ships it, and the preflight compares each shipped package's
+    content hash on both nodes with the driver's."""
+    result = run_sdk(registry(tmp_path, DATA_SLEEVE), driver_env(ray_cluster_2_nodes, driver_only_plugin))
+    assert result["ok"], result
+    assert "package_data" in result["sleeves"]
 
 
 def test_ray_client_address_works(ray_cluster_2_nodes, driver_only_plugin, tmp_path):
