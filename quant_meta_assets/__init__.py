@@ -16,6 +16,7 @@ _EXPORTS = {
     "QuantSDK": "quant_meta_assets.sdk",
     "run_meta_pipeline": "quant_meta_assets.sdk",
     "RayComputeEngine": "quant_meta_assets.compute",
+    "read_published": "quant_meta_assets.publishing.snapshot",
     "defs": "quant_meta_assets.dagster_defs.definitions",
 }
 
