@@ -15,6 +15,7 @@ from quant_meta_assets.dagster_defs.definitions import defs
 from quant_meta_assets.dagster_defs.instance_queries import latest_stored_sleeves, sleeve_statuses
 from quant_meta_assets.dagster_defs.partitions import SLEEVES_PARTITIONS_NAME
 from quant_meta_assets.dagster_defs.sensors import meta_on_fresh_sleeves, sleeve_registry_sensor
+from quant_meta_assets.dagster_defs.sleeves import ONLY_TAG
 from quant_meta_assets.errors import RegistryError
 from quant_meta_assets_tests.conftest import run_cli, write_registry
 from quant_meta_assets_tests.dagster_support import gate_message, report_sleeve
@@ -106,6 +107,16 @@ def test_stale_sleeves_are_named_by_the_shared_answer_and_the_meta_gate(tmp_path
     assert all(s.state == "stale" and "prices changed" in s.reason for s in states)
 
 
+def _requested(result: dg.SensorResult) -> tuple[list[str], str | None]:
+    """The sleeves of the tick's one run request (the registry sensor never asks for more than one run)."""
+    assert len(result.run_requests) <= 1, result.run_requests
+    if not result.run_requests:
+        return [], None
+    request = result.run_requests[0]
+    assert request.partition_key is None  # one run for the set, not one per partition
+    return request.tags[ONLY_TAG].split(","), request.run_key
+
+
 def test_registry_sensor_runs_missing_failed_changed_and_readded_sleeves_with_unique_keys(
     tmp_path, monkeypatch, isolated_env
 ):
@@ -113,35 +124,38 @@ def test_registry_sensor_runs_missing_failed_changed_and_readded_sleeves_with_un
     _use(tmp_path, monkeypatch, ABC)
     first = _tick(instance)
     _apply(instance, first)
-    keys = {r.partition_key: r.run_key for r in first.run_requests}
-    assert sorted(keys) == ["a", "b", "c"]
+    sleeves, first_key = _requested(first)
+    assert sleeves == ["a", "b", "c"] and "a: never materialized" in first.run_requests[0].tags["quant_meta/why"]
     for name in "abc":
         report_sleeve(instance, name, "success" if name != "c" else "error")
 
     # c failed: requested again with the same key (Dagster drops a repeat: no loop on a failing sleeve)
     second = _tick(instance, first.cursor)
-    assert {r.partition_key: r.run_key for r in second.run_requests} == {"c": keys["c"]}
+    c_sleeves, c_key = _requested(second)
+    assert c_sleeves == ["c"] and _requested(_tick(instance, second.cursor))[1] == c_key
 
-    # +d: d runs; b's entry changes: b runs under a new key
+    # +d: d runs; b's entry changes: b runs, in the same one run, under a new key
     _use(tmp_path, monkeypatch, ABCD.replace("lookback: 63", "lookback: 21"), "abcd.yaml")
     third = _tick(instance, second.cursor)
     _apply(instance, third)
-    requested = {r.partition_key: r.run_key for r in third.run_requests}
-    assert sorted(requested) == ["b", "c", "d"] and requested["b"] != keys["b"]
+    sleeves, third_key = _requested(third)
+    assert sleeves == ["b", "c", "d"] and third_key not in (first_key, c_key)
+    assert "b: stale: registry entry" in third.run_requests[0].tags["quant_meta/why"]
     report_sleeve(instance, "d")
     report_sleeve(instance, "b")
-    d_key = requested["d"]
+    d_key = _requested(_tick(instance, third.cursor))[1]  # c alone again
 
     # -d: its partition goes, nothing runs for it; +d again: it runs, under a key never used before
     _use(tmp_path, monkeypatch, ABC.replace("lookback: 63", "lookback: 21"), "abc2.yaml")
     fourth = _tick(instance, third.cursor)
     _apply(instance, fourth)
     assert "d" not in instance.get_dynamic_partitions(SLEEVES_PARTITIONS_NAME)
-    assert "d" not in {r.partition_key for r in fourth.run_requests}
+    assert "d" not in _requested(fourth)[0]
     _use(tmp_path, monkeypatch, ABCD.replace("lookback: 63", "lookback: 21"), "abcd2.yaml")
     fifth = _tick(instance, fourth.cursor)
-    readd = {r.partition_key: r.run_key for r in fifth.run_requests}
-    assert "d" in readd and readd["d"] != d_key
+    readd, readd_key = _requested(fifth)
+    assert "d" in readd and readd_key not in (d_key, third_key)
+    assert "d: re-added" in fifth.run_requests[0].tags["quant_meta/why"]
     assert json.loads(fifth.cursor)["generation"] == {"d": 1}
 
 
@@ -157,7 +171,7 @@ def test_broken_registry_fails_the_sensor_tick_and_the_jobs_then_recovers(tmp_pa
     assert not result.success and "YAML syntax error" in gate_message(result)
     # fixing the file recovers without a restart
     write_registry(path, ABC)
-    assert sorted(r.partition_key for r in _tick(instance).run_requests) == ["a", "b", "c"]
+    assert _requested(_tick(instance))[0] == ["a", "b", "c"]
 
 
 def _add_run(instance, job_name: str, status: dg.DagsterRunStatus) -> str:
