@@ -36,6 +36,7 @@ class RunSummary:
     period: tuple[str, str] | None = None
     report_html: str | None = None
     latest_html: str | None = None
+    publication: Mapping[str, object] | None = None  # the run's meta/published metadata (published, reason, ...)
 
     @property
     def succeeded(self) -> bool:
@@ -56,11 +57,22 @@ def _duration(seconds: float | None) -> str:
     return f" in {seconds:.0f} s" if seconds < 120 else f" in {seconds / 60:.1f} min"
 
 
+def _publication_lines(publication: Mapping[str, object] | None) -> list[str]:
+    """Whether the run's set became what consumers read (a succeeded run may be refused: older)."""
+    if publication is None:
+        return ["Not published: this job has no publication step (meta_full and meta_job publish)."]
+    if publication.get("published"):
+        return [f"Published generation {publication.get('generation')}: prices as of {publication.get('as_of')}; "
+                "this is what read_published() returns now."]
+    return [f"NOT published: {str(publication.get('reason', 'no reason recorded')).removeprefix('not published: ')}"]
+
+
 def format_summary(summary: RunSummary) -> list[str]:
     """The summary's lines; on failure the cause comes last."""
     lines = []
     if summary.succeeded:
         lines.append(f"{summary.job} run {summary.run_id} succeeded{_duration(summary.seconds)}.")
+        lines += _publication_lines(summary.publication)
         rows = [r for r in HEADLINE_ROWS if r in summary.metrics]
         if rows:
             period = f" {summary.period[0]} to {summary.period[1]}" if summary.period else ""

@@ -5,7 +5,8 @@
 It reads the run's own events ($DAGSTER_HOME): its status, the failed sleeves from the sleeve
 materializations and the blocking check (``alerts.failed_sleeves_of_run``), the failed steps, and
 the ``meta/report`` materialization's report, whose ``summary.json`` holds the headline numbers.
-A succeeded run's report is copied to ``reports/latest/report.html`` under the storage root.
+The ``meta/published`` materialization says whether the set was published (and if not, why). A
+published run's report is copied to ``reports/latest/report.html`` under the storage root.
 Exit status: 0 when the run succeeded, 1 otherwise (also when no run matches).
 """
 
@@ -23,6 +24,7 @@ from quant_meta_assets.dagster_defs.alerts import failed_sleeves_of_run
 from quant_meta_assets.run_summary import RunSummary, format_summary, latest_report_path, update_latest_report
 
 REPORT_KEY = dg.AssetKey(["meta", "report"])  # = meta_assets.REPORT_KEY (not imported: it loads every asset)
+PUBLISHED_KEY = dg.AssetKey(["meta", "published"])  # = dagster_defs.publishing.PUBLISHED_KEY
 
 
 def _report_of_run(instance: dg.DagsterInstance, run_id: str) -> tuple[Path | None, dict]:
@@ -37,6 +39,15 @@ def _report_of_run(instance: dg.DagsterInstance, run_id: str) -> tuple[Path | No
         data = json.loads(summary.read_text()) if summary is not None and summary.is_file() else {}
         return html, data
     return None, {}
+
+
+def _publication_of_run(instance: dg.DagsterInstance, run_id: str) -> dict | None:
+    """The run's meta/published metadata as plain values (None when the run has no such step)."""
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+        materialization = entry.asset_materialization
+        if materialization is not None and materialization.asset_key == PUBLISHED_KEY:
+            return {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
+    return None
 
 
 MAX_CAUSE_LINES = 20
@@ -76,8 +87,9 @@ def summarize_run(instance: dg.DagsterInstance, run_id: str, storage_root: Path 
     html, data = _report_of_run(instance, run_id)
     latest = latest_report_path(root)
     succeeded = run.status == dg.DagsterRunStatus.SUCCESS
-    if succeeded and html is not None and html.is_file():
-        latest = update_latest_report(root, html)
+    publication = _publication_of_run(instance, run_id)
+    if succeeded and publication and publication.get("published") and html is not None and html.is_file():
+        latest = update_latest_report(root, html)  # "latest" is the published report, never a refused one
     return RunSummary(
         job=run.job_name,
         run_id=run_id,
@@ -89,6 +101,7 @@ def summarize_run(instance: dg.DagsterInstance, run_id: str, storage_root: Path 
         period=(data["start"][:10], data["end"][:10]) if data.get("start") and data.get("end") else None,
         report_html=str(html.resolve()) if html is not None else None,
         latest_html=str(latest.resolve()) if latest.is_file() else None,
+        publication=publication,
     )
 
 

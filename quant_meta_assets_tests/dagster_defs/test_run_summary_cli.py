@@ -46,8 +46,9 @@ def test_make_run_ends_with_the_summary_and_the_cause_last(tmp_path, isolated_en
     succeeded = next(i for i, line in enumerate(lines) if " succeeded in " in line)
     tail = lines[succeeded:]
     assert tail[0].startswith("meta_full run ")
-    assert tail[2].lstrip().startswith("meta (netted book)") and "CAGR" in tail[2] and "Sharpe" in tail[2]
-    assert tail[3].lstrip().startswith("benchmark S&P 500") and "max drawdown" in tail[3]
+    assert tail[1] == "Published generation 1: prices as of 2022-12-28; this is what read_published() returns now."
+    assert tail[3].lstrip().startswith("meta (netted book)") and "CAGR" in tail[3] and "Sharpe" in tail[3]
+    assert tail[4].lstrip().startswith("benchmark S&P 500") and "max drawdown" in tail[4]
     report = Path(tail[-2].removeprefix("Report: "))
     latest = Path(tail[-1].removeprefix("Latest: ").split("  ")[0])
     assert report.is_absolute() and report.is_file() and report.name == "report.html"

@@ -16,10 +16,12 @@ def test_success_names_headline_against_benchmark_and_the_report_last() -> None:
         job="meta_full", run_id="r1", status="SUCCESS", seconds=29.4, metrics=METRICS,
         period=("1991-12-31", "2022-12-28"), report_html="/s/reports/r1/report.html",
         latest_html="/s/reports/latest/report.html",
+        publication={"published": True, "generation": 3, "as_of": "2022-12-28"},
     ))
     assert lines[0] == "meta_full run r1 succeeded in 29 s."
-    assert "1991-12-31 to 2022-12-28" in lines[1]
-    meta, bench = lines[2], lines[3]
+    assert lines[1] == ("Published generation 3: prices as of 2022-12-28; this is what read_published() returns now.")
+    assert "1991-12-31 to 2022-12-28" in lines[2]
+    meta, bench = lines[3], lines[4]
     assert meta.split()[:3] == ["meta", "(netted", "book)"] and "14.03%" in meta and "0.95" in meta and "-36.87%" in meta
     assert "S&P 500" in bench and "7.39%" in bench and "0.48" in bench and "-56.78%" in bench
     assert not any("momentum_12_1" in line for line in lines)  # headline only: the book and the benchmark
@@ -50,8 +52,16 @@ def test_failure_without_sleeves_ends_on_the_step_error() -> None:
 def test_nan_metrics_read_n_a() -> None:
     lines = format_summary(RunSummary(job="meta_full", run_id="r5", status="SUCCESS",
                                       metrics={"meta": {"cagr": float("nan"), "sharpe": None}}))
-    assert "CAGR     n/a" in lines[2] and "Sharpe   n/a" in lines[2]
-    assert "no benchmark" in lines[3]
+    assert "CAGR     n/a" in lines[3] and "Sharpe   n/a" in lines[3]
+    assert "no benchmark" in lines[4]
+
+
+def test_a_succeeded_run_that_was_not_published_says_so_second() -> None:
+    refused = {"published": False, "reason": "not published: as_of 2022-12-27 is older than the published 2022-12-28"}
+    lines = format_summary(RunSummary(job="meta_full", run_id="r6", status="SUCCESS", publication=refused))
+    assert lines[1] == "NOT published: as_of 2022-12-27 is older than the published 2022-12-28"
+    lines = format_summary(RunSummary(job="sleeves_job", run_id="r7", status="SUCCESS"))
+    assert lines[1].startswith("Not published: this job has no publication step")
 
 
 def test_update_latest_report_replaces_the_copy(tmp_path) -> None:
