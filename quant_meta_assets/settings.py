@@ -19,6 +19,22 @@ DEFAULT_RAY_QUEUE_TIMEOUT_S = 1800.0
 DEFAULT_STORAGE_DIRNAME = ".quant_meta_storage"
 
 
+def env_number(env: str, default, kind: type, *, minimum: int, strict: bool = False, unit: str = "a number"):
+    """``kind(os.environ[env])``, or ``default`` when unset/empty; a ValueError naming the variable,
+    the rule and the value when it does not parse or is below ``minimum`` (``strict``: at or below)."""
+    value = os.environ.get(env)
+    if not value:
+        return default
+    message = f"{env} must be {unit} {'>' if strict else '>='} {minimum}, got {value!r}"
+    try:
+        number = kind(value)
+    except ValueError:
+        raise ValueError(message) from None
+    if number < minimum or (strict and number == minimum):
+        raise ValueError(message)
+    return number
+
+
 def storage_root() -> Path:
     """Where outputs go: $QUANT_META_STORAGE, else $DAGSTER_HOME/storage/quant_meta, else ./.quant_meta_storage."""
     explicit = os.environ.get(STORAGE_ENV)
@@ -41,29 +57,11 @@ def local_ray_num_cpus() -> int | None:
 
 
 def ray_max_in_flight() -> int | None:
-    value = os.environ.get(RAY_MAX_IN_FLIGHT_ENV)
-    if not value:
-        return None
-    try:
-        window = int(value)
-    except ValueError:
-        raise ValueError(f"{RAY_MAX_IN_FLIGHT_ENV} must be a whole number of tasks >= 1, got {value!r}") from None
-    if window < 1:
-        raise ValueError(f"{RAY_MAX_IN_FLIGHT_ENV} must be a whole number of tasks >= 1, got {value!r}")
-    return window
+    return env_number(RAY_MAX_IN_FLIGHT_ENV, None, int, minimum=1, unit="a whole number of tasks")
 
 
 def ray_queue_timeout_s() -> float:
-    value = os.environ.get(RAY_QUEUE_TIMEOUT_ENV)
-    if not value:
-        return DEFAULT_RAY_QUEUE_TIMEOUT_S
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise ValueError(f"{RAY_QUEUE_TIMEOUT_ENV} must be seconds > 0, got {value!r}") from None
-    if seconds <= 0:
-        raise ValueError(f"{RAY_QUEUE_TIMEOUT_ENV} must be seconds > 0, got {value!r}")
-    return seconds
+    return env_number(RAY_QUEUE_TIMEOUT_ENV, DEFAULT_RAY_QUEUE_TIMEOUT_S, float, minimum=0, strict=True, unit="seconds")
 
 
 def ray_runtime_env_file() -> str | None:
@@ -107,43 +105,21 @@ def schedule_calendar() -> str:
 
 
 def schedule_after_close_minutes() -> int:
-    value = os.environ.get(SCHEDULE_AFTER_CLOSE_ENV)
-    if not value:
-        return DEFAULT_SCHEDULE_AFTER_CLOSE_MINUTES
-    try:
-        minutes = int(value)
-    except ValueError:
-        raise ValueError(f"{SCHEDULE_AFTER_CLOSE_ENV} must be whole minutes >= 0, got {value!r}") from None
-    if minutes < 0:
-        raise ValueError(f"{SCHEDULE_AFTER_CLOSE_ENV} must be whole minutes >= 0, got {value!r}")
-    return minutes
+    return env_number(SCHEDULE_AFTER_CLOSE_ENV, DEFAULT_SCHEDULE_AFTER_CLOSE_MINUTES, int, minimum=0, unit="whole minutes")
 
 
 def alert_webhook_url() -> str | None:
     return os.environ.get(ALERT_WEBHOOK_ENV) or None
 
 
-def _positive(env: str, default: float, kind: type) -> float:
-    value = os.environ.get(env)
-    if not value:
-        return default
-    try:
-        number = kind(value)
-    except ValueError:
-        raise ValueError(f"{env} must be a number >= 0, got {value!r}") from None
-    if number < 0:
-        raise ValueError(f"{env} must be a number >= 0, got {value!r}")
-    return number
-
-
 def alert_max_attempts() -> int:
     """Deliveries tried per alert (QUANT_META_ALERT_MAX_ATTEMPTS, default 10), at least 1."""
-    return max(1, int(_positive(ALERT_MAX_ATTEMPTS_ENV, DEFAULT_ALERT_MAX_ATTEMPTS, int)))
+    return max(1, int(env_number(ALERT_MAX_ATTEMPTS_ENV, DEFAULT_ALERT_MAX_ATTEMPTS, int, minimum=0)))
 
 
 def alert_backoff_s() -> float:
     """Seconds before the first retry (QUANT_META_ALERT_BACKOFF_S, default 30); doubles per retry."""
-    return float(_positive(ALERT_BACKOFF_ENV, DEFAULT_ALERT_BACKOFF_S, float))
+    return float(env_number(ALERT_BACKOFF_ENV, DEFAULT_ALERT_BACKOFF_S, float, minimum=0))
 
 
 def ui_url() -> str:
@@ -152,13 +128,4 @@ def ui_url() -> str:
 
 def keep_runs() -> int:
     """N of QUANT_META_KEEP_RUNS (default 30); at least 1, so the latest outputs always stay."""
-    value = os.environ.get(KEEP_RUNS_ENV)
-    if not value:
-        return DEFAULT_KEEP_RUNS
-    try:
-        keep = int(value)
-    except ValueError:
-        raise ValueError(f"{KEEP_RUNS_ENV} must be a whole number of runs >= 1, got {value!r}") from None
-    if keep < 1:
-        raise ValueError(f"{KEEP_RUNS_ENV} must be a whole number of runs >= 1, got {value!r}")
-    return keep
+    return env_number(KEEP_RUNS_ENV, DEFAULT_KEEP_RUNS, int, minimum=1, unit="a whole number of runs")

@@ -27,6 +27,7 @@ import time
 
 import dagster as dg
 
+from quant_meta_assets import settings
 from quant_meta_assets.errors import QuantMetaError
 from quant_meta_assets.processes import process_alive
 
@@ -44,16 +45,7 @@ class PoolWaitTimeout(QuantMetaError, TimeoutError):
 
 
 def pool_wait_s() -> float:
-    value = os.environ.get(POOL_WAIT_ENV)
-    if not value:
-        return DEFAULT_POOL_WAIT_S
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise ValueError(f"{POOL_WAIT_ENV} must be seconds >= 0, got {value!r}") from None
-    if seconds < 0:
-        raise ValueError(f"{POOL_WAIT_ENV} must be seconds >= 0, got {value!r}")
-    return seconds
+    return settings.env_number(POOL_WAIT_ENV, DEFAULT_POOL_WAIT_S, float, minimum=0, unit="seconds")
 
 
 def run_worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
