@@ -45,6 +45,7 @@ from typing import IO, Any
 import pandas as pd
 
 from quant_meta_assets.errors import StorageError
+from quant_meta_assets.processes import process_alive
 
 __all__ = [
     "BUNDLE_MANIFEST",
@@ -307,13 +308,7 @@ def _writer_alive(leftover: Path) -> bool:
     pid = int(pid_text)
     if pid == os.getpid():
         return True  # another thread of this process may be writing (an interrupted call cleans up)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return process_alive(pid)  # a zombie writer counts as gone
 
 
 def _clean_leftovers(directory: Path) -> None:
