@@ -11,6 +11,8 @@ CORE = [
     "quant_meta_assets.metrics", "quant_meta_assets.report", "quant_meta_assets.context",
     "quant_meta_assets.stages", "quant_meta_assets.sdk",
     "quant_meta_assets.run_summary", "quant_meta_assets.strategy_docs",
+    "quant_meta_assets.publishing.snapshot", "quant_meta_assets.publishing.lineage",
+    "quant_meta_assets.publishing.retention", "quant_meta_assets.code_versions", "quant_meta_assets.sleeve_status",
 ]
 
 
