@@ -48,7 +48,7 @@ test-fast: install
 
 ## docs/strategies.md from the code (a test fails when it is stale)
 docs: install
-	$(PY) -m quant_meta_assets.strategy_docs
+	$(PY) -m quant_meta_assets.sleeves.strategy_docs
 
 bench: install
 	$(PY) bench/bench_optimize.py

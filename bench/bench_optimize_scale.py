@@ -52,8 +52,8 @@ KINDS = ("momentum_12_1", "short_term_reversal", "low_volatility", "trend_vol_ta
 def strategy_book(n: int, seed: int = 8) -> pd.DataFrame:
     from quant_meta_assets.meta.returns import aggregate_returns
     from quant_meta_assets.prices import load_prices
-    from quant_meta_assets.registry import SleeveProfile
-    from quant_meta_assets.sleeve_engine import run_sleeve
+    from quant_meta_assets.sleeves.registry import SleeveProfile
+    from quant_meta_assets.sleeves.engine import run_sleeve
 
     prices = load_prices()
     rng = np.random.default_rng(seed)

@@ -38,8 +38,8 @@ SCRIPT = """
 import tempfile
 from quant_meta_assets import MetaContext, QuantSDK
 from quant_meta_assets.prices import load_benchmark, load_prices
-from quant_meta_assets.registry import load_registry
-from quant_meta_assets.sleeve_engine import run_sleeve
+from quant_meta_assets.sleeves.registry import load_registry
+from quant_meta_assets.sleeves.engine import run_sleeve
 prices = load_prices()
 profiles = load_registry()
 ctx = MetaContext(prices=prices, sleeve_profiles=profiles, sleeve_results=[run_sleeve(p, prices) for p in profiles])

@@ -42,9 +42,9 @@ from quant_meta_assets import MetaContext, QuantSDK, settings
 from quant_meta_assets.compute import SleeveOutcome
 from quant_meta_assets.dagster_defs.meta_assets import OptimizeConfig
 from quant_meta_assets.prices import load_benchmark, load_prices
-from quant_meta_assets.registry import load_registry
-from quant_meta_assets.sleeve_engine import error_record, run_sleeve
-from quant_meta_assets.sleeve_store import SleeveStore
+from quant_meta_assets.sleeves.registry import load_registry
+from quant_meta_assets.sleeves.engine import error_record, run_sleeve
+from quant_meta_assets.sleeves.store import SleeveStore
 stages = {}
 prices, profiles = load_prices(), load_registry()
 store = SleeveStore(settings.storage_root() / "sleeves")

@@ -19,8 +19,8 @@ from quant_meta_assets.meta.costs import DEFAULT_BOOK_COST_BPS, cost_views
 from quant_meta_assets.meta.optimize import optimize_meta_weights
 from quant_meta_assets.meta.returns import aggregate_returns
 from quant_meta_assets.prices import asset_returns, load_prices
-from quant_meta_assets.registry import load_registry
-from quant_meta_assets.sleeve_engine import run_sleeve
+from quant_meta_assets.sleeves.registry import load_registry
+from quant_meta_assets.sleeves.engine import run_sleeve
 
 
 def main() -> None:

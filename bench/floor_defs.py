@@ -12,7 +12,7 @@ import dagster as dg
 from dagster_ray import RayResource
 
 from quant_meta_assets.dagster_defs.resources import ray_resource
-from quant_meta_assets.registry import load_registry
+from quant_meta_assets.sleeves.registry import load_registry
 
 PARTITIONS = dg.DynamicPartitionsDefinition(name="sleeves")
 

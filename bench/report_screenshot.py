@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))  # the tests package (the browser helpers)
 def build_bundled_report(output_dir: Path) -> Path:
     from quant_meta_assets import MetaContext, QuantSDK, StageRegistry
     from quant_meta_assets.prices import load_benchmark, load_prices
-    from quant_meta_assets.registry import load_registry
-    from quant_meta_assets.sleeve_engine import run_sleeve
+    from quant_meta_assets.sleeves.registry import load_registry
+    from quant_meta_assets.sleeves.engine import run_sleeve
 
     prices = load_prices()
     profiles = load_registry()

@@ -25,10 +25,10 @@ __all__ = ["ASSET_SOURCES", "ENGINE_SOURCES", "asset_code_version", "source_hash
 PACKAGE = Path(__file__).resolve().parent
 
 # package-relative files (or folders: every .py under them) that compute each output
-ENGINE_SOURCES = ("sleeve_engine.py", "prices.py", "rates.py")
+ENGINE_SOURCES = ("sleeves/engine.py", "prices.py", "rates.py")
 ASSET_SOURCES: dict[str, tuple[str, ...]] = {
     "prices": ("prices.py",),
-    "sleeves": (*ENGINE_SOURCES, "strategies.py", "compute.py"),
+    "sleeves": (*ENGINE_SOURCES, "sleeves/strategies.py", "compute.py"),
     "meta/returns": ("meta/returns.py",),
     "meta/optimize": ("meta/optimize", "rates.py"),
     "meta/flatten": ("meta/flatten.py", "meta/drift.py"),
@@ -88,7 +88,7 @@ def strategy_code_hash(spec: str) -> str:
     ``package.module:function``): the strategy module's source (an installed package: its
     version) plus the sleeve engine's source."""
     if ":" not in spec:
-        strategy = source_hash([PACKAGE / "strategies.py"])
+        strategy = source_hash([PACKAGE / "sleeves" / "strategies.py"])
     else:
         module = spec.partition(":")[0]
         found = importlib.util.find_spec(module)

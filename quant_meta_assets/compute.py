@@ -147,7 +147,7 @@ def _sleeve_task(profile: Any, prices: pd.DataFrame, risk_free_rate: float | Non
     """Runs on a Ray worker. A strategy exception becomes an error record here, so it is never
     retried and its original type/message survive even if the exception cannot be pickled.
     ``risk_free_rate`` is resolved on the driver (a cluster's workers do not see its environment)."""
-    from quant_meta_assets import sleeve_engine
+    from quant_meta_assets.sleeves import engine as sleeve_engine
 
     t0 = time.perf_counter()
     try:
@@ -160,7 +160,7 @@ def _sleeve_task(profile: Any, prices: pd.DataFrame, risk_free_rate: float | Non
 
 def _packed_outcome(profile: Any, prices: pd.DataFrame, risk_free_rate: float | None = None) -> dict[str, Any]:
     """One sleeve on the worker: run, check, summarise and encode (frames -> Parquet bytes)."""
-    from quant_meta_assets.sleeve_status import frame_hash
+    from quant_meta_assets.sleeves.status import frame_hash
     from quant_meta_assets.storage import encode_frame
 
     record = _sleeve_task(profile, prices, risk_free_rate)
@@ -290,7 +290,7 @@ def _wait(refs: list, **options):
 
 
 def _record(profile_name: str, exc: BaseException, runtime_s: float) -> dict[str, Any]:
-    from quant_meta_assets.sleeve_engine import error_record
+    from quant_meta_assets.sleeves.engine import error_record
 
     return error_record(profile_name, exc, runtime_s)
 

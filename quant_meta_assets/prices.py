@@ -58,7 +58,7 @@ _DEFAULT_INDEX = "sp500_index.csv.gz"
 class PriceSource:
     """Where a price snapshot comes from, and its one identity.
 
-    ``content_hash`` is the content hash of the *validated frame* (``sleeve_status.frame_hash``):
+    ``content_hash`` is the content hash of the *validated frame* (``sleeves.status.frame_hash``):
     the one prices hash of the project. It is the observable source's data version, the `prices`
     snapshot's, what every sleeve records as its ``prices_hash`` and what the gate, the sensors
     and the UI compare. Reformatting a file without changing a price changes nothing; any
@@ -144,7 +144,7 @@ def price_source(path: str | os.PathLike[str] | None = None) -> PriceSource:
 
 
 def _identify(frame: pd.DataFrame, label: str, bytes_hash: str) -> tuple[pd.DataFrame, PriceSource]:
-    from quant_meta_assets.sleeve_status import frame_hash
+    from quant_meta_assets.sleeves.status import frame_hash
 
     identity = (frame_hash(frame), str(frame.index[-1].date()))
     if len(_IDENTITY_CACHE) > 64:

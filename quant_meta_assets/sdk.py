@@ -70,8 +70,8 @@ def run_meta_pipeline(
     from quant_meta_assets import settings
     from quant_meta_assets.compute import RayComputeEngine
     from quant_meta_assets.prices import load_benchmark, load_prices
-    from quant_meta_assets.registry import load_registry
-    from quant_meta_assets.sleeve_store import SleeveStore
+    from quant_meta_assets.sleeves.registry import load_registry
+    from quant_meta_assets.sleeves.store import SleeveStore
 
     ctx = context if context is not None else MetaContext()
     if profiles is not None:

@@ -59,7 +59,7 @@ def use_registry(path: Path, body: str, monkeypatch, instance: dg.DagsterInstanc
     """Write a registry, point QUANT_META_SLEEVES at it and add its sleeves as partitions."""
     import textwrap
 
-    from quant_meta_assets.registry import load_registry
+    from quant_meta_assets.sleeves.registry import load_registry
 
     path.write_text(textwrap.dedent(body))
     monkeypatch.setenv("QUANT_META_SLEEVES", str(path))
@@ -91,8 +91,8 @@ def report_sleeve(instance: dg.DagsterInstance, name: str, status: str = "succes
     """Record a runless materialization of one sleeve partition as the sleeves asset would: with the
     config hash of its current registry entry and the current prices hash, unless overridden."""
     from quant_meta_assets.dagster_defs.instance_queries import current_prices_hash
-    from quant_meta_assets.registry import load_registry
-    from quant_meta_assets.sleeve_status import code_hash, config_hash
+    from quant_meta_assets.sleeves.registry import load_registry
+    from quant_meta_assets.sleeves.status import code_hash, config_hash
 
     profile = {p.name: p for p in load_registry()}[name]
     metadata = {"status": status, "error": "" if status == "success" else "boom",

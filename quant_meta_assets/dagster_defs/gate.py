@@ -18,7 +18,7 @@ import dagster as dg
 from quant_meta_assets.dagster_defs.instance_queries import current_prices_hash, sleeve_statuses
 from quant_meta_assets.errors import LineageError
 from quant_meta_assets.publishing import lineage
-from quant_meta_assets.sleeve_status import describe, not_good
+from quant_meta_assets.sleeves.status import describe, not_good
 
 
 @dataclass(frozen=True)

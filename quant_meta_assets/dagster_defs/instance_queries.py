@@ -1,5 +1,5 @@
 """What the Dagster instance knows about the sleeves, read in bulk, fed to the one pure answer
-(`sleeve_status.assess_sleeves`) that the blocking check, the meta gate, both sensors and the
+(`sleeves.status.assess_sleeves`) that the blocking check, the meta gate, both sensors and the
 report's lineage share.
 
 Two queries whatever the number of sleeves: the latest materialization storage id of every
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from quant_meta_assets.sleeve_status import SleeveStatus, StoredSleeve, assess_sleeves, identity
+from quant_meta_assets.sleeves.status import SleeveStatus, StoredSleeve, assess_sleeves, identity
 
 SLEEVES_KEY = dg.AssetKey("sleeves")
 
@@ -81,7 +81,7 @@ def sleeve_statuses(
     Raises RegistryError / PriceDataError when the registry or prices cannot be read.
     """
     if profiles is None:
-        from quant_meta_assets.registry import load_registry
+        from quant_meta_assets.sleeves.registry import load_registry
 
         profiles = load_registry()
     if prices_hash is None:

@@ -158,7 +158,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         # from the UI): it is stale by construction and never read. Each partition's bundle is
         # the one its latest materialization stored: one bulk query for all of them.
         from quant_meta_assets.dagster_defs.instance_queries import latest_stored_sleeves
-        from quant_meta_assets.registry import SLEEVE_NAME_PATTERN
+        from quant_meta_assets.sleeves.registry import SLEEVE_NAME_PATTERN
 
         keys = [k for k in context.asset_partition_keys if SLEEVE_NAME_PATTERN.fullmatch(k) is not None]
         latest = latest_stored_sleeves(context.instance, keys)

@@ -27,7 +27,7 @@ META_FULL_MAX_RUNTIME_S = 4 * 3600
 sleeves_job = dg.define_asset_job(
     "sleeves_job",
     # its own prices snapshot too: a fresh instance has none, and a sleeve computed on a newer
-    # snapshot with other content makes the older sleeves stale (sleeve_status), never mixed silently
+    # snapshot with other content makes the older sleeves stale (sleeves.status), never mixed silently
     selection=dg.AssetSelection.assets(PRICES_KEY) | SLEEVE_SELECTION | CHECK_SELECTION,
     description="Materialize sleeve partitions on Ray and check them (the run's own sleeves).",
 )

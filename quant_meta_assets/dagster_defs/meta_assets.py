@@ -44,7 +44,7 @@ def registered_records(sleeves: Mapping[str, Mapping]) -> list[Mapping]:
 
     Stored records (`StoredBundle`) stay lazy: a frame is read when a stage asks for it.
     """
-    from quant_meta_assets.registry import load_registry
+    from quant_meta_assets.sleeves.registry import load_registry
     from quant_meta_assets.storage import StoredBundle
 
     names = [p.name for p in load_registry()]
@@ -315,7 +315,7 @@ def meta_report(
     prices: pd.DataFrame,
 ) -> dict:
     from quant_meta_assets.prices import load_benchmark
-    from quant_meta_assets.registry import load_registry
+    from quant_meta_assets.sleeves.registry import load_registry
     from quant_meta_assets.report import headline_metrics, report_markdown_summary
 
     upstream = {

@@ -25,7 +25,7 @@ from quant_meta_assets.dagster_defs.jobs import META_JOB_NAMES, meta_job, sleeve
 from quant_meta_assets.dagster_defs.meta_assets import RETURNS_KEY
 from quant_meta_assets.dagster_defs.partitions import SLEEVES_PARTITIONS_NAME, partition_changes, sleeve_partitions
 from quant_meta_assets.dagster_defs.sleeves import ONLY_TAG
-from quant_meta_assets.sleeve_status import identity, not_good
+from quant_meta_assets.sleeves.status import identity, not_good
 
 ACTIVE_RUN_STATUSES = [
     dg.DagsterRunStatus.QUEUED,
@@ -52,7 +52,7 @@ def _read_cursor(cursor: str | None) -> tuple[set[str] | None, dict[str, int]]:
     "sleeve that is missing, failed, stale (registry entry, strategy code or prices changed) or re-added.",
 )
 def sleeve_registry_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-    from quant_meta_assets.registry import load_registry
+    from quant_meta_assets.sleeves.registry import load_registry
 
     profiles = load_registry()  # a RegistryError fails the tick, naming file, line and key
     names = [p.name for p in profiles]

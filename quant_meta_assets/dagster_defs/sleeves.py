@@ -24,7 +24,7 @@ from quant_meta_assets.dagster_defs import metadata as md
 from quant_meta_assets.dagster_defs.partitions import SLEEVES_PARTITIONS_NAME, sleeve_partitions
 from quant_meta_assets.dagster_defs.prices import PRICES_KEY, PRICES_SOURCE_KEY, price_provenance_tags
 from quant_meta_assets.publishing import lineage
-from quant_meta_assets.sleeve_status import code_hash, config_hash, describe, frame_hash, not_good
+from quant_meta_assets.sleeves.status import code_hash, config_hash, describe, frame_hash, not_good
 
 CODE_VERSION = asset_code_version("sleeves")
 # Every sleeves step takes this pool's slot, so sensor-launched sleeve runs queue for the
@@ -115,7 +115,7 @@ def sleeves(
     those materializations from the step's Output)."""
     from quant_meta_assets.compute import RayComputeEngine
     from quant_meta_assets.dagster_defs.resources import connect_ray
-    from quant_meta_assets.registry import load_registry
+    from quant_meta_assets.sleeves.registry import load_registry
     from quant_meta_assets.storage import commit_bundle, discard_bundle
 
     profiles = {p.name: p for p in load_registry()}  # a broken registry fails the step here, named
@@ -242,7 +242,7 @@ def _content_materialization(key: str, metadata: dict, version: str, provenance:
     "for a run without partition tags) failed, was never materialized or is stale, naming each one and why.",
 )
 def all_sleeves_succeeded(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-    from quant_meta_assets.registry import load_registry
+    from quant_meta_assets.sleeves.registry import load_registry
 
     profiles = load_registry()
     own = run_sleeve_keys(context.run.tags, context.instance)

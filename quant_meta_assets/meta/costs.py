@@ -40,7 +40,7 @@ import pandas as pd
 from quant_meta_assets.errors import ReconciliationError, StageInputError
 from quant_meta_assets.meta.drift import drift_weights
 from quant_meta_assets.meta.flatten import held_meta_weights
-from quant_meta_assets.sleeve_engine import gross_returns
+from quant_meta_assets.sleeves.engine import gross_returns
 
 __all__ = [
     "DEFAULT_BOOK_COST_BPS",

@@ -112,8 +112,8 @@ def test_asset_turnover_space_from_config_prices_the_meta_trade_in_assets():
     from quant_meta_assets.meta.costs import DriftedSleeveHoldings
     from quant_meta_assets.meta.returns import aggregate_returns
     from quant_meta_assets.prices import asset_returns, load_prices
-    from quant_meta_assets.registry import load_registry
-    from quant_meta_assets.sleeve_engine import run_sleeve
+    from quant_meta_assets.sleeves.registry import load_registry
+    from quant_meta_assets.sleeves.engine import run_sleeve
 
     prices = load_prices()
     records = [run_sleeve(p, prices) for p in load_registry()]

@@ -10,7 +10,7 @@ from dagster_ray import Lifecycle, RayResource
 
 from quant_meta_assets.compute import RayComputeEngine, RayUnavailableError
 from quant_meta_assets.dagster_defs.resources import connect_ray, ray_resource
-from quant_meta_assets.registry import SleeveProfile
+from quant_meta_assets.sleeves.registry import SleeveProfile
 from quant_meta_assets_tests.strategies_for_tests import make_prices
 
 

@@ -139,7 +139,7 @@ def test_a_range_run_gives_each_partition_its_content_data_version(tmp_path, mon
     from dagster._core.loader import LoadingContextForTest
 
     from quant_meta_assets.dagster_defs.instance_queries import sleeve_statuses
-    from quant_meta_assets.registry import load_registry
+    from quant_meta_assets.sleeves.registry import load_registry
 
     instance = dg.DagsterInstance.get()
     monkeypatch.setenv("QUANT_META_SLEEVES", str(write_registry(tmp_path / "s.yaml", SECOND)))

@@ -131,7 +131,7 @@ def test_a_200_sleeve_book_runs_with_bounded_memory_bulk_queries_and_a_small_rep
     monkeypatch.setenv("QUANT_META_SLEEVES", str(registry))
     from quant_meta_assets.dagster_defs.instance_queries import sleeve_statuses
     from quant_meta_assets.dagster_defs.sensors import meta_on_fresh_sleeves, sleeve_registry_sensor
-    from quant_meta_assets.registry import load_registry
+    from quant_meta_assets.sleeves.registry import load_registry
 
     with dg.DagsterInstance.get() as instance:
         counter = CountingEventStorage(instance)

@@ -216,8 +216,8 @@ def test_bulk_status_query_is_constant_in_the_number_of_sleeves(tmp_path, monkey
     body = "sleeves:\n" + "".join(f"  - name: s{i:04d}\n    strategy: equal_weight\n" for i in range(1000))
     _use(tmp_path, monkeypatch, body)
     from quant_meta_assets.dagster_defs.instance_queries import current_prices_hash
-    from quant_meta_assets.registry import load_registry
-    from quant_meta_assets.sleeve_status import config_hash
+    from quant_meta_assets.sleeves.registry import load_registry
+    from quant_meta_assets.sleeves.status import config_hash
 
     profiles = load_registry()
     prices_hash = current_prices_hash()

@@ -10,8 +10,8 @@ import pytest
 
 from quant_meta_assets import MetaContext, QuantSDK
 from quant_meta_assets.errors import InfeasibleConstraintsError, StageInputError
-from quant_meta_assets.registry import SleeveProfile
-from quant_meta_assets.sleeve_engine import run_sleeve
+from quant_meta_assets.sleeves.registry import SleeveProfile
+from quant_meta_assets.sleeves.engine import run_sleeve
 from quant_meta_assets_tests.strategies_for_tests import make_prices, spec
 
 pytestmark = [pytest.mark.timeout(60)]

@@ -150,7 +150,7 @@ def test_meta_job_blocks_on_a_never_run_sleeve_and_on_storage_that_disagrees_wit
 ):
     """Two ways the instance and the stored bundles can drift apart; neither may reach meta/*."""
     from quant_meta_assets.dagster_defs.io_manager import split_value
-    from quant_meta_assets.sleeve_engine import error_record
+    from quant_meta_assets.sleeves.engine import error_record
     from quant_meta_assets.storage import write_bundle
 
     instance = dg.DagsterInstance.get()

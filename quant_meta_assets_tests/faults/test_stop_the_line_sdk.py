@@ -10,7 +10,7 @@ import pytest
 
 from quant_meta_assets import MetaContext, RayComputeEngine, run_meta_pipeline
 from quant_meta_assets.errors import SleeveFailureError
-from quant_meta_assets.registry import SleeveProfile
+from quant_meta_assets.sleeves.registry import SleeveProfile
 from quant_meta_assets.stages import StageRegistry
 from quant_meta_assets_tests.strategies_for_tests import make_prices, spec
 

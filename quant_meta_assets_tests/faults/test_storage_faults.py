@@ -211,7 +211,7 @@ def test_partitioned_load_leaves_out_never_stored_partitions_but_not_half_swappe
     never stored is left out (registered_records then names any *registered* sleeve missing);
     one whose swap was interrupted (only tmp/trash siblings left) is an error, never skipped."""
     from quant_meta_assets.dagster_defs import instance_queries
-    from quant_meta_assets.sleeve_status import StoredSleeve
+    from quant_meta_assets.sleeves.status import StoredSleeve
 
     store(io, {"p1": record(0.0)}, SLEEVES, ["p1"])
     # the instance's answer: p1's and p2's latest materializations are run RUN's, "stale" has none

@@ -18,8 +18,8 @@ import pytest
 
 from quant_meta_assets.compute import RayComputeEngine, RayUnavailableError
 from quant_meta_assets.errors import RegistryError
-from quant_meta_assets.sleeve_status import frame_hash
-from quant_meta_assets.registry import SleeveProfile
+from quant_meta_assets.sleeves.status import frame_hash
+from quant_meta_assets.sleeves.registry import SleeveProfile
 from quant_meta_assets_tests.conftest import REPO_ROOT
 from quant_meta_assets_tests.strategies_for_tests import make_prices, spec
 
@@ -193,7 +193,7 @@ def test_connects_to_a_cluster_by_address_without_num_cpus(local_ray):
     code = """
         import json, ray
         from quant_meta_assets.compute import RayComputeEngine
-        from quant_meta_assets.registry import SleeveProfile
+        from quant_meta_assets.sleeves.registry import SleeveProfile
         from quant_meta_assets_tests.strategies_for_tests import make_prices, spec
         engine = RayComputeEngine(num_cpus=8)  # must not reach ray.init: a cluster address is set
         records = engine.execute_sleeves([SleeveProfile(name="remote", strategy=spec("good"))], make_prices())
@@ -219,7 +219,7 @@ def test_unreachable_ray_raises_naming_the_address_in_bounded_time():
         from quant_meta_assets.compute import RayComputeEngine, RayUnavailableError
         from quant_meta_assets.errors import QuantMetaError
         from quant_meta_assets_tests.strategies_for_tests import make_prices, spec
-        from quant_meta_assets.registry import SleeveProfile
+        from quant_meta_assets.sleeves.registry import SleeveProfile
         out = {}
         sleeves = [SleeveProfile(name="x", strategy=spec("good"))]
         t0 = time.monotonic()
@@ -258,7 +258,7 @@ def test_engine_starts_a_local_ray_when_none_and_shuts_down_only_that():
     code = """
         import json, os, ray
         from quant_meta_assets.compute import RayComputeEngine
-        from quant_meta_assets.registry import SleeveProfile
+        from quant_meta_assets.sleeves.registry import SleeveProfile
         from quant_meta_assets_tests.strategies_for_tests import make_prices, spec
         assert "RAY_ADDRESS" not in os.environ
         sleeves = [SleeveProfile(name="a", strategy=spec("good")), SleeveProfile(name="b", strategy=spec("raises"))]

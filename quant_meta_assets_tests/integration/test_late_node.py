@@ -8,7 +8,7 @@ import pytest
 
 from quant_meta_assets import ray_cluster
 from quant_meta_assets.compute import _remote_batch_task
-from quant_meta_assets.registry import SleeveProfile
+from quant_meta_assets.sleeves.registry import SleeveProfile
 from quant_meta_assets_tests.strategies_for_tests import make_prices, spec
 
 pytestmark = [pytest.mark.timeout(300)]

@@ -102,5 +102,5 @@ def test_preflight_reports_every_node_like_the_driver(project_ray):
     assert facts[0]["python"] == driver["python"] and facts[0]["ray"] == driver["ray"]
     assert {d: e["version"] for d, e in facts[0]["packages"].items()} == \
         {d: e["version"] for d, e in driver["packages"].items()}
-    assert facts[0]["imports"] == {"quant_meta_assets.sleeve_engine": None,
+    assert facts[0]["imports"] == {"quant_meta_assets.sleeves.engine": None,
                                    "quant_meta_assets_tests.strategies_for_tests": None}

@@ -12,8 +12,8 @@ from quant_meta_assets import MetaContext, QuantSDK, RayComputeEngine, StageRegi
 from quant_meta_assets.compute import SleeveOutcome
 from quant_meta_assets.errors import StageInputError, UnknownStageError
 from quant_meta_assets.prices import load_prices
-from quant_meta_assets.registry import load_registry
-from quant_meta_assets.sleeve_engine import run_sleeve
+from quant_meta_assets.sleeves.registry import load_registry
+from quant_meta_assets.sleeves.engine import run_sleeve
 
 pytestmark = [pytest.mark.timeout(300)]
 

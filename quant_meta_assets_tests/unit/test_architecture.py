@@ -4,15 +4,15 @@ import subprocess
 import sys
 
 CORE = [
-    "quant_meta_assets.prices", "quant_meta_assets.registry", "quant_meta_assets.strategies",
-    "quant_meta_assets.sleeve_engine", "quant_meta_assets.compute", "quant_meta_assets.ray_cluster",
+    "quant_meta_assets.prices", "quant_meta_assets.sleeves.registry", "quant_meta_assets.sleeves.strategies",
+    "quant_meta_assets.sleeves.engine", "quant_meta_assets.compute", "quant_meta_assets.ray_cluster",
     "quant_meta_assets.storage",
     "quant_meta_assets.meta.returns", "quant_meta_assets.meta.optimize", "quant_meta_assets.meta.flatten",
     "quant_meta_assets.metrics", "quant_meta_assets.report", "quant_meta_assets.context",
     "quant_meta_assets.stages", "quant_meta_assets.sdk",
-    "quant_meta_assets.run_summary", "quant_meta_assets.strategy_docs",
+    "quant_meta_assets.run_summary", "quant_meta_assets.sleeves.strategy_docs",
     "quant_meta_assets.publishing.snapshot", "quant_meta_assets.publishing.lineage",
-    "quant_meta_assets.publishing.retention", "quant_meta_assets.code_versions", "quant_meta_assets.sleeve_status",
+    "quant_meta_assets.publishing.retention", "quant_meta_assets.code_versions", "quant_meta_assets.sleeves.status",
 ]
 
 

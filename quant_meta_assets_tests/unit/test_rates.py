@@ -9,7 +9,7 @@ import pytest
 from quant_meta_assets import metrics, rates
 from quant_meta_assets.meta.optimize import optimize_meta_weights
 from quant_meta_assets.prices import asset_returns
-from quant_meta_assets.sleeve_engine import simulate
+from quant_meta_assets.sleeves.engine import simulate
 
 RF = 0.02
 RF_D = 1.02 ** (1 / 252) - 1  # by hand: 252 days of cash compound to exactly 2%
@@ -68,8 +68,8 @@ def test_unset_rf_means_the_project_rate_everywhere(monkeypatch):
     monkeypatch.setenv("QUANT_META_RISK_FREE_RATE", str(RF))
     prices = _prices()
     rets = asset_returns(prices)
-    from quant_meta_assets.registry import SleeveProfile
-    from quant_meta_assets.sleeve_engine import run_sleeve
+    from quant_meta_assets.sleeves.registry import SleeveProfile
+    from quant_meta_assets.sleeves.engine import run_sleeve
 
     record = run_sleeve(SleeveProfile(name="half", strategy="equal_weight", params={}), prices)
     explicit = run_sleeve(SleeveProfile(name="half", strategy="equal_weight", params={}), prices, RF)

@@ -34,7 +34,7 @@ def test_ships_the_project_and_each_plugin_top_level_once(plugin_dir):
         "acme_alpha.signals:weights",
         "acme_alpha.signals:other",  # same package: shipped once
         "solo_signal:weights",
-        "quant_meta_assets.strategies:momentum_12_1",  # inside the project: already shipped
+        "quant_meta_assets.sleeves.strategies:momentum_12_1",  # inside the project: already shipped
         "numpy.linalg:norm",  # a worker package: on the cluster already
     ])
     assert paths == [
@@ -166,7 +166,7 @@ def test_the_probe_reports_a_package_that_does_not_import():
     facts = json.loads(out.stdout.strip().splitlines()[-1])
     assert "import sklearn failed: ModuleNotFoundError" in facts["packages"]["scikit-learn"]["error"]
     assert facts["packages"]["pandas"]["error"] is None
-    assert facts["imports"] == {"quant_meta_assets.sleeve_engine": None}
+    assert facts["imports"] == {"quant_meta_assets.sleeves.engine": None}
 
 
 # --------------------------------------------------------------------------- auth errors

@@ -42,7 +42,7 @@ BROKEN_SLEEVE = """
 SDK_SCRIPT = """
 import json, sys
 from quant_meta_assets import run_meta_pipeline
-from quant_meta_assets.registry import load_registry
+from quant_meta_assets.sleeves.registry import load_registry
 try:
     ctx = run_meta_pipeline(load_registry(sys.argv[1]))
     out = {"ok": True, "sleeves": sorted(r["sleeve"] for r in ctx.sleeve_results if r["status"] == "success"),
@@ -205,7 +205,7 @@ def test_the_user_runtime_env_file_reaches_the_workers(ray_cluster_2_nodes, driv
     """))
     env = driver_env(ray_cluster_2_nodes, driver_only_plugin, QUANT_META_RAY_RUNTIME_ENV=str(runtime_env))
     script = ("import sys; from quant_meta_assets.compute import RayComputeEngine; "
-              "from quant_meta_assets.prices import load_prices; from quant_meta_assets.registry import load_registry; "
+              "from quant_meta_assets.prices import load_prices; from quant_meta_assets.sleeves.registry import load_registry; "
               "r = RayComputeEngine().execute_sleeves(load_registry(sys.argv[1]), load_prices())[1]; "
               "print('RESULT', r['status'], r['error'], int((r['weights'] != 0).any().sum()) "
               "if r['status'] == 'success' else '')")

@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(400),
 DRIVER = """
 import json, sys, time
 from quant_meta_assets.compute import RayComputeEngine
-from quant_meta_assets.registry import SleeveProfile
+from quant_meta_assets.sleeves.registry import SleeveProfile
 from quant_meta_assets_tests.strategies_for_tests import make_prices, spec
 
 def sleeve(name, seconds, timeout_s, marker):

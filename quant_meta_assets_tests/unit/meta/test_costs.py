@@ -9,7 +9,7 @@ import pytest
 
 from quant_meta_assets.errors import ReconciliationError, StageInputError
 from quant_meta_assets.meta.costs import BookCosts, cost_views
-from quant_meta_assets.sleeve_engine import simulate
+from quant_meta_assets.sleeves.engine import simulate
 
 SLEEVE_BPS = 10.0
 BOOK_BPS = 5.0
@@ -107,8 +107,8 @@ def bundled():
     from quant_meta_assets.meta.optimize import optimize_meta_weights
     from quant_meta_assets.meta.returns import aggregate_returns
     from quant_meta_assets.prices import asset_returns, load_prices
-    from quant_meta_assets.registry import load_registry
-    from quant_meta_assets.sleeve_engine import run_sleeve
+    from quant_meta_assets.sleeves.registry import load_registry
+    from quant_meta_assets.sleeves.engine import run_sleeve
 
     prices = load_prices()
     records = [run_sleeve(p, prices) for p in load_registry()]
@@ -260,8 +260,8 @@ def test_cash_that_earns_rf_is_credited_in_both_views(bundled):
     """trend_vol_target holds cash: with rf = 3% the sleeves' cash earns it, and so must the book's."""
     from quant_meta_assets import rates
     from quant_meta_assets.prices import load_prices
-    from quant_meta_assets.registry import load_registry
-    from quant_meta_assets.sleeve_engine import run_sleeve
+    from quant_meta_assets.sleeves.registry import load_registry
+    from quant_meta_assets.sleeves.engine import run_sleeve
 
     prices = load_prices()
     records = [run_sleeve(p, prices, risk_free_rate=0.03) for p in load_registry()]

@@ -42,8 +42,8 @@ def test_report_on_a_late_sleeve_reconciles_and_buys_no_dead_sleeve(tmp_path):
 def test_report_reconciles_when_sleeve_cash_earns_rf(tmp_path):
     """Sleeves with cash and rf = 3%: the identities credit the cash interest (issue 13 item 3)."""
     from quant_meta_assets.prices import asset_returns, load_prices
-    from quant_meta_assets.registry import load_registry
-    from quant_meta_assets.sleeve_engine import run_sleeve
+    from quant_meta_assets.sleeves.registry import load_registry
+    from quant_meta_assets.sleeves.engine import run_sleeve
 
     prices = load_prices().loc["2015-01-01":]
     profiles = [p for p in load_registry() if p.name in ("trend_vol_target", "equal_weight", "low_volatility")]

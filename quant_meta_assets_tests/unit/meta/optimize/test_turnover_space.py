@@ -60,8 +60,8 @@ def test_bad_turnover_space_is_named(three_sleeves):
 def bundled():
     from quant_meta_assets.meta.returns import aggregate_returns
     from quant_meta_assets.prices import asset_returns, load_prices
-    from quant_meta_assets.registry import load_registry
-    from quant_meta_assets.sleeve_engine import run_sleeve
+    from quant_meta_assets.sleeves.registry import load_registry
+    from quant_meta_assets.sleeves.engine import run_sleeve
 
     prices = load_prices()
     records = [run_sleeve(p, prices) for p in load_registry()]

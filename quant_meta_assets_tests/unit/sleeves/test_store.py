@@ -9,9 +9,9 @@ import pytest
 from quant_meta_assets.compute import SleeveOutcome
 from quant_meta_assets.errors import StorageError
 from quant_meta_assets.meta.returns import aggregate_returns
-from quant_meta_assets.registry import SleeveProfile
-from quant_meta_assets.sleeve_engine import error_record, run_sleeve
-from quant_meta_assets.sleeve_store import SleeveStore
+from quant_meta_assets.sleeves.registry import SleeveProfile
+from quant_meta_assets.sleeves.engine import error_record, run_sleeve
+from quant_meta_assets.sleeves.store import SleeveStore
 from quant_meta_assets_tests.strategies_for_tests import make_prices, spec
 
 

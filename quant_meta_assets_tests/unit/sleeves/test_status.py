@@ -1,9 +1,9 @@
-"""sleeve_status: the one answer (missing / failed / stale / current) every Dagster caller uses."""
+"""sleeves.status: the one answer (missing / failed / stale / current) every Dagster caller uses."""
 
 from __future__ import annotations
 
-from quant_meta_assets.registry import SleeveProfile
-from quant_meta_assets.sleeve_status import (
+from quant_meta_assets.sleeves.registry import SleeveProfile
+from quant_meta_assets.sleeves.status import (
     CURRENT,
     MISSING,
     STALE,

@@ -152,7 +152,7 @@ class SleeveProfile:
 
 def resolve_strategy(spec: str) -> Callable[..., pd.DataFrame]:
     """A built-in strategy name, or ``package.module:function`` imported with importlib."""
-    from quant_meta_assets.strategies import BUILTIN_STRATEGIES
+    from quant_meta_assets.sleeves.strategies import BUILTIN_STRATEGIES
 
     if not isinstance(spec, str) or not spec.strip():
         raise RegistryError(f"strategy must be a non-empty string, got {spec!r}")
@@ -192,7 +192,7 @@ def check_params(
     """Check ``params`` against ``fn(prices, **params)``: names against its signature (skipped if it
     takes **kwargs), and, for a built-in strategy, each value's type and range
     (``strategies.PARAM_SPECS``). An error names the param and, given ``param_lines``, its line."""
-    from quant_meta_assets.strategies import BUILTIN_STRATEGIES, PARAM_SPECS
+    from quant_meta_assets.sleeves.strategies import BUILTIN_STRATEGIES, PARAM_SPECS
 
     lines = param_lines or {}
 

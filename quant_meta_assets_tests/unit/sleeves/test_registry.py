@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quant_meta_assets.errors import RegistryError
-from quant_meta_assets.registry import (
+from quant_meta_assets.sleeves.registry import (
     SLEEVES_ENV_VAR,
     SleeveProfile,
     load_registry,
@@ -20,7 +20,7 @@ from quant_meta_assets.registry import (
     validate_sleeve_name,
     validate_universe,
 )
-from quant_meta_assets.strategies import BUILTIN_STRATEGIES, momentum_12_1
+from quant_meta_assets.sleeves.strategies import BUILTIN_STRATEGIES, momentum_12_1
 
 
 @pytest.fixture(autouse=True)
@@ -95,8 +95,8 @@ def test_yaml_syntax_error_names_the_line(tmp_path) -> None:
         ("sleeves:\n  - {name: a, strategy: nope}\n", ["'a'", "unknown built-in strategy 'nope'", "equal_weight"]),
         ("sleeves:\n  - {name: a, strategy: 'no_such_pkg.mod:fn'}\n",
          ["'a'", "no_such_pkg.mod", "ModuleNotFoundError"]),
-        ("sleeves:\n  - {name: a, strategy: 'quant_meta_assets.strategies:nope'}\n", ["'a'", "no attribute 'nope'"]),
-        ("sleeves:\n  - {name: a, strategy: 'quant_meta_assets.strategies:TRADING_DAYS'}\n", ["not callable"]),
+        ("sleeves:\n  - {name: a, strategy: 'quant_meta_assets.sleeves.strategies:nope'}\n", ["'a'", "no attribute 'nope'"]),
+        ("sleeves:\n  - {name: a, strategy: 'quant_meta_assets.sleeves.strategies:TRADING_DAYS'}\n", ["not callable"]),
         ("sleeves:\n  - {name: a, strategy: momentum_12_1, params: {topn: 3}}\n",
          ["'a'", "unknown param", "topn", "top_n", "lookback"]),
         ("sleeves:\n  - {name: a, strategy: equal_weight, cost_bps: -1}\n", ["'a'", "cost_bps", "-1"]),
@@ -127,7 +127,7 @@ def kwargs_strategy(prices: pd.DataFrame, **params: object) -> pd.DataFrame:
 
 def test_resolve_strategy() -> None:
     assert resolve_strategy("momentum_12_1") is momentum_12_1
-    assert resolve_strategy("quant_meta_assets.strategies:momentum_12_1") is momentum_12_1
+    assert resolve_strategy("quant_meta_assets.sleeves.strategies:momentum_12_1") is momentum_12_1
     with pytest.raises(RegistryError, match="known built-ins"):
         resolve_strategy("momentum")
     with pytest.raises(RegistryError, match="no_such_pkg"):
@@ -213,7 +213,7 @@ def test_bad_param_value_names_file_sleeve_and_the_params_own_line(tmp_path, par
         ("low_volatility", "{lookback: 1}", ["lookback", "integer >= 2"]),
         ("min_variance", "{lookback: 1}", ["lookback", "integer >= 2"]),
         ("short_term_reversal", "{lookback: 0}", ["lookback", "integer >= 1"]),
-        ("'quant_meta_assets.strategies:momentum_12_1'", "{top_n: 0}", ["top_n", "integer >= 1"]),
+        ("'quant_meta_assets.sleeves.strategies:momentum_12_1'", "{top_n: 0}", ["top_n", "integer >= 1"]),
         ("equal_weight", "{top_n: 3}", ["unknown param", "accepts []"]),
     ],
 )
@@ -250,7 +250,7 @@ def test_param_specs_agree_with_the_builtin_signatures() -> None:
     """The declared schema names exactly the signature's params, and every default satisfies it."""
     import inspect
 
-    from quant_meta_assets.strategies import PARAM_SPECS
+    from quant_meta_assets.sleeves.strategies import PARAM_SPECS
 
     assert set(PARAM_SPECS) == set(BUILTIN_STRATEGIES)
     for name, fn in BUILTIN_STRATEGIES.items():
@@ -263,7 +263,7 @@ def test_param_specs_agree_with_the_builtin_signatures() -> None:
 
 def test_a_value_refused_at_load_is_also_refused_by_the_strategy() -> None:
     """The schema is not looser than the strategies' own checks on the worker, nor stricter."""
-    from quant_meta_assets.strategies import PARAM_SPECS
+    from quant_meta_assets.sleeves.strategies import PARAM_SPECS
 
     prices = pd.DataFrame(
         {"A": [1.0 + 0.01 * i for i in range(40)], "B": [2.0 - 0.01 * i for i in range(40)]},

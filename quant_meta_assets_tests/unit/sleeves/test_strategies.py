@@ -8,7 +8,7 @@ import pytest
 
 from quant_meta_assets.errors import PriceDataError, RegistryError
 from quant_meta_assets.prices import period_ends, validate_prices
-from quant_meta_assets.strategies import (
+from quant_meta_assets.sleeves.strategies import (
     BUILTIN_STRATEGIES,
     _min_variance_weights,
     min_variance,
@@ -157,8 +157,8 @@ def test_trend_vol_target_hits_its_ex_ante_target_with_the_covariance(real_price
 
 @pytest.mark.timeout(120)
 def test_trend_vol_target_realised_vol_within_20pct_of_target(real_prices) -> None:
-    from quant_meta_assets.registry import load_registry
-    from quant_meta_assets.sleeve_engine import run_sleeve
+    from quant_meta_assets.sleeves.registry import load_registry
+    from quant_meta_assets.sleeves.engine import run_sleeve
 
     profile = next(p for p in load_registry() if p.strategy == "trend_vol_target")
     target = profile.params["target_vol"]

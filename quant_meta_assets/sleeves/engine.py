@@ -33,7 +33,7 @@ import pandas as pd
 from quant_meta_assets import rates
 from quant_meta_assets.errors import StrategyOutputError
 from quant_meta_assets.prices import asset_returns, period_ends
-from quant_meta_assets.registry import SleeveProfile, resolve_strategy, validate_universe
+from quant_meta_assets.sleeves.registry import SleeveProfile, resolve_strategy, validate_universe
 
 __all__ = [
     "SimulationResult",

@@ -1,4 +1,4 @@
-"""sleeve_engine: exact simulation checks against independent references, output validation, run_sleeve."""
+"""sleeves.engine: exact simulation checks against independent references, output validation, run_sleeve."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 
 from quant_meta_assets.errors import RegistryError, StrategyOutputError
 from quant_meta_assets.prices import asset_returns, validate_prices
-from quant_meta_assets.registry import SleeveProfile, load_registry
-from quant_meta_assets.sleeve_engine import (
+from quant_meta_assets.sleeves.registry import SleeveProfile, load_registry
+from quant_meta_assets.sleeves.engine import (
     error_record,
     rebalance_dates,
     run_sleeve,
@@ -204,7 +204,7 @@ def test_domain_core_imports_neither_dagster_nor_ray() -> None:
     import sys
 
     code = (
-        "import sys, quant_meta_assets.sleeve_engine, quant_meta_assets.strategies;"
+        "import sys, quant_meta_assets.sleeves.engine, quant_meta_assets.sleeves.strategies;"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('dagster', 'ray'));"
         "print(bad); sys.exit(1 if bad else 0)"
     )

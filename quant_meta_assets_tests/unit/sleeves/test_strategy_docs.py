@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import yaml
 
-from quant_meta_assets.registry import load_registry, validate_universe
-from quant_meta_assets.strategies import BUILTIN_STRATEGIES, PARAM_SPECS
-from quant_meta_assets.strategy_docs import DOC_PATH, EXAMPLE_ENTRY, render
+from quant_meta_assets.sleeves.registry import load_registry, validate_universe
+from quant_meta_assets.sleeves.strategies import BUILTIN_STRATEGIES, PARAM_SPECS
+from quant_meta_assets.sleeves.strategy_docs import DOC_PATH, EXAMPLE_ENTRY, render
 from quant_meta_assets_tests.conftest import REPO_ROOT
 
 
 def test_docs_strategies_md_is_current() -> None:
     assert DOC_PATH == REPO_ROOT / "docs" / "strategies.md"
     assert DOC_PATH.read_text(encoding="utf-8") == render(), (
-        "docs/strategies.md is stale: run `python -m quant_meta_assets.strategy_docs`"
+        "docs/strategies.md is stale: run `python -m quant_meta_assets.sleeves.strategy_docs`"
     )
 
 
@@ -27,7 +27,7 @@ def test_reference_names_every_builtin_and_param() -> None:
 
 
 def test_check_mode_exits_non_zero_when_stale(tmp_path, capsys) -> None:
-    from quant_meta_assets.strategy_docs import main
+    from quant_meta_assets.sleeves.strategy_docs import main
 
     stale = tmp_path / "strategies.md"
     stale.write_text("old\n")
