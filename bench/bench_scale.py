@@ -39,7 +39,7 @@ import json, os, sys, tempfile, time
 from pathlib import Path
 t_all = time.perf_counter()
 from quant_meta_assets import MetaContext, QuantSDK, settings
-from quant_meta_assets.compute import SleeveOutcome
+from quant_meta_assets.ray.compute import SleeveOutcome
 from quant_meta_assets.dagster_defs.meta_assets import OptimizeConfig
 from quant_meta_assets.prices import load_benchmark, load_prices
 from quant_meta_assets.sleeves.registry import load_registry

@@ -15,7 +15,7 @@ _EXPORTS = {
     "StageRegistry": "quant_meta_assets.stages",
     "QuantSDK": "quant_meta_assets.sdk",
     "run_meta_pipeline": "quant_meta_assets.sdk",
-    "RayComputeEngine": "quant_meta_assets.compute",
+    "RayComputeEngine": "quant_meta_assets.ray.compute",
     "read_published": "quant_meta_assets.publishing.snapshot",
     "defs": "quant_meta_assets.dagster_defs.definitions",
 }

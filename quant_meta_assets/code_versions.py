@@ -28,7 +28,7 @@ PACKAGE = Path(__file__).resolve().parent
 ENGINE_SOURCES = ("sleeves/engine.py", "prices.py", "rates.py")
 ASSET_SOURCES: dict[str, tuple[str, ...]] = {
     "prices": ("prices.py",),
-    "sleeves": (*ENGINE_SOURCES, "sleeves/strategies.py", "compute.py"),
+    "sleeves": (*ENGINE_SOURCES, "sleeves/strategies.py", "ray/compute.py"),
     "meta/returns": ("meta/returns.py",),
     "meta/optimize": ("meta/optimize", "rates.py"),
     "meta/flatten": ("meta/flatten.py", "meta/drift.py"),

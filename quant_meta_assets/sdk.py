@@ -68,7 +68,7 @@ def run_meta_pipeline(
     Raises SleeveFailureError (a RuntimeError) before any meta stage when a sleeve failed.
     """
     from quant_meta_assets import settings
-    from quant_meta_assets.compute import RayComputeEngine
+    from quant_meta_assets.ray.compute import RayComputeEngine
     from quant_meta_assets.prices import load_benchmark, load_prices
     from quant_meta_assets.sleeves.registry import load_registry
     from quant_meta_assets.sleeves.store import SleeveStore

@@ -42,7 +42,7 @@ def ray_resource() -> LocalRay:
     logged as "Deleted LocalRay", twice per run); the Ray the step connected is still shut down
     (dagster-ray disconnects its context whatever the policy).
     """
-    from quant_meta_assets.ray_cluster import local_init_options
+    from quant_meta_assets.ray.cluster import local_init_options
 
     num_cpus = settings.local_ray_num_cpus() if settings.ray_address() is None else None
     return ProjectLocalRay(lifecycle=Lifecycle(connect=False, cleanup="never"),
@@ -66,7 +66,7 @@ def connect_ray(ray_cluster, context, engine) -> None:
         engine.address = ray_cluster.ray_address  # a cluster the resource created for this run
     if engine.target_address() is not None:
         return
-    from quant_meta_assets.ray_logging import quiet_token_auth_notice
+    from quant_meta_assets.ray.notices import quiet_token_auth_notice
 
     with quiet_token_auth_notice():  # token auth stays on (local_init_options); only Ray's notice goes
         ray_cluster.connect(context)

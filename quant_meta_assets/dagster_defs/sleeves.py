@@ -113,7 +113,7 @@ def sleeves(
     consistent on its own, and the gate holds the meta stages until every sleeve is current.
     With partition tags the IO manager commits the staged bundles at the end (Dagster records
     those materializations from the step's Output)."""
-    from quant_meta_assets.compute import RayComputeEngine
+    from quant_meta_assets.ray.compute import RayComputeEngine
     from quant_meta_assets.dagster_defs.resources import connect_ray
     from quant_meta_assets.sleeves.registry import load_registry
     from quant_meta_assets.storage import commit_bundle, discard_bundle
@@ -199,7 +199,7 @@ def sleeves(
 
 
 def _is_transient(error: str) -> bool:
-    from quant_meta_assets.compute import TRANSIENT_ERRORS
+    from quant_meta_assets.ray.compute import TRANSIENT_ERRORS
 
     return str(error).split(":", 1)[0] in TRANSIENT_ERRORS
 

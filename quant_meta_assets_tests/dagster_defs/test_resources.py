@@ -8,7 +8,7 @@ import socket
 import pytest
 from dagster_ray import Lifecycle, RayResource
 
-from quant_meta_assets.compute import RayComputeEngine, RayUnavailableError
+from quant_meta_assets.ray.compute import RayComputeEngine, RayUnavailableError
 from quant_meta_assets.dagster_defs.resources import connect_ray, ray_resource
 from quant_meta_assets.sleeves.registry import SleeveProfile
 from quant_meta_assets_tests.strategies_for_tests import make_prices

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quant_meta_assets.compute import RayComputeEngine, RayUnavailableError
+from quant_meta_assets.ray.compute import RayComputeEngine, RayUnavailableError
 from quant_meta_assets.errors import RegistryError
 from quant_meta_assets.sleeves.status import frame_hash
 from quant_meta_assets.sleeves.registry import SleeveProfile
@@ -58,7 +58,7 @@ def run_python(code: str, env: dict[str, str], timeout: float) -> subprocess.Com
 
 def test_importing_compute_does_not_import_ray_or_dagster():
     proc = run_python(
-        "import sys, quant_meta_assets.compute, quant_meta_assets.storage\n"
+        "import sys, quant_meta_assets.ray.compute, quant_meta_assets.storage\n"
         "print(sorted(m for m in ('ray', 'dagster') if m in sys.modules))",
         {}, timeout=60,
     )
@@ -192,7 +192,7 @@ def test_connects_to_a_cluster_by_address_without_num_cpus(local_ray):
     address = local_ray.get_runtime_context().gcs_address
     code = """
         import json, ray
-        from quant_meta_assets.compute import RayComputeEngine
+        from quant_meta_assets.ray.compute import RayComputeEngine
         from quant_meta_assets.sleeves.registry import SleeveProfile
         from quant_meta_assets_tests.strategies_for_tests import make_prices, spec
         engine = RayComputeEngine(num_cpus=8)  # must not reach ray.init: a cluster address is set
@@ -216,7 +216,7 @@ def test_unreachable_ray_raises_naming_the_address_in_bounded_time():
     port = _closed_port()
     code = """
         import json, socket, sys, time
-        from quant_meta_assets.compute import RayComputeEngine, RayUnavailableError
+        from quant_meta_assets.ray.compute import RayComputeEngine, RayUnavailableError
         from quant_meta_assets.errors import QuantMetaError
         from quant_meta_assets_tests.strategies_for_tests import make_prices, spec
         from quant_meta_assets.sleeves.registry import SleeveProfile
@@ -257,7 +257,7 @@ def test_engine_starts_a_local_ray_when_none_and_shuts_down_only_that():
     # in a subprocess: this module's Ray is already initialised in the test process
     code = """
         import json, os, ray
-        from quant_meta_assets.compute import RayComputeEngine
+        from quant_meta_assets.ray.compute import RayComputeEngine
         from quant_meta_assets.sleeves.registry import SleeveProfile
         from quant_meta_assets_tests.strategies_for_tests import make_prices, spec
         assert "RAY_ADDRESS" not in os.environ

@@ -18,7 +18,7 @@ def test_an_interrupt_during_ray_wait(local_ray, wait):
 
     from dagster._core.errors import DagsterExecutionInterruptedError
 
-    from quant_meta_assets.compute import _wait
+    from quant_meta_assets.ray.compute import _wait
 
     @ray.remote
     def sleepy():

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from quant_meta_assets import ray_cluster
-from quant_meta_assets.compute import _remote_batch_task
+from quant_meta_assets.ray import cluster as ray_cluster
+from quant_meta_assets.ray.compute import _remote_batch_task
 from quant_meta_assets.sleeves.registry import SleeveProfile
 from quant_meta_assets_tests.strategies_for_tests import make_prices, spec
 

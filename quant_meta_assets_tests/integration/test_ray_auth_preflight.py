@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from quant_meta_assets import ray_cluster
-from quant_meta_assets.compute import RayComputeEngine
+from quant_meta_assets.ray import cluster as ray_cluster
+from quant_meta_assets.ray.compute import RayComputeEngine
 from quant_meta_assets_tests.strategies_for_tests import spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 _CLIENT = """
 import sys
-from quant_meta_assets.compute import RayComputeEngine
+from quant_meta_assets.ray.compute import RayComputeEngine
 engine = RayComputeEngine(address=sys.argv[1], connect_timeout_s=60)
 try:
     engine.connect([sys.argv[2]])

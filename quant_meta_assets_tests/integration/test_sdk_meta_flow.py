@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from quant_meta_assets import MetaContext, QuantSDK, RayComputeEngine, StageRegistry, run_meta_pipeline
-from quant_meta_assets.compute import SleeveOutcome
+from quant_meta_assets.ray.compute import SleeveOutcome
 from quant_meta_assets.errors import StageInputError, UnknownStageError
 from quant_meta_assets.prices import load_prices
 from quant_meta_assets.sleeves.registry import load_registry

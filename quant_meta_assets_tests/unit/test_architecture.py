@@ -5,7 +5,7 @@ import sys
 
 CORE = [
     "quant_meta_assets.prices", "quant_meta_assets.sleeves.registry", "quant_meta_assets.sleeves.strategies",
-    "quant_meta_assets.sleeves.engine", "quant_meta_assets.compute", "quant_meta_assets.ray_cluster",
+    "quant_meta_assets.sleeves.engine", "quant_meta_assets.ray.compute", "quant_meta_assets.ray.cluster",
     "quant_meta_assets.storage",
     "quant_meta_assets.meta.returns", "quant_meta_assets.meta.optimize", "quant_meta_assets.meta.flatten",
     "quant_meta_assets.metrics", "quant_meta_assets.report", "quant_meta_assets.context",

@@ -204,7 +204,7 @@ def test_the_user_runtime_env_file_reaches_the_workers(ray_cluster_2_nodes, driv
           - {name: from_env, strategy: "driver_only_alpha.signals:from_runtime_env", rebalance: monthly}
     """))
     env = driver_env(ray_cluster_2_nodes, driver_only_plugin, QUANT_META_RAY_RUNTIME_ENV=str(runtime_env))
-    script = ("import sys; from quant_meta_assets.compute import RayComputeEngine; "
+    script = ("import sys; from quant_meta_assets.ray.compute import RayComputeEngine; "
               "from quant_meta_assets.prices import load_prices; from quant_meta_assets.sleeves.registry import load_registry; "
               "r = RayComputeEngine().execute_sleeves(load_registry(sys.argv[1]), load_prices())[1]; "
               "print('RESULT', r['status'], r['error'], int((r['weights'] != 0).any().sum()) "

@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(400),
 
 DRIVER = """
 import json, sys, time
-from quant_meta_assets.compute import RayComputeEngine
+from quant_meta_assets.ray.compute import RayComputeEngine
 from quant_meta_assets.sleeves.registry import SleeveProfile
 from quant_meta_assets_tests.strategies_for_tests import make_prices, spec
 
@@ -103,7 +103,7 @@ def test_two_drivers_on_one_cpu_a_queued_sleeve_is_not_charged_for_the_wait(tmp_
 
 
 def test_the_window_is_the_free_cpus_or_the_setting(local_ray, monkeypatch):
-    from quant_meta_assets.compute import RayComputeEngine
+    from quant_meta_assets.ray.compute import RayComputeEngine
 
     @local_ray.remote(num_cpus=1)
     def hold(seconds):

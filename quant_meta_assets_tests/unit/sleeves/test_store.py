@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from quant_meta_assets.compute import SleeveOutcome
+from quant_meta_assets.ray.compute import SleeveOutcome
 from quant_meta_assets.errors import StorageError
 from quant_meta_assets.meta.returns import aggregate_returns
 from quant_meta_assets.sleeves.registry import SleeveProfile

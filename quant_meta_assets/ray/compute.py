@@ -67,7 +67,7 @@ Connection
     call, or at ``close()`` / the end of a ``with`` block when used as a context manager.
     What is sent to a cluster (the runtime_env shipping this package and the plug-in strategy
     modules), the preflight that runs before any sleeve and the auth errors live in
-    ``quant_meta_assets.ray_cluster``; the engine only calls it.
+    ``quant_meta_assets.ray.cluster``; the engine only calls it.
 
 Throughput
     ``prices`` is put into the object store once and the reference is passed to every task.
@@ -194,7 +194,7 @@ def _batch_task(
     if board is not None:
         board.started.remote(token)  # fire and forget: the driver polls the board
     if node_check is not None:
-        from quant_meta_assets.ray_cluster import check_late_node
+        from quant_meta_assets.ray.cluster import check_late_node
 
         check_late_node(node_check)  # ClusterPreflightError on a node that cannot run sleeves
     return [_packed_outcome(profile, prices, risk_free_rate) for profile in profiles]
@@ -467,13 +467,13 @@ class RayComputeEngine:
         """
         import ray
 
-        from quant_meta_assets import ray_cluster
+        from quant_meta_assets.ray import cluster as ray_cluster
 
         if ray.is_initialized():
             return
         address = self.target_address()
         if address is None:
-            from quant_meta_assets.ray_logging import quiet_token_auth_notice
+            from quant_meta_assets.ray.notices import quiet_token_auth_notice
 
             options = ray_cluster.local_init_options(self.num_cpus)
             try:
@@ -510,7 +510,7 @@ class RayComputeEngine:
         """
         import ray
 
-        from quant_meta_assets.ray_cluster import client_setup_allowance_s
+        from quant_meta_assets.ray.cluster import client_setup_allowance_s
 
         outcome: dict[str, BaseException | None] = {}
         lock = threading.Lock()
@@ -542,7 +542,7 @@ class RayComputeEngine:
                 )
         error = outcome["error"]
         if error is not None:
-            from quant_meta_assets.ray_cluster import explain_connect_error
+            from quant_meta_assets.ray.cluster import explain_connect_error
 
             explained = explain_connect_error(address, error)
             if explained is not None:

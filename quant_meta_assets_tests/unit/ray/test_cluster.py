@@ -13,7 +13,7 @@ import pytest
 
 import quant_meta_assets
 from quant_meta_assets import ray_cluster, settings
-from quant_meta_assets.ray_cluster import ClusterConfigError, RayAuthError
+from quant_meta_assets.ray.cluster import ClusterConfigError, RayAuthError
 
 
 @pytest.fixture
@@ -160,7 +160,7 @@ def test_patch_versions_may_differ():
 def test_the_probe_reports_a_package_that_does_not_import():
     """The worker-side probe really imports: a blocked sklearn is reported, not raised."""
     code = ("import sys, json; sys.modules['sklearn'] = None\n"
-            "from quant_meta_assets.ray_cluster import _probe\n"
+            "from quant_meta_assets.ray.cluster import _probe\n"
             "print(json.dumps(_probe([])))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     facts = json.loads(out.stdout.strip().splitlines()[-1])
