@@ -1,4 +1,4 @@
-"""ray_cluster without a cluster: what is shipped, how the user's runtime_env is merged, how the
+"""ray.cluster without a cluster: what is shipped, how the user's runtime_env is merged, how the
 preflight compares a node with the driver, and how connection errors are explained."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 import quant_meta_assets
-from quant_meta_assets import ray_cluster, settings
+from quant_meta_assets import settings
+from quant_meta_assets.ray import cluster as ray_cluster
 from quant_meta_assets.ray.cluster import ClusterConfigError, RayAuthError
 
 

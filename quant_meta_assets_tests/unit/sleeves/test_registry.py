@@ -115,7 +115,7 @@ def test_bad_registry_is_refused(tmp_path, body: str, needles: list[str]) -> Non
 def test_params_not_checked_when_strategy_takes_kwargs(tmp_path) -> None:
     path = _write(tmp_path, """
         sleeves:
-          - {name: a, strategy: 'quant_meta_assets_tests.unit.test_registry:kwargs_strategy', params: {x: 1}}
+          - {name: a, strategy: 'quant_meta_assets_tests.unit.sleeves.test_registry:kwargs_strategy', params: {x: 1}}
     """)
     (profile,) = load_registry(path)
     assert profile.params == {"x": 1}
@@ -308,13 +308,13 @@ def test_a_bad_value_fails_the_pipeline_before_ray_is_even_imported(tmp_path) ->
     ],
 )
 def test_a_plugins_simple_annotations_are_checked_at_load(tmp_path, params: str, needles: list[str]) -> None:
-    body = ("sleeves:\n  - name: p\n    strategy: 'quant_meta_assets_tests.unit.test_registry:annotated'\n"
+    body = ("sleeves:\n  - name: p\n    strategy: 'quant_meta_assets_tests.unit.sleeves.test_registry:annotated'\n"
             f"    params: {params}\n")
     _raises(_write(tmp_path, body), "sleeve 'p'", *needles)
 
 
 def test_a_plugin_param_that_fits_its_annotation_loads(tmp_path) -> None:
-    body = ("sleeves:\n  - name: p\n    strategy: 'quant_meta_assets_tests.unit.test_registry:annotated'\n"
+    body = ("sleeves:\n  - name: p\n    strategy: 'quant_meta_assets_tests.unit.sleeves.test_registry:annotated'\n"
             "    params: {top_n: 2, scale: 3, label: null, anything: [1, 2]}\n")
     (profile,) = load_registry(_write(tmp_path, body))
     assert profile.params == {"top_n": 2, "scale": 3, "label": None, "anything": [1, 2]}
