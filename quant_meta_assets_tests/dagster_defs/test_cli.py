@@ -61,4 +61,4 @@ def test_dg_launch_meta_full_covers_the_registered_sleeves(tmp_path, isolated_en
     assert {r.partition_key for r in records if r.run_id == run.dagster_run.run_id and r.partition_key} == {
         "equal_weight", "low_volatility", "min_variance"
     }
-    assert meta_materializations(isolated_env) == 4
+    assert meta_materializations(isolated_env) == 5  # the four stages and meta/published

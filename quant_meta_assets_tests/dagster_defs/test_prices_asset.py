@@ -3,7 +3,6 @@ sleeves and the report read the snapshot (never the file); a changed source make
 
 from __future__ import annotations
 
-import hashlib
 
 import dagster as dg
 import pytest
@@ -17,7 +16,7 @@ from quant_meta_assets.dagster_defs.prices import PRICES_KEY, PRICES_SOURCE_KEY,
 from quant_meta_assets.dagster_defs.sleeves import frame_hash
 from quant_meta_assets.bundle_values import join_value
 from quant_meta_assets.prices import price_source
-from quant_meta_assets.publishing.snapshot import run_scoped_dir
+from quant_meta_assets.publishing.snapshot import read_published, run_scoped_dir
 from quant_meta_assets.storage import read_bundle
 from quant_meta_assets_tests.dagster_defs.test_graph import GOOD
 from quant_meta_assets_tests.dagster_support import materialize_all, use_registry
@@ -54,7 +53,7 @@ def test_prices_snapshot_is_what_sleeves_and_report_read_and_source_change_marks
 ):
     instance = dg.DagsterInstance.get()
     names = use_registry(tmp_path / "s.yaml", GOOD, monkeypatch, instance)
-    source_hash = hashlib.sha256(price_file.read_bytes()).hexdigest()
+    source_hash = price_source().content_hash  # the one prices hash: of the validated frame
     assert isinstance(_observe(instance), dg.SensorResult)  # the daemon's first tick observes the source
     result = materialize_all(instance, names)
     assert result.success
@@ -85,16 +84,21 @@ def test_prices_snapshot_is_what_sleeves_and_report_read_and_source_change_marks
     assert observed.asset_events[0].tags["dagster/data_version"] == price_source().content_hash != source_hash
     assert set(_status(instance, names).values()) == {"STALE"}
 
-    # a meta-and-sleeves run without `prices` never reads the file: it even works with the file gone
-    price_file.unlink()
+    # a sleeves-and-meta run without `prices` reads the latest snapshot, never the file: its sleeves
+    # are computed on that snapshot, which is no longer the source's, so the line stops (the
+    # blocking check names the new prices) and nothing of it is published
+    published = read_published()
     rerun = dg.materialize(
         defs.resolve_asset_graph().assets_defs, instance=instance,
         selection=dg.AssetSelection.all() - dg.AssetSelection.assets(PRICES_KEY),
         tags=result.dagster_run.tags, raise_on_error=False,
     )
-    assert rerun.success, [e.message for e in rerun.all_events if e.is_failure]
+    assert not rerun.success
     sleeve_meta = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("sleeves"), asset_partitions=[names[0]]), limit=1
     ).records[0].asset_materialization.metadata
     assert sleeve_meta["prices_hash"].value == frame_hash(snapshot)
-
+    (check,) = rerun.get_asset_check_evaluations()
+    assert not check.passed and "prices changed" in (check.description or ""), check.description
+    assert not [e for e in rerun.get_asset_materialization_events() if e.asset_key.path[0] == "meta"]
+    assert read_published().run_id == published.run_id == result.run_id

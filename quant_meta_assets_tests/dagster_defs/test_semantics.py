@@ -217,14 +217,15 @@ def test_bulk_status_query_is_constant_in_the_number_of_sleeves(tmp_path, monkey
     _use(tmp_path, monkeypatch, body)
     from quant_meta_assets.dagster_defs.instance_queries import current_prices_hash
     from quant_meta_assets.sleeves.registry import load_registry
-    from quant_meta_assets.sleeves.status import config_hash
+    from quant_meta_assets.sleeves.status import code_hash, config_hash
 
     profiles = load_registry()
     prices_hash = current_prices_hash()
     for p in profiles + profiles[:100]:
         instance.report_runless_asset_event(dg.AssetMaterialization(
             "sleeves", partition=p.name,
-            metadata={"status": "success", "config_hash": config_hash(p), "prices_hash": prices_hash},
+            metadata={"status": "success", "config_hash": config_hash(p), "code_hash": code_hash(p),
+                      "prices_hash": prices_hash},
         ))
     started = time.perf_counter()
     statuses = sleeve_statuses(instance, profiles, prices_hash)

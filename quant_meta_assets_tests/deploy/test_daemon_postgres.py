@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from skfolio.datasets import load_sp500_dataset
 
+from quant_meta_assets.dagster_defs.sleeves import ONLY_TAG
 from quant_meta_assets_tests.conftest import REPO_ROOT
 from quant_meta_assets_tests.postgres_server import postgres_server
 from quant_meta_assets_tests.webhook_server import webhook_server
@@ -142,6 +143,11 @@ def _published_run(storage: Path) -> str | None:
     return json.loads(pointer.read_text())["run_id"] if pointer.is_file() else None
 
 
+def _runs_sleeve(run: dict, name: str) -> bool:
+    """A registry-sensor run computes its set of sleeves in one run, named in its tag."""
+    return name in run["tags"].get(ONLY_TAG, "").split(",")
+
+
 def test_daemon_and_webserver_on_postgres(tmp_path):
     from dagster_graphql import DagsterGraphQLClientError
 
@@ -193,7 +199,7 @@ def test_daemon_and_webserver_on_postgres(tmp_path):
 
             # 1. the daemon's registry sensor runs the registered sleeve; the meta sensor follows
             first, status = finished(lambda r: r["jobName"] == "sleeves_job"
-                                     and r["tags"].get("dagster/partition") == "equal_weight", "the first sleeve run")
+                                     and _runs_sleeve(r, "equal_weight"), "the first sleeve run")
             assert status == "SUCCESS", deployment.tail()
             assert first["tags"].get("dagster/sensor_name") == "sleeve_registry_sensor"
 
@@ -219,7 +225,7 @@ def test_daemon_and_webserver_on_postgres(tmp_path):
             # 3. a sleeve added to the registry: the sensor's run materializes it, the meta stages follow
             registry.write_text("sleeves:" + SLEEVE_A + SLEEVE_B)
             added, status = finished(lambda r: r["jobName"] == "sleeves_job"
-                                     and r["tags"].get("dagster/partition") == "low_volatility", "the new sleeve's run")
+                                     and _runs_sleeve(r, "low_volatility"), "the new sleeve's run")
             assert status == "SUCCESS", deployment.tail()
             from quant_meta_assets.publishing.snapshot import read_published
 
@@ -232,7 +238,7 @@ def test_daemon_and_webserver_on_postgres(tmp_path):
                 return snap if "low_volatility" in snap.outputs["meta/returns"].columns else None
 
             snap = wait_for(meta_published_with_new_sleeve, 300, "meta_job to publish the new sleeve")
-            # it publishes while its last step stores the report; the run ends right after
+            # its last step, meta/published, publishes; the run ends right after
             status = wait_for(lambda: (s := deployment.status(snap.run_id)) in TERMINAL and s, 120, "meta_job to end")
             assert status == "SUCCESS", deployment.tail()
             assert list(snap.asset_weights.columns)  # target asset weights for the consumer
@@ -241,7 +247,7 @@ def test_daemon_and_webserver_on_postgres(tmp_path):
             published = _published_run(storage)
             registry.write_text("sleeves:" + SLEEVE_A + SLEEVE_B + BROKEN)
             broken, status = finished(lambda r: r["jobName"] == "sleeves_job"
-                                      and r["tags"].get("dagster/partition") == "broken_sleeve", "the failing sleeve's run")
+                                      and _runs_sleeve(r, "broken_sleeve"), "the failing sleeve's run")
             assert status == "FAILURE"
             alert = wait_for(lambda: next((a for a in alerts if a["run_id"] == broken["runId"]), None), 120,
                              "the run-failure alert")
