@@ -412,7 +412,7 @@ def _facts(modules: Sequence[str], probe_imports: bool) -> dict[str, Any]:
         ray_version = None
     imports: dict[str, str | None] = {}
     if probe_imports:
-        for module in [f"{PROJECT_PACKAGE}.sleeve_engine", *modules]:
+        for module in [f"{PROJECT_PACKAGE}.sleeves.engine", *modules]:
             try:
                 importlib.import_module(module)
                 imports[module] = None
