@@ -20,7 +20,12 @@ class RegistryError(QuantMetaError, ValueError):
 
 
 class StrategyOutputError(QuantMetaError, ValueError):
-    """A strategy returned weights that cannot be traded (NaN, look-ahead, unknown tickers...)."""
+    """A strategy returned weights that cannot be traded (NaN, look-ahead, unknown tickers, gross
+    exposure above the sleeve's max_gross...)."""
+
+
+class SleeveBankruptError(StrategyOutputError):
+    """A sleeve's NAV reached zero or below: it has lost its capital and never comes back."""
 
 
 class InfeasibleConstraintsError(QuantMetaError, ValueError):

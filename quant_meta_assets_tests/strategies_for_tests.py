@@ -96,7 +96,7 @@ def count_and_crash(prices: pd.DataFrame, counter: str) -> pd.DataFrame:
 
 
 def exploding_weights(prices: pd.DataFrame) -> pd.DataFrame:
-    """Finite but absurd weights whose returns overflow to inf: the engine's record check catches it."""
+    """Finite but absurd leverage (1e306x): above any sane max_gross, and ruinous on the first down day."""
     weights = good(prices) * 1e306
     return weights
 

@@ -31,12 +31,14 @@ import numpy as np
 import pandas as pd
 
 from quant_meta_assets import rates
-from quant_meta_assets.errors import StrategyOutputError
+from quant_meta_assets.errors import SleeveBankruptError, StrategyOutputError
 from quant_meta_assets.prices import asset_returns, period_ends
 from quant_meta_assets.sleeves.registry import SleeveProfile, resolve_strategy, validate_universe
 
 __all__ = [
     "SimulationResult",
+    "check_gross",
+    "check_solvent",
     "error_record",
     "gross_returns",
     "net_returns",
@@ -143,6 +145,34 @@ def gross_returns(net, costs):
     return net + costs
 
 
+def check_gross(targets: pd.DataFrame, max_gross: float, sleeve: str) -> None:
+    """StrategyOutputError naming the first traded target whose gross exposure (sum of absolute
+    weights) is above ``max_gross``, and how many there are."""
+    gross = np.abs(targets.to_numpy(dtype="float64")).sum(axis=1)
+    over = np.flatnonzero(gross > max_gross * (1.0 + 1e-12))
+    if len(over):
+        k = int(over[0])
+        raise StrategyOutputError(
+            f"sleeve {sleeve!r}: target gross exposure {gross[k]:.6g} on {targets.index[k].date().isoformat()} "
+            f"is above its max_gross {max_gross:g} ({len(over)} such rebalance(s)); lower the leverage or "
+            "raise max_gross in the registry"
+        )
+
+
+def check_solvent(sim: SimulationResult, sleeve: str) -> None:
+    """SleeveBankruptError on the first day the sleeve's NAV, ``prod(1 + r)``, is zero or below: a
+    book that has lost its capital is stopped there, it never "comes back" from a negative NAV."""
+    returns = sim.returns.to_numpy()
+    broke = np.flatnonzero(np.isfinite(returns) & (1.0 + returns <= 0.0))  # NaN before live; inf: the record check
+    if len(broke):
+        k = int(broke[0])
+        gross = float(np.abs(sim.weights.iloc[k].to_numpy()).sum())
+        raise SleeveBankruptError(
+            f"sleeve {sleeve!r}: NAV <= 0 on {sim.returns.index[k].date().isoformat()} "
+            f"(return {returns[k]:.4g} on a gross exposure of {gross:.4g}); the sleeve has lost its capital"
+        )
+
+
 def simulate(target_weights: pd.DataFrame, asset_returns: pd.DataFrame, cost_bps: float,
              risk_free_rate: float = 0.0) -> SimulationResult:
     """Simulate drifting holdings of ``target_weights`` (rebalance date x ticker) on ``asset_returns``.
@@ -223,7 +253,9 @@ def run_sleeve(profile: SleeveProfile, prices: pd.DataFrame, risk_free_rate: flo
     raw = fn(sub, **profile.params)
     weights = validate_target_weights(raw, sub, universe, profile.name)
     sampled = sample_weights(weights, rebalance_dates(sub.index, profile.rebalance))
+    check_gross(sampled, profile.max_gross, profile.name)
     sim = simulate(sampled, asset_returns(sub), profile.cost_bps, rf)
+    check_solvent(sim, profile.name)
     live = sim.returns.dropna()
     if live.empty:
         raise StrategyOutputError(

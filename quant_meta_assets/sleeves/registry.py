@@ -45,16 +45,18 @@ from quant_meta_assets.prices import REBALANCE_FREQUENCIES
 SLEEVES_ENV_VAR = settings.SLEEVES_ENV
 DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_MAX_RETRIES = 1
+DEFAULT_MAX_GROSS = 2.0  # sum of |target weight| a sleeve may trade to (2.0: e.g. 150/50 or 100/100)
 SLEEVE_NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 SLEEVE_NAME_RULE = "1-64 characters from A-Z, a-z, 0-9, '_' and '-'"
 
 _SLEEVE_KEYS = frozenset(
-    {"name", "strategy", "universe", "params", "rebalance", "cost_bps", "timeout_s", "max_retries"}
+    {"name", "strategy", "universe", "params", "rebalance", "cost_bps", "max_gross", "timeout_s", "max_retries"}
 )
-_DEFAULT_KEYS = frozenset({"rebalance", "cost_bps", "timeout_s", "max_retries"})
+_DEFAULT_KEYS = frozenset({"rebalance", "cost_bps", "max_gross", "timeout_s", "max_retries"})
 _TOP_KEYS = frozenset({"defaults", "sleeves"})
 
 __all__ = [
+    "DEFAULT_MAX_GROSS",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT_S",
     "SLEEVES_ENV_VAR",
@@ -108,6 +110,7 @@ class SleeveProfile:
     params: Mapping[str, Any] = field(default_factory=dict, hash=False)
     rebalance: str = "monthly"
     cost_bps: float = 0.0
+    max_gross: float = DEFAULT_MAX_GROSS
     timeout_s: float = DEFAULT_TIMEOUT_S
     max_retries: int = DEFAULT_MAX_RETRIES
 
@@ -142,11 +145,14 @@ class SleeveProfile:
             )
         if not _is_number(self.cost_bps) or self.cost_bps < 0:
             raise RegistryError(f"{where}: 'cost_bps' must be a finite number >= 0, got {self.cost_bps!r}")
+        if not _is_number(self.max_gross) or self.max_gross <= 0:
+            raise RegistryError(f"{where}: 'max_gross' must be a finite number > 0, got {self.max_gross!r}")
         if not _is_number(self.timeout_s) or self.timeout_s <= 0:
             raise RegistryError(f"{where}: 'timeout_s' must be a finite number > 0, got {self.timeout_s!r}")
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
             raise RegistryError(f"{where}: 'max_retries' must be an integer >= 0, got {self.max_retries!r}")
         object.__setattr__(self, "cost_bps", float(self.cost_bps))
+        object.__setattr__(self, "max_gross", float(self.max_gross))
         object.__setattr__(self, "timeout_s", float(self.timeout_s))
 
 
@@ -438,6 +444,7 @@ def load_registry(path: str | os.PathLike[str] | None = None) -> list[SleeveProf
                 params=params,
                 rebalance=merged.get("rebalance", "monthly"),
                 cost_bps=merged.get("cost_bps", 0.0),
+                max_gross=merged.get("max_gross", DEFAULT_MAX_GROSS),
                 timeout_s=merged.get("timeout_s", DEFAULT_TIMEOUT_S),
                 max_retries=merged.get("max_retries", DEFAULT_MAX_RETRIES),
             )

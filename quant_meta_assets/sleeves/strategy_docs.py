@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from quant_meta_assets.prices import REBALANCE_FREQUENCIES
-from quant_meta_assets.sleeves.registry import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, SLEEVE_NAME_RULE
+from quant_meta_assets.sleeves.registry import DEFAULT_MAX_GROSS, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, SLEEVE_NAME_RULE
 from quant_meta_assets.sleeves.strategies import BUILTIN_STRATEGIES, PARAM_SPECS
 
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "strategies.md"
@@ -70,10 +70,12 @@ def render() -> str:
         "| `params` | no | the strategy's defaults | a mapping of the strategy's keyword arguments |",
         f"| `rebalance` | no | `monthly` | one of {rebalance} |",
         "| `cost_bps` | no | 0 | one-way cost in basis points on two-sided turnover, >= 0 |",
+        f"| `max_gross` | no | {DEFAULT_MAX_GROSS:g} | largest gross exposure (sum of absolute target weights) the "
+        "sleeve may trade to, > 0; a target above it fails the sleeve, naming the date and the gross |",
         f"| `timeout_s` | no | {DEFAULT_TIMEOUT_S:g} | wall-clock limit of the sleeve on Ray, all attempts, > 0 |",
         f"| `max_retries` | no | {DEFAULT_MAX_RETRIES} | retries after a worker crash (never after an exception), >= 0 |",
         "",
-        "A top-level `defaults:` mapping may set `rebalance`, `cost_bps`, `timeout_s` and `max_retries` for",
+        "A top-level `defaults:` mapping may set `rebalance`, `cost_bps`, `max_gross`, `timeout_s` and `max_retries` for",
         "every entry. A plug-in strategy's param names are checked against its signature (unless it takes",
         "`**kwargs`), and each value against a simple annotation (`int`, `float`, `str`, `bool`, or one of",
         "them `| None`); any other check of its values is the strategy's own.",

@@ -80,7 +80,7 @@ def test_success_and_failures_one_record_each_in_order(local_ray, prices):
         profile("raiser", "raises", params={"message": "bad input 42"}),
         profile("nan_maker", "nan_weights"),
         profile("lister", "returns_list"),
-        profile("exploder", "exploding_weights"),
+        profile("exploder", "exploding_weights", max_gross=1e307),  # past the gross limit on purpose
         profile("last_good", "good", cost_bps=10),
     ]
     with mock.patch.object(local_ray, "put", wraps=local_ray.put) as put:
@@ -97,8 +97,8 @@ def test_success_and_failures_one_record_each_in_order(local_ray, prices):
     assert "raises" in raiser["traceback"]
     assert records[2]["error_type"] == "StrategyOutputError" and "non-finite weight" in records[2]["error"]
     assert records[3]["error_type"] == "StrategyOutputError" and "got list" in records[3]["error"]
-    # finite weights whose returns overflow: rejected by the engine's record check
-    assert records[4]["error_type"] == "StrategyOutputError" and "not finite" in records[4]["error"]
+    # absurd but finite leverage: the book loses its capital on its first down day and stops there
+    assert records[4]["error_type"] == "SleeveBankruptError" and "NAV <= 0 on" in records[4]["error"]
     for record in records[1:5]:
         assert all(record[k] is None for k in ("returns", "weights", "costs", "turnover"))
     assert local_ray.is_initialized()  # reused, not shut down

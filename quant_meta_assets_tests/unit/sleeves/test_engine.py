@@ -6,10 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quant_meta_assets.errors import RegistryError, StrategyOutputError
+from quant_meta_assets.errors import RegistryError, SleeveBankruptError, StrategyOutputError
 from quant_meta_assets.prices import asset_returns, validate_prices
 from quant_meta_assets.sleeves.registry import SleeveProfile, load_registry
 from quant_meta_assets.sleeves.engine import (
+    check_gross,
+    check_solvent,
     error_record,
     rebalance_dates,
     run_sleeve,
@@ -210,3 +212,55 @@ def test_domain_core_imports_neither_dagster_nor_ray() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# -- the leverage guard: max_gross on the traded targets, and a sleeve whose NAV reaches zero stops there
+
+
+def _crash_prices() -> pd.DataFrame:
+    """One asset: flat, then -40% on 2000-01-05, then +50% on 2000-01-06."""
+    idx = pd.DatetimeIndex(["2000-01-03", "2000-01-04", "2000-01-05", "2000-01-06", "2000-01-07"], name="date")
+    return pd.DataFrame({"A": [100.0, 100.0, 60.0, 90.0, 90.0]}, index=idx)
+
+
+def three_x(prices: pd.DataFrame) -> pd.DataFrame:
+    """3x the one asset from the first close on (a plug-in target, resolved by module path)."""
+    return pd.DataFrame({"A": 3.0}, index=prices.index[:1])
+
+
+def test_a_3x_sleeve_whose_nav_passes_zero_fails_naming_the_day_and_the_gross() -> None:
+    prices = _crash_prices()
+    # hand-computed ledger without the guard: NAV 1 -> 1 (flat day) -> 1 + 3(-0.4) = -0.2 on 2000-01-05:
+    # the book has lost more than its capital; with 3x of +50% next day it would "come back" to +0.7
+    sim = simulate(three_x(prices), asset_returns(prices), cost_bps=0.0)
+    assert sim.returns.loc["2000-01-05"] == pytest.approx(-1.2, abs=1e-15)
+    profile = SleeveProfile(name="x", strategy=f"{__name__}:three_x", rebalance="daily", max_gross=3.0)
+    with pytest.raises(SleeveBankruptError, match=r"sleeve 'x': NAV <= 0 on 2000-01-05 \(return -1\.2 on a gross "
+                                                  r"exposure of 3\)"):
+        run_sleeve(profile, prices)
+
+
+def test_a_target_above_max_gross_fails_naming_the_date_and_the_gross() -> None:
+    profile = SleeveProfile(name="x", strategy=f"{__name__}:three_x", rebalance="daily")  # max_gross 2.0
+    with pytest.raises(StrategyOutputError, match=r"sleeve 'x': target gross exposure 3 on 2000-01-03 is above its "
+                                                  r"max_gross 2 \(5 such rebalance\(s\)\)"):
+        run_sleeve(profile, _crash_prices())
+
+
+def test_gross_counts_shorts_and_a_long_short_book_within_the_limit_runs(prices) -> None:
+    targets = pd.DataFrame({"A": [1.5, 1.0], "B": [-0.6, -1.0]}, index=prices.index[[0, 20]])
+    with pytest.raises(StrategyOutputError, match=r"gross exposure 2\.1 on .* \(1 such"):
+        check_gross(targets, 2.0, "ls")
+    check_gross(targets, 2.1, "ls")  # equal to the limit is allowed
+    sim = simulate(targets, asset_returns(prices), cost_bps=5.0)
+    check_solvent(sim, "ls")  # a 2x long-short book on gentle prices stays solvent
+
+
+def test_max_gross_is_a_registry_field_with_a_default_and_a_checked_value(tmp_path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("defaults: {max_gross: 1.5}\nsleeves:\n  - {name: a, strategy: equal_weight}\n"
+                    "  - {name: b, strategy: equal_weight, max_gross: 3}\n")
+    assert [p.max_gross for p in load_registry(path)] == [1.5, 3.0]
+    assert SleeveProfile(name="c", strategy="equal_weight").max_gross == 2.0
+    with pytest.raises(RegistryError, match=r"'max_gross' must be a finite number > 0, got 0"):
+        SleeveProfile(name="c", strategy="equal_weight", max_gross=0)
