@@ -70,6 +70,14 @@ __all__ = [
 ]
 
 
+def _reject_unknown_keys(mapping: Mapping, allowed: frozenset[str], what: str, where: str = "") -> None:
+    """RegistryError when ``mapping`` has keys outside ``allowed``: ``<what> [unknown keys]<where>``,
+    a 'did you mean' for the first unknown key, then the allowed keys."""
+    unknown = sorted(str(k) for k in mapping if k not in allowed)
+    if unknown:
+        raise RegistryError(f"{what} {unknown!r}{where}{did_you_mean(unknown[0], allowed)}; allowed {sorted(allowed)}")
+
+
 def did_you_mean(word: object, choices: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest of ``choices`` (difflib), or ``""``."""
     if not isinstance(word, str):
@@ -376,22 +384,12 @@ def load_registry(path: str | os.PathLike[str] | None = None) -> list[SleeveProf
         raise RegistryError(f"{label} is empty: expected a mapping with a 'sleeves:' list")
     if not isinstance(data, dict):
         raise RegistryError(f"{label}: top level must be a mapping with 'sleeves:', got {type(data).__name__}")
-    unknown_top = sorted(str(k) for k in data if k not in _TOP_KEYS)
-    if unknown_top:
-        raise RegistryError(
-            f"{label}: unknown top-level key(s) {unknown_top!r}{did_you_mean(unknown_top[0], _TOP_KEYS)}; "
-            f"allowed {sorted(_TOP_KEYS)}"
-        )
+    _reject_unknown_keys(data, _TOP_KEYS, f"{label}: unknown top-level key(s)")
 
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise RegistryError(f"{label}: 'defaults' must be a mapping, got {type(defaults).__name__}")
-    unknown_def = sorted(str(k) for k in defaults if k not in _DEFAULT_KEYS)
-    if unknown_def:
-        raise RegistryError(
-            f"{label}: unknown key(s) {unknown_def!r} in 'defaults'{did_you_mean(unknown_def[0], _DEFAULT_KEYS)}; "
-            f"allowed {sorted(_DEFAULT_KEYS)}"
-        )
+    _reject_unknown_keys(defaults, _DEFAULT_KEYS, f"{label}: unknown key(s)", " in 'defaults'")
 
     sleeves = data.get("sleeves")
     if sleeves is None or (isinstance(sleeves, list) and not sleeves):
