@@ -96,4 +96,4 @@ def check_prices_cover(last_price_day: date, session: date) -> None:
     republish the previous day's book as the session's)."""
     if last_price_day < session:
         raise StalePricesError(f"prices end {last_price_day}, the session is {session}: the price file is "
-                               "late; nothing is computed or published for this session")
+                               f"late; nothing is computed or published for {session}")

@@ -147,6 +147,7 @@ def test_a_scheduled_run_on_late_prices_stops_publishes_nothing_and_alerts(tmp_p
     assert list(failures) == ["prices"]
     assert "StalePricesError" in failures["prices"]
     assert "prices end 2026-11-24, the session is 2026-11-25" in failures["prices"]
+    assert "nothing is computed or published for 2026-11-25" in failures["prices"]
     assert meta_materialization_count(instance) == 0
     assert not (storage_root() / "published.json").exists()
     assert not any((storage_root() / d).exists() for d in META_DIRS)
