@@ -41,6 +41,16 @@ def local_ray():
         ray.shutdown()
 
 
+HANGING_REGISTRY = """
+sleeves:
+  - name: equal_weight
+    strategy: equal_weight
+  - name: stuck
+    strategy: quant_meta_assets_tests.strategies_for_tests:hangs
+    timeout_s: 600
+"""  # one good sleeve and one that hangs until its run is interrupted or killed
+
+
 def write_registry(path: Path, body: str) -> Path:
     path.write_text(textwrap.dedent(body))
     return path

@@ -12,21 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from quant_meta_assets_tests.conftest import REPO_ROOT, write_registry
+from quant_meta_assets_tests.conftest import HANGING_REGISTRY, REPO_ROOT, write_registry
 from quant_meta_assets_tests.dagster_support import published_dirs
 from quant_meta_assets_tests.faults.conftest import small_price_file  # noqa: F401 (fixture)
 from quant_meta_assets_tests.faults.test_soak import _descendants, ray_processes
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
-REGISTRY = """
-sleeves:
-  - name: equal_weight
-    strategy: equal_weight
-  - name: stuck
-    strategy: quant_meta_assets_tests.strategies_for_tests:hangs
-    timeout_s: 600
-"""
 
 
 def _busy_worker(root: int) -> bool:
@@ -69,7 +61,7 @@ def test_ctrl_c_cancels_the_cli_run_and_stops_its_ray(tmp_path, isolated_env, sm
     storage = tmp_path / "storage"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "QUANT_META_RAY_NUM_CPUS": "2",
            "QUANT_META_PRICES": str(small_price_file),
-           "QUANT_META_SLEEVES": str(write_registry(tmp_path / "registry.yaml", REGISTRY))}
+           "QUANT_META_SLEEVES": str(write_registry(tmp_path / "registry.yaml", HANGING_REGISTRY))}
     exe = Path(sys.executable).with_name("dagster")
     # its own process group, like a shell's foreground job: Ctrl-C signals the whole group
     proc = subprocess.Popen([str(exe), "job", "execute", "-m", "quant_meta_assets", "-j", "meta_full"],

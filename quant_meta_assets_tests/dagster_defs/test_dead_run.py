@@ -22,20 +22,12 @@ import dagster as dg
 import pytest
 
 from quant_meta_assets.dagster_defs.sleeves import RAY_POOL
-from quant_meta_assets_tests.conftest import REPO_ROOT, write_registry
+from quant_meta_assets_tests.conftest import HANGING_REGISTRY, REPO_ROOT, write_registry
 from quant_meta_assets_tests.faults.conftest import small_price_file  # noqa: F401 (fixture)
 from quant_meta_assets_tests.faults.test_soak import ray_processes
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-HANGING = """
-sleeves:
-  - name: equal_weight
-    strategy: equal_weight
-  - name: stuck
-    strategy: quant_meta_assets_tests.strategies_for_tests:hangs
-    timeout_s: 600
-"""
 ONE_GOOD = """
 sleeves:
   - name: equal_weight
@@ -77,7 +69,7 @@ def test_a_sigkilled_run_frees_the_pool_for_the_next_run(tmp_path, small_price_f
     instance = dg.DagsterInstance.get()
     base = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "QUANT_META_RAY_NUM_CPUS": "2",
             "QUANT_META_PRICES": str(small_price_file)}
-    env_a = {**base, "QUANT_META_SLEEVES": str(write_registry(tmp_path / "hanging.yaml", HANGING))}
+    env_a = {**base, "QUANT_META_SLEEVES": str(write_registry(tmp_path / "hanging.yaml", HANGING_REGISTRY))}
     env_c = {**base, "QUANT_META_SLEEVES": str(write_registry(tmp_path / "one.yaml", ONE_GOOD))}
     log_a, log_b, log_c = tmp_path / "a.log", tmp_path / "b.log", tmp_path / "c.log"
     a = _launch(env_a, log_a)
