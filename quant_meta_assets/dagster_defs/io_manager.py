@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import pandas as pd
 from dagster._core.execution.context.output import RUN_ID_PLACEHOLDER
 
 from quant_meta_assets import settings

@@ -21,7 +21,6 @@ SQLite instance (one machine).
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 

@@ -200,7 +200,6 @@ def build_report(
     for s in sleeves:
         portfolios[s] = sleeve_returns.loc[live, s]
     returns_frame = pd.DataFrame(portfolios)
-    start, end = live[0], live[-1]
     turnover = {"meta": meta_turnover, "meta_standalone": meta_turnover, "equal_weight_meta": ew_turnover,
                 **{s: sleeve_turnover[s] for s in sleeves if sleeve_turnover.get(s) is not None}}
     counted = {name: PF.counted_turnover(t, sleeve_returns.index, live) for name, t in turnover.items()}

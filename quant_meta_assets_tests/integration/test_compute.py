@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quant_meta_assets.ray.compute import RayComputeEngine, RayUnavailableError
+from quant_meta_assets.ray.compute import RayComputeEngine
 from quant_meta_assets.errors import RegistryError
 from quant_meta_assets.sleeves.status import frame_hash
 from quant_meta_assets.sleeves.registry import SleeveProfile
