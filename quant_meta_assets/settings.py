@@ -12,6 +12,9 @@ RAY_ADDRESS_ENV = "RAY_ADDRESS"  # an existing Ray cluster; unset = a local Ray 
 RAY_NUM_CPUS_ENV = "QUANT_META_RAY_NUM_CPUS"  # CPUs of the local Ray; unset = all cores
 RAY_RUNTIME_ENV_ENV = "QUANT_META_RAY_RUNTIME_ENV"  # JSON/YAML runtime_env merged in on a cluster
 RISK_FREE_RATE_ENV = "QUANT_META_RISK_FREE_RATE"  # annual decimal; unset = 0 (see rates.py)
+COSTS_FILE_ENV = "QUANT_META_COSTS"  # CSV: ticker, half_spread_bps, borrow_bps, adv (costs/cost_model.py)
+BORROW_BPS_ENV = "QUANT_META_BORROW_BPS"  # default borrow fee on shorts, bps/yr; unset = 0
+FUNDING_SPREAD_BPS_ENV = "QUANT_META_FUNDING_SPREAD_BPS"  # spread over rf on borrowed cash, bps/yr; unset = 0
 RAY_MAX_IN_FLIGHT_ENV = "QUANT_META_RAY_MAX_IN_FLIGHT"  # sleeve tasks in flight; unset = the CPUs free at start
 RAY_QUEUE_TIMEOUT_ENV = "QUANT_META_RAY_QUEUE_TIMEOUT_S"  # tasks waiting and none running: give up after
 DEFAULT_RAY_QUEUE_TIMEOUT_S = 1800.0

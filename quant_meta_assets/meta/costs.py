@@ -1,32 +1,45 @@
-"""Meta-level trading costs, two ways, and what running the sleeves in one book saves.
+"""Meta-level costs, two ways, and what running the sleeves in one book saves.
+
+Every trade and position is priced by ONE cost model (``costs/cost_model.py``): a trade's cost is a
+property of the asset and of the rate of the account's trading, never of which view sends it.
 
 **Stand-alone view.** Each sleeve trades in its own account and pays its own costs (its net
-return ``r_s``), as ``meta.flatten`` assumes; on top of that every meta rebalance trades the
-assets behind the capital it moves: on the first day ``t`` the new meta-weights earn,
+return ``r_s``: its registry ``cost_bps`` on every asset it trades plus its holding costs), as
+``meta.flatten`` assumes; on top of that every meta rebalance trades the assets behind the capital
+it moves: on the first day ``t`` the new meta-weights earn,
 
     Δa_i(t) = Σ_s (m_s^target − m_s^pre(t)) · w^pre_{s,i}(t)
 
 with ``m^pre`` the held meta-weights drifted through the decision date (0 before the first
 rebalance: the book starts in cash) and ``w^pre_s`` sleeve s's holdings drifted through the
-decision date (before its own trade of that day). The meta pays ``cost_bps · Σ_i |Δa_i|``; its
-return is ``Σ_s m_s r_s − cost_meta`` with ``m`` drifting with the sleeves' net returns.
+decision date (before its own trade of that day). The meta pays ``Σ_i h_i |Δa_i|`` (``h_i`` the
+asset's half-spread); its return is ``Σ_s m_s r_s − cost_meta`` with ``m`` drifting with the
+sleeves' net returns.
 
 **Netted book.** One account holds ``a(t) = Σ_s m_s(t) w_s(t)`` where the sub-account shares
 ``m`` drift with the sleeves' GROSS returns (the book pays no sleeve's stand-alone cost; its own
-cost is a proportional drag on the whole book, so it does not move the shares). It trades only
-the net of every sleeve trade and meta trade of the day and pays
-``cost_bps · Σ_i |a_i(t) − a_i^drifted(t)|``, ``a^drifted`` = yesterday's book after one day of
-asset returns (0 on the first day: the initial build is paid). Return: ``Σ_i a_i R_i + cash −
-cost_book``.
+cost is a proportional drag on the whole book, so it does not move the shares). Its net trade of
+asset i, ``z_i = a_i(t) − a_i^drifted(t)`` (``a^drifted`` = yesterday's book after one day of asset
+returns; 0 on the first day: the initial build is paid), is the sum of its component trades
+``t_k``: each sleeve's own trade scaled by its share, ``m_s (w_s,i − w^pre_s,i)`` at the sleeve's
+rate, and the meta trade ``Σ_s (m_s − m^pre_s) w^pre_s,i`` at ``h_i``. The book pays each net trade
+at the blended rate of the trades it nets,
 
-Because ``a(t) − a^drifted(t) = Σ_s m_s (w_s − w^pre_s) + Σ_s (m_s − m^pre_s) w^pre_s``, the
-book's net trade is at most the sum of its sleeves' trades and its meta trade (the triangle
-inequality): crossing never costs volume. Conventions: one-way ``cost_bps`` on two-sided
-turnover, charged on the first day the new weights earn; volumes and costs are fractions of the
-book's value at the start of that day.
+    ρ_i(t) = Σ_k |t_k| rate_k / Σ_k |t_k|,    trading cost = Σ_i ρ_i |z_i|
 
-Everything can be fed sleeve by sleeve (``BookCosts.add``): only the book's asset weights
-(date x ticker) and the per-rebalance meta trades are accumulated, never all sleeves at once.
+(``h_i`` when nothing trades), and the holding cost of its NET positions (``costs/financing.py``).
+Return: ``Σ_i a_i R_i + cash − cost_book``.
+
+**Crossing savings** compare the book with the same component trades and holdings un-netted:
+``Σ_i ρ_i (Σ_k |t_k| − |Σ_k t_k|)`` in trading (every trade at the same rate in both, so only the
+netting counts) plus the holding cost of the sleeves' own positions minus the book's (a short
+against a long of another sleeve pays no borrow in the book). Both are >= 0 every day (triangle
+inequality; meta-weights >= 0). Conventions: costs are charged on the first day the new weights
+earn; volumes and costs are fractions of the book's value at the start of that day.
+
+Everything can be fed sleeve by sleeve (``BookCosts.add``): only the book's asset weights and the
+two blended-rate accumulators (date x ticker) and the per-rebalance meta trades are kept, never all
+sleeves at once.
 """
 
 from __future__ import annotations
@@ -37,6 +50,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from quant_meta_assets.costs.cost_model import DEFAULT_HALF_SPREAD_BPS, CostModel
+from quant_meta_assets.costs.financing import holding_cost
 from quant_meta_assets.errors import ReconciliationError, StageInputError
 from quant_meta_assets.meta.drift import drift_weights
 from quant_meta_assets.meta.flatten import held_meta_weights
@@ -49,18 +64,18 @@ __all__ = [
     "cost_views",
 ]
 
-DEFAULT_BOOK_COST_BPS = 5.0
-"""Book-level one-way cost: the registry's default sleeve cost (and its cheapest sleeve)."""
+DEFAULT_BOOK_COST_BPS = DEFAULT_HALF_SPREAD_BPS
+"""The default half-spread of an asset (one-way bps) when the cost model lists none for it."""
 
 PERIODS_PER_YEAR = 252
 
 DAILY_COLUMNS = [
     "netted_return", "standalone_return",
-    "book_volume", "book_cost",
+    "book_volume", "book_trading_cost", "book_holding_cost", "book_cost",
     "standalone_sleeve_volume", "standalone_meta_volume", "standalone_volume",
     "standalone_sleeve_cost", "standalone_meta_cost", "standalone_cost",
-    "savings_volume", "savings_cost", "savings_cost_netting", "savings_cost_rate",
-    "unnetted_book_volume",
+    "unnetted_book_volume", "unnetted_book_cost",
+    "savings_volume", "savings_cost", "savings_cost_trading", "savings_cost_holding",
 ]
 CHECK_COLUMNS = ["check", "description", "max_abs_diff", "where", "tolerance", "passed"]
 
@@ -94,15 +109,19 @@ class CostViews:
     ``daily``: one row per live day, ``DAILY_COLUMNS`` (returns, volumes and costs as fractions of
     the book at the start of the day). ``book_weights``: the netted book's start-of-day asset
     weights. ``checks``: the reconciliations, one row each (``CHECK_COLUMNS``).
-    ``sleeve_totals``: each sleeve's own two-sided asset turnover and cost drag per year on the
-    same days (what it trades and pays in its own account).
+    ``sleeve_totals``: each sleeve's own two-sided asset turnover, cost drag per year on the
+    same days (what it trades and pays in its own account) and its trading rate in bps.
+    ``book_trades``: the book's signed net trade per asset and day (date x ticker, for capacity).
+    ``cost_bps``: the default half-spread; ``cost_model``: the model every trade was priced with.
     """
 
     daily: pd.DataFrame
     book_weights: pd.DataFrame
     cost_bps: float
     checks: pd.DataFrame
-    sleeve_totals: pd.DataFrame  # sleeve x [asset_turnover, cost_drag]: own trades, annualised
+    sleeve_totals: pd.DataFrame  # sleeve x [asset_turnover, cost_drag, rate_bps]: own trades, annualised
+    book_trades: pd.DataFrame | None = None
+    cost_model: CostModel | None = None
 
     @property
     def reconciled(self) -> bool:
@@ -129,20 +148,23 @@ class CostViews:
         savings in annualised bps (sum / years x 1e4)."""
         out = _sums(self.daily, np.zeros(len(self.daily), dtype=int)).iloc[0].rename("total")
         years = len(self.daily) / PERIODS_PER_YEAR
-        for col in ("savings_cost", "savings_cost_netting", "savings_cost_rate"):
+        for col in ("savings_cost", "savings_cost_trading", "savings_cost_holding"):
             out[col.replace("savings_cost", "savings_bps_per_year")] = out[col] / years * 1e4
         first = self.daily.iloc[0]  # the initial build is a cost, not turnover (the report's turnover rule)
         out["standalone_turnover"] = (out["standalone_volume"] - first["standalone_volume"]) / years
         out["book_turnover"] = (out["book_volume"] - first["book_volume"]) / years
         out["standalone_cost_bps_per_year"] = out["standalone_cost"] / years * 1e4
         out["book_cost_bps_per_year"] = out["book_cost"] / years * 1e4
+        out["unnetted_cost_bps_per_year"] = out["unnetted_book_cost"] / years * 1e4
+        out["crossed_fraction"] = out["savings_volume"] / out["unnetted_book_volume"] if out["unnetted_book_volume"] else 0.0
         return out
 
 
 def _sums(daily: pd.DataFrame, by) -> pd.DataFrame:
     grouped = daily.groupby(by)
-    sums = grouped[["standalone_volume", "book_volume", "savings_volume", "standalone_cost", "book_cost",
-                    "savings_cost", "savings_cost_netting", "savings_cost_rate"]].sum()
+    sums = grouped[["standalone_volume", "book_volume", "unnetted_book_volume", "savings_volume",
+                    "standalone_cost", "book_cost", "unnetted_book_cost", "savings_cost", "savings_cost_trading",
+                    "savings_cost_holding"]].sum()
     return sums.assign(days=grouped.size())
 
 
@@ -161,14 +183,20 @@ class BookCosts:
         sleeve_returns: pd.DataFrame,
         sleeve_costs: pd.DataFrame,
         asset_returns: pd.DataFrame,
-        cost_bps: float = DEFAULT_BOOK_COST_BPS,
+        cost_bps: float | None = None,
         cash_return: float | pd.Series = 0.0,
         tolerance: float = 1e-10,
+        cost_model: CostModel | None = None,
     ) -> None:
-        if not np.isfinite(cost_bps) or cost_bps < 0:
-            raise StageInputError(f"book cost_bps must be a finite number >= 0, got {cost_bps!r}")
-        self.cost = float(cost_bps) / 1e4
-        self.cost_bps = float(cost_bps)
+        if cost_bps is not None and (not np.isfinite(cost_bps) or cost_bps < 0):
+            raise StageInputError(f"book cost_bps (the default half-spread) must be a finite number >= 0, "
+                                  f"got {cost_bps!r}")
+        if cost_model is None:
+            cost_model = CostModel(default_half_spread_bps=DEFAULT_BOOK_COST_BPS if cost_bps is None else cost_bps)
+        elif cost_bps is not None:
+            cost_model = cost_model.with_default_half_spread(cost_bps)
+        self.model = cost_model
+        self.cost_bps = float(cost_model.default_half_spread_bps)
         self.tolerance = float(tolerance)
         self.sleeves = [str(s) for s in meta_weights.columns]
         missing = [s for s in self.sleeves if s not in sleeve_returns.columns]
@@ -201,6 +229,9 @@ class BookCosts:
             raise StageInputError("cost views: the sleeve-return days must be consecutive rows of the "
                                   "asset returns (same price calendar)")
         self.tickers = [str(c) for c in asset_returns.columns]
+        self.h = cost_model.half_spreads(self.tickers)  # the meta trade's rate per asset
+        self.borrow = cost_model.borrow_daily(self.tickers)
+        self.funding = cost_model.funding_daily
         self.R = asset_returns.iloc[pos].to_numpy(dtype=float)  # row 0 = the day before the first live day
         if not np.isfinite(self.R).all():
             raise StageInputError("cost views: asset returns must be finite on the meta's live days")
@@ -233,8 +264,14 @@ class BookCosts:
         self.meta_trade = {"net": np.zeros((k, n_assets)), "gross": np.zeros((k, n_assets))}
         self.sleeve_volume = {"net": np.zeros(n_days), "gross": np.zeros(n_days)}
         self.gross_diff = np.zeros(n_days)  # |w_s·R + cash - reconstructed gross|, max over sleeves
+        # blended rate: per asset and day, sum_k |t_k| rate_k and sum_k |t_k| over the component trades
+        self.rated_volume = np.zeros((n_days, n_assets))
+        self.component_volume = np.zeros((n_days, n_assets))
+        self.unnetted_holding = np.zeros(n_days)  # sum_s m_s (gross) x sleeve s's own holding cost
+        self.sleeve_cost_diff = np.zeros(n_days)  # |own cost - rate x trade - holding|, max over sleeves
         self.added: set[str] = set()
         self.sleeve_trade: dict[str, float] = {}
+        self.sleeve_rate: dict[str, float] = {}
 
     def add(self, sleeve: str, weights: pd.DataFrame) -> None:
         """Fold one sleeve's start-of-day held weights into the book and its trades."""
@@ -260,7 +297,18 @@ class BookCosts:
         held, today = w[:-1], w[1:]  # yesterday's start-of-day weights, today's
         # the sleeve's own trade: today's weights minus yesterday's drifted through yesterday
         pre = _one_day_drift(held, R[:-1], self.rf[:-1])
-        trade = np.abs(today - pre).sum(axis=1)
+        asset_trade = today - pre
+        trade = np.abs(asset_trade).sum(axis=1)
+        # the sleeve's own account: one trading rate on every asset (its registry cost_bps) plus the
+        # holding cost of its own positions; the rate is read back from its cost series and checked
+        own_holding = holding_cost(today, self.borrow[cols], self.funding)
+        live_held = held_day[1:]
+        trading_cost = self.costs[sleeve].to_numpy() - own_holding
+        traded = float(trade[live_held].sum())
+        rate = float(trading_cost[live_held].sum() / traded) if traded > 0 else 0.0
+        self.sleeve_rate[sleeve] = rate
+        self.sleeve_cost_diff = np.maximum(self.sleeve_cost_diff,
+                                           np.abs(np.where(live_held, trading_cost - rate * trade, 0.0)))
         gross_today = (today * R[1:]).sum(axis=1) + (1.0 - today.sum(axis=1)) * self.rf[1:]
         diff = np.where(held_day[1:], gross_today - self.gross[sleeve].to_numpy(), 0.0)
         self.gross_diff = np.maximum(self.gross_diff, np.abs(diff))
@@ -271,6 +319,11 @@ class BookCosts:
             self.meta_trade[label][:, cols] += self.delta_m[label][:, [j]] * pre[rows]
             target = self.book if label == "gross" else self.standalone_book
             target[:, cols] += m[:, None] * today
+        m = self.held_gross[sleeve].to_numpy()
+        component = np.abs(m[:, None] * asset_trade)
+        self.component_volume[:, cols] += component
+        self.rated_volume[:, cols] += component * rate
+        self.unnetted_holding += m * own_holding
         self.sleeve_trade[sleeve] = float(trade[1:].sum())  # as the turnover rule: no initial build
         self.added.add(sleeve)
 
@@ -279,47 +332,65 @@ class BookCosts:
         missing = [s for s in self.sleeves if s not in self.added]
         if missing:
             raise StageInputError(f"cost views: no weights were added for sleeves {missing}")
-        R, rf, c = self.R[1:], self.rf[1:], self.cost
+        R, rf = self.R[1:], self.rf[1:]
         a = self.book
         drifted = np.zeros_like(a)
         drifted[1:] = _one_day_drift(a[:-1], R[:-1], rf[:-1])  # first live day: built from cash
-        book_volume = np.abs(a - drifted).sum(axis=1)
+        net_trade = a - drifted
+        book_volume = np.abs(net_trade).sum(axis=1)
         book_gross = (a * R).sum(axis=1) + (1.0 - a.sum(axis=1)) * rf
-        book_cost = c * book_volume
+
+        # the meta trades (same-holdings view) are components of the book's trade at h_i
+        rows = self.rebalance_rows
+        rated, volume = self.rated_volume.copy(), self.component_volume.copy()
+        meta_gross = np.abs(self.meta_trade["gross"])
+        rated[rows] += meta_gross * self.h
+        volume[rows] += meta_gross
+        blended = np.where(volume > 0, rated / np.where(volume > 0, volume, 1.0), self.h)
+        book_trading = (np.abs(net_trade) * blended).sum(axis=1)
+        book_holding = holding_cost(a, self.borrow, self.funding)
+        book_cost = book_trading + book_holding
         netted = book_gross - book_cost
 
         def meta_volume(label: str) -> np.ndarray:
             out = np.zeros(len(self.live))
-            out[self.rebalance_rows] = np.abs(self.meta_trade[label]).sum(axis=1)
+            out[rows] = np.abs(self.meta_trade[label]).sum(axis=1)
             return out
 
         sa_meta_volume = meta_volume("net")
         sa_sleeve_cost = (self.held_net * self.costs).sum(axis=1, skipna=False).to_numpy()
-        sa_meta_cost = c * sa_meta_volume
+        sa_meta_cost = np.zeros(len(self.live))
+        sa_meta_cost[rows] = np.abs(self.meta_trade["net"]) @ self.h
         standalone = (self.held_net * self.net).sum(axis=1, skipna=False).to_numpy() - sa_meta_cost
         sa_volume = self.sleeve_volume["net"] + sa_meta_volume
         sa_cost = sa_sleeve_cost + sa_meta_cost
-        unnetted = self.sleeve_volume["gross"] + meta_volume("gross")
+        unnetted_volume = volume.sum(axis=1)
+        unnetted_trading = rated.sum(axis=1)
+        unnetted_cost = unnetted_trading + self.unnetted_holding
         daily = pd.DataFrame({
             "netted_return": netted, "standalone_return": standalone,
-            "book_volume": book_volume, "book_cost": book_cost,
+            "book_volume": book_volume, "book_trading_cost": book_trading, "book_holding_cost": book_holding,
+            "book_cost": book_cost,
             "standalone_sleeve_volume": self.sleeve_volume["net"], "standalone_meta_volume": sa_meta_volume,
             "standalone_volume": sa_volume,
             "standalone_sleeve_cost": sa_sleeve_cost, "standalone_meta_cost": sa_meta_cost,
             "standalone_cost": sa_cost,
-            "savings_volume": sa_volume - book_volume, "savings_cost": sa_cost - book_cost,
-            "savings_cost_netting": c * (sa_volume - book_volume),
-            "savings_cost_rate": sa_sleeve_cost - c * self.sleeve_volume["net"],
-            "unnetted_book_volume": unnetted,
+            "unnetted_book_volume": unnetted_volume, "unnetted_book_cost": unnetted_cost,
+            "savings_volume": unnetted_volume - book_volume, "savings_cost": unnetted_cost - book_cost,
+            "savings_cost_trading": unnetted_trading - book_trading,
+            "savings_cost_holding": self.unnetted_holding - book_holding,
         }, index=self.live)[DAILY_COLUMNS]
         book_weights = pd.DataFrame(a, index=self.live, columns=self.tickers)
         years = len(self.live) / PERIODS_PER_YEAR
         sleeve_totals = pd.DataFrame({
             "asset_turnover": pd.Series(self.sleeve_trade).reindex(self.sleeves) / years,
             "cost_drag": self.costs.sum() / years,
+            "rate_bps": pd.Series(self.sleeve_rate).reindex(self.sleeves) * 1e4,
         }).rename_axis("sleeve")
         return CostViews(daily=daily, book_weights=book_weights, cost_bps=self.cost_bps,
-                         checks=self._checks(daily, R, rf), sleeve_totals=sleeve_totals)
+                         checks=self._checks(daily, R, rf), sleeve_totals=sleeve_totals,
+                         book_trades=pd.DataFrame(net_trade, index=self.live, columns=self.tickers),
+                         cost_model=self.model)
 
     def _checks(self, daily: pd.DataFrame, R: np.ndarray, rf: np.ndarray) -> pd.DataFrame:
         """Each identity recomputed along a second path (sleeves vs assets), daily."""
@@ -331,6 +402,9 @@ class BookCosts:
         sa_cost_read_back = (self.held_net * self.gross).sum(axis=1, skipna=False).to_numpy() \
             - daily["standalone_return"].to_numpy()
         book_cost_read_back = sleeve_path_book - daily["netted_return"].to_numpy()
+        meta_cost_gross = np.zeros(len(idx))
+        meta_cost_gross[self.rebalance_rows] = np.abs(self.meta_trade["gross"]) @ self.h
+        unnetted_sleeve_path = (self.held_gross * self.costs).sum(axis=1, skipna=False).to_numpy() + meta_cost_gross
         rows = [
             _check("sleeve_gross_returns",
                    "each sleeve's weights x asset returns (+ cash) == its gross return reconstructed from "
@@ -344,11 +418,22 @@ class BookCosts:
                    "stand-alone return == sum_s m_s r_s(net) - cost_meta, recomputed through the assets: "
                    "sum_i a_i R_i + cash - sum_s m_s cost_s - cost_meta",
                    daily["standalone_return"].to_numpy() - asset_path_sa, idx, tol),
+            _check("standalone_cost",
+                   "stand-alone cost == its sleeves' own costs + its meta trades' cost, read back as gross - net",
+                   daily["standalone_cost"].to_numpy() - sa_cost_read_back, idx, tol),
+            _check("sleeve_costs_priced",
+                   "each sleeve's own cost == its rate x its asset trade + the holding cost of its positions "
+                   "under the cost model (max over sleeves)", self.sleeve_cost_diff, idx, tol),
             _check("crossing_savings",
-                   "savings == stand-alone cost - book cost, each cost read back as gross - net return",
-                   daily["savings_cost"].to_numpy() - (sa_cost_read_back - book_cost_read_back), idx, tol),
+                   "savings == the un-netted cost (sum_s m_s x sleeve's own cost + the meta trades at h_i, same "
+                   "holdings as the book) - the book's cost read back as gross - net return",
+                   daily["savings_cost"].to_numpy() - (unnetted_sleeve_path - book_cost_read_back), idx, tol),
             _check("costs_nonnegative", "both views' daily costs and volumes are >= 0 (negative part shown)",
                    np.minimum(daily[["book_volume", "standalone_volume", "book_cost", "standalone_cost"]]
+                              .to_numpy().min(axis=1), 0.0), idx, tol),
+            _check("savings_nonnegative", "crossing savings in volume, trading cost and holding cost are >= 0 "
+                   "(negative part shown)",
+                   np.minimum(daily[["savings_volume", "savings_cost_trading", "savings_cost_holding"]]
                               .to_numpy().min(axis=1), 0.0), idx, tol),
             _check("triangle_inequality",
                    "book net trade <= its sleeves' trades + its meta trade on the same holdings (excess shown)",
@@ -364,9 +449,10 @@ def cost_views(
     sleeve_costs: pd.DataFrame | Mapping[str, pd.Series],
     sleeve_weights: Mapping[str, pd.DataFrame] | Iterable[tuple[str, pd.DataFrame]],
     asset_returns: pd.DataFrame,
-    cost_bps: float = DEFAULT_BOOK_COST_BPS,
+    cost_bps: float | None = None,
     cash_return: float | pd.Series = 0.0,
     tolerance: float = 1e-10,
+    cost_model: CostModel | None = None,
 ) -> CostViews:
     """Both cost views in one call; ``sleeve_weights`` may be a mapping or an iterator of
     ``(sleeve, weights)`` chunks (consumed one at a time)."""
@@ -374,7 +460,7 @@ def cost_views(
         sleeve_costs = pd.DataFrame({s: pd.Series(v, dtype=float) for s, v in sleeve_costs.items()})
     acc = BookCosts(meta_weights=meta_weights, sleeve_returns=sleeve_returns, sleeve_costs=sleeve_costs,
                     asset_returns=asset_returns, cost_bps=cost_bps, cash_return=cash_return,
-                    tolerance=tolerance)
+                    tolerance=tolerance, cost_model=cost_model)
     chunks = sleeve_weights.items() if isinstance(sleeve_weights, Mapping) else sleeve_weights
     for sleeve, weights in chunks:
         if str(sleeve) in acc.sleeves:
@@ -396,6 +482,9 @@ class DriftedSleeveHoldings:
         self.weights = dict(sleeve_weights)
         self.returns = asset_returns
         self.tickers = [str(c) for c in asset_returns.columns]
+        self.h = cost_model.half_spreads(self.tickers)  # the meta trade's rate per asset
+        self.borrow = cost_model.borrow_daily(self.tickers)
+        self.funding = cost_model.funding_daily
         self.cash_return = float(cash_return)
 
     def __call__(self, date: pd.Timestamp, sleeves) -> np.ndarray:

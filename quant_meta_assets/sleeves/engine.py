@@ -13,8 +13,11 @@ segment that starts at day ``s`` with target ``w0`` this is the closed form
 
 Costs: at a rebalance on ``d`` the two-sided turnover is ``sum |target - drifted weights at the
 close of d|`` (before the first rebalance the sleeve is all cash, so the first turnover is the
-gross exposure bought). ``cost = turnover * cost_bps / 1e4`` is subtracted from the return of
-``d+1``, the first day the new weights earn: the net return is ``g - c`` (the cost is a fraction of
+gross exposure bought). The trading cost ``sum_i |Δ_i| h_i`` (``h_i`` = ``cost_bps / 1e4``, one rate
+for every asset, or a per-ticker Series; ``costs/cost_model.py``) is subtracted from the return of
+``d+1``, the first day the new weights earn. Every live day also pays the holding cost of its
+start-of-day weights, ``sum_i max(-w_i, 0) f_i + max(sum_i w_i - 1, 0) s`` (borrow fee on shorts,
+funding spread over rf on borrowed cash, daily rates of the ``CostModel``; ``costs/financing.py``): the net return is ``g - c`` (the cost is a fraction of
 the start-of-day value and does not itself earn that day's return; the fully compounded
 ``(1 - c)(1 + g) - 1`` differs by ``c g``, under 0.7 bp a year on the bundled data). A cost is a proportional drag on the whole
 portfolio, so it does not change the weights. A target dated on the last day of the index
@@ -31,6 +34,8 @@ import numpy as np
 import pandas as pd
 
 from quant_meta_assets import rates
+from quant_meta_assets.costs.cost_model import CostModel, load_cost_model
+from quant_meta_assets.costs.financing import holding_cost
 from quant_meta_assets.errors import SleeveBankruptError, StrategyOutputError
 from quant_meta_assets.prices import asset_returns, period_ends
 from quant_meta_assets.sleeves.registry import SleeveProfile, resolve_strategy, validate_universe
@@ -173,13 +178,31 @@ def check_solvent(sim: SimulationResult, sleeve: str) -> None:
         )
 
 
-def simulate(target_weights: pd.DataFrame, asset_returns: pd.DataFrame, cost_bps: float,
-             risk_free_rate: float = 0.0) -> SimulationResult:
+def _trade_rates(cost_bps: float | pd.Series, tickers: pd.Index) -> np.ndarray:
+    """One-way cost per unit traded (decimal) of each ticker: one rate, or a per-ticker Series."""
+    if isinstance(cost_bps, pd.Series):
+        missing = [t for t in tickers if t not in cost_bps.index]
+        if missing:
+            raise StrategyOutputError(f"simulate: no cost_bps for ticker(s) {missing[:5]}")
+        rates_bps = cost_bps.reindex(tickers).to_numpy(dtype="float64")
+    else:
+        rates_bps = np.full(len(tickers), float(cost_bps))
+    bad = ~np.isfinite(rates_bps) | (rates_bps < 0)
+    if bad.any():
+        raise StrategyOutputError(f"simulate: cost_bps of {tickers[int(np.argmax(bad))]!r} must be a finite "
+                                  f"number >= 0, got {rates_bps[int(np.argmax(bad))]!r}")
+    return rates_bps / 1e4
+
+
+def simulate(target_weights: pd.DataFrame, asset_returns: pd.DataFrame, cost_bps: float | pd.Series,
+             risk_free_rate: float = 0.0, cost_model: CostModel | None = None) -> SimulationResult:
     """Simulate drifting holdings of ``target_weights`` (rebalance date x ticker) on ``asset_returns``.
 
     ``asset_returns`` is ``prices.asset_returns(prices)`` (dates = price dates minus the first).
     Targets for tickers missing from ``target_weights`` are 0. ``risk_free_rate`` (annual, converted
-    by ``rates.daily_rate``) is what the cash earns. See the module docstring.
+    by ``rates.daily_rate``) is what the cash earns. ``cost_bps``: one-way cost per unit traded, one
+    number or a per-ticker Series. ``cost_model``: its borrow fees and funding spread are the holding
+    costs (``None`` = none). See the module docstring.
     """
     rf_d = rates.daily_rate(risk_free_rate)
     rets = asset_returns
@@ -229,8 +252,12 @@ def simulate(target_weights: pd.DataFrame, asset_returns: pd.DataFrame, cost_bps
         drifted = np.zeros_like(w0)
         prev = starts[1:] - 1
         drifted[1:] = close_val[prev - starts[0]] / v_close[prev - starts[0], None]
-        turnover = np.abs(w0 - drifted).sum(axis=1)
-        costs[starts] = turnover * float(cost_bps) / 1e4
+        trades = np.abs(w0 - drifted)
+        turnover = trades.sum(axis=1)
+        costs[starts] = trades @ _trade_rates(cost_bps, rets.columns)
+        if cost_model is not None and cost_model.has_holding_costs:
+            costs[live] += holding_cost(weights_out[live], cost_model.borrow_daily(rets.columns),
+                                        cost_model.funding_daily)
 
     return SimulationResult(
         returns=pd.Series(net_returns(gross, costs), index=days, name="returns"),
@@ -240,10 +267,13 @@ def simulate(target_weights: pd.DataFrame, asset_returns: pd.DataFrame, cost_bps
     )
 
 
-def run_sleeve(profile: SleeveProfile, prices: pd.DataFrame, risk_free_rate: float | None = None) -> dict[str, Any]:
+def run_sleeve(profile: SleeveProfile, prices: pd.DataFrame, risk_free_rate: float | None = None,
+               cost_model: CostModel | None = None) -> dict[str, Any]:
     """Run one sleeve end to end and return its success record (see ARCHITECTURE.md). Raises on failure.
 
     ``risk_free_rate`` (annual; ``None`` = the project's, ``rates.py``) is what the sleeve's cash earns.
+    The sleeve trades at its registry ``cost_bps`` on every asset and pays the holding costs (borrow,
+    funding) of ``cost_model`` (``None`` = the project's, ``costs.load_cost_model()``).
     """
     t0 = time.perf_counter()
     rf = rates.resolve(risk_free_rate)
@@ -254,7 +284,8 @@ def run_sleeve(profile: SleeveProfile, prices: pd.DataFrame, risk_free_rate: flo
     weights = validate_target_weights(raw, sub, universe, profile.name)
     sampled = sample_weights(weights, rebalance_dates(sub.index, profile.rebalance))
     check_gross(sampled, profile.max_gross, profile.name)
-    sim = simulate(sampled, asset_returns(sub), profile.cost_bps, rf)
+    model = load_cost_model() if cost_model is None else cost_model
+    sim = simulate(sampled, asset_returns(sub), profile.cost_bps, rf, model)
     check_solvent(sim, profile.name)
     live = sim.returns.dropna()
     if live.empty:

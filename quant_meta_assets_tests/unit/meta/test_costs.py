@@ -75,8 +75,10 @@ def test_same_direction_trades_net_nothing_and_meta_trade_between_identical_slee
     assert d.loc[days[3], "book_volume"] == pytest.approx(1.0, abs=1e-15)
     assert d.loc[days[3], "standalone_volume"] == pytest.approx(1.0, abs=1e-15)
     assert d.loc[days[3], "savings_volume"] == pytest.approx(0.0, abs=1e-15)
-    # what is saved is the rate: the sleeve pays 10 bps, the book 5
-    assert d.loc[days[3], "savings_cost_rate"] == pytest.approx((SLEEVE_BPS - BOOK_BPS) / 1e4, abs=1e-15)
+    # the same trade costs the same in both views: A's trade pays A's 10 bps in the book too
+    assert d.loc[days[3], "book_cost"] == pytest.approx(SLEEVE_BPS / 1e4, abs=1e-15)
+    assert d.loc[days[3], "standalone_cost"] == pytest.approx(SLEEVE_BPS / 1e4, abs=1e-15)
+    assert d.loc[days[3], "savings_cost"] == pytest.approx(0.0, abs=1e-15)
 
     # both sleeves hold X; the meta moves all capital from A to B: Δm = 1 but no asset trades
     views = two_sleeves({days[0]: [1, 0]}, {days[0]: [1, 0]},
@@ -126,7 +128,8 @@ def bundled():
 def test_reconciliations_hold_daily_on_the_bundled_data(bundled):
     checks = bundled["views"].checks
     assert set(checks["check"]) == {"sleeve_gross_returns", "netted_book_return", "standalone_return",
-                                    "crossing_savings", "costs_nonnegative", "triangle_inequality"}
+                                    "standalone_cost", "sleeve_costs_priced", "crossing_savings",
+                                    "costs_nonnegative", "savings_nonnegative", "triangle_inequality"}
     assert checks["passed"].all(), checks.to_string()
     assert checks["max_abs_diff"].max() < 1e-12
 
@@ -136,7 +139,8 @@ def test_triangle_inequality_book_never_pays_more_than_its_separate_trades(bundl
     assert (d["book_volume"] <= d["unnetted_book_volume"] + 1e-12).all()
     assert (d["book_volume"] < d["unnetted_book_volume"] - 1e-6).any()  # crossing happens
     totals = bundled["views"].totals()
-    assert 0 < totals["book_cost"] <= totals["standalone_cost"]
+    assert 0 < totals["book_cost"] <= totals["unnetted_book_cost"]
+    assert (d["savings_cost"] >= -1e-15).all() and (d["savings_volume"] >= -1e-15).all()
     assert 0 < totals["book_volume"] <= totals["standalone_volume"]
 
 
@@ -150,9 +154,22 @@ def test_sleeve_by_sleeve_iterator_equals_the_mapping(bundled):
 
 @pytest.mark.timeout(120)
 def test_share_count_wealth_loop_matches_the_netted_book(bundled):
-    """Sub-accounts hold real share counts at real prices; the book trades the net share change."""
-    prices, records, inputs = bundled["prices"], bundled["records"], bundled["inputs"]
-    net_returns = bundled["views"].daily["netted_return"]
+    """Sub-accounts hold real share counts at real prices; the book trades the net share change.
+    Every sleeve trades at the book's rate here, so every netted trade pays that one rate."""
+    import dataclasses
+
+    from quant_meta_assets.sleeves.engine import run_sleeve
+    from quant_meta_assets.sleeves.registry import load_registry
+
+    prices, inputs = bundled["prices"], dict(bundled["inputs"])
+    records = [run_sleeve(dataclasses.replace(p, cost_bps=BOOK_BPS), prices) for p in load_registry()]
+    inputs["sleeve_returns"] = pd.DataFrame({r["sleeve"]: r["returns"] for r in records}).loc[
+        inputs["sleeve_returns"].index]
+    inputs["sleeve_costs"] = pd.DataFrame({r["sleeve"]: r["costs"] for r in records})
+    inputs["sleeve_weights"] = {r["sleeve"]: r["weights"] for r in records}
+    views = cost_views(**inputs)
+    assert views.reconciled, views.checks.to_string()
+    net_returns = views.daily["netted_return"]
     live = net_returns.index
     meta = inputs["meta_weights"]
     sleeves = list(meta.columns)
@@ -223,7 +240,7 @@ def test_corrupted_inputs_fail_the_reconciliations_loudly(bundled):
     views = cost_views(**{**inputs, "sleeve_costs": bad_costs})
     assert "costs_nonnegative" in set(views.checks.loc[~views.checks["passed"], "check"])
 
-    # a tampered result: savings that are not stand-alone minus book
+    # a tampered result: savings that are not the un-netted cost minus the book's
     good = bundled["views"]
     acc = BookCosts(**{k: v for k, v in inputs.items() if k != "sleeve_weights"})
     for s, w in inputs["sleeve_weights"].items():
