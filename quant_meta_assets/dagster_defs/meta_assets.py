@@ -266,8 +266,9 @@ class ReportConfig(dg.Config):
 
     cost_bps: float = Field(
         default=DEFAULT_BOOK_COST_BPS, ge=0.0,
-        description="Book-level one-way cost in bps on two-sided turnover: the netted book's net trade and "
-        "the stand-alone view's meta trades pay it (sleeves pay their registry cost_bps).",
+        description="Default half-spread in bps (one-way cost per unit traded) of an asset the cost file "
+        "($QUANT_META_COSTS) does not list: the meta's own trades pay it in both views; sleeves trade at their "
+        "registry cost_bps and the netted book at the blended rate of the trades it nets.",
     )
     title: str = "Meta-portfolio report"
     mar: float | None = None  # minimum acceptable return for Sortino, per year; None = rf

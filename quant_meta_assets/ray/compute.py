@@ -100,6 +100,7 @@ import numpy as np
 import pandas as pd
 
 from quant_meta_assets.errors import QuantMetaError, RegistryError, StrategyOutputError
+from quant_meta_assets.costs.cost_model import load_cost_model
 from quant_meta_assets.rates import project_risk_free_rate
 
 __all__ = [
@@ -143,27 +144,30 @@ class WorkerCrashedError(QuantMetaError, RuntimeError):
 # --------------------------------------------------------------------------- worker side
 
 
-def _sleeve_task(profile: Any, prices: pd.DataFrame, risk_free_rate: float | None = None) -> dict[str, Any]:
+def _sleeve_task(profile: Any, prices: pd.DataFrame, risk_free_rate: float | None = None,
+                 cost_model: Any = None) -> dict[str, Any]:
     """Runs on a Ray worker. A strategy exception becomes an error record here, so it is never
     retried and its original type/message survive even if the exception cannot be pickled.
-    ``risk_free_rate`` is resolved on the driver (a cluster's workers do not see its environment)."""
+    ``risk_free_rate`` and ``cost_model`` (borrow and funding, ``costs.load_cost_model``) are resolved on
+    the driver (a cluster's workers do not see its environment or files)."""
     from quant_meta_assets.sleeves import engine as sleeve_engine
 
     t0 = time.perf_counter()
     try:
-        record = sleeve_engine.run_sleeve(profile, prices, risk_free_rate)
+        record = sleeve_engine.run_sleeve(profile, prices, risk_free_rate, cost_model)
     except (Exception, SystemExit) as exc:  # SystemExit: a strategy calling sys.exit()
         record = sleeve_engine.error_record(profile.name, exc, time.perf_counter() - t0)
         record["traceback"] = traceback_module.format_exc()[-_TRACEBACK_LIMIT:]
     return record
 
 
-def _packed_outcome(profile: Any, prices: pd.DataFrame, risk_free_rate: float | None = None) -> dict[str, Any]:
+def _packed_outcome(profile: Any, prices: pd.DataFrame, risk_free_rate: float | None = None,
+                    cost_model: Any = None) -> dict[str, Any]:
     """One sleeve on the worker: run, check, summarise and encode (frames -> Parquet bytes)."""
     from quant_meta_assets.sleeves.status import frame_hash
     from quant_meta_assets.storage import encode_frame
 
-    record = _sleeve_task(profile, prices, risk_free_rate)
+    record = _sleeve_task(profile, prices, risk_free_rate, cost_model)
     if record.get("sleeve") != profile.name:
         bad = StrategyOutputError(f"sleeve {profile.name!r}: the worker produced another sleeve's record")
         return {"record": _record(profile.name, bad, record.get("runtime_s") or 0.0), "parquet": {}}
@@ -187,6 +191,7 @@ def _packed_outcome(profile: Any, prices: pd.DataFrame, risk_free_rate: float | 
 def _batch_task(
     profiles: list[Any], prices: pd.DataFrame, risk_free_rate: float | None = None,
     board: Any = None, token: int | None = None, node_check: dict[str, Any] | None = None,
+    cost_model: Any = None,
 ) -> list[dict[str, Any]]:
     """Runs on a Ray worker: several sleeves, one after the other, one packed outcome each.
     First tells ``board`` (a ``_StartBoard`` actor, if any) that task ``token`` is running, and
@@ -197,7 +202,7 @@ def _batch_task(
         from quant_meta_assets.ray.cluster import check_late_node
 
         check_late_node(node_check)  # ClusterPreflightError on a node that cannot run sleeves
-    return [_packed_outcome(profile, prices, risk_free_rate) for profile in profiles]
+    return [_packed_outcome(profile, prices, risk_free_rate, cost_model) for profile in profiles]
 
 
 class _StartBoardImpl:
@@ -656,6 +661,7 @@ class RayComputeEngine:
         prices_ref = ray.put(prices)
         remote = _remote_batch_task()
         rf = project_risk_free_rate()  # the driver's setting, sent to every worker
+        cost_model = load_cost_model()  # the driver's cost file and settings, sent to every worker
         window = self._window()
         queue_timeout = self._queue_timeout()
         size = self._batch_size(len(profiles), window)
@@ -687,7 +693,7 @@ class RayComputeEngine:
                 task = queue.popleft()
                 task.token = next(tokens)
                 task.ref = remote.options(max_retries=task.retries, retry_exceptions=False).remote(
-                    [p for _, p in task.members], prices_ref, rf, board, task.token, node_check
+                    [p for _, p in task.members], prices_ref, rf, board, task.token, node_check, cost_model
                 )
                 task.submitted = time.monotonic()
                 task.started, task.deadline = None, math.inf

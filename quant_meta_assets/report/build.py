@@ -27,6 +27,8 @@ from quant_meta_assets.meta.flatten import meta_portfolio_returns
 from quant_meta_assets.meta.optimize.diagnostics import covariance_summary, covariance_warning
 from quant_meta_assets.report import forensics as F
 from quant_meta_assets.report import html as H
+from quant_meta_assets.costs.capacity import capacity
+from quant_meta_assets.costs.cost_model import CostModel, load_cost_model
 from quant_meta_assets.report import plots as P
 from quant_meta_assets.report import portfolio as PF
 from quant_meta_assets.report.summary import METRIC_LABELS, PCT_METRICS, build_summary
@@ -35,27 +37,41 @@ from quant_meta_assets.report.summary import metric_view as _metric_view
 REPORT_CONVENTIONS: dict[str, str] = {
     "meta_return": "Headline 'meta' = the NETTED BOOK: one account holding a_i(t) = sum_s m_s(t) w_s,i(t) "
     "(sub-account shares m drifting with the sleeves' GROSS returns: no sleeve pays its stand-alone cost), "
-    "return sum_i a_i R_i - cost_book, cost_book = cost_bps x sum_i |a_i(t) - a_i^drifted(t)| on the day's "
-    "net trade (a^drifted = yesterday's book after one day of asset returns; the initial build from cash "
-    "is paid). 'meta_standalone' = sum_s m_s(t) r_s(t) - cost_meta: sleeves pay their own costs (net "
-    "returns, m drifting with them) and each meta rebalance pays cost_bps on its asset trade "
-    "sum_i |sum_s (m_s^target - m_s^drifted) w_s,i^drifted| (sleeve holdings drifted to the decision date, "
-    "before their own trade). Meta-weights dated d apply from the next row. Attribution explains the "
-    "sleeve-level meta sum_s m_s r_s before meta-level costs.",
-    "trading_costs": "Costs are one-way basis points on two-sided turnover, charged on the first day the new "
-    "weights earn, as a proportional drag (they do not move the weights). Sleeves pay their registry "
-    "cost_bps; the book and the meta trades pay the book-level cost_bps of the run config. Volumes and "
-    "costs are fractions of the book's value at the start of that day; asset_turnover is the annualised "
-    "two-sided trade in asset space (sum / years, 252 days a year, without the first live day's initial "
-    "build, like the turnover column): for the netted book and the stand-alone view from their daily "
-    "asset trades, for a sleeve its own turnover column (the counted-rebalance rule of 'turnover'); "
-    "cost_drag is the annual cost in % of value, initial build included.",
-    "crossing_savings": "Internal crossing savings = stand-alone cost - netted-book cost (daily, per year, "
-    "total). Split: netting = cost_bps x (stand-alone volume - book volume); rate = what the sleeves' own "
-    "cost_bps charge above the book rate on their trades. The book's net trade is at most its sleeves' "
-    "trades plus its meta trade on the same holdings (triangle inequality, checked daily); the stand-alone "
-    "meta holds slightly different sub-account shares (they drift net of the sleeves' costs), so on a "
-    "single day the two views' volumes are not ordered, only over the period.",
+    "return sum_i a_i R_i + cash - cost_book, cost_book = its trading cost on the day's net trade "
+    "z_i = a_i(t) - a_i^drifted(t) (a^drifted = yesterday's book after one day of asset returns; the initial "
+    "build from cash is paid) plus the holding cost of its net positions. 'meta_standalone' = "
+    "sum_s m_s(t) r_s(t) - cost_meta: sleeves pay their own costs (net returns, m drifting with them) and "
+    "each meta rebalance pays sum_i h_i |sum_s (m_s^target - m_s^drifted) w_s,i^drifted| (sleeve holdings "
+    "drifted to the decision date, before their own trade). Meta-weights dated d apply from the next row. "
+    "Attribution explains the sleeve-level meta sum_s m_s r_s before meta-level costs.",
+    "trading_costs": "One cost model for every view (quant_meta_assets/costs/cost_model.py, cvxportfolio's "
+    "TransactionCost formula): a trade z_i (fraction of the account's value) costs rate x |z_i|, charged on "
+    "the first day the new weights earn, as a proportional drag (it does not move the weights). A sleeve "
+    "trades at its registry cost_bps on every asset, in its own account and in the book alike; the meta's "
+    "own trades pay each asset's half-spread h_i (the cost file's half_spread_bps, else the run config's "
+    "cost_bps). The book pays each net trade at the blended rate of the trades it nets: rho_i = "
+    "sum_k |t_k| rate_k / sum_k |t_k| over the component trades k of asset i (each sleeve's own trade "
+    "scaled by its share m_s, and the meta trade), book trading cost = sum_i rho_i |z_i|. So the same trade "
+    "costs the same in both views. Volumes and costs are fractions of the book's value at the start of "
+    "that day; asset_turnover is the annualised two-sided trade in asset space (sum / years, 252 days a "
+    "year, without the first live day's initial build, like the turnover column): for the netted book and "
+    "the stand-alone view from their daily asset trades, for a sleeve its own turnover column; cost_drag "
+    "is the annual cost (trading + holding) in % of value, initial build included.",
+    "holding_costs": "Daily, on the start-of-day weights: sum_i max(-w_i, 0) f_i + max(sum_i w_i - 1, 0) s, "
+    "f_i the borrow fee of asset i on a short and s the funding spread over rf on borrowed cash (both "
+    "bps/yr, converted to daily rates geometrically like rf: (1 + x)^(1/252) - 1). A sleeve pays it on its "
+    "own positions; the book on its NET position per asset (as cvxportfolio's HoldingCost charges the "
+    "positions actually held), so a short netted against another sleeve's long pays no borrow.",
+    "crossing_savings": "Internal crossing savings = the un-netted cost minus the netted book's cost, on the "
+    "SAME holdings (the book's gross-drifted sub-accounts): trading sum_i rho_i (sum_k |t_k| - |sum_k t_k|) "
+    "(every trade at the same rate, so only netting counts) plus holding (the sleeves' own borrow and "
+    "funding minus the book's on its net positions). Both are >= 0 every day (triangle inequality, checked); "
+    "crossed volume = sum_k |t_k| - |sum_k t_k| >= 0. The stand-alone view's cost also differs from the "
+    "book's by its sub-account shares drifting net of the sleeves' costs, which is not a crossing saving.",
+    "capacity": "Only when average daily volumes (adv) are given: the book's trades are held fixed and pay, "
+    "on top of the above, a square-root market impact b sigma_i |z_i| (|z_i| AUM / ADV_i)^0.5 (sigma_i = std "
+    "of the asset's 252 daily returns before the day), so impact ~ sqrt(AUM). Halving AUM = the AUM at which "
+    "the Sharpe is half the Sharpe without impact.",
     "drift": "Between meta rebalances m_s(t+1) = m_s(t)(1 + r_s(t)) / (1 + sum m r); reset to the "
     "target on the row after each rebalance.",
     "sleeve_cash": "A sleeve's uninvested cash (1 - sum of its weights) earns the daily risk-free rate "
@@ -155,12 +171,15 @@ def build_report(
     cost_bps: float = DEFAULT_BOOK_COST_BPS,
     cash_return: float | pd.Series | None = None,
     top_k: int = P.DEFAULT_TOP_K,
+    cost_model: CostModel | None = None,
 ) -> dict:
     """Build the report; see the module docstring and ``REPORT_CONVENTIONS``.
 
     ``risk_window`` (rows of the trailing covariance for ex-ante risk contributions) defaults to
     the optimizer's lookback as implied by the contract: the first rebalance row is ``lookback-1``.
-    ``cost_bps`` is the book-level one-way cost (``meta.costs``); ``cash_return`` the daily return of
+    ``cost_bps`` is the default half-spread (one-way bps) of an asset the cost model does not list;
+    ``cost_model`` the per-asset costs (``None`` = the project's, ``costs.load_cost_model``: the
+    ``QUANT_META_COSTS`` file and environment); ``cash_return`` the daily return of
     the cash the sleeves and the book hold (default: the daily rf, as the sleeve engine credits it).
     ``top_k``: the plots draw the meta, the benchmarks and this many sleeves (largest average held
     meta-weight); every sleeve is in the tables.
@@ -187,9 +206,15 @@ def build_report(
     costs = cost_views(
         meta_weights=meta_weights, sleeve_returns=sleeve_returns,
         sleeve_costs={s: sleeve_costs[s] for s in sleeves if s in sleeve_costs},
-        sleeve_weights=weights_by_sleeve, asset_returns=asset_returns, cost_bps=cost_bps,
+        sleeve_weights=weights_by_sleeve, asset_returns=asset_returns,
+        cost_model=(load_cost_model(default_half_spread_bps=cost_bps) if cost_model is None
+                    else cost_model.with_default_half_spread(cost_bps)),
         cash_return=cash_return, tolerance=tolerance,
     )
+    book_capacity = None
+    if costs.cost_model.adv is not None:  # the book's Sharpe and cost drag against its AUM
+        book_capacity = capacity(costs.daily["netted_return"], costs.book_trades, asset_returns, costs.cost_model,
+                                 costs=costs.daily["book_cost"], risk_free_rate=risk_free_rate)
     netted = costs.daily["netted_return"].rename("meta")
     standalone = costs.daily["standalone_return"].rename("meta_standalone")
     ew_held, ew_turnover = PF.drifted_weights(PF.equal_weight_targets(meta_weights, sleeve_returns), sleeve_returns)
@@ -258,10 +283,16 @@ def build_report(
         generated_at=generated_at,
     )
     summary["costs"] = {k: float(v) for k, v in cost_totals.items()} | {"cost_bps": float(cost_bps)}
+    if book_capacity is not None:
+        summary["costs"]["halving_aum"] = book_capacity.halving_aum
     changes = F.what_changed(summary, previous)
     conventions = {**M.CONVENTIONS, **REPORT_CONVENTIONS,
-                   "book_cost_bps_used": f"{cost_bps:g} bps one-way (run config 'cost_bps'; default "
-                   f"{DEFAULT_BOOK_COST_BPS:g} bps = the registry's default sleeve cost)",
+                   "book_cost_bps_used": f"default half-spread {cost_bps:g} bps one-way (run config 'cost_bps'; "
+                   f"default {DEFAULT_BOOK_COST_BPS:g} bps); per-ticker half-spreads: "
+                   f"{len(costs.cost_model.half_spread_bps)}; borrow fee default "
+                   f"{costs.cost_model.default_borrow_bps:g} bps/yr ({len(costs.cost_model.borrow_bps)} per ticker); "
+                   f"funding spread {costs.cost_model.funding_spread_bps:g} bps/yr; impact "
+                   f"{'on (adv given)' if costs.cost_model.adv is not None else 'off (no adv)'}",
                    "risk_free_rate_used": f"rf = {risk_free_rate:.4%} per year; MAR = {mar:.4%} per year",
                    "risk_window_used": f"{window} trading days",
                    "reconciliation_tolerance": f"{tolerance:.1e} absolute"}
@@ -316,6 +347,8 @@ def build_report(
         "turnover": P.turnover_per_year(turnover_by_year),
         "crossing_savings": P.crossing_savings(costs.yearly()),
     }
+    if book_capacity is not None:
+        figures["capacity"] = P.capacity_curve(book_capacity)
     document = _render(
         title=title, metrics=metrics, reconciliations=reconciliations, attribution=attribution,
         risk=risk, diagnostics=diagnostics, lineage=lineage, changes=changes, conventions=conventions,
@@ -336,7 +369,8 @@ def build_report(
         "standalone_returns": standalone,
         "sleeve_level_meta_returns": meta_returns,
         "costs": {"daily": costs.daily, "yearly": costs.yearly(), "totals": cost_totals,
-                  "sleeve_totals": costs.sleeve_totals, "cost_bps": float(cost_bps)},
+                  "sleeve_totals": costs.sleeve_totals, "cost_bps": float(cost_bps),
+                  "capacity": book_capacity},
         "portfolio_returns": returns_frame,
         "html": str(html_path),
         "summary_path": str(out_dir / "summary.json"),
@@ -613,7 +647,8 @@ def _render(*, title, metrics, reconciliations, attribution, risk, diagnostics, 
         H.note("Turnover is two-sided (sum of |trades|, not halved), in multiples of the book's value per "
                "year. Sleeve reallocation = the meta's trade between sleeves; asset turnover = the trade in "
                "assets (the netted book's, and the stand-alone view's: the sleeves' own trades plus the meta's).")
-        + fig("turnover") + _costs_html(costs, metrics) + fig("crossing_savings"))
+        + fig("turnover") + _costs_html(costs, metrics) + fig("crossing_savings")
+        + (_capacity_html(figures) if "capacity" in figures else ""))
     rec_banner = (f'<div class="banner ok" id="reconciliation-banner">All {len(reconciliations)} reconciliations '
                   f"passed (largest difference {H.fmt_sci(max_diff)} &le; tolerance {tolerance:.0e}).</div>"
                   if reconciled else
@@ -664,30 +699,34 @@ def _costs_html(costs, metrics: pd.DataFrame) -> str:
         "cost (bps / yr)": [t["book_cost_bps_per_year"], t["standalone_cost_bps_per_year"]],
     }, index=pd.Index(["netted book (headline)", "stand-alone"], name="view"))
     yearly = costs.yearly()
-    yearly_view = yearly[["days", "standalone_volume", "book_volume", "savings_volume", "standalone_cost",
+    yearly_view = yearly[["days", "unnetted_book_volume", "book_volume", "savings_volume", "unnetted_book_cost",
                           "book_cost", "savings_bps"]].copy()
-    yearly_view[["standalone_cost", "book_cost"]] *= 1e4
+    yearly_view[["unnetted_book_cost", "book_cost"]] *= 1e4
     yearly_view = yearly_view.rename(columns={
-        "standalone_volume": "stand-alone asset trade (× in year)", "book_volume": "book asset trade (× in year)",
+        "unnetted_book_volume": "un-netted asset trade (× in year)", "book_volume": "book asset trade (× in year)",
         "savings_volume": "crossed internally (× in year)",
-        "standalone_cost": "stand-alone cost (bps)", "book_cost": "book cost (bps)", "savings_bps": "savings (bps)"})
+        "unnetted_book_cost": "un-netted cost (bps)", "book_cost": "book cost (bps)", "savings_bps": "savings (bps)"})
     bps = lambda x: f"{x:,.1f}"  # noqa: E731
     times = H.fmt_times  # two-sided volume in multiples of the book's value
     return (
-        "<h3>Trading costs: netted book vs stand-alone</h3>"
-        + H.note(f"Book-level cost {costs.cost_bps:g} bps one-way on two-sided turnover, charged on the first "
-                 "day the new weights earn. Crossing savings "
-                 f"{t['savings_bps_per_year']:.1f} bps/yr = netting {t['savings_bps_per_year_netting']:.1f} "
-                 f"+ rate {t['savings_bps_per_year_rate']:.1f} (sleeves' own cost_bps above the book rate); "
-                 f"volume crossed internally {t['savings_volume'] / max(t['standalone_volume'], 1e-300):.1%} "
-                 "of the stand-alone volume.")
+        "<h3>Costs: netted book vs stand-alone</h3>"
+        + H.note(f"One cost model for both views: sleeves trade at their registry cost_bps, the meta's trades at "
+                 f"each asset's half-spread (default {costs.cost_bps:g} bps), the book at the blended rate of the "
+                 "trades it nets; holding costs (borrow, funding) on the positions held. Crossing savings "
+                 f"{t['savings_bps_per_year']:.1f} bps/yr = trading {t['savings_bps_per_year_trading']:.1f} "
+                 f"+ holding {t['savings_bps_per_year_holding']:.1f}, on the same holdings; volume crossed "
+                 f"internally {t['crossed_fraction']:.1%} of the un-netted volume.")
         + H.table(views, {"Sharpe": H.fmt_num, "CAGR": H.fmt_pct, "asset turnover (× per year)": times,
                           "cost (bps / yr)": bps}, scroll=False)
         + "<h3>Internal crossing savings per year</h3>"
-        + H.table(yearly_view, {"days": lambda x: f"{int(x):,}", "stand-alone asset trade (× in year)": times,
+        + H.table(yearly_view, {"days": lambda x: f"{int(x):,}", "un-netted asset trade (× in year)": times,
                                 "book asset trade (× in year)": times, "crossed internally (× in year)": times,
-                                "stand-alone cost (bps)": bps, "book cost (bps)": bps, "savings (bps)": bps})
+                                "un-netted cost (bps)": bps, "book cost (bps)": bps, "savings (bps)": bps})
     )
+
+
+def _capacity_html(figures) -> str:
+    return "<h3>Capacity: Sharpe and cost drag against AUM</h3>" + H.figure_div(figures["capacity"], "fig-capacity")
 
 
 def _estimator(diagnostics: pd.DataFrame | None) -> tuple[str, float | None]:

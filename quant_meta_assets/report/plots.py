@@ -262,18 +262,39 @@ def turnover_per_year(turnover: pd.DataFrame) -> go.Figure:
 
 def crossing_savings(yearly: pd.DataFrame) -> go.Figure:
     """Per year: what the stand-alone meta and the netted book pay (bps of book value), and the
-    savings of running the sleeves in one account, split into netting and rate."""
+    savings of running the sleeves in one account (trading: netting; holding: net positions)."""
     years = [str(y) for y in yearly.index]
     fig = go.Figure()
     fig.add_trace(go.Bar(x=years, y=yearly["standalone_cost"].to_numpy() * 1e4, name="stand-alone cost",
                          marker_color="#BAB0AC"))
     fig.add_trace(go.Bar(x=years, y=yearly["book_cost"].to_numpy() * 1e4, name="netted book cost",
                          marker_color=META_COLOR))
-    fig.add_trace(go.Scatter(x=years, y=yearly["savings_cost_netting"].to_numpy() * 1e4, mode="lines+markers",
-                             name="savings: netting (crossed volume x book rate)",
+    fig.add_trace(go.Scatter(x=years, y=yearly["savings_cost_trading"].to_numpy() * 1e4, mode="lines+markers",
+                             name="savings: trading (crossed volume x blended rate)",
                              line=dict(color="#54A24B", width=2)))
     fig.add_trace(go.Scatter(x=years, y=yearly["savings_cost"].to_numpy() * 1e4, mode="lines+markers",
                              name="savings: total", line=dict(color="#F58518", width=2)))
     fig.update_layout(barmode="group")
     fig.update_yaxes(title_text="bps of book value")
     return _layout(fig, "Trading costs per year and internal crossing savings (bps)")
+
+
+def capacity_curve(cap) -> go.Figure:
+    """The book's Sharpe (left axis) and cost drag (right axis, bps/yr) against its AUM (log scale)."""
+    from plotly.subplots import make_subplots
+
+    curve = cap.curve
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Scatter(x=curve.index, y=curve["sharpe"], mode="lines+markers", name="Sharpe",
+                             line=dict(color=META_COLOR, width=2)), secondary_y=False)
+    fig.add_trace(go.Scatter(x=curve.index, y=curve["cost_drag_bps_per_year"], mode="lines+markers",
+                             name="cost drag (bps/yr)", line=dict(color="#F58518", width=2)), secondary_y=True)
+    fig.add_hline(y=cap.sharpe_without_impact / 2, line_dash="dot", line_color="#BAB0AC")
+    title = "Capacity: Sharpe and cost drag against AUM"
+    if cap.halving_aum is not None:
+        fig.add_vline(x=cap.halving_aum, line_dash="dot", line_color="#E45756")
+        title += f" (Sharpe halved at AUM {cap.halving_aum:,.3g})"
+    fig.update_xaxes(type="log", title_text="AUM (currency of the adv)")
+    fig.update_yaxes(title_text="Sharpe", secondary_y=False)
+    fig.update_yaxes(title_text="bps / yr", secondary_y=True)
+    return _layout(fig, title)

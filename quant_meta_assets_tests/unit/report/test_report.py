@@ -135,9 +135,10 @@ def test_files_summary_and_markdown(report):
                          "standalone_turnover", "meta_standalone_sharpe"}
     totals = report["costs"]["totals"]
     assert head["crossing_savings_bps"] == pytest.approx(
-        (totals["standalone_cost"] - totals["book_cost"]) / (len(report["meta_returns"]) / 252) * 1e4)
+        (totals["unnetted_book_cost"] - totals["book_cost"]) / (len(report["meta_returns"]) / 252) * 1e4)
+    assert head["crossing_savings_bps"] >= 0
     assert 0 < head["book_turnover"] <= head["standalone_turnover"]
-    for text in ("Trading costs: netted book vs stand-alone", "Internal crossing savings per year",
+    for text in ("Costs: netted book vs stand-alone", "Internal crossing savings per year",
                  "fig-crossing_savings", "meta_standalone", "one-way", "first day the new weights earn",
                  "book_cost_bps_used"):
         assert text in html, text
@@ -232,3 +233,24 @@ def test_ex_ante_risk_contributions_use_the_optimizers_estimator():
     np.testing.assert_allclose(rc.to_numpy(), 1 / 6, atol=1e-8)  # equal under the estimator it used
     sample = F.ex_ante_risk_contributions(res.weights, R, 126)  # the old, fixed sample estimator
     assert np.abs(sample.to_numpy() - 1 / 6).max() > 1e-3
+
+
+def test_capacity_curve_when_volumes_are_given(inputs, tmp_path):
+    """With an ADV per ticker the report draws Sharpe and cost drag against AUM and names the
+    halving AUM; the curve falls with AUM and its impact grows as sqrt(AUM)."""
+    from quant_meta_assets.costs.cost_model import CostModel
+
+    tickers = list(inputs["asset_returns"].columns)
+    model = CostModel(adv=pd.Series(5e7, index=tickers))
+    report = build_report(**inputs, output_dir=tmp_path, cost_model=model)
+    cap = report["costs"]["capacity"]
+    curve = cap.curve
+    assert (np.diff(curve["sharpe"].to_numpy()) < 0).all()
+    impact = curve["impact_bps_per_year"]
+    ratio = impact.iloc[1:].to_numpy() / impact.iloc[:-1].to_numpy()
+    grid = curve.index.to_numpy()
+    np.testing.assert_allclose(ratio, np.sqrt(grid[1:] / grid[:-1]), rtol=1e-10)
+    html = open(report["html"], encoding="utf-8").read()
+    assert "fig-capacity" in html and "Capacity: Sharpe and cost drag against AUM" in html
+    if cap.halving_aum is not None:
+        assert report["metrics"].loc["meta", "sharpe"] == pytest.approx(cap.sharpe_without_impact, rel=1e-12)
