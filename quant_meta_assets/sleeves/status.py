@@ -8,14 +8,15 @@ each sleeve (read from wherever it is recorded; the Dagster driver reads the ins
 A sleeve is
 - ``missing``  no stored record (never materialized, or only by a run that died first);
 - ``failed``   its latest record has a status other than success;
-- ``stale``    it succeeded, but with another registry entry, risk-free rate, strategy code or
-               prices than today's;
+- ``stale``    it succeeded, but with another registry entry, risk-free rate, holding costs (borrow,
+               funding), strategy code or prices than today's;
 - ``current``  it succeeded with today's registry entry, code and prices.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -36,11 +37,41 @@ def frame_hash(*frames: pd.DataFrame | pd.Series) -> str:
     return digest.hexdigest()[:16]
 
 
-def config_hash(profile, risk_free_rate: float | None = None) -> str:
-    """Hash of everything that changes a sleeve's output but its prices: the registry entry, and
-    the risk-free rate its cash earns (``None`` = the project's, which the sleeves step uses)."""
+def _holding_costs() -> dict | None:
+    """The project's borrow fees and funding spread (they change a sleeve's costs), or None when
+    there are none (so a book without them keeps the hashes it had before they existed)."""
+    import os
+
+    from quant_meta_assets.settings import BORROW_BPS_ENV, COSTS_FILE_ENV, FUNDING_SPREAD_BPS_ENV
+
+    path = os.environ.get(COSTS_FILE_ENV) or None
+    try:
+        stamp = os.stat(path).st_mtime_ns if path else None
+    except OSError:
+        stamp = None  # load_cost_model names the missing file
+    return _holding_costs_of(path, stamp, os.environ.get(BORROW_BPS_ENV, ""), os.environ.get(FUNDING_SPREAD_BPS_ENV, ""))
+
+
+@functools.lru_cache(maxsize=8)
+def _holding_costs_of(path, stamp, borrow, funding) -> dict | None:  # noqa: ARG001 - the cache key
+    from quant_meta_assets.costs.cost_model import load_cost_model
+
+    model = load_cost_model(path)
+    if not model.has_holding_costs:
+        return None
+    return {"default_borrow_bps": model.default_borrow_bps, "borrow_bps": dict(sorted(model.borrow_bps.items())),
+            "funding_spread_bps": model.funding_spread_bps}
+
+
+def config_hash(profile, risk_free_rate: float | None = None, holding_costs: Mapping | None = None) -> str:
+    """Hash of everything that changes a sleeve's output but its prices: the registry entry, the
+    risk-free rate its cash earns (``None`` = the project's, which the sleeves step uses) and the
+    holding costs it pays (``None`` = the project's, ``costs.load_cost_model``)."""
     fields = {k: v for k, v in dataclasses.asdict(profile).items() if k not in ("timeout_s", "max_retries")}
     fields["risk_free_rate"] = rates.resolve(risk_free_rate)
+    holding = _holding_costs() if holding_costs is None else (dict(holding_costs) or None)
+    if holding is not None:
+        fields["holding_costs"] = holding
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -113,7 +144,7 @@ def assess_sleeves(
             continue
         changed = []
         if record.config_hash != wanted_config:
-            changed.append(f"registry entry or risk-free rate changed (config hash {record.config_hash} -> {wanted_config})")
+            changed.append(f"registry entry, risk-free rate or holding costs changed (config hash {record.config_hash} -> {wanted_config})")
         if record.code_hash != wanted_code:
             changed.append(f"strategy code changed (code hash {record.code_hash} -> {wanted_code})")
         if prices_hash is not None and record.prices_hash != prices_hash:

@@ -88,13 +88,13 @@ def test_stale_sleeves_are_named_by_the_shared_answer_and_the_meta_gate(tmp_path
 
     _use(tmp_path, monkeypatch, B_CHANGED, "changed.yaml")
     states = {s.sleeve: s for s in sleeve_statuses(instance)}
-    assert states["b"].state == "stale" and "registry entry or risk-free rate changed" in states["b"].reason
+    assert states["b"].state == "stale" and "registry entry, risk-free rate or holding costs changed" in states["b"].reason
     assert states["a"].ok and states["c"].ok
     # the gate in front of the meta stages stops meta_job, naming the sleeve and what changed
     result = defs.resolve_job_def("meta_job").execute_in_process(instance=instance, raise_on_error=False)
     assert not result.success
     message = gate_message(result)
-    assert "b: stale: registry entry or risk-free rate changed" in message and "a:" not in message
+    assert "b: stale: registry entry, risk-free rate or holding costs changed" in message and "a:" not in message
     assert not instance.get_latest_materialization_event(dg.AssetKey(["meta", "returns"]))
 
     # other prices: every sleeve is stale, because of the prices

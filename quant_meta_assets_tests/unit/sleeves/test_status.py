@@ -77,3 +77,20 @@ def test_asset_code_versions_follow_their_sources():
     import quant_meta_assets.dagster_defs.meta_assets as meta_assets
 
     assert meta_assets.meta_weights.code_versions_by_key[meta_assets.OPTIMIZE_KEY] == versions["meta/optimize"]
+
+
+def test_holding_costs_are_part_of_the_config_hash_only_when_there_are_some(monkeypatch, tmp_path):
+    """Borrow fees and the funding spread change a sleeve's costs: a change makes it stale. Without
+    any the hash is what it was before they existed."""
+    for env in ("QUANT_META_COSTS", "QUANT_META_BORROW_BPS", "QUANT_META_FUNDING_SPREAD_BPS",
+                "QUANT_META_RISK_FREE_RATE"):
+        monkeypatch.delenv(env, raising=False)
+    plain = config_hash(PROFILE)
+    assert config_hash(PROFILE, holding_costs={}) == plain
+    monkeypatch.setenv("QUANT_META_BORROW_BPS", "50")
+    with_borrow = config_hash(PROFILE)
+    assert with_borrow != plain
+    path = tmp_path / "costs.csv"
+    path.write_text("ticker,borrow_bps\nAAPL,300\n")
+    monkeypatch.setenv("QUANT_META_COSTS", str(path))
+    assert config_hash(PROFILE) not in (plain, with_borrow)
