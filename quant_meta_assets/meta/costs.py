@@ -482,9 +482,6 @@ class DriftedSleeveHoldings:
         self.weights = dict(sleeve_weights)
         self.returns = asset_returns
         self.tickers = [str(c) for c in asset_returns.columns]
-        self.h = cost_model.half_spreads(self.tickers)  # the meta trade's rate per asset
-        self.borrow = cost_model.borrow_daily(self.tickers)
-        self.funding = cost_model.funding_daily
         self.cash_return = float(cash_return)
 
     def __call__(self, date: pd.Timestamp, sleeves) -> np.ndarray:
