@@ -315,16 +315,22 @@ def test_a_10_bps_sleeve_trade_costs_10_bps_in_both_views(bundled):
 
 
 @pytest.mark.timeout(120)
-def test_two_sleeve_registry_has_no_negative_crossing_savings():
-    """low_volatility + equal_weight (both 5 bps) on the bundled data: savings were -14.1 bps/yr."""
+def test_two_sleeve_registry_has_no_negative_crossing_savings(tmp_path):
+    """A registry of low_volatility + equal_weight (no cost_bps: the sleeves trade for free) on the
+    bundled data: the book charged 5 bps on trades that cost 0 in the sleeves' accounts and the card
+    showed -14.1 bps/yr of 'savings'. Now the sleeves' trades pay 0 in the book too."""
     from quant_meta_assets.meta.optimize import optimize_meta_weights
     from quant_meta_assets.meta.returns import aggregate_returns
     from quant_meta_assets.prices import asset_returns, load_prices
     from quant_meta_assets.sleeves.engine import run_sleeve
     from quant_meta_assets.sleeves.registry import load_registry
 
+    registry = tmp_path / "two.yaml"
+    registry.write_text("sleeves:\n"
+                        "  - {name: low_volatility, strategy: low_volatility, params: {lookback: 63, top_n: 5}}\n"
+                        "  - {name: equal_weight, strategy: equal_weight}\n")
     prices = load_prices()
-    records = [run_sleeve(p, prices) for p in load_registry() if p.name in {"low_volatility", "equal_weight"}]
+    records = [run_sleeve(p, prices) for p in load_registry(registry)]
     assert len(records) == 2
     meta_returns = aggregate_returns(records)
     views = cost_views(meta_weights=optimize_meta_weights(meta_returns, method="risk_parity").weights,
