@@ -304,11 +304,9 @@ class BookCosts:
         own_holding = holding_cost(today, self.borrow[cols], self.funding)
         live_held = held_day[1:]
         trading_cost = self.costs[sleeve].to_numpy() - own_holding
-        traded = float(trade[live_held].sum())
-        rate = float(trading_cost[live_held].sum() / traded) if traded > 0 else 0.0
-        self.sleeve_rate[sleeve] = rate
-        self.sleeve_cost_diff = np.maximum(self.sleeve_cost_diff,
-                                           np.abs(np.where(live_held, trading_cost - rate * trade, 0.0)))
+        rate, residual, label = self._sleeve_rates(np.abs(asset_trade), trading_cost, live_held, cols)
+        self.sleeve_rate[sleeve] = label
+        self.sleeve_cost_diff = np.maximum(self.sleeve_cost_diff, residual)
         gross_today = (today * R[1:]).sum(axis=1) + (1.0 - today.sum(axis=1)) * self.rf[1:]
         diff = np.where(held_day[1:], gross_today - self.gross[sleeve].to_numpy(), 0.0)
         self.gross_diff = np.maximum(self.gross_diff, np.abs(diff))
@@ -322,10 +320,33 @@ class BookCosts:
         m = self.held_gross[sleeve].to_numpy()
         component = np.abs(m[:, None] * asset_trade)
         self.component_volume[:, cols] += component
-        self.rated_volume[:, cols] += component * rate
+        self.rated_volume[:, cols] += component * rate[None, :]
         self.unnetted_holding += m * own_holding
         self.sleeve_trade[sleeve] = float(trade[1:].sum())  # as the turnover rule: no initial build
         self.added.add(sleeve)
+
+    def _sleeve_rates(self, traded: np.ndarray, trading_cost: np.ndarray, held: np.ndarray,
+                      cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """The sleeve's trading rate per asset, read back from its own cost series: one rate on every
+        asset (a registry ``cost_bps``), or the cost file's per-ticker half-spreads with one rate for
+        the tickers it does not list (a sleeve without ``cost_bps``). The default is fitted as
+        Σ cost / Σ volume over the held days; the candidate with the smaller daily residual is kept
+        (the residual is checked, ``sleeve_costs_priced``). Returns (rates, |residual| per day, the
+        rate in bps or NaN for per-ticker rates)."""
+        listed = np.array([t in self.model.half_spread_bps for t in (self.tickers[c] for c in cols)], dtype=bool)
+        best = None
+        for per_ticker in ((False, True) if listed.any() else (False,)):
+            fixed = np.where(listed, self.h[cols], 0.0) if per_ticker else np.zeros(len(cols))
+            free = ~listed if per_ticker else np.ones(len(cols), dtype=bool)
+            rest = trading_cost - traded @ fixed
+            volume = traded[:, free].sum(axis=1)
+            total = float(volume[held].sum())
+            default = float(rest[held].sum() / total) if total > 0 else 0.0
+            rates = np.where(free, default, fixed)
+            residual = np.abs(np.where(held, trading_cost - traded @ rates, 0.0))
+            if best is None or residual.max() < best[1].max():
+                best = (rates, residual, float("nan") if per_ticker else default * 1e4)
+        return best
 
     def result(self) -> CostViews:
         """Finish both views and run every reconciliation (see ``CostViews.checks``)."""
@@ -385,7 +406,7 @@ class BookCosts:
         sleeve_totals = pd.DataFrame({
             "asset_turnover": pd.Series(self.sleeve_trade).reindex(self.sleeves) / years,
             "cost_drag": self.costs.sum() / years,
-            "rate_bps": pd.Series(self.sleeve_rate).reindex(self.sleeves) * 1e4,
+            "rate_bps": pd.Series(self.sleeve_rate, dtype=float).reindex(self.sleeves),  # NaN: per-ticker
         }).rename_axis("sleeve")
         return CostViews(daily=daily, book_weights=book_weights, cost_bps=self.cost_bps,
                          checks=self._checks(daily, R, rf), sleeve_totals=sleeve_totals,

@@ -272,8 +272,9 @@ def run_sleeve(profile: SleeveProfile, prices: pd.DataFrame, risk_free_rate: flo
     """Run one sleeve end to end and return its success record (see ARCHITECTURE.md). Raises on failure.
 
     ``risk_free_rate`` (annual; ``None`` = the project's, ``rates.py``) is what the sleeve's cash earns.
-    The sleeve trades at its registry ``cost_bps`` on every asset and pays the holding costs (borrow,
-    funding) of ``cost_model`` (``None`` = the project's, ``costs.load_cost_model()``).
+    The sleeve trades at its registry ``cost_bps`` on every asset (omitted: each asset's half-spread)
+    and pays the holding costs (borrow, funding) of ``cost_model`` (``None`` = the project's,
+    ``costs.load_cost_model()``).
     """
     t0 = time.perf_counter()
     rf = rates.resolve(risk_free_rate)
@@ -285,7 +286,9 @@ def run_sleeve(profile: SleeveProfile, prices: pd.DataFrame, risk_free_rate: flo
     sampled = sample_weights(weights, rebalance_dates(sub.index, profile.rebalance))
     check_gross(sampled, profile.max_gross, profile.name)
     model = load_cost_model() if cost_model is None else cost_model
-    sim = simulate(sampled, asset_returns(sub), profile.cost_bps, rf, model)
+    rate = profile.cost_bps if profile.cost_bps is not None else pd.Series(
+        model.half_spreads(sub.columns) * 1e4, index=sub.columns)  # no registry rate: the assets' own
+    sim = simulate(sampled, asset_returns(sub), rate, rf, model)
     check_solvent(sim, profile.name)
     live = sim.returns.dropna()
     if live.empty:

@@ -12,7 +12,8 @@ Registry file (``yaml.safe_load`` only)::
         params: {top_n: 5}               # optional: names checked against the strategy signature,
                                          # a built-in's values against strategies.PARAM_SPECS
         rebalance: monthly               # daily | weekly | monthly | quarterly
-        cost_bps: 5
+        cost_bps: 5                      # optional: the sleeve's one-way rate on every asset;
+                                         # omitted = each asset's half-spread (costs/cost_model.py)
 
 Source: the ``path`` argument, else ``$QUANT_META_SLEEVES``, else the bundled
 ``quant_meta_assets/data/sleeves.yaml``.
@@ -117,7 +118,7 @@ class SleeveProfile:
     universe: tuple[str, ...] | None = None
     params: Mapping[str, Any] = field(default_factory=dict, hash=False)
     rebalance: str = "monthly"
-    cost_bps: float = 0.0
+    cost_bps: float | None = None
     max_gross: float = DEFAULT_MAX_GROSS
     timeout_s: float = DEFAULT_TIMEOUT_S
     max_retries: int = DEFAULT_MAX_RETRIES
@@ -151,7 +152,7 @@ class SleeveProfile:
             raise RegistryError(
                 f"{where}: 'rebalance' must be one of {list(REBALANCE_FREQUENCIES)}, got {self.rebalance!r}"
             )
-        if not _is_number(self.cost_bps) or self.cost_bps < 0:
+        if self.cost_bps is not None and (not _is_number(self.cost_bps) or self.cost_bps < 0):
             raise RegistryError(f"{where}: 'cost_bps' must be a finite number >= 0, got {self.cost_bps!r}")
         if not _is_number(self.max_gross) or self.max_gross <= 0:
             raise RegistryError(f"{where}: 'max_gross' must be a finite number > 0, got {self.max_gross!r}")
@@ -159,7 +160,8 @@ class SleeveProfile:
             raise RegistryError(f"{where}: 'timeout_s' must be a finite number > 0, got {self.timeout_s!r}")
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
             raise RegistryError(f"{where}: 'max_retries' must be an integer >= 0, got {self.max_retries!r}")
-        object.__setattr__(self, "cost_bps", float(self.cost_bps))
+        if self.cost_bps is not None:
+            object.__setattr__(self, "cost_bps", float(self.cost_bps))
         object.__setattr__(self, "max_gross", float(self.max_gross))
         object.__setattr__(self, "timeout_s", float(self.timeout_s))
 
@@ -441,7 +443,7 @@ def load_registry(path: str | os.PathLike[str] | None = None) -> list[SleeveProf
                 universe=tuple(universe) if universe is not None else None,
                 params=params,
                 rebalance=merged.get("rebalance", "monthly"),
-                cost_bps=merged.get("cost_bps", 0.0),
+                cost_bps=merged.get("cost_bps"),
                 max_gross=merged.get("max_gross", DEFAULT_MAX_GROSS),
                 timeout_s=merged.get("timeout_s", DEFAULT_TIMEOUT_S),
                 max_retries=merged.get("max_retries", DEFAULT_MAX_RETRIES),

@@ -69,7 +69,9 @@ def render() -> str:
         "| `universe` | no | every ticker | a YAML list of ticker strings, each a column of the price file |",
         "| `params` | no | the strategy's defaults | a mapping of the strategy's keyword arguments |",
         f"| `rebalance` | no | `monthly` | one of {rebalance} |",
-        "| `cost_bps` | no | 0 | one-way cost in basis points on two-sided turnover, >= 0 |",
+        "| `cost_bps` | no | each asset's half-spread | the sleeve's one-way cost in basis points on every asset it "
+        "trades (two-sided turnover), >= 0, in its own account and in the netted book alike; omitted: each "
+        "asset's half-spread from the cost model (docs/costs.md) |",
         f"| `max_gross` | no | {DEFAULT_MAX_GROSS:g} | largest gross exposure (sum of absolute target weights) the "
         "sleeve may trade to, > 0; a target above it fails the sleeve, naming the date and the gross |",
         f"| `timeout_s` | no | {DEFAULT_TIMEOUT_S:g} | wall-clock limit of the sleeve on Ray, all attempts, > 0 |",

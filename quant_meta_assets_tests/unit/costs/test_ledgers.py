@@ -115,3 +115,34 @@ def test_engine_charges_per_ticker_rates_borrow_and_funding(days):
     np.testing.assert_allclose(sim.costs.to_numpy(), expected, rtol=1e-12, atol=1e-18)
     with pytest.raises(Exception, match="'Y'"):
         simulate(targets, returns, pd.Series({"X": 2.0}), 0.0)
+
+
+def test_a_sleeve_without_cost_bps_pays_each_assets_half_spread_in_both_views(days):
+    # A trades at the cost file's half-spreads (X 2 bps, Y 8 bps), B at its registry 20 bps; meta 50/50.
+    model = CostModel(default_half_spread_bps=H, half_spread_bps={"X": 2.0, "Y": 8.0})
+    d = book({"A": {days[0]: [1, 0], days[2]: [0.5, 0.5]}, "B": {days[0]: [0, 1], days[2]: [0.25, 0.75]}},
+             {"A": pd.Series({"X": 2.0, "Y": 8.0}), "B": 20.0}, {days[1]: [0.5, 0.5]}, days, model)
+    t = days[3]
+    # X: A -0.25 at 2, B +0.125 at 20 -> blended (0.5 + 2.5) / 0.375 = 8 bps on |net| 0.125 = 1 bp
+    # Y: A +0.25 at 8, B -0.125 at 20 -> blended (2 + 2.5) / 0.375 = 12 bps on 0.125 = 1.5 bp
+    assert d.loc[t, "book_cost"] == pytest.approx(2.5e-4, abs=1e-15)
+    # stand-alone: A 0.5 x (0.5 x 2 + 0.5 x 8) = 2.5 bps, B 0.5 x (0.5 x 20) = 5 bps
+    assert d.loc[t, "standalone_cost"] == pytest.approx(7.5e-4, abs=1e-15)
+    assert d.loc[t, "savings_cost"] == pytest.approx(8e-4 * 0.25 + 12e-4 * 0.25, abs=1e-15)
+    # the meta's build from cash: 0.5 X at 2 bps + 0.5 Y at 8 bps
+    assert d.loc[days[2], "book_cost"] == pytest.approx(5e-4, abs=1e-15)
+
+
+def test_registry_entry_without_cost_bps_trades_at_the_half_spreads():
+    from quant_meta_assets.prices import load_prices
+    from quant_meta_assets.sleeves.engine import run_sleeve
+    from quant_meta_assets.sleeves.registry import SleeveProfile
+
+    prices = load_prices()
+    a, b = list(prices.columns[:2])
+    model = CostModel(half_spread_bps={a: 1.0, b: 50.0})
+    profile = SleeveProfile(name="ew2", strategy="equal_weight", universe=(a, b))
+    assert profile.cost_bps is None
+    record = run_sleeve(profile, prices, 0.0, model)
+    first = record["costs"][record["costs"] > 0].iloc[0]
+    assert first == pytest.approx(0.5 * 1e-4 + 0.5 * 50e-4, rel=1e-12)  # the initial build, 1/2 in each
