@@ -37,9 +37,10 @@ def frame_hash(*frames: pd.DataFrame | pd.Series) -> str:
     return digest.hexdigest()[:16]
 
 
-def _holding_costs() -> dict | None:
-    """The project's borrow fees and funding spread (they change a sleeve's costs), or None when
-    there are none (so a book without them keeps the hashes it had before they existed)."""
+def _project_costs() -> tuple[dict | None, dict | None]:
+    """What of the project's cost model changes a sleeve's output: (holding costs, per-ticker
+    half-spreads), each None when there are none (so a book without them keeps the hashes it had
+    before they existed)."""
     import os
 
     from quant_meta_assets.settings import BORROW_BPS_ENV, COSTS_FILE_ENV, FUNDING_SPREAD_BPS_ENV
@@ -49,29 +50,32 @@ def _holding_costs() -> dict | None:
         stamp = os.stat(path).st_mtime_ns if path else None
     except OSError:
         stamp = None  # load_cost_model names the missing file
-    return _holding_costs_of(path, stamp, os.environ.get(BORROW_BPS_ENV, ""), os.environ.get(FUNDING_SPREAD_BPS_ENV, ""))
+    return _project_costs_of(path, stamp, os.environ.get(BORROW_BPS_ENV, ""), os.environ.get(FUNDING_SPREAD_BPS_ENV, ""))
 
 
 @functools.lru_cache(maxsize=8)
-def _holding_costs_of(path, stamp, borrow, funding) -> dict | None:  # noqa: ARG001 - the cache key
+def _project_costs_of(path, stamp, borrow, funding) -> tuple[dict | None, dict | None]:  # noqa: ARG001 - cache key
     from quant_meta_assets.costs.cost_model import load_cost_model
 
     model = load_cost_model(path)
-    if not model.has_holding_costs:
-        return None
-    return {"default_borrow_bps": model.default_borrow_bps, "borrow_bps": dict(sorted(model.borrow_bps.items())),
-            "funding_spread_bps": model.funding_spread_bps}
+    holding = ({"default_borrow_bps": model.default_borrow_bps, "borrow_bps": dict(sorted(model.borrow_bps.items())),
+                "funding_spread_bps": model.funding_spread_bps} if model.has_holding_costs else None)
+    return holding, (dict(sorted(model.half_spread_bps.items())) or None)
 
 
 def config_hash(profile, risk_free_rate: float | None = None, holding_costs: Mapping | None = None) -> str:
     """Hash of everything that changes a sleeve's output but its prices: the registry entry, the
-    risk-free rate its cash earns (``None`` = the project's, which the sleeves step uses) and the
-    holding costs it pays (``None`` = the project's, ``costs.load_cost_model``)."""
+    risk-free rate its cash earns (``None`` = the project's, which the sleeves step uses), the
+    holding costs it pays (``None`` = the project's, ``costs.load_cost_model``) and, for a sleeve
+    without ``cost_bps``, the cost file's half-spreads."""
     fields = {k: v for k, v in dataclasses.asdict(profile).items() if k not in ("timeout_s", "max_retries")}
     fields["risk_free_rate"] = rates.resolve(risk_free_rate)
-    holding = _holding_costs() if holding_costs is None else (dict(holding_costs) or None)
+    project_holding, spreads = _project_costs()
+    holding = project_holding if holding_costs is None else (dict(holding_costs) or None)
     if holding is not None:
         fields["holding_costs"] = holding
+    if profile.cost_bps is None and spreads is not None:
+        fields["half_spreads"] = spreads
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -94,3 +94,17 @@ def test_holding_costs_are_part_of_the_config_hash_only_when_there_are_some(monk
     path.write_text("ticker,borrow_bps\nAAPL,300\n")
     monkeypatch.setenv("QUANT_META_COSTS", str(path))
     assert config_hash(PROFILE) not in (plain, with_borrow)
+
+
+def test_the_cost_files_half_spreads_make_only_sleeves_without_cost_bps_stale(monkeypatch, tmp_path):
+    import dataclasses
+
+    for env in ("QUANT_META_COSTS", "QUANT_META_BORROW_BPS", "QUANT_META_FUNDING_SPREAD_BPS"):
+        monkeypatch.delenv(env, raising=False)
+    own_rate = dataclasses.replace(PROFILE, cost_bps=5.0)
+    before = config_hash(PROFILE), config_hash(own_rate)
+    path = tmp_path / "costs.csv"
+    path.write_text("ticker,half_spread_bps\nAAPL,2\n")
+    monkeypatch.setenv("QUANT_META_COSTS", str(path))
+    assert config_hash(PROFILE) != before[0]  # trades at the file's half-spreads
+    assert config_hash(own_rate) == before[1]  # its registry rate, whatever the file says
