@@ -23,7 +23,7 @@ from quant_meta_assets import rates
 from quant_meta_assets.errors import ReconciliationError, StageInputError
 from quant_meta_assets.rates import PERIODS_PER_YEAR
 from quant_meta_assets.meta.costs import DEFAULT_BOOK_COST_BPS, cost_views
-from quant_meta_assets.meta.flatten import meta_portfolio_returns
+from quant_meta_assets.meta.flatten import book_sleeve_returns, meta_portfolio_returns
 from quant_meta_assets.meta.optimize.diagnostics import covariance_summary, covariance_warning
 from quant_meta_assets.report import forensics as F
 from quant_meta_assets.report import html as H
@@ -57,7 +57,9 @@ REPORT_CONVENTIONS: dict[str, str] = {
     "meta holds slightly different sub-account shares (they drift net of the sleeves' costs), so on a "
     "single day the two views' volumes are not ordered, only over the period.",
     "drift": "Between meta rebalances m_s(t+1) = m_s(t)(1 + r_s(t)) / (1 + sum m r); reset to the "
-    "target on the row after each rebalance.",
+    "target on the row after each rebalance. The headline book's shares drift with the sleeves' gross "
+    "returns r_s = g_s (it pays no sleeve's own cost); the stand-alone view's and the equal-weight meta's "
+    "with their net returns.",
     "sleeve_cash": "A sleeve's uninvested cash (1 - sum of its weights) earns the daily risk-free rate "
     "rf_d (the same rf and conversion as Sharpe, Sortino and max_sharpe).",
     "equal_weight_meta": "Benchmark: 1/N of the sleeves live on the rebalance date, rebalanced on the SAME dates as the meta and "
@@ -91,12 +93,17 @@ REPORT_CONVENTIONS: dict[str, str] = {
     "weights earn gross: sum_i a_i R_i + sum_s m_s cash_s rf_d - sum_s m_s cost_s == sum_s m_s r_s "
     "(cash_s = 1 - sum_i w_s,i), checked daily.",
     "attribution": "Shown in percentage points of annual return: 252 x mean_t(daily contribution) "
-    "(daily contribution = m_s(t) r_s(t) for a sleeve, a_i(t) R_i(t) for an asset), which add up to "
-    "252 x mean daily return of the sleeve-level meta (its arithmetic annual return; CAGR is lower by "
-    "the compounding / volatility drag). The report's data also keep the compounded contribution = "
-    "sum_t W(t-1) x daily contribution (W = meta wealth before day t, W = 1 at the start), which adds "
-    "up exactly to the compounded total return, and 'arithmetic' = the plain sum. Asset contributions are gross; "
-    "sleeve costs are one negative line, the sleeves' cash interest one positive line (when rf != 0).",
+    "(daily contribution = m_s(t) g_s(t) for a sleeve, with m the book's share and g the sleeve's GROSS "
+    "return; H_i(t) R_i(t) for an asset, H the published holdings), which add up to 252 x mean daily "
+    "return of the headline (netted) meta, its arithmetic annual return (CAGR is lower by the compounding "
+    "/ volatility drag). The report's data also keep the compounded contribution = sum_t W(t-1) x daily "
+    "contribution (W = meta wealth before day t, W = 1 at the start), which adds up exactly to the "
+    "compounded total return, and 'arithmetic' = the plain sum. The book's trading cost is one negative "
+    "line in both tables, the book's cash interest one positive line (when rf != 0).",
+    "holdings": "One set of holdings: the asset weights meta/flatten publishes are the headline book's, "
+    "its sub-account shares drifting with the sleeves' gross returns. Every day sum_i H_i(t) R_i(t) + "
+    "(1 - sum_i H_i(t)) rf_d - book_cost(t) = meta(t) to 1e-12 (reconciliation book_holdings_return; the "
+    "daily book_cost series is in the report's data, costs.daily).",
     "risk_contribution": "RC_i = w_i (Sigma w)_i / (w' Sigma w), sums to 1. Plotted: the REALISED split "
     "cov(m_s r_s, r_meta) / var(r_meta) per calendar year (ex-ante contributions are equal by construction "
     "under risk parity, so they are shown only at the latest rebalance, in the current-weights table). "
@@ -179,10 +186,13 @@ def build_report(
     weights_by_sleeve = _as_frame_weights(sleeve_weights, sleeves)
 
     # --- the meta and its comparison portfolios on the live days ---------------------------
-    recomputed_held, meta_turnover = PF.drifted_weights(meta_weights, sleeve_returns)
-    live = recomputed_held.index
-    held = flatten.meta_weights_daily.reindex(index=live, columns=sleeves)
-    meta_returns = meta_portfolio_returns(held, sleeve_returns)  # sleeve level, before meta-level costs
+    # the stand-alone view's shares drift with the sleeves' NET returns; the headline book's with
+    # their GROSS returns (it pays no sleeve's own cost: meta.flatten, meta.costs)
+    standalone_held, standalone_turnover = PF.drifted_weights(meta_weights, sleeve_returns)
+    live = standalone_held.index
+    gross_returns = book_sleeve_returns(sleeve_returns, sleeve_costs)
+    recomputed_held, meta_turnover = PF.drifted_weights(meta_weights, gross_returns)
+    held = flatten.meta_weights_daily.reindex(index=live, columns=sleeves)  # the book's shares, as published
     cash_return = rates.daily_rate(risk_free_rate) if cash_return is None else cash_return
     costs = cost_views(
         meta_weights=meta_weights, sleeve_returns=sleeve_returns,
@@ -200,7 +210,7 @@ def build_report(
     for s in sleeves:
         portfolios[s] = sleeve_returns.loc[live, s]
     returns_frame = pd.DataFrame(portfolios)
-    turnover = {"meta": meta_turnover, "meta_standalone": meta_turnover, "equal_weight_meta": ew_turnover,
+    turnover = {"meta": meta_turnover, "meta_standalone": standalone_turnover, "equal_weight_meta": ew_turnover,
                 **{s: sleeve_turnover[s] for s in sleeves if sleeve_turnover.get(s) is not None}}
     counted = {name: PF.counted_turnover(t, sleeve_returns.index, live) for name, t in turnover.items()}
     metrics = M.performance_table(returns_frame, counted, risk_free_rate=risk_free_rate, mar=mar,
@@ -218,22 +228,21 @@ def build_report(
     })
     metrics = metrics.join(trading)
 
-    # --- forensics ---------------------------------------------------------------------------
+    # --- forensics: one set of holdings --------------------------------------------------------
     asset_weights = flatten.asset_weights.reindex(live)
+    book_cost = costs.daily["book_cost"]
     reconciliations = F.reconcile(
         meta_weights=meta_weights, meta_weights_daily=flatten.meta_weights_daily,
-        recomputed_meta_weights_daily=recomputed_held, sleeve_returns=sleeve_returns,
-        asset_weights=flatten.asset_weights, asset_returns=asset_returns, exposure=flatten.exposure,
-        sleeve_weights=weights_by_sleeve, sleeve_costs=sleeve_costs, tolerance=tolerance,
-        cash_return=cash_return,
+        recomputed_meta_weights_daily=recomputed_held, book_returns=netted, book_costs=book_cost,
+        book_weights=costs.book_weights, asset_weights=flatten.asset_weights, asset_returns=asset_returns,
+        exposure=flatten.exposure, sleeve_weights=weights_by_sleeve, tolerance=tolerance, cash_return=cash_return,
     )
     attribution = F.attribution(
-        meta_returns=meta_returns, meta_weights_daily=held, sleeve_returns=sleeve_returns,
-        asset_weights=asset_weights, asset_returns=asset_returns, sleeve_costs=sleeve_costs,
-        sleeve_weights=weights_by_sleeve, cash_return=cash_return,
+        meta_returns=netted, meta_weights_daily=held, sleeve_returns=gross_returns,
+        asset_weights=asset_weights, asset_returns=asset_returns, book_costs=book_cost, cash_return=cash_return,
     )
     reconciliations = pd.concat(
-        [reconciliations, F.attribution_checks(attribution, meta_returns, tolerance), costs.checks],
+        [reconciliations, F.attribution_checks(attribution, netted, tolerance), costs.checks],
         ignore_index=True,
     )
     failed = reconciliations[~reconciliations["passed"]]
@@ -244,8 +253,8 @@ def build_report(
     window = max(window, 2)
     risk = {
         "ex_ante": F.ex_ante_risk_contributions(meta_weights, sleeve_returns, window, *_estimator(diagnostics)),
-        "ex_post": F.ex_post_risk_contributions(held, sleeve_returns),
-        "realised_by_year": F.realised_risk_by_year(held, sleeve_returns),
+        "ex_post": F.ex_post_risk_contributions(held, gross_returns),
+        "realised_by_year": F.realised_risk_by_year(held, gross_returns),
         "window": window,
         "estimator": _estimator(diagnostics)[0],
     }
@@ -334,7 +343,6 @@ def build_report(
         "metrics": metrics,
         "meta_returns": netted,
         "standalone_returns": standalone,
-        "sleeve_level_meta_returns": meta_returns,
         "costs": {"daily": costs.daily, "yearly": costs.yearly(), "totals": cost_totals,
                   "sleeve_totals": costs.sleeve_totals, "cost_bps": float(cost_bps)},
         "portfolio_returns": returns_frame,
@@ -587,10 +595,13 @@ def _render(*, title, metrics, reconciliations, attribution, risk, diagnostics, 
     )
     assets = fig("latest_exposures") + fig("exposures_over_time")
     years = len(live) / PERIODS_PER_YEAR
-    by_sleeve = attribution["by_sleeve"][["avg_weight", "per_year"]].sort_values("per_year", ascending=False)
-    by_asset = attribution["by_asset"][["avg_weight", "per_year"]]
-    lines = [k for k in by_asset.index if str(k).startswith("(")]  # costs and cash interest stay last
-    by_asset = pd.concat([by_asset.drop(index=lines).sort_values("per_year", ascending=False), by_asset.loc[lines]])
+
+    def largest_first(frame: pd.DataFrame) -> pd.DataFrame:
+        lines = [k for k in frame.index if str(k).startswith("(")]  # costs and cash interest stay last
+        return pd.concat([frame.drop(index=lines).sort_values("per_year", ascending=False), frame.loc[lines]])
+
+    by_sleeve = largest_first(attribution["by_sleeve"][["avg_weight", "per_year"]])
+    by_asset = largest_first(attribution["by_asset"][["avg_weight", "per_year"]])
     attr_labels = {"avg_weight": "Average weight", "per_year": "Contribution (pp per year)"}
     attr_fmt = {"avg_weight": _PCT, "per_year": _fmt_pp}
     by_sleeve, sleeve_fmt = _labelled(by_sleeve, attr_fmt, attr_labels)
@@ -600,8 +611,9 @@ def _render(*, title, metrics, reconciliations, attribution, risk, diagnostics, 
     sleeve_cagr = (1.0 + total) ** (1.0 / years) - 1.0 if total > -1 else float("nan")
     attr = (
         H.note("Contribution in percentage points of annual return = 252 x the mean daily contribution "
-               f"w_s(t) r_s(t). The sleeve rows add up to {_fmt_pp(arithmetic)} a year, the meta's arithmetic "
-               f"annual return (252 x mean daily return, sleeve level, before meta-level costs); its CAGR is "
+               f"m_s(t) g_s(t) (the book's share of a sleeve times the sleeve's gross return: the book pays no "
+               f"sleeve's own cost, it pays its own, one line). The rows add up to {_fmt_pp(arithmetic)} a year, "
+               f"the headline meta's arithmetic annual return (252 x mean daily return); its CAGR is "
                f"{_PCT(sleeve_cagr)}, the difference is compounding (volatility drag). Largest first.")
         + '<div class="grid2"><div><h3>By sleeve</h3>'
         + H.table(by_sleeve, sleeve_fmt, scroll=False)

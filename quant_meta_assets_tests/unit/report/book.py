@@ -78,7 +78,9 @@ def make_book_inputs(n: int = 200, start: str = "2012-01-01", end: str = "2022-1
                for i, s in enumerate(rets)}
     return dict(
         sleeve_returns=sleeve_returns, meta_weights=meta_weights, diagnostics=diagnostics,
-        flatten=flatten_numpy(meta_weights, weights, sleeve_returns), sleeve_weights=weights,
+        flatten=flatten_numpy(meta_weights, weights,  # the book's shares ride the GROSS sleeve returns
+                              sleeve_returns + pd.DataFrame(costs).reindex(sleeve_returns.index).fillna(0.0)),
+        sleeve_weights=weights,
         sleeve_costs=costs, sleeve_turnover=turnover, asset_returns=asset_returns, benchmark=index_prices,
         lineage=lineage, previous=None,
     )

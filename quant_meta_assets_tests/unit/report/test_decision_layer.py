@@ -215,18 +215,20 @@ def test_current_weights_and_changes(report):
 
 
 def test_attribution_in_percentage_points_per_year(report, html):
-    sleeve_level = report["sleeve_level_meta_returns"]
+    meta = report["meta_returns"]  # the headline book, its own trading cost one line
     by_sleeve = report["attribution"]["by_sleeve"]
-    n = len(sleeve_level)
-    assert by_sleeve["per_year"].sum() == pytest.approx(252 * sleeve_level.mean(), abs=1e-12)
+    n = len(meta)
+    assert by_sleeve["per_year"].sum() == pytest.approx(252 * meta.mean(), abs=1e-12)
     np.testing.assert_allclose(by_sleeve["per_year"], by_sleeve["arithmetic"] * 252 / n, atol=1e-15)
     by_asset = report["attribution"]["by_asset"]
-    assert by_asset["per_year"].sum() == pytest.approx(252 * sleeve_level.mean(), abs=1e-12)
+    assert by_asset["per_year"].sum() == pytest.approx(252 * meta.mean(), abs=1e-12)
     checks = report["reconciliations"].set_index("check")
     assert checks.loc["attribution_per_year_total", "passed"]
     section = html[html.index('<section id="attribution"'):html.index('<section id="turnover"')]
     shown = [float(v) for v in re.findall(r"<td>(-?[0-9.]+) pp</td>", section)]
-    assert shown[:3] == [round(v * 100, 2) for v in by_sleeve["per_year"].sort_values(ascending=False)]
+    sleeves = by_sleeve["per_year"].drop(index="(book trading costs)").sort_values(ascending=False)
+    assert shown[:4] == [round(v * 100, 2) for v in sleeves] + [round(by_sleeve.loc["(book trading costs)",
+                                                                                    "per_year"] * 100, 2)]
     assert f"{by_sleeve['contribution'].sum() * 100:.2f}%" not in section  # no compounded totals
 
 
@@ -234,7 +236,8 @@ def test_realised_risk_contributions_replace_the_constant_ex_ante_plot(report, i
     by_year = report["risk_contributions"]["realised_by_year"]
     np.testing.assert_allclose(by_year.sum(axis=1), 1.0, atol=1e-12)
     held = inputs["flatten"].meta_weights_daily.loc[report["meta_returns"].index]
-    r = inputs["sleeve_returns"].loc[held.index, held.columns]
+    gross = inputs["sleeve_returns"] + pd.DataFrame(inputs["sleeve_costs"]).reindex(inputs["sleeve_returns"].index)
+    r = gross.loc[held.index, held.columns]  # the book's shares earn the sleeves' gross returns
     year = by_year.index[2]
     parts = (held * r).loc[held.index.year == year].to_numpy()
     meta = parts.sum(axis=1)
