@@ -37,7 +37,7 @@ def test_meta_returns_and_metrics(report, inputs):
     assert metrics_has_both_views(report["metrics"])
     assert report["meta_returns"].index[0] > inputs["meta_weights"].index[0]
     metrics = report["metrics"]
-    assert {"meta", "meta_standalone", "equal_weight_meta", "sp500", *inputs["sleeve_returns"].columns} == set(metrics.index)
+    assert {"meta", "meta_standalone", "equal_weight_meta", "benchmark", *inputs["sleeve_returns"].columns} == set(metrics.index)
     assert (metrics["start"] == report["meta_returns"].index[0]).all()
     assert (metrics["n_days"] == len(report["meta_returns"])).all()
     assert metrics.loc["meta", "sharpe"] == pytest.approx(M.sharpe(report["meta_returns"]), abs=1e-12)
@@ -62,8 +62,8 @@ def test_meta_returns_and_metrics(report, inputs):
     assert held.equals(live)
     assert metrics.loc["meta", "turnover"] == pytest.approx(sum(meta_trades) / years, rel=1e-10)
     # sp500 from index prices, on the meta's days
-    idx = inputs["benchmark"].pct_change().reindex(report["meta_returns"].index)
-    assert metrics.loc["sp500", "cagr"] == pytest.approx(M.cagr(idx), abs=1e-12)
+    idx = inputs["benchmark"].levels.pct_change().reindex(report["meta_returns"].index)
+    assert metrics.loc["benchmark", "cagr"] == pytest.approx(M.cagr(idx), abs=1e-12)
 
 
 def test_equal_weight_benchmark_is_drifting_one_over_n(report, inputs):

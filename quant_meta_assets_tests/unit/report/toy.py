@@ -21,6 +21,8 @@ import types
 import numpy as np
 import pandas as pd
 
+from quant_meta_assets.benchmark import Benchmark
+
 SLEEVES = {
     "tech": ({"AAPL": 1 / 3, "AMD": 1 / 3, "MSFT": 1 / 3}, 10.0),
     "defensive": ({"JNJ": 0.18, "KO": 0.18, "PEP": 0.18, "PG": 0.18, "WMT": 0.18}, 5.0),
@@ -137,7 +139,8 @@ def make_report_inputs(start: str = "2016-01-01", end: str = "2020-12-31", seed:
         sleeve_costs=sleeve_costs,
         sleeve_turnover=sleeve_turnover,
         asset_returns=asset_returns,
-        benchmark=index_prices,
+        benchmark=Benchmark(levels=index_prices, name="S&P 500", total_return=False,
+                            source="skfolio load_sp500_index()"),
         lineage=lineage,
         previous=None,
     )
