@@ -78,7 +78,8 @@ class CostModel:
     def __post_init__(self) -> None:
         object.__setattr__(self, "default_half_spread_bps",
                            _nonnegative(self.default_half_spread_bps, "the default half-spread (bps)"))
-        object.__setattr__(self, "default_borrow_bps", _nonnegative(self.default_borrow_bps, "the default borrow fee (bps/yr)"))
+        object.__setattr__(self, "default_borrow_bps",
+                           _nonnegative(self.default_borrow_bps, "the default borrow fee (bps/yr)"))
         object.__setattr__(self, "funding_spread_bps", _nonnegative(self.funding_spread_bps, "the funding spread (bps/yr)"))
         object.__setattr__(self, "half_spread_bps", {str(t): _nonnegative(v, f"the half-spread of {t!r} (bps)")
                                                      for t, v in dict(self.half_spread_bps).items()})

@@ -174,6 +174,9 @@ class BookCosts:
     The constructor takes what is small (date x sleeve frames, the meta targets and the asset
     returns); ``add(sleeve, weights)`` takes one sleeve's start-of-day held weights (date x
     ticker, as the sleeve engine records them) at a time, in any order, each sleeve once.
+    ``cost_model`` prices every trade and position (``None`` = ``CostModel`` with ``cost_bps`` as
+    the default half-spread; both given = the model with that default). Each sleeve's trading rates
+    are read back from its own cost series (``_sleeve_rates``) and checked daily.
     """
 
     def __init__(

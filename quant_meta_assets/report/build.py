@@ -109,7 +109,8 @@ REPORT_CONVENTIONS: dict[str, str] = {
     "return of the headline (netted) meta, its arithmetic annual return (CAGR is lower by the compounding "
     "/ volatility drag). The report's data also keep the compounded contribution = sum_t W(t-1) x daily "
     "contribution (W = meta wealth before day t, W = 1 at the start), which adds up exactly to the "
-    "compounded total return, and 'arithmetic' = the plain sum. The book's cost (trading + holding) is one negative "
+    "compounded total return, and 'arithmetic' = the plain sum. The book's cost (trading + holding) is one "
+    "negative "
     "line in both tables, the book's cash interest one positive line (when rf != 0).",
     "holdings": "One set of holdings: the asset weights meta/flatten publishes are the headline book's, "
     "its sub-account shares drifting with the sleeves' gross returns. Every day sum_i H_i(t) R_i(t) + "

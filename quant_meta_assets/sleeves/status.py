@@ -148,7 +148,8 @@ def assess_sleeves(
             continue
         changed = []
         if record.config_hash != wanted_config:
-            changed.append(f"registry entry, risk-free rate or holding costs changed (config hash {record.config_hash} -> {wanted_config})")
+            changed.append(f"registry entry, risk-free rate or holding costs changed "
+                           f"(config hash {record.config_hash} -> {wanted_config})")
         if record.code_hash != wanted_code:
             changed.append(f"strategy code changed (code hash {record.code_hash} -> {wanted_code})")
         if prices_hash is not None and record.prices_hash != prices_hash:
