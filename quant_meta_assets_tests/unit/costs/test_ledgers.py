@@ -146,3 +146,16 @@ def test_registry_entry_without_cost_bps_trades_at_the_half_spreads():
     record = run_sleeve(profile, prices, 0.0, model)
     first = record["costs"][record["costs"] > 0].iloc[0]
     assert first == pytest.approx(0.5 * 1e-4 + 0.5 * 50e-4, rel=1e-12)  # the initial build, 1/2 in each
+
+
+def test_leverage_in_one_sleeve_against_cash_in_another_pays_no_funding_in_the_book(days):
+    # A: 1.5 in X (borrows 0.5 of cash); B: 0.5 in Y (0.5 cash). Funding spread 200 bps/yr. Meta 50/50.
+    model = CostModel(default_half_spread_bps=H, funding_spread_bps=200.0)
+    s = (1.02) ** (1 / 252) - 1
+    d = book({"A": {days[0]: [1.5, 0.0]}, "B": {days[0]: [0.0, 0.5]}}, {"A": 10.0, "B": 10.0},
+             {days[1]: [0.5, 0.5]}, days, model)
+    # the book holds 0.75 X + 0.25 Y = 1.0: no borrowed cash; un-netted, A pays 0.5 x 0.5 s
+    assert d["book_holding_cost"].abs().max() == 0.0
+    np.testing.assert_allclose(d["savings_cost_holding"], 0.25 * s, rtol=1e-12)
+    # the build: the meta buys 0.75 X + 0.25 Y from cash at the 5 bps half-spread
+    assert d["book_cost"].iloc[0] == pytest.approx(1.0 * H / 1e4, abs=1e-15)
