@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from quant_meta_assets.errors import ReconciliationError, StageInputError
-from quant_meta_assets.meta.drift import drift_weights
+from quant_meta_assets.meta.drift import cash_after_stop, drift_weights, stopped_mask
 from quant_meta_assets.meta.flatten import held_meta_weights
 from quant_meta_assets.sleeves.engine import gross_returns
 
@@ -179,10 +179,15 @@ class BookCosts:
         no_costs = [s for s in self.sleeves if s not in sleeve_costs.columns]
         if no_costs:
             raise StageInputError(f"cost views need the daily costs of sleeves {no_costs}")
-        self.held_net = held_meta_weights(meta_weights, net)  # stand-alone: drift with net returns
+        # a sleeve that stopped is cash earning the cash return, at no cost (meta.drift)
+        stopped = stopped_mask(net.to_numpy())
+        net = cash_after_stop(net, cash_return)
+        costs = costs.mask(stopped, 0.0)
+        self.stopped = pd.DataFrame(stopped, index=net.index, columns=self.sleeves)
+        self.held_net = held_meta_weights(meta_weights, net, cash_return)  # stand-alone: drift with net returns
         self.live = self.held_net.index
         self.days = net.index[net.index.get_loc(self.live[0]) - 1:]  # decision day before + live days
-        self.held_gross = held_meta_weights(meta_weights, gross_returns(net, costs))  # book: gross drift
+        self.held_gross = held_meta_weights(meta_weights, gross_returns(net, costs), cash_return)  # book: gross drift
         # a sleeve not held that day (meta-weight exactly 0 in both views) contributes exactly 0
         self.held = (self.held_net.to_numpy() != 0.0) | (self.held_gross.to_numpy() != 0.0)
         for name, frame in (("return", net), ("cost", costs)):
@@ -250,7 +255,7 @@ class BookCosts:
         held_day = np.concatenate([[False], self.held[:, j]])  # per row of `days`
         needed = held_day | np.concatenate([held_day[1:], [False]])  # held that day or the next
         w = weights.reindex(index=self.days).to_numpy(dtype=float, copy=True)
-        w[~needed] = 0.0
+        w[~needed | self.stopped[sleeve].reindex(self.days).to_numpy()] = 0.0  # stopped: all cash
         if np.isnan(w).any():
             row, col = np.argwhere(np.isnan(w))[0]
             raise StageInputError(f"cost views: sleeve {sleeve!r} has no weight for {weights.columns[col]!r} "

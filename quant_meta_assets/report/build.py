@@ -179,11 +179,11 @@ def build_report(
     weights_by_sleeve = _as_frame_weights(sleeve_weights, sleeves)
 
     # --- the meta and its comparison portfolios on the live days ---------------------------
-    recomputed_held, meta_turnover = PF.drifted_weights(meta_weights, sleeve_returns)
+    cash_return = rates.daily_rate(risk_free_rate) if cash_return is None else cash_return
+    recomputed_held, meta_turnover = PF.drifted_weights(meta_weights, sleeve_returns, cash_return)
     live = recomputed_held.index
     held = flatten.meta_weights_daily.reindex(index=live, columns=sleeves)
-    meta_returns = meta_portfolio_returns(held, sleeve_returns)  # sleeve level, before meta-level costs
-    cash_return = rates.daily_rate(risk_free_rate) if cash_return is None else cash_return
+    meta_returns = meta_portfolio_returns(held, sleeve_returns, cash_return)  # sleeve level, before meta-level costs
     costs = cost_views(
         meta_weights=meta_weights, sleeve_returns=sleeve_returns,
         sleeve_costs={s: sleeve_costs[s] for s in sleeves if s in sleeve_costs},
@@ -192,9 +192,11 @@ def build_report(
     )
     netted = costs.daily["netted_return"].rename("meta")
     standalone = costs.daily["standalone_return"].rename("meta_standalone")
-    ew_held, ew_turnover = PF.drifted_weights(PF.equal_weight_targets(meta_weights, sleeve_returns), sleeve_returns)
+    ew_held, ew_turnover = PF.drifted_weights(PF.equal_weight_targets(meta_weights, sleeve_returns), sleeve_returns,
+                                              cash_return)
     portfolios = {"meta": netted, "meta_standalone": standalone,
-                  "equal_weight_meta": meta_portfolio_returns(ew_held, sleeve_returns).rename("equal_weight_meta")}
+                  "equal_weight_meta": meta_portfolio_returns(ew_held, sleeve_returns, cash_return)
+                  .rename("equal_weight_meta")}
     if benchmark is not None:
         portfolios["sp500"] = PF.benchmark_returns(benchmark, live)
     for s in sleeves:

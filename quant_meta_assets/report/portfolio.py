@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from quant_meta_assets.errors import StageInputError
+from quant_meta_assets.meta.drift import cash_after_stop
 
 
 def live_index(meta_weights: pd.DataFrame, sleeve_returns: pd.DataFrame) -> pd.DatetimeIndex:
@@ -27,20 +28,23 @@ def live_index(meta_weights: pd.DataFrame, sleeve_returns: pd.DataFrame) -> pd.D
     return pd.DatetimeIndex(live)
 
 
-def drifted_weights(targets: pd.DataFrame, returns: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+def drifted_weights(targets: pd.DataFrame, returns: pd.DataFrame,
+                    cash_return: float | pd.Series = 0.0) -> tuple[pd.DataFrame, pd.Series]:
     """Start-of-day held weights from rebalance targets, drifting with ``returns``; and turnover.
 
     Target row dated d is held from the row after d; between rebalances
     m(t+1) = m(t)(1 + r(t)) / (1 + m(t)·r(t)). Turnover at each rebalance d is two-sided,
     sum |target(d) - m_pre(d)| where m_pre(d) is the held weight drifted through day d (before the
     trade); the first rebalance trades from cash, so its turnover is sum |target|.
+    A sleeve that stopped (NaN after its last live day) is cash earning ``cash_return`` (daily)
+    from then on (``meta.drift``); a held sleeve's NaN anywhere else is a ``StageInputError``.
     Returns (held weights on the live days, turnover indexed by rebalance date).
     """
     live = live_index(targets, returns)
     unknown = targets.index.difference(returns.index)
     if len(unknown):
         raise StageInputError(f"rebalance date {unknown[0]} is not a date of the sleeve returns")
-    r = returns.loc[:, targets.columns].to_numpy(dtype=float)
+    r = cash_after_stop(returns.loc[:, targets.columns], cash_return).to_numpy(dtype=float)
     row_of = {d: i for i, d in enumerate(returns.index)}
     rebal_rows = {row_of[d]: k for k, d in enumerate(targets.index)}
     tgt = targets.to_numpy(dtype=float)
