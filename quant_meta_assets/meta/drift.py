@@ -31,7 +31,8 @@ import pandas as pd
 
 from quant_meta_assets.errors import StageInputError
 
-__all__ = ["cash_after_stop", "drift_weights", "growth_factors", "stopped_mask", "turnover"]
+__all__ = ["cash_after_stop", "drift_weights", "growth_factors", "last_live_days", "stopped_mask", "turnover",
+           "weights_after_stop"]
 
 
 def stopped_mask(returns) -> np.ndarray:
@@ -93,6 +94,20 @@ def growth_factors(
             f"{'NaN' if np.isnan(R[row, col]) else R[row, col]}: a held sleeve's return is a required input"
         )
     return np.prod(1.0 + R, axis=0)
+
+
+def last_live_days(returns: pd.DataFrame) -> dict[str, pd.Timestamp]:
+    """Each sleeve that stops (NaN after some live day, up to the frame's end) -> its last live day."""
+    mask = stopped_mask(returns.to_numpy(dtype=float))
+    return {str(c): returns[c].last_valid_index() for j, c in enumerate(returns.columns) if mask[:, j].any()}
+
+
+def weights_after_stop(weights: pd.DataFrame, last_live: pd.Timestamp, index: pd.DatetimeIndex) -> pd.DataFrame:
+    """A stopped sleeve's start-of-day weights on ``index``: as recorded up to its last live day,
+    then 0 on every ticker (its sub-account is all cash)."""
+    out = weights.reindex(index=index)
+    out.loc[index > last_live, :] = 0.0
+    return out
 
 
 def drift_weights(weights, returns_rows, names: Sequence[str] | None = None,

@@ -23,6 +23,7 @@ from quant_meta_assets import rates
 from quant_meta_assets.errors import ReconciliationError, StageInputError
 from quant_meta_assets.rates import PERIODS_PER_YEAR
 from quant_meta_assets.meta.costs import DEFAULT_BOOK_COST_BPS, cost_views
+from quant_meta_assets.meta.drift import cash_after_stop
 from quant_meta_assets.meta.flatten import meta_portfolio_returns
 from quant_meta_assets.meta.optimize.diagnostics import covariance_summary, covariance_warning
 from quant_meta_assets.report import forensics as F
@@ -180,6 +181,10 @@ def build_report(
 
     # --- the meta and its comparison portfolios on the live days ---------------------------
     cash_return = rates.daily_rate(risk_free_rate) if cash_return is None else cash_return
+    # a sleeve that stopped is cash after its last live day (meta.drift): weights 0, no cost
+    weights_by_sleeve = PF.CashAfterStop(weights_by_sleeve, sleeve_returns)
+    sleeve_costs = PF.costs_after_stop(sleeve_costs, sleeve_returns)
+    returns_as_held = cash_after_stop(sleeve_returns, cash_return)  # what the held sub-accounts earned
     recomputed_held, meta_turnover = PF.drifted_weights(meta_weights, sleeve_returns, cash_return)
     live = recomputed_held.index
     held = flatten.meta_weights_daily.reindex(index=live, columns=sleeves)
@@ -224,13 +229,13 @@ def build_report(
     asset_weights = flatten.asset_weights.reindex(live)
     reconciliations = F.reconcile(
         meta_weights=meta_weights, meta_weights_daily=flatten.meta_weights_daily,
-        recomputed_meta_weights_daily=recomputed_held, sleeve_returns=sleeve_returns,
+        recomputed_meta_weights_daily=recomputed_held, sleeve_returns=returns_as_held,
         asset_weights=flatten.asset_weights, asset_returns=asset_returns, exposure=flatten.exposure,
         sleeve_weights=weights_by_sleeve, sleeve_costs=sleeve_costs, tolerance=tolerance,
         cash_return=cash_return,
     )
     attribution = F.attribution(
-        meta_returns=meta_returns, meta_weights_daily=held, sleeve_returns=sleeve_returns,
+        meta_returns=meta_returns, meta_weights_daily=held, sleeve_returns=returns_as_held,
         asset_weights=asset_weights, asset_returns=asset_returns, sleeve_costs=sleeve_costs,
         sleeve_weights=weights_by_sleeve, cash_return=cash_return,
     )
@@ -246,8 +251,8 @@ def build_report(
     window = max(window, 2)
     risk = {
         "ex_ante": F.ex_ante_risk_contributions(meta_weights, sleeve_returns, window, *_estimator(diagnostics)),
-        "ex_post": F.ex_post_risk_contributions(held, sleeve_returns),
-        "realised_by_year": F.realised_risk_by_year(held, sleeve_returns),
+        "ex_post": F.ex_post_risk_contributions(held, returns_as_held),
+        "realised_by_year": F.realised_risk_by_year(held, returns_as_held),
         "window": window,
         "estimator": _estimator(diagnostics)[0],
     }

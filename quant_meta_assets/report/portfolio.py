@@ -12,7 +12,43 @@ import numpy as np
 import pandas as pd
 
 from quant_meta_assets.errors import StageInputError
-from quant_meta_assets.meta.drift import cash_after_stop
+from collections.abc import Iterator, Mapping
+
+from quant_meta_assets.meta.drift import cash_after_stop, last_live_days, weights_after_stop
+
+
+class CashAfterStop(Mapping):
+    """The sleeves' daily weights with every stopped sleeve all cash after its last live day
+    (``meta.drift``); other sleeves' frames are passed through untouched, fetched on access."""
+
+    def __init__(self, weights: Mapping[str, pd.DataFrame], returns: pd.DataFrame) -> None:
+        self._weights = weights
+        self._stops = last_live_days(returns)
+        self._index = returns.index
+
+    def __getitem__(self, sleeve: str) -> pd.DataFrame:
+        frame = self._weights[sleeve]
+        last = self._stops.get(str(sleeve))
+        return frame if last is None else weights_after_stop(frame, last, self._index)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._weights)
+
+    def __len__(self) -> int:
+        return len(self._weights)
+
+
+def costs_after_stop(costs: Mapping[str, pd.Series], returns: pd.DataFrame) -> dict[str, pd.Series]:
+    """The sleeves' daily costs, 0 after a stopped sleeve's last live day (cash pays no cost)."""
+    stops = last_live_days(returns)
+    out = {}
+    for sleeve, series in costs.items():
+        last = stops.get(str(sleeve))
+        if last is not None:
+            series = series.reindex(returns.index)
+            series = series.where(series.index <= last, 0.0)
+        out[sleeve] = series
+    return out
 
 
 def live_index(meta_weights: pd.DataFrame, sleeve_returns: pd.DataFrame) -> pd.DatetimeIndex:
