@@ -80,6 +80,8 @@ def _sleeve_metadata(record: dict, profile, prices_hash: str) -> dict:
         metadata["n_days"] = dg.IntMetadataValue(int(record["n_days"]))
         metadata["total_return"] = md.total_return(record["total_return"])
         metadata["data_hash"] = record["data_hash"]
+        if record.get("delistings"):  # positions closed into cash at their ticker's last price
+            metadata["delistings"] = md.delistings(record["delistings"])
     return metadata
 
 
