@@ -207,8 +207,11 @@ class BookCosts:
                                   "asset returns (same price calendar)")
         self.tickers = [str(c) for c in asset_returns.columns]
         self.R = asset_returns.iloc[pos].to_numpy(dtype=float)  # row 0 = the day before the first live day
-        if not np.isfinite(self.R).all():
+        if np.isinf(self.R).any():
             raise StageInputError("cost views: asset returns must be finite on the meta's live days")
+        # point in time: no return before a ticker lists or after it delists; nothing may hold it then
+        self.no_return = np.isnan(self.R)
+        self.R = np.where(self.no_return, 0.0, self.R)
         if isinstance(cash_return, pd.Series):
             self.rf = cash_return.reindex(self.days).to_numpy(dtype=float)
         else:
@@ -261,6 +264,7 @@ class BookCosts:
             raise StageInputError(f"cost views: sleeve {sleeve!r} has no weight for {weights.columns[col]!r} "
                                   f"on {self.days[row].date()}")
         cols = np.array([self._col[str(c)] for c in weights.columns], dtype=int)
+        _check_not_held_without_return(sleeve, w, self.no_return[:, cols], self.days, weights.columns)
         R = self.R[:, cols]
         held, today = w[:-1], w[1:]  # yesterday's start-of-day weights, today's
         # the sleeve's own trade: today's weights minus yesterday's drifted through yesterday
@@ -387,6 +391,15 @@ def cost_views(
     return acc.result()
 
 
+def _check_not_held_without_return(sleeve: str, w: np.ndarray, no_return: np.ndarray, days, tickers) -> None:
+    """StageInputError if the sleeve holds a ticker on a day it has no return (not listed)."""
+    bad = (w != 0.0) & no_return
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise StageInputError(f"cost views: sleeve {sleeve!r} holds {tickers[col]!r} on {days[row].date()}, "
+                              "a day it has no return (not listed yet, or delisted)")
+
+
 class DriftedSleeveHoldings:
     """Each sleeve's asset holdings drifted to the close of a decision date, for the optimizer's
     ``turnover_space="asset"`` (``sleeve_holdings(date, sleeves) -> sleeves x assets``).
@@ -407,6 +420,8 @@ class DriftedSleeveHoldings:
         if date not in self.returns.index:
             raise StageInputError(f"sleeve holdings: {date} is not a date of the asset returns")
         R = self.returns.loc[date].to_numpy(dtype=float)[None, :]
+        no_return = np.isnan(R)  # point in time: a ticker without a return that day is held by no one
+        R = np.where(no_return, 0.0, R)
         out = np.zeros((len(sleeves), len(self.tickers)))
         for i, sleeve in enumerate(sleeves):
             if sleeve not in self.weights:
@@ -420,5 +435,7 @@ class DriftedSleeveHoldings:
             w = row.to_numpy(dtype=float)
             if np.isnan(w[row.index.isin(frame.columns)]).any():
                 raise StageInputError(f"sleeve holdings: sleeve {sleeve!r} has a NaN weight on {date.date()}")
-            out[i] = _one_day_drift(np.nan_to_num(w)[None, :], R, np.array([self.cash_return]))[0]
+            w = np.nan_to_num(w)
+            _check_not_held_without_return(str(sleeve), w[None, :], no_return, [date], self.tickers)
+            out[i] = _one_day_drift(w[None, :], R, np.array([self.cash_return]))[0]
         return out
