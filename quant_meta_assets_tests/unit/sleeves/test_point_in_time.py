@@ -180,3 +180,24 @@ def test_simulate_stays_vectorised_with_listings_and_delistings():
 
     base, point_in_time = timed(full), timed(pit)
     assert point_in_time < max(3 * base, 0.5), (base, point_in_time)
+
+
+def test_a_carried_forward_target_never_rebuys_a_delisted_ticker():
+    """Rows on the first day of each month, rebalanced weekly: B delists mid-month, so the weekly
+    rebalances after it carry a row that still names B; the engine holds B's share in cash."""
+    from quant_meta_assets_tests.strategies_for_tests import spec
+
+    days = pd.bdate_range("2024-01-01", periods=60, name="date")
+    rng = np.random.default_rng(2)
+    prices = pd.DataFrame(100 * np.cumprod(1 + rng.normal(0, 0.01, (60, 2)), axis=0), index=days, columns=["A", "B"])
+    prices.loc[days > pd.Timestamp("2024-02-14"), "B"] = np.nan
+    prices = validate_prices(prices)
+    record = run_sleeve(SleeveProfile(name="carry", strategy=spec("first_of_month_equal"), rebalance="weekly",
+                                      cost_bps=0), prices)
+    w = record["weights"]
+    assert (w.loc[w.index > pd.Timestamp("2024-02-14"), "B"] == 0.0).all()
+    assert [d["ticker"] for d in record["delistings"]] == ["B"]
+    assert record["delistings"][0]["last_price_date"] == "2024-02-14"
+    # the February row (dated 2024-02-01) is re-traded every Friday: A back to its 1/2, B stays cash
+    assert w.loc["2024-02-20", "A"] == pytest.approx(0.5, abs=0.02) and w.loc["2024-02-20", "A"] < 0.6
+    assert np.isfinite(record["returns"].loc[record["start"]:]).all()
