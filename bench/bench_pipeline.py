@@ -37,7 +37,8 @@ assert ctx.report["reconciliations"]["passed"].all()
 SCRIPT = """
 import tempfile
 from quant_meta_assets import MetaContext, QuantSDK
-from quant_meta_assets.prices import load_benchmark, load_prices
+from quant_meta_assets.benchmark import load_benchmark
+from quant_meta_assets.prices import load_prices
 from quant_meta_assets.sleeves.registry import load_registry
 from quant_meta_assets.sleeves.engine import run_sleeve
 prices = load_prices()

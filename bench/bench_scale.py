@@ -41,7 +41,8 @@ t_all = time.perf_counter()
 from quant_meta_assets import MetaContext, QuantSDK, settings
 from quant_meta_assets.ray.compute import SleeveOutcome
 from quant_meta_assets.dagster_defs.meta_assets import OptimizeConfig
-from quant_meta_assets.prices import load_benchmark, load_prices
+from quant_meta_assets.benchmark import load_benchmark
+from quant_meta_assets.prices import load_prices
 from quant_meta_assets.sleeves.registry import load_registry
 from quant_meta_assets.sleeves.engine import error_record, run_sleeve
 from quant_meta_assets.sleeves.store import SleeveStore

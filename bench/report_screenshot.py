@@ -24,7 +24,8 @@ sys.path.insert(0, str(ROOT))  # the tests package (the browser helpers)
 
 def build_bundled_report(output_dir: Path) -> Path:
     from quant_meta_assets import MetaContext, QuantSDK, StageRegistry
-    from quant_meta_assets.prices import load_benchmark, load_prices
+    from quant_meta_assets.benchmark import load_benchmark
+    from quant_meta_assets.prices import load_prices
     from quant_meta_assets.sleeves.registry import load_registry
     from quant_meta_assets.sleeves.engine import run_sleeve
 

@@ -54,7 +54,7 @@ CONVENTIONS: dict[str, str] = {
     "(G2, as pandas Series.kurt).",
     "hit_rate": "Share of live days with r > 0 among non-NaN days (a zero-return day counts as a miss).",
     "best_day / worst_day": "Largest / smallest single daily simple return.",
-    "beta": "Beta against the benchmark (the S&P 500 price index) = cov(r, b) / var(b), both ddof=1, "
+    "beta": "Beta against the benchmark (see 'benchmark': price or total return) = cov(r, b) / var(b), both ddof=1, "
     "on the days both are live (the benchmark must cover them).",
     "alpha": f"Alpha (annual, additive) = {PERIODS_PER_YEAR} * mean((r - rf_d) - beta * (b - rf_d)); a "
     "decimal per year (0.02 = 2 percentage points a year above what the beta exposure earned).",

@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LATEST_DIRNAME = "latest"  # reports/latest/report.html: the report of the latest succeeded run
-HEADLINE_ROWS = ("meta", "sp500")  # the netted book, then the benchmark (price index)
+HEADLINE_ROWS = ("meta", "benchmark")  # the netted book, then the benchmark
 _ENDED = {"FAILURE": "FAILED", "CANCELED": "was canceled", "CANCELING": "was canceled"}
-_ROW_LABELS = {"meta": "meta (netted book)", "sp500": "benchmark S&P 500 (price index)"}
 
 __all__ = ["RunSummary", "format_summary", "latest_report_path", "update_latest_report"]
 
@@ -37,6 +36,7 @@ class RunSummary:
     report_html: str | None = None
     latest_html: str | None = None
     publication: Mapping[str, object] | None = None  # the run's meta/published metadata (published, reason, ...)
+    benchmark_label: str | None = None  # summary.json "benchmark" label, e.g. "S&P 500 (price index)"
 
     @property
     def succeeded(self) -> bool:
@@ -77,15 +77,17 @@ def format_summary(summary: RunSummary) -> list[str]:
         if rows:
             period = f" {summary.period[0]} to {summary.period[1]}" if summary.period else ""
             lines.append(f"Headline{period}, annualised over 252 days:")
-            width = max(len(_ROW_LABELS[r]) for r in rows)
+            labels = {"meta": "meta (netted book)", "benchmark": f"benchmark {summary.benchmark_label or ''}".strip()}
+            width = max(len(labels[r]) for r in rows)
             for r in rows:
                 m = summary.metrics[r]
                 lines.append(
-                    f"  {_ROW_LABELS[r]:<{width}}  CAGR {_pct(m.get('cagr')):>7}  Sharpe {_num(m.get('sharpe')):>5}"
+                    f"  {labels[r]:<{width}}  CAGR {_pct(m.get('cagr')):>7}  Sharpe {_num(m.get('sharpe')):>5}"
                     f"  max drawdown {_pct(m.get('max_drawdown')):>8}"
                 )
-            if "sp500" not in rows:
-                lines.append("  no benchmark: there is one only for the bundled S&P 500 prices")
+            if "benchmark" not in rows:
+                lines.append("  no benchmark: set QUANT_META_BENCHMARK to an index file (the bundled prices "
+                             "come with the S&P 500)")
         if summary.report_html:
             lines.append(f"Report: {summary.report_html}")
         if summary.latest_html:

@@ -69,7 +69,8 @@ def run_meta_pipeline(
     """
     from quant_meta_assets import settings
     from quant_meta_assets.ray.compute import RayComputeEngine
-    from quant_meta_assets.prices import load_benchmark, load_prices
+    from quant_meta_assets.benchmark import load_benchmark
+    from quant_meta_assets.prices import load_prices
     from quant_meta_assets.sleeves.registry import load_registry
     from quant_meta_assets.sleeves.store import SleeveStore
 

@@ -80,7 +80,8 @@ def run_optimize(*, meta_returns, sleeve_results: list[Mapping] | None = None, p
 def run_flatten(*, meta_weights, meta_returns, sleeve_results: list[Mapping]) -> dict[str, Any]:
     from quant_meta_assets.meta.flatten import flatten_weights
 
-    result = flatten_weights(meta_weights, _sleeve_frames(sleeve_results, "weights"), meta_returns)
+    result = flatten_weights(meta_weights, _sleeve_frames(sleeve_results, "weights"), meta_returns,
+                             dict(_sleeve_frames(sleeve_results, "costs")))  # small: one series per sleeve
     return {
         "flattened_weights": result.asset_weights,
         "meta_weights_daily": result.meta_weights_daily,
@@ -149,7 +150,7 @@ class StageRegistry:
                   ("meta", "optimize"), "Walk-forward meta-weights across sleeves (cvxpy)."),
             Stage("meta.flatten", run_flatten, ("meta_weights", "meta_returns", "sleeve_results"),
                   ("flattened_weights", "meta_weights_daily", "exposure"), ("meta", "flatten"),
-                  "Project the meta-weights onto asset weights; gross and net exposure."),
+                  "Project the meta-weights onto the book's asset holdings (shares drift with gross sleeve returns); gross and net exposure."),
             Stage("meta.report", run_report,
                   ("prices", "sleeve_results", "meta_returns", "meta_weights", "optimizer_diagnostics",
                    "flattened_weights", "meta_weights_daily", "exposure"),

@@ -314,7 +314,7 @@ def meta_report(
     sleeves: dict,
     prices: pd.DataFrame,
 ) -> dict:
-    from quant_meta_assets.prices import load_benchmark
+    from quant_meta_assets.benchmark import load_benchmark
     from quant_meta_assets.sleeves.registry import load_registry
     from quant_meta_assets.report import headline_metrics, report_markdown_summary
 

@@ -98,6 +98,7 @@ def summarize_run(instance: dg.DagsterInstance, run_id: str, storage_root: Path 
         failed_sleeves=failed_sleeves_of_run(instance, run_id),
         step_errors={} if succeeded else step_causes_of_run(instance, run_id),
         metrics=data.get("metrics", {}),
+        benchmark_label=(data.get("benchmark") or {}).get("label"),
         period=(data["start"][:10], data["end"][:10]) if data.get("start") and data.get("end") else None,
         report_html=str(html.resolve()) if html is not None else None,
         latest_html=str(latest.resolve()) if latest.is_file() else None,

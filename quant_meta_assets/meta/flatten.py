@@ -1,10 +1,16 @@
-"""meta.flatten: project meta-weights (across sleeves) onto asset weights.
+"""meta.flatten: project meta-weights (across sleeves) onto asset weights: the book's holdings.
 
-Each sleeve is a sub-account. Between rebalances the meta-weights drift with the sleeves'
-returns, exactly as holdings drift inside a sleeve: m_s(t+1) = m_s(t)(1 + r_s(t)) / (1 + m(t)·r(t)).
-Meta-weights dated d apply from the next row (no look-ahead). On each live day t the asset
-weight is a_i(t) = sum_s m_s(t) * w_{s,i}(t), where w_s(t) are sleeve s's start-of-day weights;
-overlapping tickers across sleeves net against each other.
+Each sleeve is a sub-account of ONE book (the netted book whose return is the headline ``meta``).
+The book pays no sleeve's stand-alone cost: it trades the net of its sleeves' trades and pays its
+own cost as a proportional drag on the whole book (``meta.costs``), which moves no share. So
+between rebalances the sub-account shares drift with the sleeves' GROSS returns
+``g_s = r_s + cost_s`` (net return plus the sleeve's own cost drag of the day), exactly as
+holdings drift inside a sleeve: m_s(t+1) = m_s(t)(1 + g_s(t)) / (1 + m(t)·g(t)). Meta-weights
+dated d apply from the next row (no look-ahead). On each live day t the asset weight is
+a_i(t) = sum_s m_s(t) * w_{s,i}(t), where w_s(t) are sleeve s's start-of-day weights;
+overlapping tickers across sleeves net against each other. These ``a`` are the holdings that earn
+the headline return: sum_i a_i(t) R_i(t) + (1 - sum_i a_i(t)) rf_d - book_cost(t) = meta(t)
+(reconciled in the report).
 
 Missing returns (NaN) are never read as 0: a sleeve with meta-weight exactly 0 (e.g. not live
 yet) is not held, so its return contributes exactly 0 and does not touch the others' drift; a
@@ -25,6 +31,7 @@ import pandas as pd
 from quant_meta_assets import rates
 from quant_meta_assets.errors import StageInputError
 from quant_meta_assets.meta.drift import cash_after_stop, stopped_mask
+from quant_meta_assets.sleeves.engine import gross_returns
 
 
 def _cash_return(cash_return: float | pd.Series | None) -> float | pd.Series:
@@ -36,8 +43,8 @@ def _cash_return(cash_return: float | pd.Series | None) -> float | pd.Series:
 class FlattenResult:
     """Daily asset weights, the daily held meta-weights that produced them, and exposures."""
 
-    asset_weights: pd.DataFrame  # date x ticker
-    meta_weights_daily: pd.DataFrame  # date x sleeve, start-of-day held meta-weights
+    asset_weights: pd.DataFrame  # date x ticker, the book's start-of-day holdings
+    meta_weights_daily: pd.DataFrame  # date x sleeve, the book's start-of-day sub-account shares
     exposure: pd.DataFrame  # date x [gross, net]
 
 
@@ -88,24 +95,43 @@ def held_meta_weights(meta_weights: pd.DataFrame, sleeve_returns: pd.DataFrame,
     return frame.iloc[positions[0] + 1 :]
 
 
+def book_sleeve_returns(sleeve_returns: pd.DataFrame, sleeve_costs) -> pd.DataFrame:
+    """The sleeves' GROSS returns (net + own daily cost), the returns their shares of the book
+    drift with; ``sleeve_costs`` is a date x sleeve frame or a mapping of daily cost series.
+    A sleeve without costs is an error: drifting it with its net return would silently publish
+    holdings that are not the headline book's."""
+    names = [str(c) for c in sleeve_returns.columns]
+    missing = [s for s in names if s not in sleeve_costs]
+    if missing:
+        raise StageInputError(f"meta.flatten needs the daily costs of sleeves {missing} (the book's shares "
+                              "drift with gross sleeve returns)")
+    costs = pd.DataFrame({s: pd.Series(sleeve_costs[s], dtype=float) for s in names})
+    costs = costs.reindex(index=sleeve_returns.index).fillna(0.0)  # no cost row: nothing traded
+    return gross_returns(sleeve_returns.astype(float), costs)
+
+
 def flatten_weights(
     meta_weights: pd.DataFrame,
     sleeve_weights: Mapping[str, pd.DataFrame],
     sleeve_returns: pd.DataFrame,
+    sleeve_costs,
     cash_return: float | pd.Series | None = None,
 ) -> FlattenResult:
-    """Asset weights per live day = sum over sleeves of held meta-weight x sleeve weight.
+    """The book's asset weights per live day = sum over sleeves of its share x sleeve weight.
 
-    After a sleeve's last live day its sub-account is cash (weights 0, earning ``cash_return``,
-    daily, ``None`` = the project's rf): it contributes no asset weight.
-
+    ``sleeve_returns`` are the sleeves' NET returns and ``sleeve_costs`` their daily cost drags
+    (a date x sleeve frame or a mapping); the shares drift with the gross returns (module
+    docstring). After a sleeve's last live day its sub-account is cash (weights 0, earning
+    ``cash_return``, daily, ``None`` = the project's rf): it contributes no asset weight.
     ``sleeve_weights`` is any mapping; each sleeve's frame is fetched exactly once, in
     meta-weight column order, so a lazy mapping over stored bundles streams the book.
     """
     missing = [s for s in meta_weights.columns if s not in sleeve_weights]
     if missing:
         raise StageInputError(f"meta.flatten needs the daily weights of sleeves {missing}")
-    held = held_meta_weights(meta_weights, sleeve_returns, cash_return)
+    gross = book_sleeve_returns(sleeve_returns.loc[:, [c for c in sleeve_returns.columns
+                                                     if c in set(meta_weights.columns)]], sleeve_costs)
+    held = held_meta_weights(meta_weights, gross, cash_return)
     stopped = pd.DataFrame(stopped_mask(sleeve_returns[meta_weights.columns].to_numpy(dtype=float)),
                            index=sleeve_returns.index, columns=meta_weights.columns).loc[held.index]
     # one pass, one sleeve's weights in memory at a time (``sleeve_weights`` may read each from

@@ -22,9 +22,10 @@ from quant_meta_assets import metrics as M
 from quant_meta_assets import rates
 from quant_meta_assets.errors import ReconciliationError, StageInputError
 from quant_meta_assets.rates import PERIODS_PER_YEAR
+from quant_meta_assets.benchmark import BENCHMARK_ENV, Benchmark, as_benchmark
 from quant_meta_assets.meta.costs import DEFAULT_BOOK_COST_BPS, cost_views
 from quant_meta_assets.meta.drift import cash_after_stop
-from quant_meta_assets.meta.flatten import meta_portfolio_returns
+from quant_meta_assets.meta.flatten import book_sleeve_returns, meta_portfolio_returns
 from quant_meta_assets.meta.optimize.diagnostics import covariance_summary, covariance_warning
 from quant_meta_assets.report import forensics as F
 from quant_meta_assets.report import html as H
@@ -58,23 +59,18 @@ REPORT_CONVENTIONS: dict[str, str] = {
     "meta holds slightly different sub-account shares (they drift net of the sleeves' costs), so on a "
     "single day the two views' volumes are not ordered, only over the period.",
     "drift": "Between meta rebalances m_s(t+1) = m_s(t)(1 + r_s(t)) / (1 + sum m r); reset to the "
-    "target on the row after each rebalance.",
+    "target on the row after each rebalance. The headline book's shares drift with the sleeves' gross "
+    "returns r_s = g_s (it pays no sleeve's own cost); the stand-alone view's and the equal-weight meta's "
+    "with their net returns.",
     "sleeve_cash": "A sleeve's uninvested cash (1 - sum of its weights) earns the daily risk-free rate "
     "rf_d (the same rf and conversion as Sharpe, Sortino and max_sharpe).",
     "equal_weight_meta": "Benchmark: 1/N of the sleeves live on the rebalance date, rebalanced on the SAME dates as the meta and "
     "drifting in between exactly like the meta (not daily fixed-mix).",
-    "sp500": "Benchmark: S&P 500 index PRICE returns (no dividends: not total return), simple daily "
-    "P_t/P_{t-1} - 1. Beta, alpha, tracking error and information ratio of every portfolio are against it; "
-    "without dividends the index's return is understated by its dividend yield, so alpha is flattered.",
     "optimizer_status": "Diagnostics status per rebalance: a status ending in _singular_cov (e.g. "
     "optimal_singular_cov) means the covariance was singular or near-singular (eigenvalues clipped, or "
     "condition number > 1e6): the weights are the optimum of a repaired, unreliable estimate, shown with a "
     "warning banner. The 'turnover' diagnostic is the sleeve-level trade against the drifted holdings "
     "(1 at the first rebalance, bought from cash); the previous_weights fallback holds them (no trade).",
-    "survivorship_bias": "The bundled universe is skfolio's 20 hand-picked large US stocks that all "
-    "survived to 2022 (chosen with hindsight; no delisted or failed company). Every sleeve and the meta "
-    "trade only these survivors, while the S&P 500 index held its failures: comparisons with the index "
-    "(and absolute returns) are flattered by survivorship bias.",
     "net_return": "A sleeve's net daily return is r = g - c: the cost c (a fraction of the start-of-day "
     "value) is deducted from the gross return g of the day the new weights first earn, and does not itself "
     "earn or lose that day's return. The fully compounded form (1 - c)(1 + g) - 1 = g - c - c g differs by "
@@ -92,12 +88,17 @@ REPORT_CONVENTIONS: dict[str, str] = {
     "weights earn gross: sum_i a_i R_i + sum_s m_s cash_s rf_d - sum_s m_s cost_s == sum_s m_s r_s "
     "(cash_s = 1 - sum_i w_s,i), checked daily.",
     "attribution": "Shown in percentage points of annual return: 252 x mean_t(daily contribution) "
-    "(daily contribution = m_s(t) r_s(t) for a sleeve, a_i(t) R_i(t) for an asset), which add up to "
-    "252 x mean daily return of the sleeve-level meta (its arithmetic annual return; CAGR is lower by "
-    "the compounding / volatility drag). The report's data also keep the compounded contribution = "
-    "sum_t W(t-1) x daily contribution (W = meta wealth before day t, W = 1 at the start), which adds "
-    "up exactly to the compounded total return, and 'arithmetic' = the plain sum. Asset contributions are gross; "
-    "sleeve costs are one negative line, the sleeves' cash interest one positive line (when rf != 0).",
+    "(daily contribution = m_s(t) g_s(t) for a sleeve, with m the book's share and g the sleeve's GROSS "
+    "return; H_i(t) R_i(t) for an asset, H the published holdings), which add up to 252 x mean daily "
+    "return of the headline (netted) meta, its arithmetic annual return (CAGR is lower by the compounding "
+    "/ volatility drag). The report's data also keep the compounded contribution = sum_t W(t-1) x daily "
+    "contribution (W = meta wealth before day t, W = 1 at the start), which adds up exactly to the "
+    "compounded total return, and 'arithmetic' = the plain sum. The book's trading cost is one negative "
+    "line in both tables, the book's cash interest one positive line (when rf != 0).",
+    "holdings": "One set of holdings: the asset weights meta/flatten publishes are the headline book's, "
+    "its sub-account shares drifting with the sleeves' gross returns. Every day sum_i H_i(t) R_i(t) + "
+    "(1 - sum_i H_i(t)) rf_d - book_cost(t) = meta(t) to 1e-12 (reconciliation book_holdings_return; the "
+    "daily book_cost series is in the report's data, costs.daily).",
     "risk_contribution": "RC_i = w_i (Sigma w)_i / (w' Sigma w), sums to 1. Plotted: the REALISED split "
     "cov(m_s r_s, r_meta) / var(r_meta) per calendar year (ex-ante contributions are equal by construction "
     "under risk parity, so they are shown only at the latest rebalance, in the current-weights table). "
@@ -111,7 +112,7 @@ REPORT_CONVENTIONS: dict[str, str] = {
 FIGURE_IDS = ("cumulative", "drawdowns", "monthly_returns", "rolling_sharpe", "rolling_vol", "meta_weights",
               "risk_contributions", "correlation", "latest_exposures", "exposures_over_time", "turnover",
               "crossing_savings")
-DECISION_BOOKS = ("meta", "equal_weight_meta", "sp500")  # the decision layer's comparison, in this order
+DECISION_BOOKS = ("meta", "equal_weight_meta", "benchmark")  # the decision layer's comparison, in this order
 ROLLING_WINDOW = 252  # rolling statistics: one year of trading days
 
 
@@ -143,7 +144,7 @@ def build_report(
     sleeve_costs: Mapping[str, pd.Series],
     sleeve_turnover: Mapping[str, pd.Series],
     asset_returns: pd.DataFrame,
-    benchmark: pd.Series | pd.DataFrame | None,
+    benchmark: Benchmark | pd.Series | pd.DataFrame | None,
     lineage: Mapping[str, Mapping] | None,
     previous: Mapping | None,
     output_dir: os.PathLike | str,
@@ -184,11 +185,14 @@ def build_report(
     # a sleeve that stopped is cash after its last live day (meta.drift): weights 0, no cost
     weights_by_sleeve = PF.CashAfterStop(weights_by_sleeve, sleeve_returns)
     sleeve_costs = PF.costs_after_stop(sleeve_costs, sleeve_returns)
-    returns_as_held = cash_after_stop(sleeve_returns, cash_return)  # what the held sub-accounts earned
-    recomputed_held, meta_turnover = PF.drifted_weights(meta_weights, sleeve_returns, cash_return)
-    live = recomputed_held.index
-    held = flatten.meta_weights_daily.reindex(index=live, columns=sleeves)
-    meta_returns = meta_portfolio_returns(held, sleeve_returns, cash_return)  # sleeve level, before meta-level costs
+    # the stand-alone view's shares drift with the sleeves' NET returns; the headline book's with
+    # their GROSS returns (it pays no sleeve's own cost: meta.flatten, meta.costs)
+    standalone_held, standalone_turnover = PF.drifted_weights(meta_weights, sleeve_returns, cash_return)
+    live = standalone_held.index
+    gross_returns = book_sleeve_returns(sleeve_returns, sleeve_costs)  # NaN after a sleeve stops, as the net
+    recomputed_held, meta_turnover = PF.drifted_weights(meta_weights, gross_returns, cash_return)
+    held = flatten.meta_weights_daily.reindex(index=live, columns=sleeves)  # the book's shares, as published
+    gross_as_held = cash_after_stop(gross_returns, cash_return)  # what the held sub-accounts earned
     costs = cost_views(
         meta_weights=meta_weights, sleeve_returns=sleeve_returns,
         sleeve_costs={s: sleeve_costs[s] for s in sleeves if s in sleeve_costs},
@@ -202,16 +206,17 @@ def build_report(
     portfolios = {"meta": netted, "meta_standalone": standalone,
                   "equal_weight_meta": meta_portfolio_returns(ew_held, sleeve_returns, cash_return)
                   .rename("equal_weight_meta")}
-    if benchmark is not None:
-        portfolios["sp500"] = PF.benchmark_returns(benchmark, live)
+    bench = as_benchmark(benchmark)
+    if bench is not None:
+        portfolios["benchmark"] = PF.benchmark_returns(bench.levels, live)
     for s in sleeves:
         portfolios[s] = sleeve_returns.loc[live, s]
     returns_frame = pd.DataFrame(portfolios)
-    turnover = {"meta": meta_turnover, "meta_standalone": meta_turnover, "equal_weight_meta": ew_turnover,
+    turnover = {"meta": meta_turnover, "meta_standalone": standalone_turnover, "equal_weight_meta": ew_turnover,
                 **{s: sleeve_turnover[s] for s in sleeves if sleeve_turnover.get(s) is not None}}
     counted = {name: PF.counted_turnover(t, sleeve_returns.index, live) for name, t in turnover.items()}
     metrics = M.performance_table(returns_frame, counted, risk_free_rate=risk_free_rate, mar=mar,
-                                  benchmark=portfolios.get("sp500"))
+                                  benchmark=portfolios.get("benchmark"))
     cost_totals = costs.totals()
     trading = pd.DataFrame({
         # a sleeve's asset turnover is its own turnover column (metrics, the counted-rebalance rule); the
@@ -225,22 +230,21 @@ def build_report(
     })
     metrics = metrics.join(trading)
 
-    # --- forensics ---------------------------------------------------------------------------
+    # --- forensics: one set of holdings --------------------------------------------------------
     asset_weights = flatten.asset_weights.reindex(live)
+    book_cost = costs.daily["book_cost"]
     reconciliations = F.reconcile(
         meta_weights=meta_weights, meta_weights_daily=flatten.meta_weights_daily,
-        recomputed_meta_weights_daily=recomputed_held, sleeve_returns=returns_as_held,
-        asset_weights=flatten.asset_weights, asset_returns=asset_returns, exposure=flatten.exposure,
-        sleeve_weights=weights_by_sleeve, sleeve_costs=sleeve_costs, tolerance=tolerance,
-        cash_return=cash_return,
+        recomputed_meta_weights_daily=recomputed_held, book_returns=netted, book_costs=book_cost,
+        book_weights=costs.book_weights, asset_weights=flatten.asset_weights, asset_returns=asset_returns,
+        exposure=flatten.exposure, sleeve_weights=weights_by_sleeve, tolerance=tolerance, cash_return=cash_return,
     )
     attribution = F.attribution(
-        meta_returns=meta_returns, meta_weights_daily=held, sleeve_returns=returns_as_held,
-        asset_weights=asset_weights, asset_returns=asset_returns, sleeve_costs=sleeve_costs,
-        sleeve_weights=weights_by_sleeve, cash_return=cash_return,
+        meta_returns=netted, meta_weights_daily=held, sleeve_returns=gross_as_held,
+        asset_weights=asset_weights, asset_returns=asset_returns, book_costs=book_cost, cash_return=cash_return,
     )
     reconciliations = pd.concat(
-        [reconciliations, F.attribution_checks(attribution, meta_returns, tolerance), costs.checks],
+        [reconciliations, F.attribution_checks(attribution, netted, tolerance), costs.checks],
         ignore_index=True,
     )
     failed = reconciliations[~reconciliations["passed"]]
@@ -251,8 +255,8 @@ def build_report(
     window = max(window, 2)
     risk = {
         "ex_ante": F.ex_ante_risk_contributions(meta_weights, sleeve_returns, window, *_estimator(diagnostics)),
-        "ex_post": F.ex_post_risk_contributions(held, returns_as_held),
-        "realised_by_year": F.realised_risk_by_year(held, returns_as_held),
+        "ex_post": F.ex_post_risk_contributions(held, gross_as_held),
+        "realised_by_year": F.realised_risk_by_year(held, gross_as_held),
         "window": window,
         "estimator": _estimator(diagnostics)[0],
     }
@@ -265,12 +269,15 @@ def build_report(
         generated_at=generated_at,
     )
     summary["costs"] = {k: float(v) for k, v in cost_totals.items()} | {"cost_bps": float(cost_bps)}
+    summary["benchmark"] = bench.describe() if bench is not None else None
     changes = F.what_changed(summary, previous)
     conventions = {**M.CONVENTIONS, **REPORT_CONVENTIONS,
                    "book_cost_bps_used": f"{cost_bps:g} bps one-way (run config 'cost_bps'; default "
                    f"{DEFAULT_BOOK_COST_BPS:g} bps = the registry's default sleeve cost)",
                    "risk_free_rate_used": f"rf = {risk_free_rate:.4%} per year; MAR = {mar:.4%} per year",
                    "risk_window_used": f"{window} trading days",
+                   "benchmark": _benchmark_convention(bench),
+                   "survivorship_bias": _survivorship(asset_returns, live)[1],
                    "reconciliation_tolerance": f"{tolerance:.1e} absolute"}
 
     shown = P.top_sleeves(held, top_k)
@@ -328,7 +335,7 @@ def build_report(
         risk=risk, diagnostics=diagnostics, lineage=lineage, changes=changes, conventions=conventions,
         figures=figures, summary=summary, previous=previous, live=live, sleeves=sleeves,
         tolerance=tolerance, risk_free_rate=risk_free_rate, costs=costs, decision=decision,
-        turnover_by_year=turnover_by_year,
+        turnover_by_year=turnover_by_year, bench=bench, universe=_survivorship(asset_returns, live)[0],
     )
     summary_text = json.dumps(summary, indent=2, allow_nan=False)
 
@@ -341,7 +348,6 @@ def build_report(
         "metrics": metrics,
         "meta_returns": netted,
         "standalone_returns": standalone,
-        "sleeve_level_meta_returns": meta_returns,
         "costs": {"daily": costs.daily, "yearly": costs.yearly(), "totals": cost_totals,
                   "sleeve_totals": costs.sleeve_totals, "cost_bps": float(cost_bps)},
         "portfolio_returns": returns_frame,
@@ -433,16 +439,51 @@ def _turnover_per_year(meta_counted: pd.Series, daily: pd.DataFrame, live: pd.Da
     return frame
 
 
-def _caveats(risk_free_rate: float, has_benchmark: bool) -> str:
+def _benchmark_convention(bench: Benchmark | None) -> str:
+    if bench is None:
+        return "No benchmark: beta, alpha, tracking error and information ratio are empty."
+    what = ("a TOTAL RETURN index (dividends reinvested), comparable with the dividend-adjusted stock prices"
+            if bench.total_return else
+            "a PRICE index (no dividends: not total return); the stocks are dividend-adjusted, so the index's "
+            "return is understated by its dividend yield and every excess return and alpha over it is flattered")
+    return (f"Benchmark: {bench.label}, {what}; simple daily returns P_t/P_(t-1) - 1 of its levels "
+            f"(source: {bench.source}). Beta, alpha, tracking error and information ratio of every portfolio "
+            "are against it.")
+
+
+def _survivorship(asset_returns: pd.DataFrame, live: pd.DatetimeIndex) -> tuple[str, str]:
+    """(the caveat's HTML, the convention's text) from the data itself: do tickers list or delist?"""
+    window = asset_returns.reindex(live)
+    listed = window.notna()
+    changing = int((~listed.all()).sum())  # NaN on some live day: lists late or delists inside the window
+    n = window.shape[1]
+    if changing == 0:
+        text = (f"No ticker of the {n} in the price data lists or delists over the window: the universe is "
+                "fixed. If it was chosen with hindsight (as the bundled 20 large US stocks, all alive in 2022, "
+                "were), every sleeve, the meta and their absolute returns are flattered by survivorship bias, "
+                "and so is any comparison with an index that held its failures.")
+    else:
+        text = (f"{changing} of the {n} tickers list or delist inside the window (a point-in-time universe: "
+                "each is traded only while listed, a delisting closes its position to cash). Survivorship "
+                "bias is limited to how the universe itself was chosen.")
+    return text, text
+
+
+def _caveats(risk_free_rate: float, bench: Benchmark | None, universe: str) -> str:
+    if bench is None:
+        bench_text = ("No benchmark was given: beta, alpha, tracking error and information ratio are empty "
+                      f"(set ${BENCHMARK_ENV}).")
+    elif bench.total_return:
+        bench_text = (f"{_html.escape(bench.label)} is a TOTAL RETURN index (dividends reinvested), like the "
+                      "dividend-adjusted stock prices: the comparison is like for like.")
+    else:
+        bench_text = (f"{_html.escape(bench.label)} is a PRICE index, without dividends (not total return): "
+                      "it understates the index's return by its dividend yield (roughly 1.5-2.5% a year for "
+                      "US large caps), which flatters alpha and the excess return over it. A total-return file "
+                      f"can be given (${BENCHMARK_ENV}, docs/report.md).")
     items = [
-        "<b>Survivorship.</b> The bundled price set is 20 large US stocks that all survived to 2022, picked "
-        "with hindsight (no delisted or failed company): every sleeve, the meta and their absolute returns "
-        "are flattered, and so is any comparison with the index, which held its failures.",
-        "<b>Benchmark.</b> " + ("The S&amp;P 500 is its PRICE index, without dividends (not total return): it "
-                                "understates the index's return by its dividend yield (roughly 1.5-2.5% a year), "
-                                "which flatters alpha and the excess return over it."
-                                if has_benchmark else "No benchmark was given: beta, alpha, tracking error and "
-                                "information ratio are empty."),
+        "<b>Survivorship.</b> " + _html.escape(universe),
+        "<b>Benchmark.</b> " + bench_text,
         f"<b>Risk-free rate.</b> rf = {risk_free_rate:.2%} a year, converted to a daily rate geometrically, "
         "(1 + rf)^(1/252) - 1; one rf for Sharpe, Sortino, alpha, the optimizer and the sleeves' idle cash.",
         "<b>Window.</b> Every portfolio is measured on the meta's live range with daily simple returns "
@@ -452,36 +493,40 @@ def _caveats(risk_free_rate: float, has_benchmark: bool) -> str:
     return '<div class="caveats"><ul>' + "".join(f"<li>{i}</li>" for i in items) + "</ul></div>"
 
 
-def _decision_html(*, metrics, decision, figures_html, changes, previous, risk_free_rate, live) -> str:
+def _decision_html(*, metrics, decision, figures_html, changes, previous, risk_free_rate, live, bench,
+                   universe) -> str:
     books = decision["books"]
     meta = metrics.loc["meta"]
+    short = LABEL_SHORT | ({"benchmark": bench.name} if bench is not None else {})
 
     def versus(col: str, fmt) -> str:
-        parts = [f"{LABEL_SHORT.get(n, n)} {fmt(metrics.loc[n, col]) or 'n/a'}" for n in books[1:]]
+        parts = [f"{short.get(n, n)} {fmt(metrics.loc[n, col]) or 'n/a'}" for n in books[1:]]
         return " · ".join(parts)
 
-    has_bench = "sp500" in metrics.index and np.isfinite(meta["beta"])
+    bname = bench.name if bench is not None else "benchmark"  # H.card escapes
     na = lambda text: text or "n/a"  # noqa: E731
     cards = "".join([
         H.card("CAGR", na(_PCT(meta["cagr"])), versus("cagr", _PCT), _tone(meta["cagr"])),
         H.card("Sharpe", na(H.fmt_num(meta["sharpe"])), versus("sharpe", H.fmt_num)),
         H.card("Volatility", na(_PCT(meta["ann_vol"])), versus("ann_vol", _PCT)),
         H.card("Max drawdown", na(_PCT(meta["max_drawdown"])), versus("max_drawdown", _PCT), "neg"),
-        H.card("Beta to S&P 500", na(H.fmt_num(meta["beta"])), "cov(r, b) / var(b), daily"),
-        H.card("Alpha", na(_PCT(meta["alpha"])), "per year, above beta x S&P 500 (price index)",
+        H.card(f"Beta to {bname}", na(H.fmt_num(meta["beta"])), "cov(r, b) / var(b), daily"),
+        H.card("Alpha", na(_PCT(meta["alpha"])),
+               f"per year, above beta x {bench.label if bench is not None else 'a benchmark'}",
                _tone(meta["alpha"])),
-        H.card("Information ratio", na(H.fmt_num(meta["information_ratio"])), "vs S&P 500, annualised"),
+        H.card("Information ratio", na(H.fmt_num(meta["information_ratio"])), f"vs {bname}, annualised"),
         H.card("Tracking error", na(_PCT(meta["tracking_error"])), "std(r - b) x sqrt(252)"),
     ])
     compare, compare_fmt = _labelled(_metric_view(metrics, books, DECISION_COLUMNS), _METRIC_FORMATS)
     yearly = decision["yearly"].copy()
-    if "sp500" in yearly:
-        yearly["meta - sp500"] = yearly["meta"] - yearly["sp500"]
+    if "benchmark" in yearly:
+        yearly["meta - benchmark"] = yearly["meta"] - yearly["benchmark"]
     yearly_fmt = {c: _PCT for c in yearly.columns if c != "days"} | {"days": lambda x: f"{int(x):,}"}
-    yearly_fmt["meta - sp500"] = _fmt_pp
+    yearly_fmt["meta - benchmark"] = _fmt_pp
     yearly, yearly_fmt = _labelled(yearly, yearly_fmt, {
-        "meta": "Meta", "equal_weight_meta": "Equal-weight meta", "sp500": "S&P 500 (price)", "days": "Days",
-        "meta - sp500": "Meta − S&P 500"})
+        "meta": "Meta", "equal_weight_meta": "Equal-weight meta",
+        "benchmark": bench.label if bench is not None else "Benchmark", "days": "Days",
+        "meta - benchmark": f"Meta − {bench.name if bench is not None else 'benchmark'}"})
     worst = decision["drawdowns"].copy()
     worst_fmt = {"depth": _PCT, "recovery": lambda x: "not recovered" if H._isnan(x) else str(pd.Timestamp(x).date()),
                  "days_to_trough": lambda x: f"{int(x):,}", "duration": lambda x: f"{int(x):,}"}
@@ -514,8 +559,9 @@ def _decision_html(*, metrics, decision, figures_html, changes, previous, risk_f
     return (
         H.note(f"The headline meta is the netted book (one account, net of its own trading costs), on "
                f"{live[0].date()} – {live[-1].date()} ({len(live):,} trading days), against the equal-weight "
-               "meta (1/N of the sleeves, same rebalance dates) and the S&P 500 price index.")
-        + _caveats(risk_free_rate, has_bench)
+               "meta (1/N of the sleeves, same rebalance dates)"
+               + (f" and {bench.label}." if bench is not None else "; no benchmark was given."))
+        + _caveats(risk_free_rate, bench, universe)
         + f'<div class="cards">{cards}</div>'
         + "<h3>Meta vs benchmarks</h3>"
         + H.table(compare, compare_fmt, row_class=lambda k, r: "meta" if k == "meta" else "", scroll=False,
@@ -537,12 +583,12 @@ def _decision_html(*, metrics, decision, figures_html, changes, previous, risk_f
     )
 
 
-LABEL_SHORT = {"equal_weight_meta": "EW meta", "sp500": "S&P 500", "meta_standalone": "stand-alone"}
+LABEL_SHORT = {"equal_weight_meta": "EW meta", "meta_standalone": "stand-alone"}
 
 
 def _render(*, title, metrics, reconciliations, attribution, risk, diagnostics, lineage, changes,
             conventions, figures, summary, previous, live, sleeves, tolerance, risk_free_rate, costs,
-            decision, turnover_by_year) -> str:
+            decision, turnover_by_year, bench, universe) -> str:
     reconciled = bool(reconciliations["passed"].all())
     max_diff = summary["max_reconciliation_diff"]
     n_passed = int(reconciliations["passed"].sum())
@@ -562,16 +608,18 @@ def _render(*, title, metrics, reconciliations, attribution, risk, diagnostics, 
         return H.figure_div(figures[name], f"fig-{name}")
 
     decision_sec = _decision_html(metrics=metrics, decision=decision, figures_html=fig, changes=changes,
-                                   previous=previous, risk_free_rate=risk_free_rate, live=live)
+                                   previous=previous, risk_free_rate=risk_free_rate, live=live, bench=bench,
+                                   universe=universe)
 
-    order = ["meta", "meta_standalone", "equal_weight_meta", "sp500", *sleeves]
+    order = ["meta", "meta_standalone", "equal_weight_meta", "benchmark", *sleeves]
     risk_view, risk_fmt = _labelled(_metric_view(metrics, order, RISK_COLUMNS), _METRIC_FORMATS)
     tail_view, tail_fmt = _labelled(_metric_view(metrics, order, TAIL_COLUMNS), _METRIC_FORMATS)
     meta_row = lambda k, r: "meta" if k == "meta" else ""  # noqa: E731
     perf = (
         H.note(f"Every portfolio on the meta's live range {live[0].date()} – {live[-1].date()} "
                f"({len(live):,} trading days). VaR/CVaR are positive loss numbers; max drawdown is negative; "
-               "beta, alpha, tracking error and information ratio are against the S&P 500 price index. "
+               "beta, alpha, tracking error and information ratio are against "
+               + (bench.label if bench is not None else "a benchmark (none given)") + ". "
                "Sleeve reallocation = the meta's two-sided trade between sleeves; asset turnover = a book's "
                "two-sided trade in assets; both in multiples of the book's value per year.")
         + "<h3>Return and risk</h3>" + H.table(risk_view, risk_fmt, row_class=meta_row, table_id="metrics-risk")
@@ -594,10 +642,13 @@ def _render(*, title, metrics, reconciliations, attribution, risk, diagnostics, 
     )
     assets = fig("latest_exposures") + fig("exposures_over_time")
     years = len(live) / PERIODS_PER_YEAR
-    by_sleeve = attribution["by_sleeve"][["avg_weight", "per_year"]].sort_values("per_year", ascending=False)
-    by_asset = attribution["by_asset"][["avg_weight", "per_year"]]
-    lines = [k for k in by_asset.index if str(k).startswith("(")]  # costs and cash interest stay last
-    by_asset = pd.concat([by_asset.drop(index=lines).sort_values("per_year", ascending=False), by_asset.loc[lines]])
+
+    def largest_first(frame: pd.DataFrame) -> pd.DataFrame:
+        lines = [k for k in frame.index if str(k).startswith("(")]  # costs and cash interest stay last
+        return pd.concat([frame.drop(index=lines).sort_values("per_year", ascending=False), frame.loc[lines]])
+
+    by_sleeve = largest_first(attribution["by_sleeve"][["avg_weight", "per_year"]])
+    by_asset = largest_first(attribution["by_asset"][["avg_weight", "per_year"]])
     attr_labels = {"avg_weight": "Average weight", "per_year": "Contribution (pp per year)"}
     attr_fmt = {"avg_weight": _PCT, "per_year": _fmt_pp}
     by_sleeve, sleeve_fmt = _labelled(by_sleeve, attr_fmt, attr_labels)
@@ -607,8 +658,9 @@ def _render(*, title, metrics, reconciliations, attribution, risk, diagnostics, 
     sleeve_cagr = (1.0 + total) ** (1.0 / years) - 1.0 if total > -1 else float("nan")
     attr = (
         H.note("Contribution in percentage points of annual return = 252 x the mean daily contribution "
-               f"w_s(t) r_s(t). The sleeve rows add up to {_fmt_pp(arithmetic)} a year, the meta's arithmetic "
-               f"annual return (252 x mean daily return, sleeve level, before meta-level costs); its CAGR is "
+               f"m_s(t) g_s(t) (the book's share of a sleeve times the sleeve's gross return: the book pays no "
+               f"sleeve's own cost, it pays its own, one line). The rows add up to {_fmt_pp(arithmetic)} a year, "
+               f"the headline meta's arithmetic annual return (252 x mean daily return); its CAGR is "
                f"{_PCT(sleeve_cagr)}, the difference is compounding (volatility drag). Largest first.")
         + '<div class="grid2"><div><h3>By sleeve</h3>'
         + H.table(by_sleeve, sleeve_fmt, scroll=False)

@@ -3,21 +3,21 @@
 Reconciliation identities (each reported with its largest absolute difference, where it occurs,
 the tolerance and pass/fail):
 
-``meta_return_identity``
-    Sleeve returns are NET of their transaction costs while asset weights earn GROSS asset
-    returns, so on every live day t
-    ``sum_i a_i(t) R_i(t) - sum_s m_s(t) cost_s(t) == sum_s m_s(t) r_s(t)``
-    with a the flattened asset weights, R the asset returns, m the held meta-weights, cost_s the
-    sleeve's daily cost drag and r_s its net return.
+``book_holdings_return``
+    One set of holdings: the published asset weights H (meta/flatten) earn the headline return,
+    ``sum_i H_i(t) R_i(t) + (1 - sum_i H_i(t)) rf_d(t) - book_cost(t) == meta(t)`` every day, with
+    book_cost the book's daily cost series (``meta.costs``), to 1e-12.
+``published_weights_are_book`` H == the netted book's holdings as the cost views accumulate them.
 ``meta_weights_budget``      every rebalance row of the meta-weights sums to 1.
 ``meta_weights_daily_budget`` every held (drifted) meta-weight row sums to 1.
-``meta_weights_drift``       flatten's held meta-weights == an independent drift recomputation.
+``meta_weights_drift``       the book's shares == an independent drift with gross sleeve returns.
 ``asset_weights_flatten``    a_i(t) == sum_s m_s(t) w_{s,i}(t) for every date and ticker.
 ``exposure_net``             flatten net exposure == sum_s m_s(t) * net_s(t), net_s = sum_i w_{s,i}(t).
 ``exposure_gross``           flatten gross exposure == sum_i |a_i(t)|
                              (<= sum_s m_s gross_s; equality fails only where sleeves net out).
 ``attribution_sleeves_total`` / ``attribution_assets_total``
-    the wealth-weighted contributions add up to the compounded total return.
+    the wealth-weighted contributions (the book's cost as one row) add up to the compounded total
+    return of the headline book.
 """
 
 from __future__ import annotations
@@ -67,46 +67,73 @@ def _check(name: str, description: str, diff: pd.Series | pd.DataFrame, toleranc
     return {**row, "max_abs_diff": worst, "where": where(pos), "passed": bool(worst <= tolerance)}
 
 
+HOLDINGS_TOLERANCE = 1e-12
+"""The published holdings reconcile to the headline return to this (or the report's, if tighter)."""
+
+
+def _cash_rate(cash_return, index: pd.DatetimeIndex) -> pd.Series:
+    """The daily cash return on ``index``: a constant or a daily series (which must cover it)."""
+    if isinstance(cash_return, pd.Series):
+        return cash_return.reindex(index).astype(float)
+    return pd.Series(float(cash_return), index=index)
+
+
+def book_return_from_holdings(holdings: pd.DataFrame, asset_returns: pd.DataFrame, cash_return,
+                              book_costs: pd.Series) -> pd.Series:
+    """sum_i H_i(t) R_i(t) + (1 - sum_i H_i(t)) rf_d(t) - cost(t): the return the holdings earn.
+
+    A ticker not held (weight exactly 0) contributes exactly 0 whatever its return (NaN included:
+    not listed that day)."""
+    live = holdings.index
+    h = holdings.fillna(0.0)
+    big_r = asset_returns.reindex(index=live, columns=h.columns)
+    assets = (h * big_r).where(h != 0.0, 0.0).sum(axis=1, skipna=False)
+    cash = (1.0 - h.sum(axis=1)) * _cash_rate(cash_return, live)
+    return assets + cash - pd.Series(book_costs, dtype=float).reindex(live)
+
+
 def reconcile(
     *,
     meta_weights: pd.DataFrame,
     meta_weights_daily: pd.DataFrame,
     recomputed_meta_weights_daily: pd.DataFrame,
-    sleeve_returns: pd.DataFrame,
+    book_returns: pd.Series,
+    book_costs: pd.Series,
+    book_weights: pd.DataFrame,
     asset_weights: pd.DataFrame,
     asset_returns: pd.DataFrame,
     exposure: pd.DataFrame,
     sleeve_weights: Mapping[str, pd.DataFrame],
-    sleeve_costs: Mapping[str, pd.Series],
     tolerance: float,
-    cash_return: float = 0.0,
+    cash_return: float | pd.Series = 0.0,
 ) -> pd.DataFrame:
     """All identities on the live days of ``recomputed_meta_weights_daily``; one row per check.
 
-    ``cash_return`` is the daily rate the sleeves' cash earns (``rates.daily_rate(rf)``)."""
+    ``meta_weights_daily`` / ``asset_weights`` / ``exposure`` are what meta.flatten published (the
+    book's shares and holdings); ``book_returns`` / ``book_costs`` / ``book_weights`` the headline
+    book as meta.costs computed it on its own; ``recomputed_meta_weights_daily`` an independent
+    drift of the targets with the sleeves' gross returns. ``cash_return`` is the daily rate cash
+    earns (``rates.daily_rate(rf)``, or a daily series)."""
     live = recomputed_meta_weights_daily.index
     sleeves = list(meta_weights.columns)
     held = meta_weights_daily.reindex(index=live, columns=sleeves)
     rows = []
 
-    # 1. meta return identity (gross asset P&L minus meta-weighted sleeve costs == net sleeve P&L)
+    # 1. the published holdings earn the headline return, and are the book the costs were computed on
     a = asset_weights.reindex(index=live).fillna(0.0)
-    big_r = asset_returns.reindex(index=live, columns=a.columns)
-    gross_pnl = (a * big_r).where(a != 0.0, 0.0).sum(axis=1, skipna=False)
-    costs = pd.DataFrame(
-        {s: pd.Series(sleeve_costs[s], dtype=float).reindex(live).fillna(0.0) if s in sleeve_costs
-         else pd.Series(0.0, index=live) for s in sleeves}
-    )
-    meta_cost = (held * costs).sum(axis=1)
-    gross_pnl = gross_pnl + cash_interest(held, sleeve_weights, cash_return)
-    sleeve_r = sleeve_returns.reindex(index=live, columns=sleeves)
-    meta_net = (held * sleeve_r.where(held != 0.0, 0.0)).sum(axis=1, skipna=False)  # not held: exactly 0
+    earned = book_return_from_holdings(a, asset_returns, cash_return, book_costs)
     rows.append(_check(
-        "meta_return_identity",
-        "sum_i a_i R_i + sum_s m_s cash_s rf_d - sum_s m_s cost_s == sum_s m_s r_s (sleeve returns are net of costs "
-        "and include their cash interest, "
-        "asset weights earn gross), daily",
-        gross_pnl - meta_cost - meta_net, tolerance))
+        "book_holdings_return",
+        "sum_i H_i(t) R_i(t) + cash(t) rf_d(t) - book_cost(t) == meta(t) every day, H = the published asset "
+        "weights (meta/flatten), cost = the book's daily cost series, meta = the headline netted return",
+        earned - book_returns.reindex(live), min(tolerance, HOLDINGS_TOLERANCE)))
+    b = book_weights.reindex(index=live)
+    both = a.columns.union(b.columns)
+    rows.append(_check(
+        "published_weights_are_book",
+        "the published asset weights == the netted book's holdings accumulated by the cost views, every "
+        "date x ticker", a.reindex(columns=both, fill_value=0.0) - b.reindex(columns=both, fill_value=0.0),
+        min(tolerance, HOLDINGS_TOLERANCE)))
 
     # 2. budgets
     rows.append(_check("meta_weights_budget", "meta-weights sum to 1 at every rebalance",
@@ -114,7 +141,8 @@ def reconcile(
     rows.append(_check("meta_weights_daily_budget", "held (drifted) meta-weights sum to 1 every day",
                        held.sum(axis=1, skipna=False) - 1.0, tolerance))
     rows.append(_check("meta_weights_drift",
-                       "flatten's held meta-weights == independent drift m(t+1) = m(t)(1+r(t))/(1+m·r)",
+                       "the book's shares == independent drift m(t+1) = m(t)(1+g(t))/(1+m·g), g = gross sleeve "
+                       "returns (net + own cost)",
                        held - recomputed_meta_weights_daily, tolerance))
 
     # 3. exposures
@@ -146,18 +174,6 @@ def reconcile(
     return pd.DataFrame(rows, columns=RECONCILIATION_COLUMNS)
 
 
-def cash_interest(held: pd.DataFrame, sleeve_weights: Mapping[str, pd.DataFrame], cash_return: float) -> pd.Series:
-    """Daily interest on the sleeves' cash, seen from the meta: sum_s m_s(t) (1 - sum_i w_s,i(t)) rf_d."""
-    out = pd.Series(0.0, index=held.index)
-    if cash_return == 0.0:
-        return out
-    for s in held.columns:
-        m = held[s]
-        cash = 1.0 - sleeve_weights[s].reindex(index=held.index).fillna(0.0).sum(axis=1)
-        out = out + (m * cash).where(m != 0.0, 0.0) * cash_return
-    return out
-
-
 def attribution_checks(attribution: Mapping[str, pd.DataFrame], meta_returns: pd.Series,
                        tolerance: float) -> pd.DataFrame:
     """The wealth-weighted contributions add up to the compounded total return; the per-year
@@ -185,6 +201,10 @@ def attribution_checks(attribution: Mapping[str, pd.DataFrame], meta_returns: pd
 # --------------------------------------------------------------------------------------------
 
 
+BOOK_COST_ROW = "(book trading costs)"
+CASH_ROW = "(cash interest)"
+
+
 def attribution(
     *,
     meta_returns: pd.Series,
@@ -192,55 +212,54 @@ def attribution(
     sleeve_returns: pd.DataFrame,
     asset_weights: pd.DataFrame,
     asset_returns: pd.DataFrame,
-    sleeve_costs: Mapping[str, pd.Series],
-    sleeve_weights: Mapping[str, pd.DataFrame] | None = None,
-    cash_return: float = 0.0,
+    book_costs: pd.Series,
+    cash_return: float | pd.Series = 0.0,
 ) -> dict[str, pd.DataFrame]:
-    """Return contribution by sleeve and by asset over the period.
+    """The headline book's return by sleeve and by asset over the period.
 
-    ``contribution`` = sum_t W(t-1) x (daily contribution), W(t-1) the meta wealth before day t
+    ``meta_returns`` is the netted book's daily return, ``meta_weights_daily`` its sub-account shares,
+    ``sleeve_returns`` the sleeves' GROSS returns (what the shares earn: the book pays no sleeve's
+    own cost), ``asset_weights`` its holdings and ``book_costs`` its daily trading cost. By sleeve:
+    m_s g_s each, and the book's cost as one negative row; by asset: H_i R_i each, the book's cost
+    and the cash interest as rows. Both add up to the book's return.
+
+    ``contribution`` = sum_t W(t-1) x (daily contribution), W(t-1) the book's wealth before day t
     (W = 1 at the start): these add up exactly to the compounded total return prod(1+r) - 1.
     ``arithmetic`` = sum_t (daily contribution), which adds up to sum_t r_t.
     ``per_year`` = 252 x mean_t (daily contribution), percentage points of annual return (as
-    decimals): they add up to 252 x mean(r), the meta's arithmetic annual return.
-    Asset contributions are gross (a_i R_i); the sleeves' costs appear as one negative row.
+    decimals): they add up to 252 x mean(r), the book's arithmetic annual return.
     """
     live = meta_returns.index
     wealth_before = (1.0 + meta_returns).cumprod().shift(1, fill_value=1.0)
+    cost = pd.Series(book_costs, dtype=float).reindex(live)
+
+    def table(daily: pd.DataFrame, avg_weight: pd.Series, extra: dict[str, pd.Series]) -> pd.DataFrame:
+        out = pd.DataFrame({
+            "avg_weight": avg_weight,
+            "contribution": daily.mul(wealth_before, axis=0).sum(),
+            "arithmetic": daily.sum(),
+        })
+        for name, series in extra.items():
+            out.loc[name] = [0.0, float((series * wealth_before).sum()), float(series.sum())]
+        out["per_year"] = out["arithmetic"] * (PERIODS_PER_YEAR / len(live))
+        return out
+
     held = meta_weights_daily.reindex(live)
     daily_sleeve = held * sleeve_returns.reindex(index=live, columns=held.columns).where(held != 0.0, 0.0)
-    by_sleeve = pd.DataFrame({
-        "avg_weight": held.mean(),
-        "contribution": daily_sleeve.mul(wealth_before, axis=0).sum(),
-        "arithmetic": daily_sleeve.sum(),
-    })
-    by_sleeve["per_year"] = by_sleeve["arithmetic"] * (PERIODS_PER_YEAR / len(live))
+    by_sleeve = table(daily_sleeve, held.mean(), {BOOK_COST_ROW: -cost})
     by_sleeve.index.name = "sleeve"
 
     a = asset_weights.reindex(live).fillna(0.0)
     big_r = asset_returns.reindex(index=live, columns=a.columns)
     daily_asset = (a * big_r).where(a != 0.0, 0.0)
-    costs = pd.Series(0.0, index=live)
-    for s in held.columns:
-        if s in sleeve_costs:
-            costs = costs + held[s] * pd.Series(sleeve_costs[s], dtype=float).reindex(live).fillna(0.0)
-    by_asset = pd.DataFrame({
-        "avg_weight": a.mean(),
-        "contribution": daily_asset.mul(wealth_before, axis=0).sum(),
-        "arithmetic": daily_asset.sum(),
-    })
-    by_asset.loc["(transaction costs)"] = [
-        0.0, -float((costs * wealth_before).sum()), -float(costs.sum())
-    ]
-    extra = ["(transaction costs)"]
-    if cash_return != 0.0 and sleeve_weights is not None:
-        interest = cash_interest(held, sleeve_weights, cash_return)
-        by_asset.loc["(cash interest)"] = [0.0, float((interest * wealth_before).sum()), float(interest.sum())]
-        extra.append("(cash interest)")
-    by_asset["per_year"] = by_asset["arithmetic"] * (PERIODS_PER_YEAR / len(live))
+    extra = {BOOK_COST_ROW: -cost}
+    interest = (1.0 - a.sum(axis=1)) * _cash_rate(cash_return, live)
+    if (interest != 0.0).any():
+        extra[CASH_ROW] = interest
+    by_asset = table(daily_asset, a.mean(), extra)
     by_asset.index.name = "asset"
-    order = by_asset.drop(index=extra)["contribution"].abs().sort_values(ascending=False)
-    by_asset = by_asset.loc[list(order.index) + extra]
+    order = by_asset.drop(index=list(extra))["contribution"].abs().sort_values(ascending=False)
+    by_asset = by_asset.loc[list(order.index) + list(extra)]
     return {"by_sleeve": by_sleeve, "by_asset": by_asset}
 
 

@@ -20,7 +20,7 @@ PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#F
            "#9D755D", "#BAB0AC", "#EECA3B"]
 META_COLOR = "#1F2A44"
 BENCH_STYLE = {"equal_weight_meta": dict(color="#7F7F7F", dash="dash"),
-               "sp500": dict(color="#B0B0B0", dash="dot")}
+               "benchmark": dict(color="#B0B0B0", dash="dot")}
 MAX_POINTS = 1200  # daily display series longer than this are thinned (tables keep every day)
 DEFAULT_TOP_K = 10
 OTHER_COLOR = "#D0D4DC"
@@ -190,7 +190,7 @@ def monthly_heatmap(monthly: pd.DataFrame, title: str = "Monthly returns of the 
 
 
 def rolling_lines(rolling: pd.DataFrame, title: str, yformat: str | None = None) -> go.Figure:
-    """One line per column (meta, equal_weight_meta, sp500), thinned like the other daily series."""
+    """One line per column (meta, equal_weight_meta, benchmark), thinned like the other daily series."""
     frame = rolling.dropna(how="all")
     pos = display_positions(len(frame))
     x = _dates(frame.index[pos])

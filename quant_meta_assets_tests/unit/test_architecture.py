@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 CORE = [
-    "quant_meta_assets.prices", "quant_meta_assets.sleeves.registry", "quant_meta_assets.sleeves.strategies",
+    "quant_meta_assets.prices", "quant_meta_assets.benchmark", "quant_meta_assets.sleeves.registry", "quant_meta_assets.sleeves.strategies",
     "quant_meta_assets.sleeves.engine", "quant_meta_assets.ray.compute", "quant_meta_assets.ray.cluster",
     "quant_meta_assets.storage",
     "quant_meta_assets.meta.returns", "quant_meta_assets.meta.optimize", "quant_meta_assets.meta.flatten",

@@ -6,7 +6,7 @@ from quant_meta_assets.run_summary import RunSummary, format_summary, latest_rep
 
 METRICS = {
     "meta": {"cagr": 0.1403, "sharpe": 0.955, "max_drawdown": -0.3687},
-    "sp500": {"cagr": 0.0739, "sharpe": 0.48, "max_drawdown": -0.5678},
+    "benchmark": {"cagr": 0.0739, "sharpe": 0.48, "max_drawdown": -0.5678},
     "momentum_12_1": {"cagr": 0.2, "sharpe": 0.9, "max_drawdown": -0.5},
 }
 
@@ -17,13 +17,14 @@ def test_success_names_headline_against_benchmark_and_the_report_last() -> None:
         period=("1991-12-31", "2022-12-28"), report_html="/s/reports/r1/report.html",
         latest_html="/s/reports/latest/report.html",
         publication={"published": True, "generation": 3, "as_of": "2022-12-28"},
+        benchmark_label="S&P 500 (price index)",
     ))
     assert lines[0] == "meta_full run r1 succeeded in 29 s."
     assert lines[1] == ("Published generation 3: prices as of 2022-12-28; this is what read_published() returns now.")
     assert "1991-12-31 to 2022-12-28" in lines[2]
     meta, bench = lines[3], lines[4]
     assert meta.split()[:3] == ["meta", "(netted", "book)"] and "14.03%" in meta and "0.95" in meta and "-36.87%" in meta
-    assert "S&P 500" in bench and "7.39%" in bench and "0.48" in bench and "-56.78%" in bench
+    assert "S&P 500 (price index)" in bench and "7.39%" in bench and "0.48" in bench and "-56.78%" in bench
     assert not any("momentum_12_1" in line for line in lines)  # headline only: the book and the benchmark
     assert lines[-2] == "Report: /s/reports/r1/report.html"
     assert lines[-1].startswith("Latest: /s/reports/latest/report.html")

@@ -29,6 +29,10 @@ def _records(a, b):
             for name, r in (("a", a), ("b", b))]
 
 
+def _no_costs(returns):
+    return {s: pd.Series(0.0, index=returns.index) for s in returns.columns}
+
+
 def _sleeve_weights():
     return {"a": pd.DataFrame({"X": 1.0}, index=DAYS), "b": pd.DataFrame({"Y": 1.0}, index=DAYS)}
 
@@ -44,7 +48,7 @@ def test_late_sleeve_ledger_by_hand():
     assert opt.weights.loc[DAYS[1]].tolist() == [1.0, 0.0]
     assert opt.weights.loc[DAYS[3]].tolist() == [0.5, 0.5]
     assert opt.diagnostics.loc[DAYS[1], "notes"] == "inactive (NaN in window): b"
-    flat = flatten_weights(opt.weights, _sleeve_weights(), returns, cash_return=0.0)
+    flat = flatten_weights(opt.weights, _sleeve_weights(), returns, _no_costs(returns), cash_return=0.0)
     held = flat.meta_weights_daily
     # d2, d3: all in a (b not live); d4: 1/2 each; d5: drifted through d4 (a +0%, b +4%)
     expected = pd.DataFrame({"a": [1.0, 1.0, 0.5, 0.5 / 1.02], "b": [0.0, 0.0, 0.5, 0.52 / 1.02]}, index=DAYS[2:])
@@ -75,7 +79,7 @@ def test_stopped_sleeve_ledger_by_hand():
     b_held = b_val / (a_val + b_val)
     assert opt.diagnostics.loc[DAYS[3], "turnover"] == pytest.approx(2 * b_held, abs=1e-12)
 
-    flat = flatten_weights(opt.weights, _sleeve_weights(), returns, cash_return=rf_d)
+    flat = flatten_weights(opt.weights, _sleeve_weights(), returns, _no_costs(returns), cash_return=rf_d)
     held = flat.meta_weights_daily
     # d2: 1/2 each; d3: drifted through d2 (a +10%, b -10%) = 0.55 / 0.45; d4, d5: all in a
     expected = pd.DataFrame({"a": [0.5, 0.55, 1.0, 1.0], "b": [0.5, 0.45, 0.0, 0.0]}, index=DAYS[2:])
@@ -116,7 +120,7 @@ def test_stopped_sleeve_costs_and_report_reconcile(tmp_path):
     assert views.daily.loc[day, "book_volume"] == pytest.approx(c_share, rel=1e-9)
     report = build_report(
         sleeve_returns=sleeve_returns, meta_weights=opt.weights, diagnostics=opt.diagnostics,
-        flatten=flatten_weights(opt.weights, weights, sleeve_returns, cash_return=0.0), sleeve_weights=weights,
+        flatten=flatten_weights(opt.weights, weights, sleeve_returns, costs, cash_return=0.0), sleeve_weights=weights,
         sleeve_costs=costs, sleeve_turnover={}, asset_returns=assets, benchmark=None, lineage=None,
         previous=None, output_dir=tmp_path, risk_free_rate=0.0,
     )
@@ -147,7 +151,8 @@ def test_a_late_sleeve_never_moves_the_meta_start_on_the_bundled_data():
     def meta(recs):
         returns = aggregate_returns(recs)
         opt = optimize_meta_weights(returns, method="risk_parity", lookback=252, rebalance_every=21)
-        held = flatten_weights(opt.weights, {r["sleeve"]: r["weights"] for r in recs}, returns).meta_weights_daily
+        held = flatten_weights(opt.weights, {r["sleeve"]: r["weights"] for r in recs}, returns,
+                               {r["sleeve"]: r["costs"] for r in recs}).meta_weights_daily
         return returns, opt, held
 
     base_returns, _, base_held = meta(records)

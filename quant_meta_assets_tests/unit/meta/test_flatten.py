@@ -23,6 +23,10 @@ def toy():
     return returns, meta, sleeve_weights
 
 
+def no_costs(returns):
+    return {s: pd.Series(0.0, index=returns.index) for s in returns.columns}
+
+
 def loop_reference(returns, meta):
     """Sub-account wealth, day by day: reset to the target the day after each rebalance."""
     held = {}
@@ -56,7 +60,7 @@ def test_meta_weights_reset_exactly_after_each_rebalance(toy):
 
 def test_flatten_identity_and_exposure(toy):
     returns, meta, sleeve_weights = toy
-    result = flatten_weights(meta, sleeve_weights, returns)
+    result = flatten_weights(meta, sleeve_weights, returns, no_costs(returns))
     held = result.meta_weights_daily
     cols = result.asset_weights.columns
     expected = sum(held[s].to_numpy()[:, None] * sleeve_weights[s].loc[held.index, cols].to_numpy() for s in held)
@@ -65,6 +69,23 @@ def test_flatten_identity_and_exposure(toy):
     np.testing.assert_allclose(result.exposure["gross"], result.asset_weights.abs().sum(axis=1), atol=1e-14)
     # overlapping tickers net: a long in one sleeve and a short in another cancel
     assert (result.exposure["gross"] >= result.exposure["net"].abs() - 1e-15).all()
+
+
+def test_the_books_shares_drift_with_gross_sleeve_returns(toy):
+    """Issue 18 item 4: the published holdings are the headline book's. The book pays no sleeve's own
+    cost, so its shares ride the sleeves' GROSS returns (net + cost), checked by the wealth loop."""
+    returns, meta, sleeve_weights = toy
+    rng = np.random.default_rng(3)
+    costs = pd.DataFrame(np.where(rng.random(returns.shape) < 0.2, rng.uniform(0, 2e-3, returns.shape), 0.0),
+                         index=returns.index, columns=returns.columns)
+    result = flatten_weights(meta, sleeve_weights, returns, {s: costs[s] for s in costs})
+    expected = loop_reference(returns + costs, meta)
+    pd.testing.assert_frame_equal(result.meta_weights_daily, expected, check_freq=False, check_names=False,
+                                  atol=1e-14, rtol=0)
+    net_drift = loop_reference(returns, meta)
+    assert (result.meta_weights_daily - net_drift).abs().to_numpy().max() > 1e-6  # not the net drift
+    with pytest.raises(StageInputError, match=r"daily costs of sleeves \['c'\]"):
+        flatten_weights(meta, sleeve_weights, returns, {s: costs[s] for s in ("a", "b")})
 
 
 def test_meta_portfolio_return_is_weighted_sleeve_return(toy):
@@ -80,7 +101,7 @@ def test_meta_portfolio_return_is_weighted_sleeve_return(toy):
 def test_flatten_errors_name_the_problem(toy):
     returns, meta, sleeve_weights = toy
     with pytest.raises(StageInputError, match="'c'"):
-        flatten_weights(meta, {k: v for k, v in sleeve_weights.items() if k != "c"}, returns)
+        flatten_weights(meta, {k: v for k, v in sleeve_weights.items() if k != "c"}, returns, no_costs(returns))
     bad = meta.copy()
     bad.index = bad.index + pd.Timedelta(days=1000)
     with pytest.raises(StageInputError, match="not a date"):
@@ -142,7 +163,7 @@ def test_each_sleeves_weights_are_fetched_once_and_tickers_may_differ(toy):
     sleeve_weights = dict(sleeve_weights)
     sleeve_weights["b"] = sleeve_weights["b"][["Z", "X"]].rename(columns={"Z": "V"})  # its own tickers
     counting = CountingWeights(sleeve_weights)
-    result = flatten_weights(meta, counting, returns)
+    result = flatten_weights(meta, counting, returns, no_costs(returns))
     assert counting.fetches == {"a": 1, "b": 1, "c": 1}
     assert list(result.asset_weights.columns) == ["V", "W", "X", "Y", "Z"]
     # independent reference: the full union frame, every sleeve reindexed with zeros
@@ -164,8 +185,8 @@ def test_streaming_from_stored_bundles_agrees_with_in_memory(toy, tmp_path):
     for s, weights in sleeve_weights.items():
         write_bundle(tmp_path / s, {"weights": weights, "returns": returns[s]}, {"sleeve": s, "status": "success"})
         records.append(StoredBundle(tmp_path / s))
-    streamed = flatten_weights(meta, SleeveFrames(records, "weights"), returns)
-    in_memory = flatten_weights(meta, sleeve_weights, returns)
+    streamed = flatten_weights(meta, SleeveFrames(records, "weights"), returns, no_costs(returns))
+    in_memory = flatten_weights(meta, sleeve_weights, returns, no_costs(returns))
     for a, b in ((streamed.asset_weights, in_memory.asset_weights), (streamed.exposure, in_memory.exposure)):
         assert list(a.columns) == list(b.columns) and a.index.equals(b.index)
         np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=0, atol=1e-12)

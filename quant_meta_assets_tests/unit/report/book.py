@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from quant_meta_assets.benchmark import Benchmark
+
 from quant_meta_assets_tests.unit.report.toy import flatten_numpy, load_inputs
 
 
@@ -78,7 +80,10 @@ def make_book_inputs(n: int = 200, start: str = "2012-01-01", end: str = "2022-1
                for i, s in enumerate(rets)}
     return dict(
         sleeve_returns=sleeve_returns, meta_weights=meta_weights, diagnostics=diagnostics,
-        flatten=flatten_numpy(meta_weights, weights, sleeve_returns), sleeve_weights=weights,
-        sleeve_costs=costs, sleeve_turnover=turnover, asset_returns=asset_returns, benchmark=index_prices,
+        flatten=flatten_numpy(meta_weights, weights,  # the book's shares ride the GROSS sleeve returns
+                              sleeve_returns + pd.DataFrame(costs).reindex(sleeve_returns.index).fillna(0.0)),
+        sleeve_weights=weights,
+        sleeve_costs=costs, sleeve_turnover=turnover, asset_returns=asset_returns, benchmark=Benchmark(levels=index_prices, name="S&P 500", total_return=False,
+                            source="skfolio load_sp500_index()"),
         lineage=lineage, previous=None,
     )

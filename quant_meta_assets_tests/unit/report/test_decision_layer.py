@@ -38,7 +38,7 @@ def html(report) -> str:
 
 
 def _benchmark(inputs, live) -> pd.Series:
-    prices = inputs["benchmark"]
+    prices = inputs["benchmark"].levels
     return (prices / prices.shift(1) - 1).reindex(live)
 
 
@@ -135,7 +135,7 @@ def test_benchmark_relative_statistics_recomputed(report, inputs):
         greeks = qs.stats.greeks(r[name], pd.Series(b, index=live))
         assert metrics.loc[name, "beta"] == pytest.approx(float(greeks["beta"]), abs=1e-8)
         assert metrics.loc[name, "alpha"] == pytest.approx(float(greeks["alpha"]), abs=1e-8)
-    assert metrics.loc["sp500", "beta"] == pytest.approx(1.0) and metrics.loc["sp500", "tracking_error"] == 0.0
+    assert metrics.loc["benchmark", "beta"] == pytest.approx(1.0) and metrics.loc["benchmark", "tracking_error"] == 0.0
     head = headline_metrics(report)
     for k in ("beta", "alpha", "tracking_error", "information_ratio"):
         assert head[f"meta_{k}"] == metrics.loc["meta", k]
@@ -163,10 +163,10 @@ def test_yearly_and_monthly_tables(report, inputs):
         assert yearly.loc[year, "meta"] == pytest.approx(np.prod(1 + days.to_numpy()) - 1, abs=1e-12)
         assert yearly.loc[year, "days"] == len(days)
         # the index's year straight from its prices: last close of the year / close before its first live day
-        prices = inputs["benchmark"]
+        prices = inputs["benchmark"].levels
         first, last = days.index[0], days.index[-1]
         before = prices.index[prices.index.get_loc(first) - 1]
-        assert yearly.loc[year, "sp500"] == pytest.approx(prices[last] / prices[before] - 1, abs=1e-12)
+        assert yearly.loc[year, "benchmark"] == pytest.approx(prices[last] / prices[before] - 1, abs=1e-12)
     monthly = report["decision"]["monthly"]
     for (year, month), days in meta.groupby([meta.index.year, meta.index.month]):
         assert monthly.loc[year, month] == pytest.approx(np.prod(1 + days.to_numpy()) - 1, abs=1e-12)
@@ -200,7 +200,7 @@ def test_rolling_statistics(report):
     last = meta.iloc[-252:].to_numpy()
     assert rs.iloc[-1] == pytest.approx(last.mean() / last.std(ddof=1) * np.sqrt(252), abs=1e-9)
     assert rv.iloc[-1] == pytest.approx(last.std(ddof=1) * np.sqrt(252), abs=1e-12)
-    assert list(report["decision"]["rolling_sharpe"].columns) == ["meta", "equal_weight_meta", "sp500"]
+    assert list(report["decision"]["rolling_sharpe"].columns) == ["meta", "equal_weight_meta", "benchmark"]
 
 
 def test_current_weights_and_changes(report):
@@ -215,18 +215,20 @@ def test_current_weights_and_changes(report):
 
 
 def test_attribution_in_percentage_points_per_year(report, html):
-    sleeve_level = report["sleeve_level_meta_returns"]
+    meta = report["meta_returns"]  # the headline book, its own trading cost one line
     by_sleeve = report["attribution"]["by_sleeve"]
-    n = len(sleeve_level)
-    assert by_sleeve["per_year"].sum() == pytest.approx(252 * sleeve_level.mean(), abs=1e-12)
+    n = len(meta)
+    assert by_sleeve["per_year"].sum() == pytest.approx(252 * meta.mean(), abs=1e-12)
     np.testing.assert_allclose(by_sleeve["per_year"], by_sleeve["arithmetic"] * 252 / n, atol=1e-15)
     by_asset = report["attribution"]["by_asset"]
-    assert by_asset["per_year"].sum() == pytest.approx(252 * sleeve_level.mean(), abs=1e-12)
+    assert by_asset["per_year"].sum() == pytest.approx(252 * meta.mean(), abs=1e-12)
     checks = report["reconciliations"].set_index("check")
     assert checks.loc["attribution_per_year_total", "passed"]
     section = html[html.index('<section id="attribution"'):html.index('<section id="turnover"')]
     shown = [float(v) for v in re.findall(r"<td>(-?[0-9.]+) pp</td>", section)]
-    assert shown[:3] == [round(v * 100, 2) for v in by_sleeve["per_year"].sort_values(ascending=False)]
+    sleeves = by_sleeve["per_year"].drop(index="(book trading costs)").sort_values(ascending=False)
+    assert shown[:4] == [round(v * 100, 2) for v in sleeves] + [round(by_sleeve.loc["(book trading costs)",
+                                                                                    "per_year"] * 100, 2)]
     assert f"{by_sleeve['contribution'].sum() * 100:.2f}%" not in section  # no compounded totals
 
 
@@ -234,7 +236,8 @@ def test_realised_risk_contributions_replace_the_constant_ex_ante_plot(report, i
     by_year = report["risk_contributions"]["realised_by_year"]
     np.testing.assert_allclose(by_year.sum(axis=1), 1.0, atol=1e-12)
     held = inputs["flatten"].meta_weights_daily.loc[report["meta_returns"].index]
-    r = inputs["sleeve_returns"].loc[held.index, held.columns]
+    gross = inputs["sleeve_returns"] + pd.DataFrame(inputs["sleeve_costs"]).reindex(inputs["sleeve_returns"].index)
+    r = gross.loc[held.index, held.columns]  # the book's shares earn the sleeves' gross returns
     year = by_year.index[2]
     parts = (held * r).loc[held.index.year == year].to_numpy()
     meta = parts.sum(axis=1)
@@ -281,7 +284,7 @@ def test_conventions_state_the_new_statistics(report, html):
     assert "252 * mean((r - rf_d) - beta * (b - rf_d))" in conv["alpha"]
     assert "std(r - b, ddof=1) * sqrt(252)" in conv["tracking_error"]
     assert "252 * mean(r - b) / tracking error" in conv["information_ratio"]
-    assert "PRICE" in conv["sp500"] and "no dividends" in conv["sp500"]
+    assert "PRICE" in conv["benchmark"] and "no dividends" in conv["benchmark"]
     assert "percentage points of annual return" in conv["attribution"]
     assert "REALISED" in conv["risk_contribution"]
     section = html[html.index('<section id="conventions"'):]

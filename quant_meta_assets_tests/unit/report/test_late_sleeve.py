@@ -23,7 +23,8 @@ def test_report_on_a_late_sleeve_reconciles_and_buys_no_dead_sleeve(tmp_path):
     opt = optimize_meta_weights(sleeve_returns, "risk_parity", lookback=100, rebalance_every=21)
     report = build_report(
         sleeve_returns=sleeve_returns, meta_weights=opt.weights, diagnostics=opt.diagnostics,
-        flatten=flatten_weights(opt.weights, weights, sleeve_returns), sleeve_weights=weights,
+        flatten=flatten_weights(opt.weights, weights, sleeve_returns,
+                                {s: pd.Series(0.0, index=dates) for s in "abc"}), sleeve_weights=weights,
         sleeve_costs={s: pd.Series(0.0, index=dates) for s in "abc"}, sleeve_turnover={},
         asset_returns=assets, benchmark=None, lineage=None, previous=None, output_dir=tmp_path,
     )
@@ -40,7 +41,9 @@ def test_report_on_a_late_sleeve_reconciles_and_buys_no_dead_sleeve(tmp_path):
 
 @pytest.mark.timeout(180)
 def test_report_reconciles_when_sleeve_cash_earns_rf(tmp_path):
-    """Sleeves with cash and rf = 3%: the identities credit the cash interest (issue 13 item 3)."""
+    """Sleeves with cash and rf = 3%: the identities credit the cash interest (issue 13 item 3), and
+    the published asset weights earn the headline return (issue 18 item 4: before, flatten drifted
+    the shares with NET sleeve returns, up to 1.96e-4 of weight away from the headline book)."""
     from quant_meta_assets.prices import asset_returns, load_prices
     from quant_meta_assets.sleeves.registry import load_registry
     from quant_meta_assets.sleeves.engine import run_sleeve
@@ -51,12 +54,25 @@ def test_report_reconciles_when_sleeve_cash_earns_rf(tmp_path):
     sleeve_returns = pd.DataFrame({r["sleeve"]: r["returns"] for r in records}).dropna()
     opt = optimize_meta_weights(sleeve_returns, "risk_parity", lookback=126, rebalance_every=21)
     weights = {r["sleeve"]: r["weights"] for r in records}
+    costs = {r["sleeve"]: r["costs"] for r in records}
+    report_flatten = flatten_weights(opt.weights, weights, sleeve_returns, costs)
     report = build_report(
         sleeve_returns=sleeve_returns, meta_weights=opt.weights, diagnostics=opt.diagnostics,
-        flatten=flatten_weights(opt.weights, weights, sleeve_returns), sleeve_weights=weights,
-        sleeve_costs={r["sleeve"]: r["costs"] for r in records},
+        flatten=report_flatten, sleeve_weights=weights, sleeve_costs=costs,
         sleeve_turnover={r["sleeve"]: r["turnover"] for r in records}, asset_returns=asset_returns(prices),
         benchmark=None, lineage=None, previous=None, output_dir=tmp_path, risk_free_rate=0.03,
     )
     assert report["reconciled"]
     assert report["attribution"]["by_asset"].loc["(cash interest)", "contribution"] > 0
+    # issue 18 item 4: the published holdings are the headline book's, to 1e-12 every day
+    checks = report["reconciliations"].set_index("check")
+    for name in ("book_holdings_return", "published_weights_are_book"):
+        assert checks.loc[name, "passed"] and checks.loc[name, "max_abs_diff"] <= 1e-12, name
+    held = report["costs"]["daily"].index
+    H = report_flatten.asset_weights.loc[held]
+    R = asset_returns(prices).loc[held, H.columns]
+    rf_d = (1.03) ** (1 / 252) - 1
+    by_hand = (H * R).sum(axis=1) + (1 - H.sum(axis=1)) * rf_d - report["costs"]["daily"]["book_cost"]
+    np.testing.assert_allclose(by_hand, report["meta_returns"], rtol=0, atol=1e-12)
+    net_drifted = flatten_weights(opt.weights, weights, sleeve_returns, {s: c * 0.0 for s, c in costs.items()})
+    assert (net_drifted.asset_weights - H).abs().to_numpy().max() > 1e-8  # the net drift was another book

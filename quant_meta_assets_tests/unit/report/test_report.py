@@ -28,14 +28,16 @@ def report(inputs, tmp_path_factory) -> dict:
 
 def test_meta_returns_and_metrics(report, inputs):
     fl = inputs["flatten"]
-    expected = (fl.meta_weights_daily * inputs["sleeve_returns"].loc[fl.meta_weights_daily.index]).sum(axis=1)
-    pd.testing.assert_series_equal(report["sleeve_level_meta_returns"], expected.rename("meta"), check_freq=False)
+    gross = inputs["sleeve_returns"] + pd.DataFrame(inputs["sleeve_costs"]).reindex(inputs["sleeve_returns"].index)
+    book_cost = report["costs"]["daily"]["book_cost"]
+    expected = (fl.meta_weights_daily * gross.loc[fl.meta_weights_daily.index]).sum(axis=1) - book_cost
+    pd.testing.assert_series_equal(report["meta_returns"], expected.rename("meta"), check_freq=False, atol=1e-15)
     # the headline is the netted book; the stand-alone view sits beside it
     pd.testing.assert_series_equal(report["meta_returns"], report["costs"]["daily"]["netted_return"].rename("meta"))
     assert metrics_has_both_views(report["metrics"])
     assert report["meta_returns"].index[0] > inputs["meta_weights"].index[0]
     metrics = report["metrics"]
-    assert {"meta", "meta_standalone", "equal_weight_meta", "sp500", *inputs["sleeve_returns"].columns} == set(metrics.index)
+    assert {"meta", "meta_standalone", "equal_weight_meta", "benchmark", *inputs["sleeve_returns"].columns} == set(metrics.index)
     assert (metrics["start"] == report["meta_returns"].index[0]).all()
     assert (metrics["n_days"] == len(report["meta_returns"])).all()
     assert metrics.loc["meta", "sharpe"] == pytest.approx(M.sharpe(report["meta_returns"]), abs=1e-12)
@@ -54,14 +56,14 @@ def test_meta_returns_and_metrics(report, inputs):
     for d in mw.index[1:]:
         if d < live[-1]:
             prev = mw.loc[:d].iloc[-2].to_numpy()
-            seg = inputs["sleeve_returns"].loc[(inputs["sleeve_returns"].index > mw.index[mw.index < d][-1]) & (inputs["sleeve_returns"].index <= d)]
+            seg = gross.loc[(gross.index > mw.index[mw.index < d][-1]) & (gross.index <= d)]  # the book: gross drift
             drifted = prev * np.prod(1 + seg.to_numpy(), axis=0)
             meta_trades.append(np.abs(mw.loc[d].to_numpy() - drifted / drifted.sum()).sum())
     assert held.equals(live)
     assert metrics.loc["meta", "turnover"] == pytest.approx(sum(meta_trades) / years, rel=1e-10)
     # sp500 from index prices, on the meta's days
-    idx = inputs["benchmark"].pct_change().reindex(report["meta_returns"].index)
-    assert metrics.loc["sp500", "cagr"] == pytest.approx(M.cagr(idx), abs=1e-12)
+    idx = inputs["benchmark"].levels.pct_change().reindex(report["meta_returns"].index)
+    assert metrics.loc["benchmark", "cagr"] == pytest.approx(M.cagr(idx), abs=1e-12)
 
 
 def test_equal_weight_benchmark_is_drifting_one_over_n(report, inputs):
@@ -80,8 +82,10 @@ def test_equal_weight_benchmark_is_drifting_one_over_n(report, inputs):
 def test_reconciliations_pass_and_cover_the_identities(report):
     rec = report["reconciliations"]
     assert list(rec.columns) == ["check", "description", "max_abs_diff", "where", "tolerance", "passed"]
-    assert {"meta_return_identity", "meta_weights_budget", "exposure_net", "asset_weights_flatten",
-            "meta_weights_drift"} <= set(rec["check"])
+    assert {"book_holdings_return", "published_weights_are_book", "meta_weights_budget", "exposure_net",
+            "asset_weights_flatten", "meta_weights_drift"} <= set(rec["check"])
+    assert (rec.set_index("check").loc[["book_holdings_return", "published_weights_are_book"], "tolerance"]
+            == 1e-12).all()
     assert rec["passed"].all() and (rec["max_abs_diff"] < 1e-12).all()
     assert report["reconciled"]
 
@@ -92,13 +96,15 @@ def metrics_has_both_views(metrics) -> bool:
 
 
 def test_attribution_adds_up(report, inputs):
-    sleeve_level = report["sleeve_level_meta_returns"]  # attribution explains the meta before meta costs
-    total = float(np.prod(1 + sleeve_level) - 1)
+    meta = report["meta_returns"]  # attribution explains the headline book, its own cost one line
+    total = float(np.prod(1 + meta) - 1)
     att = report["attribution"]
     assert att["by_sleeve"]["contribution"].sum() == pytest.approx(total, abs=1e-12)
     assert att["by_asset"]["contribution"].sum() == pytest.approx(total, abs=1e-12)
-    assert att["by_sleeve"]["arithmetic"].sum() == pytest.approx(sleeve_level.sum(), abs=1e-12)
-    assert att["by_asset"].loc["(transaction costs)", "contribution"] < 0
+    assert att["by_sleeve"]["arithmetic"].sum() == pytest.approx(meta.sum(), abs=1e-12)
+    book_cost = report["costs"]["daily"]["book_cost"]
+    for table in (att["by_sleeve"], att["by_asset"]):
+        assert table.loc["(book trading costs)", "arithmetic"] == pytest.approx(-book_cost.sum(), abs=1e-15)
 
 
 def test_risk_contributions(report, inputs):
@@ -161,39 +167,42 @@ def test_corrupted_sleeve_return_fails_loudly_and_writes_nothing(inputs, tmp_pat
     day = inputs["flatten"].meta_weights_daily.index[100]
     bad.loc[day, "defensive"] += 1e-6
     out = tmp_path / "bad"
-    with pytest.raises(ReconciliationError, match=r"meta_return_identity.*" + str(day.date())):
+    with pytest.raises(ReconciliationError, match=r"sleeve_gross_returns: max \|diff\| = 1.00e-06 > tolerance "
+                       r"1.0e-10 at " + str(day.date())):
         build_report(**{**inputs, "sleeve_returns": bad}, output_dir=out)
     assert not out.exists() or not any(out.iterdir())
     # raise_on_failure=False: the report is written and says FAILED
     report = build_report(**{**inputs, "sleeve_returns": bad}, output_dir=out, raise_on_failure=False)
     assert not report["reconciled"]
     failed = report["reconciliations"].set_index("check")
-    assert not failed.loc["meta_return_identity", "passed"]
-    assert failed.loc["meta_return_identity", "max_abs_diff"] > 1e-8
+    assert not failed.loc["sleeve_gross_returns", "passed"] and not failed.loc["book_holdings_return", "passed"]
+    assert failed.loc["sleeve_gross_returns", "max_abs_diff"] > 1e-8
     assert "RECONCILIATION FAILED" in open(report["html"], encoding="utf-8").read()
     assert headline_metrics(report)["max_reconciliation_diff"] > 1e-8
 
 
-def test_budget_and_exposure_corruption_detected(inputs):
+def test_budget_and_exposure_corruption_detected(inputs, report):
     mw = inputs["meta_weights"].copy()
     mw.iloc[2, 0] += 0.01
     rec = F.reconcile(
         meta_weights=mw, meta_weights_daily=inputs["flatten"].meta_weights_daily,
         recomputed_meta_weights_daily=inputs["flatten"].meta_weights_daily,
-        sleeve_returns=inputs["sleeve_returns"], asset_weights=inputs["flatten"].asset_weights,
+        book_returns=report["meta_returns"], book_costs=report["costs"]["daily"]["book_cost"],
+        book_weights=inputs["flatten"].asset_weights, asset_weights=inputs["flatten"].asset_weights,
         asset_returns=inputs["asset_returns"], exposure=inputs["flatten"].exposure * 1.001,
-        sleeve_weights=inputs["sleeve_weights"], sleeve_costs=inputs["sleeve_costs"], tolerance=1e-10,
+        sleeve_weights=inputs["sleeve_weights"], tolerance=1e-10,
     ).set_index("check")
     assert not rec.loc["meta_weights_budget", "passed"]
     assert rec.loc["meta_weights_budget", "where"] == str(mw.index[2].date())
     assert not rec.loc["exposure_net", "passed"] and not rec.loc["exposure_gross", "passed"]
-    assert rec.loc["meta_return_identity", "passed"]
+    assert rec.loc["book_holdings_return", "passed"] and rec.loc["published_weights_are_book", "passed"]
 
 
 def test_with_project_flatten(inputs, tmp_path):
     """Integration-style: the lead's meta.flatten gives the same report as the numpy loop."""
     flatten_mod = pytest.importorskip("quant_meta_assets.meta.flatten")
-    fl = flatten_mod.flatten_weights(inputs["meta_weights"], inputs["sleeve_weights"], inputs["sleeve_returns"])
+    fl = flatten_mod.flatten_weights(inputs["meta_weights"], inputs["sleeve_weights"], inputs["sleeve_returns"],
+                                     inputs["sleeve_costs"])
     report = build_report(**{**inputs, "flatten": fl}, output_dir=tmp_path)
     assert report["reconciled"], report["reconciliations"]
     toy = inputs["flatten"]

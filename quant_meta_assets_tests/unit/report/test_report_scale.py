@@ -58,13 +58,13 @@ def test_plots_draw_meta_benchmarks_and_top_k_tables_keep_every_sleeve(book_repo
         return json.JSONDecoder().raw_decode(html[start:].lstrip())[0]
 
     cumulative = [t["name"] for t in figure("fig-cumulative")]
-    assert cumulative == ["meta", "meta_standalone", "equal_weight_meta", "sp500", *top]
+    assert cumulative == ["meta", "meta_standalone", "equal_weight_meta", "benchmark", *top]
     weights = [t["name"] for t in figure("fig-meta_weights")]
     assert set(weights[:4]) == set(top) and weights[4] == f"other ({len(sleeves) - 4} sleeves)"
     risk = [t["name"] for t in figure("fig-risk_contributions")]  # realised, per year: top 4 + other
     assert set(risk[:4]) == set(top) and risk[4:] == [f"other ({len(sleeves) - 4} sleeves)"]
     for div in ("fig-rolling_sharpe", "fig-rolling_vol"):  # the decision layer's books only
-        assert [t["name"] for t in figure(div)] == ["meta", "equal_weight_meta", "sp500"]
+        assert [t["name"] for t in figure(div)] == ["meta", "equal_weight_meta", "benchmark"]
     assert len(figure("fig-monthly_returns")) == 1 and len(figure("fig-turnover")) == 3
     # the decision layer's weights table lists every sleeve
     assert len(report["decision"]["weights"]) == len(sleeves)

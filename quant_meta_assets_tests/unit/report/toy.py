@@ -21,6 +21,8 @@ import types
 import numpy as np
 import pandas as pd
 
+from quant_meta_assets.benchmark import Benchmark
+
 SLEEVES = {
     "tech": ({"AAPL": 1 / 3, "AMD": 1 / 3, "MSFT": 1 / 3}, 10.0),
     "defensive": ({"JNJ": 0.18, "KO": 0.18, "PEP": 0.18, "PG": 0.18, "WMT": 0.18}, 5.0),
@@ -73,7 +75,9 @@ def simulate_sleeve(asset_returns: pd.DataFrame, target: dict[str, float], cost_
 
 
 def flatten_numpy(meta_weights: pd.DataFrame, sleeve_weights, sleeve_returns: pd.DataFrame):
-    """Independent loop: held meta-weights, asset weights, exposures (FlattenResult-like)."""
+    """Independent loop: held meta-weights, asset weights, exposures (FlattenResult-like).
+
+    ``sleeve_returns`` are the returns the shares drift with: the book's are the GROSS ones."""
     dates = sleeve_returns.index
     names = list(meta_weights.columns)
     r = sleeve_returns[names].to_numpy()
@@ -118,7 +122,8 @@ def make_report_inputs(start: str = "2016-01-01", end: str = "2020-12-31", seed:
         "runtime_s": rng.uniform(0.01, 0.1, size=len(rows)),
     }, index=meta_weights.index)
     diagnostics.loc[diagnostics.index[3], ["status", "fallback_used"]] = ["fallback", "inverse_vol"]
-    flatten = flatten_numpy(meta_weights, sleeve_weights, sleeve_returns)
+    gross = sleeve_returns + pd.DataFrame(sleeve_costs).reindex(sleeve_returns.index).fillna(0.0)
+    flatten = flatten_numpy(meta_weights, sleeve_weights, gross)  # the book's shares ride GROSS returns
     lineage = {
         s: {"run_id": f"run-{i:04d}", "code_version": "abc1234", "data_version": "sp500-2022-12-28",
             "materialized_at": "2026-01-01T00:00:00Z", "start": str(sleeve_returns.index[0].date()),
@@ -134,7 +139,8 @@ def make_report_inputs(start: str = "2016-01-01", end: str = "2020-12-31", seed:
         sleeve_costs=sleeve_costs,
         sleeve_turnover=sleeve_turnover,
         asset_returns=asset_returns,
-        benchmark=index_prices,
+        benchmark=Benchmark(levels=index_prices, name="S&P 500", total_return=False,
+                            source="skfolio load_sp500_index()"),
         lineage=lineage,
         previous=None,
     )
