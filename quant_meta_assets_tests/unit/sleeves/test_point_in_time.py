@@ -12,6 +12,7 @@ import pytest
 from quant_meta_assets.errors import PriceDataError, StrategyOutputError
 from quant_meta_assets.prices import asset_returns, tradable, validate_prices
 from quant_meta_assets.sleeves.engine import run_sleeve, simulate, validate_target_weights
+from quant_meta_assets.sleeves.lookahead import check_prefix_invariance
 from quant_meta_assets.sleeves.registry import SleeveProfile
 from quant_meta_assets.sleeves.strategies import BUILTIN_STRATEGIES
 from quant_meta_assets.synthetic_book import factor_prices, listed_life, point_in_time_prices
@@ -66,7 +67,11 @@ def test_every_builtin_holds_only_tradable_tickers_and_no_prelisting_data(panel,
     assert (gross <= 1.0 + 1e-12).all()
     if strategy != "trend_vol_target":  # fully invested whenever something is tradable
         assert np.allclose(gross[gross > 0], 1.0)
-    # prefix invariance: the rows up to a date do not change when later prices are appended
+    # prefix invariance: the rows up to a date do not change when later prices are appended (the
+    # project's look-ahead check, then a cut in the middle of the listings and delistings)
+    check = check_prefix_invariance(fn, panel, PARAMS[strategy], targets, strategy=strategy, sleeve=strategy,
+                                    validate=lambda raw, p: validate_target_weights(raw, p, None, strategy))
+    assert check.compared > 0 and not check.suspect, check.message
     cut = panel.index[450]
     early = fn(panel.loc[:cut], **PARAMS[strategy])
     early = early.loc[early.index.isin(targets.index)]  # min_variance: the cut closes a partial month
