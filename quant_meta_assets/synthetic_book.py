@@ -1,12 +1,13 @@
 """A seeded synthetic book for scale benchmarks and tests: factor-model prices and a registry.
 
 ``factor_prices(n_assets, n_days, seed)``: daily closes from a 3-factor model
-(``r = B f + e``, about 1-2 % daily vol, business days from 2010-01-04), valid under the strict
-price policy of :mod:`quant_meta_assets.prices`.
+(``r = B f + e``, about 1-2 % daily vol, business days from 2010-01-04), every ticker priced on
+every day.
 ``point_in_time_prices(n_assets, n_days, seed)``: the same factor-model closes with listings and
-delistings: a third of the tickers list late, a third delist early (a few both), the rest trade
-throughout; NaN outside each ticker's listed life, never inside it (the point-in-time policy of
-:mod:`quant_meta_assets.prices`); ``listed_life(prices)`` gives each ticker's first and last date.
+delistings: a third of the tickers list late, a third delist early (some late ones delist too),
+the rest trade throughout; NaN outside each ticker's listed life, never inside it (the
+point-in-time policy of :mod:`quant_meta_assets.prices`); ``listed_life(prices)`` gives each
+ticker's first and last date.
 ``book_registry(n_sleeves, tickers, seed)``: the registry YAML text of ``n_sleeves`` sleeves
 cycling through the built-in strategies with varied parameters, rebalance frequencies and costs.
 ``min_variance`` sleeves get a 30-ticker universe so a 500-ticker book stays a book of
@@ -43,8 +44,8 @@ def point_in_time_prices(n_assets: int = 12, n_days: int = 600, seed: int = 0) -
     """``factor_prices`` with listings and delistings (see the module docstring).
 
     Ticker ``i``: ``i % 3 == 1`` lists late (between 10% and 60% of the history), ``i % 3 == 2``
-    delists early (between 40% and 90%), and every fourth of those that list late also delists.
-    At least two tickers trade on every date.
+    delists early (between 40% and 90%), and every fourth of those that list late also delists;
+    ``i % 3 == 0`` trade throughout, so at least one ticker has a price on every date.
     """
     if n_assets < 3 or n_days < 20:
         raise ValueError(f"need n_assets >= 3 and n_days >= 20, got {n_assets} and {n_days}")
