@@ -31,6 +31,7 @@ def test_meta_chain_and_report_reconcile_on_a_point_in_time_panel(tmp_path, turn
                                output_dir=tmp_path,
                                risk_free_rate=0.02, **opt, **flat)["report"]
     assert report["reconciled"]
+    assert "a point-in-time universe" in report["conventions"]["survivorship_bias"]
     meta = report["portfolio_returns"]["meta"]
     assert np.isfinite(meta.to_numpy()).all()
     # the book holds nothing on a ticker without a price that day
