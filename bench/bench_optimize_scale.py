@@ -11,7 +11,8 @@ Data (``--data``):
   short_term_reversal, low_volatility, trend_vol_target, equal_weight, in turn) with seeded
   random parameters, universes (8-20 of the 20 bundled tickers), weekly/monthly rebalancing and
   costs, each run with ``run_sleeve`` on the bundled S&P 500 prices and aligned by
-  ``aggregate_returns`` (common live period: 8,060 rows, 372 rebalances). Highly collinear, like
+  ``aggregate_returns`` (each sleeve from its first live day: 8,309 rows, 384 rebalances at 500
+  sleeves; the first window holds only the sleeves live for all of it). Highly collinear, like
   a real book of strategies on one universe.
 * ``factor``: a seeded 5-factor model (+ idiosyncratic noise) on the bundled dates (8,312 rows,
   384 rebalances).

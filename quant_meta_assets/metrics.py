@@ -85,7 +85,8 @@ CONVENTIONS: dict[str, str] = {
 
 
 def live_returns(returns: pd.Series) -> pd.Series:
-    """Drop the leading NaN (not live yet); raise if a NaN or inf remains inside the live period."""
+    """Drop the leading NaN (not live yet) and the trailing NaN (stopped); raise if a NaN or inf
+    remains inside the live period."""
     if not isinstance(returns, pd.Series):
         raise MetricsInputError(f"returns must be a pandas Series, got {type(returns).__name__}")
     r = pd.to_numeric(returns, errors="raise").astype(float)
@@ -97,7 +98,7 @@ def live_returns(returns: pd.Series) -> pd.Series:
     first = r.first_valid_index()
     if first is None:
         return r.iloc[0:0]
-    r = r.loc[first:]
+    r = r.loc[first : r.last_valid_index()]
     if r.isna().any():
         bad = r.index[r.isna().to_numpy()][0]
         raise MetricsInputError(

@@ -4,12 +4,14 @@ Contract (ARCHITECTURE.md): a ``pd.DataFrame`` with a sorted, unique, tz-naive `
 named ``date`` (microsecond resolution, the pandas 3 default), one float64 column per ticker,
 every value finite and > 0.
 
-Missing-data policy (strict): **no NaN anywhere**. The bundled skfolio S&P 500 data has none
-(20 tickers, 1990-2022, every ticker priced on every day). A user file whose tickers list at
-different dates is refused with a message naming the ticker, the first missing date and the
-number of missing cells: trim the file to the common history or drop the ticker. We never
-forward-fill or back-fill: a silently filled price is a silently wrong return. Strategies and
-the sleeve engine can therefore rely on every price being finite and positive.
+Missing-data policy (point in time): a ticker exists from its listing to its delisting. Its
+price is NaN before its first price (not listed yet) and after its last price (delisted); a NaN
+*between* its first and last price is a gap and is refused with a message naming the ticker, the
+first missing date and the number of missing cells (we never forward-fill or back-fill: a
+silently filled price is a silently wrong return). A ticker with no price at all is refused.
+Every present price is finite and > 0. Strategies see a ticker as tradable on a date exactly when
+its price on that date is present (``tradable``); the sleeve engine closes a position at the last
+price when its ticker delists (``sleeves.engine``).
 
 Sources, in order: the ``path`` argument, the ``QUANT_META_PRICES`` environment variable,
 else ``skfolio.datasets.load_sp500_dataset()`` (offline, bundled with skfolio).
@@ -45,6 +47,7 @@ __all__ = [
     "load_prices",
     "price_source",
     "period_ends",
+    "tradable",
     "validate_prices",
 ]
 
@@ -287,8 +290,12 @@ def validate_prices(prices: pd.DataFrame, source: str = "prices") -> pd.DataFram
 
     clean = pd.DataFrame(columns, index=pd.DatetimeIndex(dates, name="date"))
     arr = clean.to_numpy()
+    present = ~np.isnan(arr)
+    never = [tickers[j] for j in np.flatnonzero(~present.any(axis=0))]
+    if never:
+        raise PriceDataError(f"{source}: ticker(s) {never!r} have no price at all; drop the column(s)")
     for label, mask in (
-        ("missing (NaN)", np.isnan(arr)),
+        ("missing (NaN)", _gaps(present)),
         ("infinite", np.isinf(arr)),
         ("zero or negative", np.isfinite(arr) & (arr <= 0)),
     ):
@@ -299,8 +306,9 @@ def validate_prices(prices: pd.DataFrame, source: str = "prices") -> pd.DataFram
             ticker, date = tickers[cols[k]], clean.index[rows[k]].date().isoformat()
             value = arr[rows[k], cols[k]]
             hint = (
-                " (policy: no NaN at all, not even before a ticker lists; trim the history or drop "
-                "the ticker)"
+                f"; the gap is inside its listed life {clean.index[present[:, cols[k]]][0].date().isoformat()}.."
+                f"{clean.index[present[:, cols[k]]][-1].date().isoformat()} (policy: NaN only before a "
+                "ticker lists and after it delists; a gap is never filled)"
                 if label.startswith("missing")
                 else ""
             )
@@ -312,8 +320,25 @@ def validate_prices(prices: pd.DataFrame, source: str = "prices") -> pd.DataFram
     return clean
 
 
+def _gaps(present: np.ndarray) -> np.ndarray:
+    """True at the missing cells between each column's first and last present cell."""
+    n = present.shape[0]
+    rows = np.arange(n)[:, None]
+    first = np.argmax(present, axis=0)
+    last = n - 1 - np.argmax(present[::-1], axis=0)
+    return ~present & (rows >= first) & (rows <= last)
+
+
+def tradable(prices: pd.DataFrame) -> pd.DataFrame:
+    """Date x ticker booleans: a ticker is tradable on a date when its price on that date is present
+    (between its listing and its delisting, both included)."""
+    return prices.notna()
+
+
 def asset_returns(prices: pd.DataFrame) -> pd.DataFrame:
-    """Simple daily returns ``P_t / P_{t-1} - 1``; the first row (no previous price) is dropped."""
+    """Simple daily returns ``P_t / P_{t-1} - 1``; the first row (no previous price) is dropped.
+
+    NaN where either price is missing: before a ticker's second price, and after its last one."""
     return (prices / prices.shift(1) - 1.0).iloc[1:]
 
 

@@ -145,7 +145,7 @@ class StageRegistry:
         s.stage_id: s
         for s in (
             Stage("meta.returns", run_returns, ("sleeve_results",), ("meta_returns",), ("meta", "returns"),
-                  "Aggregate the successful sleeves' daily returns on their common live period."),
+                  "Align the successful sleeves' daily returns, each from its first live day to its last (outer join)."),
             Stage("meta.optimize", run_optimize, ("meta_returns",), ("meta_weights", "optimizer_diagnostics"),
                   ("meta", "optimize"), "Walk-forward meta-weights across sleeves (cvxpy)."),
             Stage("meta.flatten", run_flatten, ("meta_weights", "meta_returns", "sleeve_results"),

@@ -1,8 +1,13 @@
 """A seeded synthetic book for scale benchmarks and tests: factor-model prices and a registry.
 
 ``factor_prices(n_assets, n_days, seed)``: daily closes from a 3-factor model
-(``r = B f + e``, about 1-2 % daily vol, business days from 2010-01-04), valid under the strict
-price policy of :mod:`quant_meta_assets.prices`.
+(``r = B f + e``, about 1-2 % daily vol, business days from 2010-01-04), every ticker priced on
+every day.
+``point_in_time_prices(n_assets, n_days, seed)``: the same factor-model closes with listings and
+delistings: a third of the tickers list late, a third delist early (some late ones delist too),
+the rest trade throughout; NaN outside each ticker's listed life, never inside it (the
+point-in-time policy of :mod:`quant_meta_assets.prices`); ``listed_life(prices)`` gives each
+ticker's first and last date.
 ``book_registry(n_sleeves, tickers, seed)``: the registry YAML text of ``n_sleeves`` sleeves
 cycling through the built-in strategies with varied parameters, rebalance frequencies and costs.
 ``min_variance`` sleeves get a 30-ticker universe so a 500-ticker book stays a book of
@@ -16,7 +21,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-__all__ = ["book_registry", "factor_prices"]
+__all__ = ["book_registry", "factor_prices", "listed_life", "point_in_time_prices"]
 
 _REBALANCE = ("monthly", "weekly", "monthly", "quarterly", "daily")
 
@@ -33,6 +38,39 @@ def factor_prices(n_assets: int, n_days: int, seed: int = 0) -> pd.DataFrame:
     closes = 100.0 * np.vstack([np.ones((1, n_assets)), np.cumprod(1.0 + returns, axis=0)])
     index = pd.bdate_range("2010-01-04", periods=n_days, name="date")
     return pd.DataFrame(closes, index=index, columns=[f"T{i:04d}" for i in range(n_assets)])
+
+
+def point_in_time_prices(n_assets: int = 12, n_days: int = 600, seed: int = 0) -> pd.DataFrame:
+    """``factor_prices`` with listings and delistings (see the module docstring).
+
+    Ticker ``i``: ``i % 3 == 1`` lists late (between 10% and 60% of the history), ``i % 3 == 2``
+    delists early (between 40% and 90%), and every fourth of those that list late also delists;
+    ``i % 3 == 0`` trade throughout, so at least one ticker has a price on every date.
+    """
+    if n_assets < 3 or n_days < 20:
+        raise ValueError(f"need n_assets >= 3 and n_days >= 20, got {n_assets} and {n_days}")
+    prices = factor_prices(n_assets, n_days, seed)
+    rng = np.random.default_rng(seed + 1)
+    values = prices.to_numpy(copy=True)
+    for i in range(n_assets):
+        first, last = 0, n_days - 1
+        if i % 3 == 1:
+            first = int(rng.integers(n_days // 10, 6 * n_days // 10))
+            if i % 4 == 1:
+                last = int(rng.integers(first + n_days // 10, n_days - 1))
+        elif i % 3 == 2:
+            last = int(rng.integers(4 * n_days // 10, 9 * n_days // 10))
+        values[:first, i] = np.nan
+        values[last + 1 :, i] = np.nan
+    return pd.DataFrame(values, index=prices.index, columns=prices.columns)
+
+
+def listed_life(prices: pd.DataFrame) -> pd.DataFrame:
+    """Each ticker's first and last price date (columns ``first``, ``last``), index = tickers."""
+    present = prices.notna()
+    return pd.DataFrame({"first": [present.index[present[c].to_numpy()][0] for c in prices.columns],
+                         "last": [present.index[present[c].to_numpy()][-1] for c in prices.columns]},
+                        index=prices.columns)
 
 
 def _sleeve(i: int, rng: np.random.Generator, tickers: list[str]) -> dict:

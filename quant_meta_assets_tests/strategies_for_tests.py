@@ -136,3 +136,18 @@ def slow_good_marked(prices: pd.DataFrame, seconds: float, marker: str) -> pd.Da
 
     Path(marker).write_text(str(time.time()))
     return slow_good(prices, seconds)
+
+
+def first_of_month_equal(prices: pd.DataFrame) -> pd.DataFrame:
+    """One row a month (the first trading day): equal weight on the tickers tradable that day."""
+    first = prices.index.to_period("M").to_numpy()
+    rows = prices.index[np.r_[True, first[1:] != first[:-1]]]
+    listed = prices.loc[rows].notna().astype(float)
+    return listed.div(listed.sum(axis=1), axis=0)
+
+
+def peeks_at_tomorrow(prices: pd.DataFrame) -> pd.DataFrame:
+    """Long the 2 tickers with the best NEXT-day return: look-ahead by one row (the detector's case)."""
+    tomorrow = prices.pct_change(fill_method=None).shift(-1)
+    ranks = tomorrow.rank(axis=1, ascending=False)
+    return (ranks <= 2).astype(float) / 2.0

@@ -64,6 +64,14 @@ def total_return(value: float) -> dg.TextMetadataValue:
     return dg.MetadataValue.text(fmt(float(value), "growth"))
 
 
+def delistings(closed: list[Mapping]) -> dg.TextMetadataValue:
+    """A sleeve's positions closed into cash at their ticker's last price, one per ticker:
+    ``XYZ 2020-03-02 (4.1% of the sleeve)``."""
+    return dg.MetadataValue.text("; ".join(
+        f"{d['ticker']} {d['last_price_date']} ({fmt(float(d['weight']), 'pct')} of the sleeve)" for d in closed
+    ))
+
+
 def headline(values: Mapping[str, float]) -> dg.MarkdownMetadataValue:
     """The report's headline numbers as a Markdown table with units (the floats stay alongside)."""
     rows = []

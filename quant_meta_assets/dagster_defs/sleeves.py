@@ -80,6 +80,10 @@ def _sleeve_metadata(record: dict, profile, prices_hash: str) -> dict:
         metadata["n_days"] = dg.IntMetadataValue(int(record["n_days"]))
         metadata["total_return"] = md.total_return(record["total_return"])
         metadata["data_hash"] = record["data_hash"]
+        if record.get("delistings"):  # positions closed into cash at their ticker's last price
+            metadata["delistings"] = md.delistings(record["delistings"])
+        if record.get("lookahead"):  # plug-ins: the prefix-invariance check (sleeves/lookahead.py)
+            metadata["lookahead"] = record["lookahead"]["message"]
     return metadata
 
 
@@ -161,6 +165,8 @@ def sleeves(
                     record = {**outcome.record, "run_id": context.run_id, "prices_hash": prices_hash, "as_of": as_of}
                     if not outcome.ok:
                         context.log.error(f"sleeve {name} failed: {record.get('error')}")
+                    elif (record.get("lookahead") or {}).get("suspect"):
+                        context.log.warning(f"sleeve {name}: {record['lookahead']['message']}")
                     metadata[name] = _sleeve_metadata(record, profiles[name], prices_hash)
                     versions[name] = _data_version(record)
                     staged[name] = io_manager.stage_partition(context.run_id, context.asset_key, name, record, outcome.parquet)

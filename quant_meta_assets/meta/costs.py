@@ -53,7 +53,7 @@ import pandas as pd
 from quant_meta_assets.costs.cost_model import DEFAULT_HALF_SPREAD_BPS, CostModel
 from quant_meta_assets.costs.financing import holding_cost
 from quant_meta_assets.errors import ReconciliationError, StageInputError
-from quant_meta_assets.meta.drift import drift_weights
+from quant_meta_assets.meta.drift import cash_after_stop, drift_weights, stopped_mask
 from quant_meta_assets.meta.flatten import held_meta_weights
 from quant_meta_assets.sleeves.engine import gross_returns
 
@@ -210,10 +210,15 @@ class BookCosts:
         no_costs = [s for s in self.sleeves if s not in sleeve_costs.columns]
         if no_costs:
             raise StageInputError(f"cost views need the daily costs of sleeves {no_costs}")
-        self.held_net = held_meta_weights(meta_weights, net)  # stand-alone: drift with net returns
+        # a sleeve that stopped is cash earning the cash return, at no cost (meta.drift)
+        stopped = stopped_mask(net.to_numpy())
+        net = cash_after_stop(net, cash_return)
+        costs = costs.mask(stopped, 0.0)
+        self.stopped = pd.DataFrame(stopped, index=net.index, columns=self.sleeves)
+        self.held_net = held_meta_weights(meta_weights, net, cash_return)  # stand-alone: drift with net returns
         self.live = self.held_net.index
         self.days = net.index[net.index.get_loc(self.live[0]) - 1:]  # decision day before + live days
-        self.held_gross = held_meta_weights(meta_weights, gross_returns(net, costs))  # book: gross drift
+        self.held_gross = held_meta_weights(meta_weights, gross_returns(net, costs), cash_return)  # book: gross drift
         # a sleeve not held that day (meta-weight exactly 0 in both views) contributes exactly 0
         self.held = (self.held_net.to_numpy() != 0.0) | (self.held_gross.to_numpy() != 0.0)
         for name, frame in (("return", net), ("cost", costs)):
@@ -236,8 +241,11 @@ class BookCosts:
         self.borrow = cost_model.borrow_daily(self.tickers)
         self.funding = cost_model.funding_daily
         self.R = asset_returns.iloc[pos].to_numpy(dtype=float)  # row 0 = the day before the first live day
-        if not np.isfinite(self.R).all():
+        if np.isinf(self.R).any():
             raise StageInputError("cost views: asset returns must be finite on the meta's live days")
+        # point in time: no return before a ticker lists or after it delists; nothing may hold it then
+        self.no_return = np.isnan(self.R)
+        self.R = np.where(self.no_return, 0.0, self.R)
         if isinstance(cash_return, pd.Series):
             self.rf = cash_return.reindex(self.days).to_numpy(dtype=float)
         else:
@@ -290,12 +298,13 @@ class BookCosts:
         held_day = np.concatenate([[False], self.held[:, j]])  # per row of `days`
         needed = held_day | np.concatenate([held_day[1:], [False]])  # held that day or the next
         w = weights.reindex(index=self.days).to_numpy(dtype=float, copy=True)
-        w[~needed] = 0.0
+        w[~needed | self.stopped[sleeve].reindex(self.days).to_numpy()] = 0.0  # stopped: all cash
         if np.isnan(w).any():
             row, col = np.argwhere(np.isnan(w))[0]
             raise StageInputError(f"cost views: sleeve {sleeve!r} has no weight for {weights.columns[col]!r} "
                                   f"on {self.days[row].date()}")
         cols = np.array([self._col[str(c)] for c in weights.columns], dtype=int)
+        _check_not_held_without_return(sleeve, w, self.no_return[:, cols], self.days, weights.columns)
         R = self.R[:, cols]
         held, today = w[:-1], w[1:]  # yesterday's start-of-day weights, today's
         # the sleeve's own trade: today's weights minus yesterday's drifted through yesterday
@@ -492,6 +501,15 @@ def cost_views(
     return acc.result()
 
 
+def _check_not_held_without_return(sleeve: str, w: np.ndarray, no_return: np.ndarray, days, tickers) -> None:
+    """StageInputError if the sleeve holds a ticker on a day it has no return (not listed)."""
+    bad = (w != 0.0) & no_return
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise StageInputError(f"cost views: sleeve {sleeve!r} holds {tickers[col]!r} on {days[row].date()}, "
+                              "a day it has no return (not listed yet, or delisted)")
+
+
 class DriftedSleeveHoldings:
     """Each sleeve's asset holdings drifted to the close of a decision date, for the optimizer's
     ``turnover_space="asset"`` (``sleeve_holdings(date, sleeves) -> sleeves x assets``).
@@ -512,6 +530,8 @@ class DriftedSleeveHoldings:
         if date not in self.returns.index:
             raise StageInputError(f"sleeve holdings: {date} is not a date of the asset returns")
         R = self.returns.loc[date].to_numpy(dtype=float)[None, :]
+        no_return = np.isnan(R)  # point in time: a ticker without a return that day is held by no one
+        R = np.where(no_return, 0.0, R)
         out = np.zeros((len(sleeves), len(self.tickers)))
         for i, sleeve in enumerate(sleeves):
             if sleeve not in self.weights:
@@ -525,5 +545,7 @@ class DriftedSleeveHoldings:
             w = row.to_numpy(dtype=float)
             if np.isnan(w[row.index.isin(frame.columns)]).any():
                 raise StageInputError(f"sleeve holdings: sleeve {sleeve!r} has a NaN weight on {date.date()}")
-            out[i] = _one_day_drift(np.nan_to_num(w)[None, :], R, np.array([self.cash_return]))[0]
+            w = np.nan_to_num(w)
+            _check_not_held_without_return(str(sleeve), w[None, :], no_return, [date], self.tickers)
+            out[i] = _one_day_drift(w[None, :], R, np.array([self.cash_return]))[0]
         return out

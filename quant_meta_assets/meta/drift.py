@@ -9,6 +9,17 @@ A NaN return of a *held* sleeve (weight != 0) is a missing input: the holding's 
 unknown, so it raises ``StageInputError`` naming the sleeve and the date. A NaN return of a
 sleeve with weight exactly 0 (not live yet, or liquidated) contributes exactly 0: it is not
 held, so its return does not matter.
+
+**A sleeve that stops** (its last live day is before the end of the sleeve-return frame, see
+``meta.returns``) is liquidated into cash at the close of its last live day: from the next day
+its sub-account holds no asset (weights 0) and earns the daily risk-free rate ``rf_d`` (the
+project's one cash convention, ``rates.py``), with no cost, until the next meta rebalance, where
+the optimizer holds it at exactly 0 (its window has NaN) and redeploys the capital. The cash is
+not spread over the other sleeves between rebalances: that would be an allocation decision (and
+could break their bounds) taken outside the optimizer. ``cash_after_stop`` applies the rule to a
+date x sleeve frame; every consumer (optimizer drift, ``meta.flatten``, ``meta.costs``, the
+report) calls it on the whole frame before drifting, so a NaN after a sleeve's last live day is
+cash, while a NaN of a held sleeve anywhere else is still an error.
 """
 
 from __future__ import annotations
@@ -20,7 +31,40 @@ import pandas as pd
 
 from quant_meta_assets.errors import StageInputError
 
-__all__ = ["drift_weights", "growth_factors", "turnover"]
+__all__ = ["cash_after_stop", "drift_weights", "growth_factors", "last_live_days", "stopped_mask", "turnover",
+           "weights_after_stop"]
+
+
+def stopped_mask(returns) -> np.ndarray:
+    """True at the cells after each column's last live (non-NaN) row: the sleeve has stopped.
+
+    A column with no live row at all is not stopped (it is not live yet).
+    """
+    R = np.asarray(returns, dtype=float)
+    if R.ndim != 2:
+        raise StageInputError(f"stopped_mask: expected a date x sleeve table, got shape {R.shape}")
+    live = ~np.isnan(R)
+    n = R.shape[0]
+    last = np.where(live.any(axis=0), n - 1 - np.argmax(live[::-1], axis=0), n)
+    return np.arange(n)[:, None] > last[None, :]
+
+
+def cash_after_stop(returns: pd.DataFrame, cash_return: float | pd.Series = 0.0) -> pd.DataFrame:
+    """``returns`` with every cell after a sleeve's last live day set to ``cash_return`` (the daily
+    risk-free rate, a number or a Series by date): a sleeve that stops is cash (module docstring).
+    Returns the frame itself when no sleeve stops."""
+    mask = stopped_mask(returns.to_numpy(dtype=float))
+    if not mask.any():
+        return returns
+    if isinstance(cash_return, pd.Series):
+        rf = cash_return.reindex(returns.index).to_numpy(dtype=float)
+        if np.isnan(rf[mask.any(axis=1)]).any():
+            raise StageInputError("cash_after_stop: the cash return does not cover the days after a sleeve stops")
+    else:
+        rf = np.full(len(returns), float(cash_return))
+    values = returns.to_numpy(dtype=float, copy=True)
+    values[mask] = np.broadcast_to(rf[:, None], values.shape)[mask]
+    return pd.DataFrame(values, index=returns.index, columns=returns.columns)
 
 
 def growth_factors(
@@ -50,6 +94,20 @@ def growth_factors(
             f"{'NaN' if np.isnan(R[row, col]) else R[row, col]}: a held sleeve's return is a required input"
         )
     return np.prod(1.0 + R, axis=0)
+
+
+def last_live_days(returns: pd.DataFrame) -> dict[str, pd.Timestamp]:
+    """Each sleeve that stops (NaN after some live day, up to the frame's end) -> its last live day."""
+    mask = stopped_mask(returns.to_numpy(dtype=float))
+    return {str(c): returns[c].last_valid_index() for j, c in enumerate(returns.columns) if mask[:, j].any()}
+
+
+def weights_after_stop(weights: pd.DataFrame, last_live: pd.Timestamp, index: pd.DatetimeIndex) -> pd.DataFrame:
+    """A stopped sleeve's start-of-day weights on ``index``: as recorded up to its last live day,
+    then 0 on every ticker (its sub-account is all cash)."""
+    out = weights.reindex(index=index)
+    out.loc[index > last_live, :] = 0.0
+    return out
 
 
 def drift_weights(weights, returns_rows, names: Sequence[str] | None = None,

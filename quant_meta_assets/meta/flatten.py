@@ -15,7 +15,9 @@ the headline return: sum_i a_i(t) R_i(t) + (1 - sum_i a_i(t)) rf_d - book_cost(t
 Missing returns (NaN) are never read as 0: a sleeve with meta-weight exactly 0 (e.g. not live
 yet) is not held, so its return contributes exactly 0 and does not touch the others' drift; a
 *held* sleeve (weight != 0) with a NaN return raises ``StageInputError`` naming the sleeve and
-the date.
+the date. The one exception is a sleeve that has stopped (NaN after its last live day): it is
+liquidated into cash at the close of its last live day (``meta.drift``): its sub-account earns
+the daily risk-free rate ``cash_return`` and holds no asset until the optimizer sells it out.
 """
 
 from __future__ import annotations
@@ -26,8 +28,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from quant_meta_assets import rates
 from quant_meta_assets.errors import StageInputError
+from quant_meta_assets.meta.drift import cash_after_stop, stopped_mask
 from quant_meta_assets.sleeves.engine import gross_returns
+
+
+def _cash_return(cash_return: float | pd.Series | None) -> float | pd.Series:
+    """The daily rate a stopped sleeve's cash earns: given, else the project's rf (``rates.py``)."""
+    return rates.daily_rate(rates.resolve(None)) if cash_return is None else cash_return
 
 
 @dataclass(frozen=True)
@@ -39,8 +48,11 @@ class FlattenResult:
     exposure: pd.DataFrame  # date x [gross, net]
 
 
-def held_meta_weights(meta_weights: pd.DataFrame, sleeve_returns: pd.DataFrame) -> pd.DataFrame:
-    """Start-of-day meta-weights for every day after the first rebalance, with drift."""
+def held_meta_weights(meta_weights: pd.DataFrame, sleeve_returns: pd.DataFrame,
+                      cash_return: float | pd.Series | None = None) -> pd.DataFrame:
+    """Start-of-day meta-weights for every day after the first rebalance, with drift.
+
+    A stopped sleeve's sub-account earns ``cash_return`` (daily; ``None`` = the project's rf)."""
     missing = meta_weights.columns.difference(sleeve_returns.columns)
     if len(missing):
         raise StageInputError(f"meta-weights name sleeves without returns: {list(missing)}")
@@ -51,7 +63,7 @@ def held_meta_weights(meta_weights: pd.DataFrame, sleeve_returns: pd.DataFrame) 
         raise StageInputError(
             f"meta-weights dated {bad_dates[0].date()} is not a date of the sleeve returns"
         )
-    returns = sleeve_returns[meta_weights.columns].to_numpy(dtype=float)
+    returns = cash_after_stop(sleeve_returns[meta_weights.columns], _cash_return(cash_return)).to_numpy(dtype=float)
     targets = meta_weights.to_numpy(dtype=float)
     positions = sleeve_returns.index.get_indexer(meta_weights.index)
     if np.any(np.diff(positions) <= 0):
@@ -103,12 +115,15 @@ def flatten_weights(
     sleeve_weights: Mapping[str, pd.DataFrame],
     sleeve_returns: pd.DataFrame,
     sleeve_costs,
+    cash_return: float | pd.Series | None = None,
 ) -> FlattenResult:
     """The book's asset weights per live day = sum over sleeves of its share x sleeve weight.
 
     ``sleeve_returns`` are the sleeves' NET returns and ``sleeve_costs`` their daily cost drags
     (a date x sleeve frame or a mapping); the shares drift with the gross returns (module
-    docstring). ``sleeve_weights`` is any mapping; each sleeve's frame is fetched exactly once, in
+    docstring). After a sleeve's last live day its sub-account is cash (weights 0, earning
+    ``cash_return``, daily, ``None`` = the project's rf): it contributes no asset weight.
+    ``sleeve_weights`` is any mapping; each sleeve's frame is fetched exactly once, in
     meta-weight column order, so a lazy mapping over stored bundles streams the book.
     """
     missing = [s for s in meta_weights.columns if s not in sleeve_weights]
@@ -116,7 +131,9 @@ def flatten_weights(
         raise StageInputError(f"meta.flatten needs the daily weights of sleeves {missing}")
     gross = book_sleeve_returns(sleeve_returns.loc[:, [c for c in sleeve_returns.columns
                                                      if c in set(meta_weights.columns)]], sleeve_costs)
-    held = held_meta_weights(meta_weights, gross)
+    held = held_meta_weights(meta_weights, gross, cash_return)
+    stopped = pd.DataFrame(stopped_mask(sleeve_returns[meta_weights.columns].to_numpy(dtype=float)),
+                           index=sleeve_returns.index, columns=meta_weights.columns).loc[held.index]
     # one pass, one sleeve's weights in memory at a time (``sleeve_weights`` may read each from
     # disk on access): the ticker columns grow as sleeves bring new tickers, sorted at the end
     column_of: dict[str, int] = {}
@@ -128,6 +145,9 @@ def flatten_weights(
             column_of.update({c: len(column_of) + i for i, c in enumerate(new)})
             assets = np.hstack([assets, np.zeros((len(held), len(new)))])
         weights = frame.reindex(index=held.index)
+        gone = stopped[sleeve].to_numpy()
+        if gone.any():
+            weights.loc[gone, :] = 0.0  # stopped: the sub-account is all cash
         m = held[sleeve].to_numpy()
         empty = weights.isna().all(axis=1).to_numpy() & (m != 0.0)
         if empty.any():
@@ -146,13 +166,17 @@ def flatten_weights(
     return FlattenResult(asset_weights=asset_weights, meta_weights_daily=held, exposure=exposure)
 
 
-def meta_portfolio_returns(meta_weights_daily: pd.DataFrame, sleeve_returns: pd.DataFrame) -> pd.Series:
+def meta_portfolio_returns(meta_weights_daily: pd.DataFrame, sleeve_returns: pd.DataFrame,
+                           cash_return: float | pd.Series | None = None) -> pd.Series:
     """The meta-portfolio's daily net return: held meta-weights times sleeve net returns.
+
+    A stopped sleeve's sub-account earns ``cash_return`` (daily; ``None`` = the project's rf).
 
     A sleeve with held weight exactly 0 contributes 0 whatever its return; a NaN held weight, or a
     NaN return of a held sleeve, raises ``StageInputError`` naming the sleeve and the date.
     """
-    aligned = sleeve_returns.loc[meta_weights_daily.index, meta_weights_daily.columns].to_numpy(dtype=float)
+    cash = cash_after_stop(sleeve_returns.loc[:, meta_weights_daily.columns], _cash_return(cash_return))
+    aligned = cash.loc[meta_weights_daily.index].to_numpy(dtype=float)
     m = meta_weights_daily.to_numpy(dtype=float)
     bad = np.isnan(m) | ((m != 0.0) & ~np.isfinite(aligned))
     if bad.any():

@@ -1,15 +1,21 @@
 """meta.returns: one date x sleeve frame of the sleeves' daily net returns.
 
-Alignment policy ("common start"): sleeves start at different dates (a 12-1 momentum sleeve
-needs a year of history, equal weight needs a day). The frame starts on the first date on
-which *every* sleeve is live, so the optimizer never sees a sleeve that did not exist yet.
-After that date a missing return is a data error, not something to fill.
+Alignment policy ("sleeves come and go"): sleeves start at different dates (a 12-1 momentum
+sleeve needs a year of history, equal weight needs a day) and may stop before the others. The
+frame is the outer join of the sleeves' live spans: it starts on the first date on which *any*
+sleeve is live and ends on the last date on which any sleeve is live; a sleeve is NaN before its
+first live day and after its last one. A late sleeve therefore never shortens the book's history:
+the optimizer holds it at exactly 0 until it has a full window of live rows. A NaN *inside* a
+sleeve's live span (between its first and last live day) is a data error naming the sleeve and
+the date, never something to fill. What the meta does with a sleeve that stops is in
+``meta.drift`` (its capital goes to cash at its last live day).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+import numpy as np
 import pandas as pd
 
 from quant_meta_assets.errors import SleeveFailureError, StageInputError
@@ -26,7 +32,7 @@ def describe_failures(records: Iterable[Mapping]) -> str:
 
 
 def aggregate_returns(records: Iterable[Mapping]) -> pd.DataFrame:
-    """Align the sleeves' daily returns on their common live period.
+    """The sleeves' daily returns, outer-joined on their live spans (NaN where a sleeve is not live).
 
     Raises SleeveFailureError when any sleeve is not successful: the meta-portfolio is never
     built on a partial set of sleeves.
@@ -55,23 +61,19 @@ def aggregate_returns(records: Iterable[Mapping]) -> pd.DataFrame:
     never_live = [name for name, first in live_from.items() if first is None]
     if never_live:
         raise StageInputError(f"sleeves with no live returns at all: {never_live}")
-    start = max(live_from.values())
     live_to = {name: s.last_valid_index() for name, s in frame.items()}
-    end = min(live_to.values())
-    if start > end:
-        latest = max(live_from, key=live_from.get)
-        earliest_end = min(live_to, key=live_to.get)
+    frame = frame.loc[min(live_from.values()):max(live_to.values())]
+    values = frame.to_numpy()
+    rows = np.arange(len(frame))[:, None]
+    first = frame.index.get_indexer(list(live_from.values()))
+    last = frame.index.get_indexer(list(live_to.values()))
+    holes = np.isnan(values) & (rows >= first) & (rows <= last)
+    if holes.any():
+        col = int(np.flatnonzero(holes.any(axis=0))[0])
+        row = int(np.flatnonzero(holes[:, col])[0])
+        name = frame.columns[col]
         raise StageInputError(
-            "sleeves have no overlapping dates: "
-            f"{latest!r} starts {start.date()} but {earliest_end!r} ends {end.date()}"
+            f"sleeve {name!r} has a missing return on {frame.index[row].date()} inside its live span "
+            f"{live_from[name].date()}..{live_to[name].date()} ({int(holes[:, col].sum())} such day(s))"
         )
-    common = frame.loc[start:end]
-    holes = common.isna()
-    if holes.to_numpy().any():
-        sleeve = holes.any().idxmax()
-        date = holes[sleeve].idxmax()
-        raise StageInputError(
-            f"sleeve {sleeve!r} has a missing return on {date.date()} inside the common period "
-            f"{start.date()}..{end.date()}"
-        )
-    return common
+    return frame

@@ -24,6 +24,7 @@ from quant_meta_assets.errors import ReconciliationError, StageInputError
 from quant_meta_assets.rates import PERIODS_PER_YEAR
 from quant_meta_assets.benchmark import BENCHMARK_ENV, Benchmark, as_benchmark
 from quant_meta_assets.meta.costs import DEFAULT_BOOK_COST_BPS, cost_views
+from quant_meta_assets.meta.drift import cash_after_stop
 from quant_meta_assets.meta.flatten import book_sleeve_returns, meta_portfolio_returns
 from quant_meta_assets.meta.optimize.diagnostics import covariance_summary, covariance_warning
 from quant_meta_assets.report import forensics as F
@@ -201,14 +202,18 @@ def build_report(
     weights_by_sleeve = _as_frame_weights(sleeve_weights, sleeves)
 
     # --- the meta and its comparison portfolios on the live days ---------------------------
+    cash_return = rates.daily_rate(risk_free_rate) if cash_return is None else cash_return
+    # a sleeve that stopped is cash after its last live day (meta.drift): weights 0, no cost
+    weights_by_sleeve = PF.CashAfterStop(weights_by_sleeve, sleeve_returns)
+    sleeve_costs = PF.costs_after_stop(sleeve_costs, sleeve_returns)
     # the stand-alone view's shares drift with the sleeves' NET returns; the headline book's with
     # their GROSS returns (it pays no sleeve's own cost: meta.flatten, meta.costs)
-    standalone_held, standalone_turnover = PF.drifted_weights(meta_weights, sleeve_returns)
+    standalone_held, standalone_turnover = PF.drifted_weights(meta_weights, sleeve_returns, cash_return)
     live = standalone_held.index
-    gross_returns = book_sleeve_returns(sleeve_returns, sleeve_costs)
-    recomputed_held, meta_turnover = PF.drifted_weights(meta_weights, gross_returns)
+    gross_returns = book_sleeve_returns(sleeve_returns, sleeve_costs)  # NaN after a sleeve stops, as the net
+    recomputed_held, meta_turnover = PF.drifted_weights(meta_weights, gross_returns, cash_return)
     held = flatten.meta_weights_daily.reindex(index=live, columns=sleeves)  # the book's shares, as published
-    cash_return = rates.daily_rate(risk_free_rate) if cash_return is None else cash_return
+    gross_as_held = cash_after_stop(gross_returns, cash_return)  # what the held sub-accounts earned
     costs = cost_views(
         meta_weights=meta_weights, sleeve_returns=sleeve_returns,
         sleeve_costs={s: sleeve_costs[s] for s in sleeves if s in sleeve_costs},
@@ -223,9 +228,11 @@ def build_report(
                                  costs=costs.daily["book_cost"], risk_free_rate=risk_free_rate)
     netted = costs.daily["netted_return"].rename("meta")
     standalone = costs.daily["standalone_return"].rename("meta_standalone")
-    ew_held, ew_turnover = PF.drifted_weights(PF.equal_weight_targets(meta_weights, sleeve_returns), sleeve_returns)
+    ew_held, ew_turnover = PF.drifted_weights(PF.equal_weight_targets(meta_weights, sleeve_returns), sleeve_returns,
+                                              cash_return)
     portfolios = {"meta": netted, "meta_standalone": standalone,
-                  "equal_weight_meta": meta_portfolio_returns(ew_held, sleeve_returns).rename("equal_weight_meta")}
+                  "equal_weight_meta": meta_portfolio_returns(ew_held, sleeve_returns, cash_return)
+                  .rename("equal_weight_meta")}
     bench = as_benchmark(benchmark)
     if bench is not None:
         portfolios["benchmark"] = PF.benchmark_returns(bench.levels, live)
@@ -260,7 +267,7 @@ def build_report(
         exposure=flatten.exposure, sleeve_weights=weights_by_sleeve, tolerance=tolerance, cash_return=cash_return,
     )
     attribution = F.attribution(
-        meta_returns=netted, meta_weights_daily=held, sleeve_returns=gross_returns,
+        meta_returns=netted, meta_weights_daily=held, sleeve_returns=gross_as_held,
         asset_weights=asset_weights, asset_returns=asset_returns, book_costs=book_cost, cash_return=cash_return,
     )
     reconciliations = pd.concat(
@@ -275,8 +282,8 @@ def build_report(
     window = max(window, 2)
     risk = {
         "ex_ante": F.ex_ante_risk_contributions(meta_weights, sleeve_returns, window, *_estimator(diagnostics)),
-        "ex_post": F.ex_post_risk_contributions(held, gross_returns),
-        "realised_by_year": F.realised_risk_by_year(held, gross_returns),
+        "ex_post": F.ex_post_risk_contributions(held, gross_as_held),
+        "realised_by_year": F.realised_risk_by_year(held, gross_as_held),
         "window": window,
         "estimator": _estimator(diagnostics)[0],
     }

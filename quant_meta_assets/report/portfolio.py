@@ -12,6 +12,43 @@ import numpy as np
 import pandas as pd
 
 from quant_meta_assets.errors import StageInputError
+from collections.abc import Iterator, Mapping
+
+from quant_meta_assets.meta.drift import cash_after_stop, last_live_days, weights_after_stop
+
+
+class CashAfterStop(Mapping):
+    """The sleeves' daily weights with every stopped sleeve all cash after its last live day
+    (``meta.drift``); other sleeves' frames are passed through untouched, fetched on access."""
+
+    def __init__(self, weights: Mapping[str, pd.DataFrame], returns: pd.DataFrame) -> None:
+        self._weights = weights
+        self._stops = last_live_days(returns)
+        self._index = returns.index
+
+    def __getitem__(self, sleeve: str) -> pd.DataFrame:
+        frame = self._weights[sleeve]
+        last = self._stops.get(str(sleeve))
+        return frame if last is None else weights_after_stop(frame, last, self._index)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._weights)
+
+    def __len__(self) -> int:
+        return len(self._weights)
+
+
+def costs_after_stop(costs: Mapping[str, pd.Series], returns: pd.DataFrame) -> dict[str, pd.Series]:
+    """The sleeves' daily costs, 0 after a stopped sleeve's last live day (cash pays no cost)."""
+    stops = last_live_days(returns)
+    out = {}
+    for sleeve, series in costs.items():
+        last = stops.get(str(sleeve))
+        if last is not None:
+            series = series.reindex(returns.index)
+            series = series.where(series.index <= last, 0.0)
+        out[sleeve] = series
+    return out
 
 
 def live_index(meta_weights: pd.DataFrame, sleeve_returns: pd.DataFrame) -> pd.DatetimeIndex:
@@ -27,20 +64,23 @@ def live_index(meta_weights: pd.DataFrame, sleeve_returns: pd.DataFrame) -> pd.D
     return pd.DatetimeIndex(live)
 
 
-def drifted_weights(targets: pd.DataFrame, returns: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+def drifted_weights(targets: pd.DataFrame, returns: pd.DataFrame,
+                    cash_return: float | pd.Series = 0.0) -> tuple[pd.DataFrame, pd.Series]:
     """Start-of-day held weights from rebalance targets, drifting with ``returns``; and turnover.
 
     Target row dated d is held from the row after d; between rebalances
     m(t+1) = m(t)(1 + r(t)) / (1 + m(t)·r(t)). Turnover at each rebalance d is two-sided,
     sum |target(d) - m_pre(d)| where m_pre(d) is the held weight drifted through day d (before the
     trade); the first rebalance trades from cash, so its turnover is sum |target|.
+    A sleeve that stopped (NaN after its last live day) is cash earning ``cash_return`` (daily)
+    from then on (``meta.drift``); a held sleeve's NaN anywhere else is a ``StageInputError``.
     Returns (held weights on the live days, turnover indexed by rebalance date).
     """
     live = live_index(targets, returns)
     unknown = targets.index.difference(returns.index)
     if len(unknown):
         raise StageInputError(f"rebalance date {unknown[0]} is not a date of the sleeve returns")
-    r = returns.loc[:, targets.columns].to_numpy(dtype=float)
+    r = cash_after_stop(returns.loc[:, targets.columns], cash_return).to_numpy(dtype=float)
     row_of = {d: i for i, d in enumerate(returns.index)}
     rebal_rows = {row_of[d]: k for k, d in enumerate(targets.index)}
     tgt = targets.to_numpy(dtype=float)

@@ -22,6 +22,21 @@ the start-of-day value and does not itself earn that day's return; the fully com
 ``(1 - c)(1 + g) - 1`` differs by ``c g``, under 0.7 bp a year on the bundled data). A cost is a proportional drag on the whole
 portfolio, so it does not change the weights. A target dated on the last day of the index
 (nothing left to earn) is not traded and has no turnover.
+
+Point in time (``prices.py``): an asset return is NaN before a ticker's second price and after its
+last one. A target may only hold tickers tradable on its date (price present), else
+``StrategyOutputError`` names the sleeve, the ticker and the date; a target the engine carries
+forward from the strategy's last row to a later rebalance date keeps only the tickers still
+tradable then (a ticker that delisted in between stays in cash, as its delisting left it). A NaN
+return of a ticker the sleeve does not hold contributes nothing. A position held when its ticker
+delists is closed at the last price into cash, which earns ``rf_d`` from the next day (the asset's
+return after its last price is ``rf_d`` and its value is reported as cash, all in the same closed
+form); the close is a cash-out, not a trade, so it has no turnover and no cost. Each such close is
+listed in ``SimulationResult.delistings`` (and the sleeve record's ``delistings``).
+
+Look-ahead: a plug-in strategy runs once more on the prices without their last days and must decide
+the same targets for the dates both runs share (``sleeves/lookahead.py``); the outcome is the
+record's ``lookahead`` (a suspect is reported, named, not failed: it is for a person to judge).
 """
 
 from __future__ import annotations
@@ -36,14 +51,16 @@ import pandas as pd
 from quant_meta_assets import rates
 from quant_meta_assets.costs.cost_model import CostModel, load_cost_model
 from quant_meta_assets.costs.financing import holding_cost
-from quant_meta_assets.errors import SleeveBankruptError, StrategyOutputError
+from quant_meta_assets.errors import PriceDataError, SleeveBankruptError, StrategyOutputError
 from quant_meta_assets.prices import asset_returns, period_ends
-from quant_meta_assets.sleeves.registry import SleeveProfile, resolve_strategy, validate_universe
+from quant_meta_assets.sleeves.lookahead import check_prefix_invariance
+from quant_meta_assets.sleeves.registry import SleeveProfile, is_plugin, resolve_strategy, validate_universe
 
 __all__ = [
     "SimulationResult",
     "check_gross",
     "check_solvent",
+    "check_tradable",
     "error_record",
     "gross_returns",
     "net_returns",
@@ -51,6 +68,7 @@ __all__ = [
     "run_sleeve",
     "sample_weights",
     "simulate",
+    "untradable_to_cash",
     "validate_target_weights",
 ]
 
@@ -58,12 +76,15 @@ __all__ = [
 @dataclass(frozen=True)
 class SimulationResult:
     """``returns``: daily net returns (NaN before live); ``weights``: start-of-day held weights
-    (zero rows before live); ``costs``: daily cost drag; ``turnover``: per rebalance date."""
+    (zero rows before live); ``costs``: daily cost drag; ``turnover``: per rebalance date;
+    ``delistings``: each position closed into cash because its ticker delisted (ticker, last price
+    date, the weight closed at that close)."""
 
     returns: pd.Series
     weights: pd.DataFrame
     costs: pd.Series
     turnover: pd.Series
+    delistings: tuple[dict, ...] = ()
 
 
 def rebalance_dates(index: pd.DatetimeIndex, rebalance: str) -> pd.DatetimeIndex:
@@ -131,7 +152,38 @@ def validate_target_weights(
             f"{columns[cols[0]]!r} on {weights.index[rows[0]].date().isoformat()}; "
             f"{int(bad_cells.sum())} such cell(s)"
         )
-    return pd.DataFrame(values, index=weights.index, columns=pd.Index(columns))
+    out = pd.DataFrame(values, index=weights.index, columns=pd.Index(columns))
+    check_tradable(out, prices, sleeve)
+    return out
+
+
+def check_tradable(targets: pd.DataFrame, prices: pd.DataFrame, sleeve: str) -> None:
+    """StrategyOutputError naming the first (sleeve, ticker, date) whose target weight is non-zero
+    while the ticker has no price that day (not listed yet, or delisted)."""
+    listed = prices.reindex(index=targets.index, columns=targets.columns).notna().to_numpy()
+    bad = (targets.to_numpy() != 0.0) & ~listed
+    if bad.any():
+        rows, cols = np.nonzero(bad)
+        k = int(np.lexsort((cols, rows))[0])
+        ticker, day = targets.columns[cols[k]], targets.index[rows[k]]
+        life = prices[ticker].dropna().index
+        when = ("before it lists" if len(life) and day < life[0] else
+                "after it delisted" if len(life) else "and it has no price at all")
+        raise StrategyOutputError(
+            f"sleeve {sleeve!r}: target weight {targets.iat[rows[k], cols[k]]:.6g} on ticker {ticker!r} on "
+            f"{day.date().isoformat()}, when it is not tradable (no price: {when}"
+            + (f"; listed {life[0].date().isoformat()}..{life[-1].date().isoformat()}" if len(life) else "")
+            + f"); {int(bad.sum())} such cell(s)"
+        )
+
+
+def untradable_to_cash(targets: pd.DataFrame, prices: pd.DataFrame) -> pd.DataFrame:
+    """Targets carried forward by ``sample_weights`` with every ticker that has no price on the
+    rebalance date set to 0 (it delisted after the strategy's row: the engine never re-buys it)."""
+    listed = prices.reindex(index=targets.index, columns=targets.columns).notna().to_numpy()
+    if listed.all():
+        return targets
+    return targets.where(listed, 0.0)
 
 
 def sample_weights(weights: pd.DataFrame, dates: pd.DatetimeIndex) -> pd.DataFrame:
@@ -228,7 +280,24 @@ def simulate(target_weights: pd.DataFrame, asset_returns: pd.DataFrame, cost_bps
         )
 
     r = rets.to_numpy(dtype="float64")
+    # point in time: returns are NaN before a ticker's second price and after its last one
+    gone_open = gone_close = None  # (day x asset): the position is cash at that open / close
+    last = np.full(n_assets, n_days - 1)
+    missing = np.isnan(r)
+    if missing.any():
+        r, first, last = _point_in_time(r, missing, rf_d, rets)
+        rows = np.arange(n_days)[:, None]
+        gone_open = rows > last  # closed into cash at the close of `last` (its last price)
+        gone_close = (rows >= last) & (last < n_days - 1)
+        early = np.asarray(targets.to_numpy() != 0.0) & (starts[:, None] < first[None, :])
+        if early.any():
+            k, j = (int(v) for v in np.argwhere(early)[0])
+            raise StrategyOutputError(
+                f"simulate: target dated {targets.index[k].date()} holds {rets.columns[j]!r} before its "
+                "first return (not listed yet)"
+            )
     weights_out = np.zeros((n_days, n_assets))
+    delistings: tuple[dict, ...] = ()
     gross = np.full(n_days, np.nan)
     costs = np.zeros(n_days)
     turnover = np.zeros(len(starts))
@@ -246,6 +315,10 @@ def simulate(target_weights: pd.DataFrame, asset_returns: pd.DataFrame, cost_bps
         cash_open = cash0[seg] * (1.0 + rf_d) ** days_in
         v_open = open_val.sum(axis=1) + cash_open
         v_close = close_val.sum(axis=1) + cash_open * (1.0 + rf_d)
+        if gone_open is not None:  # a delisted position is cash: same value, no asset weight
+            delistings = _delistings(close_val, v_close, last, starts[0], days, rets.columns)
+            open_val = np.where(gone_open[live], 0.0, open_val)
+            close_val = np.where(gone_close[live], 0.0, close_val)
         weights_out[live] = open_val / v_open[:, None]
         gross[live] = v_close / v_open - 1.0
         # drifted weights at the close before each rebalance (all cash before the first one)
@@ -264,7 +337,42 @@ def simulate(target_weights: pd.DataFrame, asset_returns: pd.DataFrame, cost_bps
         weights=pd.DataFrame(weights_out, index=days, columns=rets.columns),
         costs=pd.Series(costs, index=days, name="costs"),
         turnover=pd.Series(turnover, index=targets.index, name="turnover"),
+        delistings=delistings,
     )
+
+
+def _point_in_time(r: np.ndarray, missing: np.ndarray, rf_d: float, rets: pd.DataFrame):
+    """Asset returns made finite for the closed form: 0 before a ticker's first return (it cannot
+    be held), ``rf_d`` after its last one (a position there is cash); a NaN between its first and
+    last return is a gap in its prices (``PriceDataError`` naming ticker and date)."""
+    n_days = r.shape[0]
+    present = ~missing
+    listed = present.any(axis=0)
+    first = np.where(listed, np.argmax(present, axis=0), n_days)
+    last = np.where(listed, n_days - 1 - np.argmax(present[::-1], axis=0), -1)
+    rows = np.arange(n_days)[:, None]
+    gap = missing & (rows >= first) & (rows <= last)
+    if gap.any():
+        i, j = (int(v) for v in np.argwhere(gap)[0])
+        raise PriceDataError(
+            f"simulate: ticker {rets.columns[j]!r} has no return on {rets.index[i].date()} inside its listed "
+            "life (a gap in its prices)"
+        )
+    return np.where(rows > last, rf_d, np.where(missing, 0.0, r)), first, last
+
+
+def _delistings(close_val: np.ndarray, v_close: np.ndarray, last: np.ndarray, live_from: int,
+                days: pd.DatetimeIndex, tickers) -> tuple[dict, ...]:
+    """Each position held into its ticker's last price: the weight closed into cash at that close
+    (``close_val`` / ``v_close``: the live days' closing values, row 0 = day ``live_from``)."""
+    out = []
+    for j in np.flatnonzero((last < len(days) - 1) & (last >= live_from)):
+        row = int(last[j]) - live_from
+        weight = float(close_val[row, j] / v_close[row])
+        if weight != 0.0:
+            out.append({"ticker": str(tickers[j]), "last_price_date": days[int(last[j])].date().isoformat(),
+                        "weight": weight})
+    return tuple(out)
 
 
 def run_sleeve(profile: SleeveProfile, prices: pd.DataFrame, risk_free_rate: float | None = None,
@@ -283,7 +391,13 @@ def run_sleeve(profile: SleeveProfile, prices: pd.DataFrame, risk_free_rate: flo
     sub = prices.loc[:, list(universe)]
     raw = fn(sub, **profile.params)
     weights = validate_target_weights(raw, sub, universe, profile.name)
-    sampled = sample_weights(weights, rebalance_dates(sub.index, profile.rebalance))
+    lookahead = None
+    if is_plugin(profile.strategy):  # the built-ins are proven prefix-invariant by the tests
+        lookahead = check_prefix_invariance(
+            fn, sub, profile.params, weights, strategy=profile.strategy, sleeve=profile.name,
+            validate=lambda out, window: validate_target_weights(out, window, universe, profile.name),
+        ).as_record()
+    sampled = untradable_to_cash(sample_weights(weights, rebalance_dates(sub.index, profile.rebalance)), sub)
     check_gross(sampled, profile.max_gross, profile.name)
     model = load_cost_model() if cost_model is None else cost_model
     rate = profile.cost_bps if profile.cost_bps is not None else pd.Series(
@@ -308,6 +422,8 @@ def run_sleeve(profile: SleeveProfile, prices: pd.DataFrame, risk_free_rate: flo
         "runtime_s": time.perf_counter() - t0,
         "start": live.index[0].date().isoformat(),
         "end": live.index[-1].date().isoformat(),
+        "delistings": [dict(d) for d in sim.delistings],
+        "lookahead": lookahead,
     }
 
 
@@ -325,4 +441,6 @@ def error_record(profile_name: str, exc: BaseException, runtime_s: float) -> dic
         "runtime_s": float(runtime_s),
         "start": None,
         "end": None,
+        "delistings": None,
+        "lookahead": None,
     }

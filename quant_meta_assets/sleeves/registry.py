@@ -64,6 +64,7 @@ __all__ = [
     "SleeveProfile",
     "check_params",
     "did_you_mean",
+    "is_plugin",
     "load_registry",
     "resolve_strategy",
     "validate_sleeve_name",
@@ -164,6 +165,11 @@ class SleeveProfile:
             object.__setattr__(self, "cost_bps", float(self.cost_bps))
         object.__setattr__(self, "max_gross", float(self.max_gross))
         object.__setattr__(self, "timeout_s", float(self.timeout_s))
+
+
+def is_plugin(spec: str) -> bool:
+    """A ``package.module:function`` strategy (the built-ins are plain names)."""
+    return isinstance(spec, str) and ":" in spec
 
 
 def resolve_strategy(spec: str) -> Callable[..., pd.DataFrame]:

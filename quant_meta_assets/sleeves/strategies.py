@@ -9,8 +9,14 @@ Conventions shared by every built-in:
   (after the warm-up lookback); the engine samples the last row at or before each rebalance
   date. ``min_variance`` is the exception: it is solved only on month-end dates (the last date
   of each calendar month present in the index) to stay fast.
-* **Prices** follow the strict policy of :mod:`quant_meta_assets.prices` (finite and > 0
-  everywhere, no "not listed yet" NaN), so every ticker is available on every date.
+* **Point in time.** Prices follow :mod:`quant_meta_assets.prices`: a ticker's price is NaN
+  before it lists and after it delists, never in between. A ticker is tradable on ``t`` exactly
+  when its price on ``t`` is present; every built-in gives an untradable ticker weight exactly 0
+  (a non-zero one is a ``StrategyOutputError`` in the engine). A trailing-window signal is
+  defined for a ticker only when the whole window is inside its listed life (pandas rolling with
+  ``min_periods`` equal to the window, or both ends of a price ratio present): pre-listing NaNs
+  are never read as data. A date on which no ticker has a signal, after the first date that
+  has one, is an all-cash row (weights 0), never a NaN row and never a stale row.
 * **Weights.** Long-only and summing to 1, except ``trend_vol_target`` which is long/flat with
   a gross exposure ``<= max_leverage`` (the rest is cash, earning the risk-free rate).
 * **Ties** in rankings are broken by column order (``rank(method="first")``), so results are
@@ -65,12 +71,25 @@ def _daily_returns(prices: pd.DataFrame) -> pd.DataFrame:
     return prices / prices.shift(1) - 1.0
 
 
+def _from_first_signal(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` from its first row with any defined (non-NaN) value: the warm-up rows are dropped,
+    a later row with none stays (it becomes an all-cash row)."""
+    defined = frame.notna().any(axis=1).to_numpy()
+    return frame.iloc[int(np.argmax(defined)) :] if defined.any() else frame.iloc[0:0]
+
+
+def _normalise(weights: pd.DataFrame) -> pd.DataFrame:
+    """Rows scaled to sum to 1; a row with nothing to hold is all cash (zeros)."""
+    total = weights.sum(axis=1)
+    return weights.div(total.where(total > 0), axis=0).fillna(0.0)
+
+
 def _top_n_equal_weight(score: pd.DataFrame, top_n: int, largest: bool) -> pd.DataFrame:
-    """Equal weight on the ``top_n`` best scores per row; rows with no defined score are dropped."""
-    score = score.dropna(how="all")
+    """Equal weight on the ``top_n`` best defined scores per row (fewer when fewer are defined);
+    warm-up rows with no defined score are dropped."""
+    score = _from_first_signal(score)
     ranks = score.rank(axis=1, ascending=not largest, method="first")
-    chosen = (ranks <= top_n).astype("float64")
-    return chosen.div(chosen.sum(axis=1), axis=0)
+    return _normalise((ranks <= top_n).astype("float64"))
 
 
 def momentum_12_1(
@@ -86,7 +105,7 @@ def momentum_12_1(
     if isinstance(skip, bool) or not isinstance(skip, (int, np.integer)) or not 0 <= skip < lookback:
         raise RegistryError(f"momentum_12_1: parameter 'skip' must be an integer in [0, lookback), got {skip!r}")
     check_lookback(prices, lookback, "momentum_12_1 lookback")
-    score = prices.shift(int(skip)) / prices.shift(lookback) - 1.0
+    score = (prices.shift(int(skip)) / prices.shift(lookback) - 1.0).where(prices.notna())  # tradable at t
     return _top_n_equal_weight(score, top_n, largest=True)
 
 
@@ -112,10 +131,10 @@ def low_volatility(prices: pd.DataFrame, lookback: int = 63, top_n: int | None =
     top_n = n if top_n is None else _positive_int("top_n", top_n, "low_volatility")
     check_lookback(prices, lookback, "low_volatility lookback")
     vol = _daily_returns(prices).rolling(lookback, min_periods=lookback).std(ddof=1)
-    vol = vol.where(vol > 0).dropna(how="all")
+    vol = _from_first_signal(vol.where(vol > 0))  # defined => the return of t exists => tradable at t
     ranks = vol.rank(axis=1, ascending=True, method="first")
     inv = (1.0 / vol).where(ranks <= top_n, 0.0).fillna(0.0)
-    return inv.div(inv.sum(axis=1), axis=0)
+    return _normalise(inv)
 
 
 def trend_vol_target(
@@ -148,14 +167,17 @@ def trend_vol_target(
     rets = _daily_returns(prices)
     trend = prices / prices.shift(lookback) - 1.0
     sigma = rets.rolling(vol_lookback, min_periods=vol_lookback).std(ddof=1)
-    defined = trend.notna().all(axis=1) & sigma.notna().all(axis=1)
+    signal = trend.notna() & sigma.notna()  # per ticker: both windows inside its listed life
+    first = int(np.argmax(signal.any(axis=1).to_numpy())) if signal.to_numpy().any() else len(prices)
+    defined = pd.Series(np.arange(len(prices)) >= first, index=prices.index)
     trend, sigma = trend[defined], sigma[defined]
-    hold = (trend > 0) & (sigma > 0)
+    hold = (trend > 0) & (sigma > 0)  # NaN compares False: a ticker without a signal is not held
     raw = (1.0 / sigma.where(hold)).fillna(0.0).to_numpy()
     # ex-ante variance of each row's book = sample variance (ddof=1) of that book's returns over the
     # trailing window: w' S w without forming S (O(T x window x N) instead of O(T x N^2))
     pos = np.flatnonzero(defined.to_numpy())
-    windows = np.lib.stride_tricks.sliding_window_view(rets.to_numpy(), vol_lookback, axis=0)
+    # a held ticker's window is complete (its sigma is defined); the others' NaNs are weighted by 0
+    windows = np.lib.stride_tricks.sliding_window_view(np.nan_to_num(rets.to_numpy(), nan=0.0), vol_lookback, axis=0)
     ex_ante_vol = np.empty(len(pos))
     for lo in range(0, len(pos), 512):  # chunks bound the memory at 512 x N x window floats
         book = np.einsum("tnv,tn->tv", windows[pos[lo : lo + 512] - vol_lookback + 1], raw[lo : lo + 512])
@@ -200,25 +222,38 @@ def min_variance(prices: pd.DataFrame, lookback: int = 252) -> pd.DataFrame:
     rets = _daily_returns(prices).to_numpy()
     positions = np.flatnonzero(prices.index.isin(period_ends(prices.index, "monthly")))
     positions = positions[positions >= lookback]  # rows 1..pos hold returns; need `lookback` of them
-    rows = []
-    # The windows are finite by construction (validated prices, rows 1..pos): sklearn's input
-    # and parameter checks, 60% of each call on a 252 x 20 window, are skipped; same numbers.
+    rows, dates = [], []
+    # Each window is restricted to the tickers with all its returns (listed for the whole window,
+    # hence tradable at its last date), so it is finite: sklearn's input and parameter checks,
+    # 60% of each call on a 252 x 20 window, are skipped; same numbers.
     with config_context(assume_finite=True, skip_parameter_validation=True):
         for pos in positions:
             window = rets[pos - lookback + 1 : pos + 1]
-            cov, _ = ledoit_wolf(window * 100.0)  # percent returns: better conditioned, same argmin
-            rows.append(_min_variance_weights(cov))
+            full = np.isfinite(window).all(axis=0)
+            row = np.zeros(prices.shape[1])
+            if full.sum() == 1:
+                row[full] = 1.0
+            elif full.any():
+                cov, _ = ledoit_wolf(window[:, full] * 100.0)  # percent returns: better conditioned, same argmin
+                row[full] = _min_variance_weights(cov)
+            elif not rows:
+                continue  # warm-up: no ticker has a whole window yet
+            rows.append(row)
+            dates.append(prices.index[pos])
     return pd.DataFrame(
         np.asarray(rows, dtype="float64").reshape(len(rows), prices.shape[1]),
-        index=prices.index[positions],
+        index=pd.DatetimeIndex(dates, name=prices.index.name),
         columns=prices.columns,
     )
 
 
 def equal_weight(prices: pd.DataFrame) -> pd.DataFrame:
-    """1/N over every ticker, on every date."""
-    n = prices.shape[1]
-    return pd.DataFrame(1.0 / n, index=prices.index, columns=prices.columns, dtype="float64")
+    """1/N over the tickers tradable on each date (every ticker when none lists or delists)."""
+    listed = prices.notna()
+    if listed.to_numpy().all():
+        n = prices.shape[1]
+        return pd.DataFrame(1.0 / n, index=prices.index, columns=prices.columns, dtype="float64")
+    return _normalise(_from_first_signal(listed.astype("float64").where(listed)).fillna(0.0))
 
 
 BUILTIN_STRATEGIES: dict[str, Callable[..., pd.DataFrame]] = {

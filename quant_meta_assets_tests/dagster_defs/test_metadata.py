@@ -46,3 +46,21 @@ def test_headline_table_labels_every_unit() -> None:
 def test_weights_table_in_percent() -> None:
     text = md.weights_table(pd.Series({"a": 0.6, "b": 0.4}, name="2022-12-28")).value
     assert "60.00%" in text and "40.00%" in text and "weight (%)" in text
+
+
+def test_a_sleeve_with_delistings_shows_them_as_metadata() -> None:
+    """A success record whose positions were closed at delisting gets a ``delistings`` entry; a
+    record without any gets none."""
+    from quant_meta_assets.dagster_defs.sleeves import _sleeve_metadata
+    from quant_meta_assets.sleeves.registry import SleeveProfile
+
+    closed = [{"ticker": "T0002", "last_price_date": "2011-10-18", "weight": 0.0833},
+              {"ticker": "T0005", "last_price_date": "2010-12-20", "weight": 0.1}]
+    assert md.delistings(closed).value == ("T0002 2011-10-18 (8.33% of the sleeve); "
+                                           "T0005 2010-12-20 (10.00% of the sleeve)")
+    record = {"status": "success", "runtime_s": 0.1, "start": "2010-01-05", "end": "2012-04-20", "n_days": 600,
+              "total_return": 0.2, "data_hash": "h", "delistings": closed}
+    profile = SleeveProfile(name="ew", strategy="equal_weight")
+    metadata = _sleeve_metadata(record, profile, "p")
+    assert metadata["delistings"].value.startswith("T0002 2011-10-18")
+    assert "delistings" not in _sleeve_metadata({**record, "delistings": []}, profile, "p")

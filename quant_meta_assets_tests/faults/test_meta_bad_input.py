@@ -10,6 +10,7 @@ import pytest
 
 from quant_meta_assets import MetaContext, QuantSDK
 from quant_meta_assets.errors import InfeasibleConstraintsError, StageInputError
+from quant_meta_assets.meta.optimize import OptimizationError
 from quant_meta_assets.sleeves.registry import SleeveProfile
 from quant_meta_assets.sleeves.engine import run_sleeve
 from quant_meta_assets_tests.strategies_for_tests import make_prices, spec
@@ -43,16 +44,46 @@ def test_single_sleeve_gets_weight_one(prices):
     assert not ctx.optimizer_diagnostics["fallback_used"].any()
 
 
-def test_sleeves_without_overlapping_dates_are_named(prices):
+def test_a_sleeve_that_stops_hands_over_to_one_that_starts(prices):
+    """Sleeves come and go: 'early' stops after row 199, 'late' starts on row 100. Each is held
+    only at rebalances whose whole window is inside its live span; 'early' is held (as cash, see
+    meta.drift) between its last live day and the next rebalance, then exactly 0."""
+    early = sleeve(prices, "early")
+    late = sleeve(prices, "late")
+    stop, start = prices.index[200], prices.index[100]
+    early["returns"] = early["returns"].where(early["returns"].index < stop)
+    late["returns"] = late["returns"].where(late["returns"].index >= start)
+    ctx = MetaContext(sleeve_results=[early, late])
+    QuantSDK.run_stage("meta.returns", ctx)
+    frame = ctx.meta_returns
+    assert frame.index[0] == early["returns"].first_valid_index() and frame.index[-1] == prices.index[-1]
+    assert frame["early"].loc[stop:].isna().all() and frame["late"].loc[:start].iloc[:-1].isna().all()
+    QuantSDK.run_stage("meta.optimize", ctx, lookback=60, rebalance_every=21)
+    w = ctx.meta_weights
+    for day, row in w.iterrows():
+        window = frame.iloc[frame.index.get_loc(day) - 59 : frame.index.get_loc(day) + 1]
+        for name in ("early", "late"):
+            assert (row[name] == 0.0) == window[name].isna().any(), (day, name)
+    assert (w["early"] > 0).any() and (w["late"] > 0).any() and (w.iloc[-1] == [0.0, 1.0]).all()
+    QuantSDK.run_stage("meta.flatten", ctx)
+    held = ctx.meta_weights_daily
+    after = held.loc[stop:].index
+    rebalance_after = w.index[w.index >= stop][0]
+    assert (held.loc[after[after <= rebalance_after], "early"] > 0).all()  # cash, held until the rebalance
+    assert (held.loc[after[after > rebalance_after], "early"] == 0.0).all()
+    assert (ctx.flattened_weights.loc[stop:].sum(axis=1) < 1.0).loc[:rebalance_after].all()  # early's cash
+
+
+def test_a_window_with_no_fully_live_sleeve_is_named(prices):
     early = sleeve(prices, "early")
     late = sleeve(prices, "late")
     cut = prices.index[150]
     early["returns"] = early["returns"].where(early["returns"].index < cut)
     late["returns"] = late["returns"].where(late["returns"].index >= cut)
     ctx = MetaContext(sleeve_results=[early, late])
-    with pytest.raises(StageInputError, match=r"no overlapping dates: 'late' starts .* but 'early' ends"):
-        QuantSDK.run_stage("meta.returns", ctx)
-    assert ctx.meta_returns is None
+    QuantSDK.run_stage("meta.returns", ctx)  # disjoint live spans are no longer an error
+    with pytest.raises(OptimizationError, match=r"no active sleeve .*inactive \(NaN in window\): early, late"):
+        QuantSDK.run_stage("meta.optimize", ctx, lookback=60, rebalance_every=21)
 
 
 def test_zero_variance_sleeve_is_pinned_to_zero_and_recorded(prices):

@@ -305,3 +305,20 @@ def test_stream_of_batches_yields_each_sleeve_once_and_reruns_a_bad_batch_one_by
         assert record["n_days"] == int(record["returns"].notna().sum())
         assert record["data_hash"] == frame_hash(record["returns"], record["weights"])
         assert_good(record)
+
+
+@pytest.mark.timeout(120)
+def test_a_point_in_time_sleeve_on_ray_matches_the_engine_in_process(local_ray):
+    """Listings and delistings on the workers: the same returns and the same delisting closes as
+    the engine in this process (so the workers run this checkout's engine)."""
+    from quant_meta_assets.prices import validate_prices
+    from quant_meta_assets.sleeves.engine import run_sleeve
+    from quant_meta_assets.synthetic_book import point_in_time_prices
+
+    panel = validate_prices(point_in_time_prices(n_assets=9, n_days=400, seed=5))
+    sleeve = SleeveProfile(name="ew_pit", strategy="equal_weight", rebalance="monthly")
+    [record] = RayComputeEngine().execute_sleeves([sleeve], panel)
+    assert_good(record)
+    local = run_sleeve(sleeve, panel)
+    assert record["delistings"] == local["delistings"] and len(local["delistings"]) >= 1
+    pd.testing.assert_series_equal(record["returns"], local["returns"], check_freq=False)

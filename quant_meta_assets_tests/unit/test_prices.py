@@ -14,6 +14,7 @@ from quant_meta_assets.prices import (
     load_benchmark,
     load_prices,
     period_ends,
+    tradable,
     validate_prices,
 )
 
@@ -94,7 +95,9 @@ def test_env_var_override_and_no_benchmark(tmp_path, monkeypatch) -> None:
         (_csv_text(["2021-01-04,1,2", "2021-01-04,1,2"]), ["duplicate date", "2021-01-04"]),
         (_csv_text(["2021-01-05,1,2", "2021-01-04,1,2"]), ["not sorted", "2021-01-04"]),
         (_csv_text(["2021-01-04,1,2", "not-a-date,1,2"]), ["unparseable date", "not-a-date"]),
-        (_csv_text(["2021-01-04,1,2", "2021-01-05,,2"]), ["NaN", "'AAA'", "2021-01-05", "1 such"]),
+        (_csv_text(["2021-01-04,1,2", "2021-01-05,,2", "2021-01-06,1,2"]),
+         ["NaN", "'AAA'", "2021-01-05", "1 such", "inside its listed life 2021-01-04..2021-01-06"]),
+        (_csv_text(["2021-01-04,,2", "2021-01-05,,2"]), ["'AAA'", "no price at all"]),
         (_csv_text(["2021-01-04,1,inf", "2021-01-05,1,inf"]), ["infinite", "'BBB'", "2021-01-04", "2 such"]),
         (_csv_text(["2021-01-04,1,2", "2021-01-05,0,2"]), ["zero or negative", "'AAA'", "2021-01-05"]),
         (_csv_text(["2021-01-04,1,2", "2021-01-05,1,-3"]), ["zero or negative", "'BBB'", "2021-01-05"]),
@@ -122,11 +125,26 @@ def test_empty_file_and_missing_file(tmp_path) -> None:
         load_prices(tmp_path / "nope.csv")
 
 
-def test_leading_nan_is_refused_too() -> None:
-    """Policy: no NaN anywhere, not even before a ticker lists."""
+def test_nan_before_listing_and_after_delisting_is_kept() -> None:
+    """Point in time: a ticker exists from its first price to its last; NaN outside is normal."""
     frame = _frame()
-    frame.iloc[:2, 1] = np.nan
-    with pytest.raises(PriceDataError, match=r"'BBB' on 2021-01-04.*2 such cell"):
+    frame.iloc[:2, 1] = np.nan  # BBB lists on 2021-01-06
+    frame.iloc[4:, 0] = np.nan  # AAA's last price is on 2021-01-07
+    out = validate_prices(frame)
+    assert out.isna().to_numpy().sum() == 4
+    assert tradable(out)["BBB"].tolist() == [False, False, True, True, True, True]
+    assert tradable(out)["AAA"].tolist() == [True, True, True, True, False, False]
+    rets = asset_returns(out)
+    assert rets["BBB"].isna().tolist() == [True, True, False, False, False]  # no return on the listing day
+    assert rets["AAA"].isna().tolist() == [False, False, False, True, True]
+
+
+def test_a_gap_inside_a_listed_life_is_refused_naming_ticker_and_date() -> None:
+    frame = _frame()
+    frame.iloc[0, 1] = np.nan  # before listing: fine
+    frame.iloc[3, 1] = np.nan  # inside BBB's life (2021-01-05..2021-01-11): a gap
+    with pytest.raises(PriceDataError, match=r"missing \(NaN\) price for ticker 'BBB' on 2021-01-07.*1 such cell.*"
+                                             r"inside its listed life 2021-01-05\.\.2021-01-11"):
         validate_prices(frame)
 
 

@@ -45,7 +45,14 @@ Per-rebalance policies (recorded in the ``notes`` diagnostic):
   ``max_turnover`` can repair, the cap is relaxed to the least trade that restores them
   (``min_restoring_trade``) and ``notes`` says so. A held
   sleeve (weight != 0) with a NaN return between two rebalances is a missing input:
-  ``StageInputError`` naming the sleeve and the date. ``turnover_penalty`` is in annualised objective
+  ``StageInputError`` naming the sleeve and the date, except after the sleeve's last live day:
+  a sleeve that stops is cash earning ``rf_d`` from then on (``meta.drift``), so it is held as
+  cash until the next rebalance, where it is inactive (NaN in its window) and sold out.
+* **Sleeves come and go**: the returns frame is the outer join of the sleeves' live spans
+  (``meta.returns``). A sleeve is active only when every row of the window is live (it has a full
+  ``lookback`` of its own history): before that, and from the first rebalance after its last live
+  day, it is at exactly 0 with the note ``inactive (NaN in window)``. A window in which no
+  sleeve is live for all its rows is an ``OptimizationError``. ``turnover_penalty`` is in annualised objective
   units (``252 w'Sigma w + p * turnover`` for min_variance, ``252 (mu'w - lambda/2 w'Sigma w) -
   p * turnover`` for mean_variance) and is only defined for those two methods.
 
@@ -82,7 +89,7 @@ from scipy.linalg import lapack
 from threadpoolctl import threadpool_limits
 
 from quant_meta_assets import rates
-from quant_meta_assets.meta.drift import drift_weights
+from quant_meta_assets.meta.drift import cash_after_stop, drift_weights
 from quant_meta_assets.meta.optimize.constraints import (
     ActiveConstraints,
     AssetTrade,
@@ -668,10 +675,13 @@ def optimize_meta_weights(
         nan_cum = np.zeros((n_rows + 1, n), dtype=np.int64)
         np.cumsum(isnan, axis=0, out=nan_cum[1:])
     index = returns.index
+    # what the held weights drift with: a sleeve that stopped is cash earning rf_d (meta.drift)
+    R_drift = R if nan_cum is None else cash_after_stop(
+        pd.DataFrame(R, index=index, columns=sleeves), eng.rf_daily).to_numpy()
     for j, r in enumerate(rows):
         t_start = time.perf_counter()
         if last_target is not None:
-            prev = drift_weights(last_target, R[last_row + 1 : r + 1], sleeves, index[last_row + 1 : r + 1])
+            prev = drift_weights(last_target, R_drift[last_row + 1 : r + 1], sleeves, index[last_row + 1 : r + 1])
         lo = r - lookback + 1
         act = all_active if nan_cum is None else (nan_cum[r + 1] - nan_cum[lo]) == 0
         win = eng.window(R[lo : r + 1], act)

@@ -99,3 +99,19 @@ def test_a_schedule_counted_from_the_end_is_a_suspect():
     assert result.suspect and result.ticker is None
     assert result.first_changed == dates[4]  # the shorter run's first decision; the full run's is dates[9]
     assert "only the run on the prices up to" in result.message
+
+
+def test_run_sleeve_checks_plugins_and_names_a_suspect():
+    from quant_meta_assets.sleeves.engine import run_sleeve
+    from quant_meta_assets.sleeves.registry import SleeveProfile
+    from quant_meta_assets_tests.strategies_for_tests import make_prices, spec
+
+    prices = make_prices()
+    record = run_sleeve(SleeveProfile(name="peeker", strategy=spec("peeks_at_tomorrow")), prices)
+    assert record["status"] == "success" and record["lookahead"]["suspect"]  # reported, not failed
+    assert record["lookahead"]["first_changed"] == str(prices.index[-6].date())
+    assert "look-ahead suspect: strategy" in record["lookahead"]["message"] and "'peeker'" in record["lookahead"]["message"]
+    honest = run_sleeve(SleeveProfile(name="honest", strategy=spec("good")), prices)
+    assert honest["lookahead"]["suspect"] is False and honest["lookahead"]["compared_dates"] > 0
+    builtin = run_sleeve(SleeveProfile(name="ew", strategy="equal_weight"), prices)
+    assert builtin["lookahead"] is None  # built-ins are checked by the tests above, not at run time

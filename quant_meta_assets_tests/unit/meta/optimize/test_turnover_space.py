@@ -66,7 +66,9 @@ def bundled():
     prices = load_prices()
     records = [run_sleeve(p, prices) for p in load_registry()]
     weights = {r["sleeve"]: r["weights"] for r in records}
-    meta_returns = aggregate_returns(records)
+    # the rows where all six sleeves are live: the penalty's effect is measured on a book that starts
+    # with all of them (from the first live sleeve alone, a prohibitive penalty keeps that one sleeve)
+    meta_returns = aggregate_returns(records).dropna()
     views = dict(sleeve_returns=meta_returns, sleeve_costs={r["sleeve"]: r["costs"] for r in records},
                  sleeve_weights=weights, asset_returns=asset_returns(prices))
     return meta_returns, DriftedSleeveHoldings(weights, asset_returns(prices)), views, (prices, records)
