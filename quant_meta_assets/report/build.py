@@ -371,7 +371,7 @@ def build_report(
         figures=figures, summary=summary, previous=previous, live=live, sleeves=sleeves,
         tolerance=tolerance, risk_free_rate=risk_free_rate, costs=costs, decision=decision,
         turnover_by_year=turnover_by_year, bench=bench, universe=_survivorship(asset_returns, live)[0],
-        spans=_sleeve_spans(sleeve_returns, live),
+        spans=_sleeve_spans(sleeve_returns, live, window),
     )
     summary_text = json.dumps(summary, indent=2, allow_nan=False)
 
@@ -506,19 +506,25 @@ def _survivorship(asset_returns: pd.DataFrame, live: pd.DatetimeIndex) -> tuple[
     return text, text
 
 
-def _sleeve_spans(sleeve_returns: pd.DataFrame, live: pd.DatetimeIndex) -> str:
-    """When sleeves start late or stop early: how many are live at the start and when all are."""
-    r = sleeve_returns.reindex(live)
-    starts = r.apply(lambda c: c.first_valid_index())
-    ends = r.apply(lambda c: c.last_valid_index())
-    n = r.shape[1]
+def _sleeve_spans(sleeve_returns: pd.DataFrame, live: pd.DatetimeIndex, window: int) -> str:
+    """When sleeves enter late or stop early: how many the book can hold when it starts (a sleeve
+    enters the optimizer once ``window`` rows of it are live), from when all can, and which stopped."""
+    index = sleeve_returns.index
+    n = sleeve_returns.shape[1]
     parts = []
-    late = starts[starts > live[0]]
-    if len(late):
-        at_start = n - len(late)
-        parts.append(f"the book starts on {live[0].date()} with {at_start} of its {n} sleeves live (it can hold only "
-                     f"those); all {n} are live from {starts.max().date()}, and a sleeve enters the optimizer only "
-                     "once a whole lookback window of it is live")
+    eligible = {}
+    for name, column in sleeve_returns.items():
+        first = column.first_valid_index()
+        pos = index.get_loc(first) + window - 1
+        eligible[name] = index[pos] if pos < len(index) else None
+    late = {k: d for k, d in eligible.items() if d is None or d >= live[0]}
+    if late:
+        known = [d for d in eligible.values() if d is not None]
+        all_from = (f"all {n} from {max(known).date()}" if len(known) == n
+                    else f"{n - len(known)} never have a whole window")
+        parts.append(f"the book starts on {live[0].date()} able to hold {n - len(late)} of its {n} sleeves (a sleeve "
+                     f"enters the optimizer once a whole {window}-day window of it is live); {all_from}")
+    ends = sleeve_returns.apply(lambda c: c.last_valid_index())
     stopped = ends[ends < live[-1]]
     if len(stopped):
         parts.append(f"{len(stopped)} sleeve(s) stopped before the end ("
@@ -577,6 +583,7 @@ def _decision_html(*, metrics, decision, figures_html, changes, previous, risk_f
         H.card("Tracking error", na(_PCT(meta["tracking_error"])), "std(r - b) x sqrt(252)"),
     ])
     compare, compare_fmt = _labelled(_metric_view(metrics, books, DECISION_COLUMNS), _METRIC_FORMATS)
+    compare = compare.rename(index=short_rows(bench))
     yearly = decision["yearly"].copy()
     if "benchmark" in yearly:
         yearly["meta - benchmark"] = yearly["meta"] - yearly["benchmark"]
@@ -645,6 +652,11 @@ def _decision_html(*, metrics, decision, figures_html, changes, previous, risk_f
 LABEL_SHORT = {"equal_weight_meta": "EW meta", "meta_standalone": "stand-alone"}
 
 
+def short_rows(bench: Benchmark | None) -> dict[str, str]:
+    """Table rows: the benchmark's row shows its name and kind, e.g. 'S&P 500 (price index)'."""
+    return {"benchmark": bench.label} if bench is not None else {}
+
+
 def _render(*, title, metrics, reconciliations, attribution, risk, diagnostics, lineage, changes,
             conventions, figures, summary, previous, live, sleeves, tolerance, risk_free_rate, costs,
             decision, turnover_by_year, bench, universe, spans) -> str:
@@ -673,6 +685,7 @@ def _render(*, title, metrics, reconciliations, attribution, risk, diagnostics, 
     order = ["meta", "meta_standalone", "equal_weight_meta", "benchmark", *sleeves]
     risk_view, risk_fmt = _labelled(_metric_view(metrics, order, RISK_COLUMNS), _METRIC_FORMATS)
     tail_view, tail_fmt = _labelled(_metric_view(metrics, order, TAIL_COLUMNS), _METRIC_FORMATS)
+    risk_view, tail_view = risk_view.rename(index=short_rows(bench)), tail_view.rename(index=short_rows(bench))
     meta_row = lambda k, r: "meta" if k == "meta" else ""  # noqa: E731
     perf = (
         H.note(f"Every portfolio on the meta's live range {live[0].date()} – {live[-1].date()} "

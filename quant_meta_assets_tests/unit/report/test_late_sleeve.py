@@ -31,8 +31,9 @@ def test_report_on_a_late_sleeve_reconciles_and_buys_no_dead_sleeve(tmp_path):
     assert report["reconciled"]
     html = open(report["html"], encoding="utf-8").read()
     top = html[html.index("<main>"):html.index('class="cards"')]  # said before any number
-    assert (f"Sleeves come and go.</b> The book starts on {report['meta_returns'].index[0].date()} with 2 of its 3 "
-            f"sleeves live") in top and f"all 3 are live from {dates[250].date()}" in top
+    assert (f"Sleeves come and go.</b> The book starts on {report['meta_returns'].index[0].date()} able to hold 2 "
+            "of its 3 sleeves (a sleeve enters the optimizer once a whole 100-day window of it is live); all 3 from "
+            f"{dates[349].date()}") in top  # c is live from row 250: its first whole window ends on row 349
     meta = report["portfolio_returns"]["meta"]
     assert meta.notna().all() and (meta != 0.0).all()
     ew = report["portfolio_returns"]["equal_weight_meta"]
