@@ -4,8 +4,8 @@ Every trade and position is priced by ONE cost model (``costs/cost_model.py``): 
 property of the asset and of the rate of the account's trading, never of which view sends it.
 
 **Stand-alone view.** Each sleeve trades in its own account and pays its own costs (its net
-return ``r_s``: its registry ``cost_bps`` on every asset it trades plus its holding costs), as
-``meta.flatten`` assumes; on top of that every meta rebalance trades the assets behind the capital
+return ``r_s``: its registry ``cost_bps`` on every asset it trades plus its holding costs; the
+sub-account shares drift with those net returns); on top of that every meta rebalance trades the assets behind the capital
 it moves: on the first day ``t`` the new meta-weights earn,
 
     Δa_i(t) = Σ_s (m_s^target − m_s^pre(t)) · w^pre_{s,i}(t)
