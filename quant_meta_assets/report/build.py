@@ -180,7 +180,8 @@ def build_report(
     """Build the report; see the module docstring and ``REPORT_CONVENTIONS``.
 
     ``risk_window`` (rows of the trailing covariance for ex-ante risk contributions) defaults to
-    the optimizer's lookback as implied by the contract: the first rebalance row is ``lookback-1``.
+    the optimizer's lookback (its diagnostics' `lookback`; else as implied by the contract: the first
+    rebalance row is ``lookback-1``).
     ``cost_bps`` is the default half-spread (one-way bps) of an asset the cost model does not list;
     ``cost_model`` the per-asset costs (``None`` = the project's, ``costs.load_cost_model``: the
     ``QUANT_META_COSTS`` file and environment); ``cash_return`` the daily return of
@@ -278,7 +279,7 @@ def build_report(
     if len(failed) and raise_on_failure:
         raise ReconciliationError(_fail_message(failed))
 
-    window = risk_window or int(sleeve_returns.index.get_loc(meta_weights.index[0])) + 1
+    window = risk_window or _optimizer_lookback(diagnostics) or int(sleeve_returns.index.get_loc(meta_weights.index[0])) + 1
     window = max(window, 2)
     risk = {
         "ex_ante": F.ex_ante_risk_contributions(meta_weights, sleeve_returns, window, *_estimator(diagnostics)),
@@ -824,6 +825,14 @@ def _costs_html(costs, metrics: pd.DataFrame) -> str:
 
 def _capacity_html(figures) -> str:
     return "<h3>Capacity: Sharpe and cost drag against AUM</h3>" + H.figure_div(figures["capacity"], "fig-capacity")
+
+
+def _optimizer_lookback(diagnostics: pd.DataFrame | None) -> int | None:
+    """The optimizer's lookback (rows) from its diagnostics, when they carry it."""
+    if diagnostics is None or "lookback" not in diagnostics or len(diagnostics) == 0:
+        return None
+    value = diagnostics["lookback"].iloc[-1]
+    return None if pd.isna(value) else int(value)
 
 
 def _estimator(diagnostics: pd.DataFrame | None) -> tuple[str, float | None]:

@@ -43,8 +43,12 @@ def test_example_run_yaml_sets_optimizer_and_report(tmp_path):
     weights = snap.outputs["meta/optimize"]["weights"]
     assert set(diagnostics["method"]) == {optimize["method"]} != {"risk_parity"}  # not the default
     assert weights.max().max() <= optimize["max_weight"] + 1e-8
-    assert len(weights) == len(range(optimize["lookback"] - 1, len(snap.outputs["meta/returns"]),
-                                     optimize["rebalance_every"]))
+    grid = snap.outputs["meta/returns"].index[optimize["lookback"] - 1::optimize["rebalance_every"]]
+    # the book starts at the first rebalance its live sleeves can fill under max_weight; every one after is held
+    assert weights.index.isin(grid).all() and (grid[grid >= weights.index[0]] == weights.index).all()
+    assert (diagnostics["lookback"] == optimize["lookback"]).all()
+    if weights.index[0] != grid[0]:
+        assert "the book starts here" in diagnostics["notes"].iloc[0]
     summary = json.loads((settings.storage_root() / "reports" / snap.run_id / "summary.json").read_text())
     assert summary["costs"]["cost_bps"] == report["cost_bps"] != 0
     assert f"MAR = {report['mar']:.4%} per year" in snap.outputs["meta/report"]["conventions"]["risk_free_rate_used"]

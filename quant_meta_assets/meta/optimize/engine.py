@@ -51,8 +51,11 @@ Per-rebalance policies (recorded in the ``notes`` diagnostic):
 * **Sleeves come and go**: the returns frame is the outer join of the sleeves' live spans
   (``meta.returns``). A sleeve is active only when every row of the window is live (it has a full
   ``lookback`` of its own history): before that, and from the first rebalance after its last live
-  day, it is at exactly 0 with the note ``inactive (NaN in window)``. A window in which no
-  sleeve is live for all its rows is an ``OptimizationError``. ``turnover_penalty`` is in annualised objective
+  day, it is at exactly 0 with the note ``inactive (NaN in window)``. The book starts at the first
+  rebalance whose active sleeves can be allocated under the bounds (e.g. ``max_weight: 0.6`` needs
+  two): the rebalances before it are not emitted, and the first one's ``notes`` say how many and
+  why. After the start, a window in which no sleeve is live for all its rows is an
+  ``OptimizationError`` and an active set that cannot meet the bounds an ``InfeasibleConstraintsError``. ``turnover_penalty`` is in annualised objective
   units (``252 w'Sigma w + p * turnover`` for min_variance, ``252 (mu'w - lambda/2 w'Sigma w) -
   p * turnover`` for mean_variance) and is only defined for those two methods.
 
@@ -169,6 +172,7 @@ DIAGNOSTIC_COLUMNS = [
     "warning",
     "covariance",
     "halflife",
+    "lookback",
     "notes",
 ]
 
@@ -678,6 +682,8 @@ def optimize_meta_weights(
     # what the held weights drift with: a sleeve that stopped is cash earning rf_d (meta.drift)
     R_drift = R if nan_cum is None else cash_after_stop(
         pd.DataFrame(R, index=index, columns=sleeves), eng.rf_daily).to_numpy()
+    kept: list[int] = []  # the rebalances the book holds: from the first one that can be allocated
+    not_yet: list[str] = []  # why the rebalances before it could not be
     for j, r in enumerate(rows):
         t_start = time.perf_counter()
         if last_target is not None:
@@ -687,6 +693,9 @@ def optimize_meta_weights(
         win = eng.window(R[lo : r + 1], act)
         active = win.active
         if not active.any():
+            if last_target is None:  # the book has not started yet: nothing to allocate to
+                not_yet.append(f"{index[r].date()}: no active sleeve")
+                continue
             raise OptimizationError(
                 f"rebalance {index[r]}: no active sleeve (every sleeve has NaN or zero variance in the "
                 f"{lookback}-row window); notes: {'; '.join(win.notes)}"
@@ -700,6 +709,9 @@ def optimize_meta_weights(
                     check_bounds_feasible(cons.names, cons.lb, cons.ub, cons.groups)
                 except InfeasibleConstraintsError as exc:
                     del subsets[akey]
+                    if last_target is None:  # the book starts when its live sleeves can be allocated
+                        not_yet.append(f"{index[r].date()}: {exc} ({'; '.join(win.notes)})")
+                        continue
                     raise InfeasibleConstraintsError(
                         f"rebalance {index[r]}: with inactive sleeves pinned to 0 ({'; '.join(win.notes)}): {exc}"
                     ) from exc
@@ -769,6 +781,10 @@ def optimize_meta_weights(
             full = np.zeros(n)
             full[active] = w
         W[j] = full
+        if not kept and not_yet:
+            win.notes.append(f"the book starts here: {len(not_yet)} earlier rebalance(s) could not be allocated "
+                             f"(the first: {not_yet[0]})")
+        kept.append(j)
         trade = float(np.abs(full).sum()) if prev is None else float(np.abs(full - prev).sum())
         last_target, last_row = full, r
         fb_used = name != method
@@ -795,9 +811,15 @@ def optimize_meta_weights(
         cols["warning"].append(warning)
         cols["covariance"].append(resolved_cov)
         cols["halflife"].append(math.nan if halflife is None else float(halflife))
+        cols["lookback"].append(int(lookback))
         cols["notes"].append("; ".join(win.notes) if win.notes else None)
-    out_index = index[rows]
-    weights = pd.DataFrame(W, index=out_index, columns=returns.columns)
+    if not kept:
+        raise InfeasibleConstraintsError(
+            f"no rebalance can be allocated: the live sleeves never satisfy the constraints ({len(not_yet)} "
+            f"rebalances; the last: {not_yet[-1]})"
+        )
+    out_index = index[[rows[j] for j in kept]]
+    weights = pd.DataFrame(W[kept], index=out_index, columns=returns.columns)
     diagnostics = pd.DataFrame(cols, index=out_index, columns=DIAGNOSTIC_COLUMNS)
     diagnostics["psd_repaired"] = diagnostics["psd_repaired"].astype(bool)
     diagnostics["fallback_used"] = diagnostics["fallback_used"].astype(bool)

@@ -14,7 +14,7 @@ import pytest
 from quant_meta_assets.meta.costs import cost_views
 from quant_meta_assets.meta.drift import cash_after_stop, stopped_mask
 from quant_meta_assets.meta.flatten import flatten_weights, meta_portfolio_returns
-from quant_meta_assets.meta.optimize import optimize_meta_weights
+from quant_meta_assets.meta.optimize import InfeasibleConstraintsError, optimize_meta_weights
 from quant_meta_assets.meta.returns import aggregate_returns
 from quant_meta_assets.report import build_report
 
@@ -169,3 +169,32 @@ def test_a_late_sleeve_never_moves_the_meta_start_on_the_bundled_data():
     assert (held.loc[held.index <= w.index[w.index >= full_window][0], "momentum_long"] == 0.0).all()
     notes = opt.diagnostics.loc[w.index < full_window, "notes"].dropna()
     assert notes.str.contains("momentum_long").any()
+
+
+def test_the_book_starts_when_its_live_sleeves_can_be_allocated():
+    """With max_weight 0.6 one sleeve cannot hold the whole book: the rebalances where only one
+    sleeve has a whole window are not emitted (before, an InfeasibleConstraintsError stopped the
+    run), and the first emitted rebalance says why the book starts there."""
+    rng = np.random.default_rng(5)
+    dates = pd.bdate_range("2020-01-01", periods=300, name="date")
+    returns = pd.DataFrame(rng.normal(4e-4, 0.01, (300, 2)), index=dates, columns=["a", "b"])
+    returns.iloc[:60, 1] = np.nan  # b goes live on row 60: its first whole 50-row window ends on row 109
+    opt = optimize_meta_weights(returns, "inverse_vol", lookback=50, rebalance_every=20, max_weight=0.6)
+    assert opt.weights.index[0] == dates[109]  # rows 49, 69, 89 have only 'a' active
+    assert (opt.weights.max(axis=1) <= 0.6 + 1e-9).all() and np.allclose(opt.weights.sum(axis=1), 1.0)
+    note = opt.diagnostics["notes"].iloc[0]
+    assert "the book starts here: 3 earlier rebalance(s) could not be allocated (the first: 2020-03-10: " in note
+    assert "sum of max_weight over 1 sleeves is 0.6 < 1" in note
+    assert (opt.diagnostics["lookback"] == 50).all()
+    with pytest.raises(InfeasibleConstraintsError, match="no rebalance can be allocated"):  # b never has a window
+        optimize_meta_weights(returns.iloc[:100], "inverse_vol", lookback=50, rebalance_every=20, max_weight=0.6)
+
+
+def test_after_the_start_a_set_that_cannot_meet_the_bounds_is_still_an_error():
+    rng = np.random.default_rng(6)
+    dates = pd.bdate_range("2020-01-01", periods=300, name="date")
+    returns = pd.DataFrame(rng.normal(4e-4, 0.01, (300, 3)), index=dates, columns=["a", "b", "c"])
+    returns.iloc[200:, 2] = np.nan  # c stops: a and b alone cannot fill the book at max_weight 0.4
+    with pytest.raises(InfeasibleConstraintsError, match=r"rebalance 2020-\d\d-\d\d.*with inactive sleeves pinned "
+                       r"to 0 \(inactive \(NaN in window\): c\): sum of max_weight over 2 sleeves is 0.8 < 1"):
+        optimize_meta_weights(returns, "inverse_vol", lookback=50, rebalance_every=20, max_weight=0.4)

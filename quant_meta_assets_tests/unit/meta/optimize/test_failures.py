@@ -174,7 +174,7 @@ def test_nan_window_sleeve_inactive_then_live(R):
 def test_nan_window_makes_min_weights_infeasible(R):
     R = R.copy()
     R.iloc[:70, 2] = np.nan
-    with pytest.raises(InfeasibleConstraintsError, match=r"rebalance .*inactive \(NaN in window\): s2.*sum of max_weight over 3 sleeves is 0\.9 < 1"):
+    with pytest.raises(InfeasibleConstraintsError, match=r"no rebalance can be allocated.*sum of max_weight over 3 sleeves is 0\.9 < 1.*inactive \(NaN in window\): s2"):
         optimize_meta_weights(R, "min_variance", lookback=60, max_weight=0.3)
 
 
