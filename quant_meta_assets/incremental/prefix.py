@@ -26,7 +26,7 @@ def _index_hash(index: pd.DatetimeIndex) -> str:
 
 
 def _column_hashes(frame: pd.DataFrame) -> dict[str, str]:
-    values = np.asfortranarray(frame.to_numpy(dtype="float64", na_value=np.nan))
+    values = np.array(frame.to_numpy(dtype="float64", na_value=np.nan), order="F", copy=True)
     values[np.isnan(values)] = np.nan  # one NaN bit pattern, whatever produced it
     return {str(t): hashlib.sha256(values[:, j].tobytes()).hexdigest()[:16] for j, t in enumerate(frame.columns)}
 

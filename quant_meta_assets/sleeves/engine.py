@@ -314,6 +314,8 @@ def simulate(target_weights: pd.DataFrame, asset_returns: pd.DataFrame, cost_bps
         rows = np.arange(n_days)[:, None]
         gone_open = rows > last  # closed into cash at the close of `last` (its last price)
         gone_close = (rows >= last) & (last < n_days - 1)
+        if carry is not None:  # no price after the carried close: it delisted at (or before) it
+            first = np.where(first >= n_days, -1, first)
         early = np.asarray(targets.to_numpy() != 0.0) & (starts[:, None] < first[None, :])
         if early.any():
             k, j = (int(v) for v in np.argwhere(early)[0])
