@@ -65,6 +65,10 @@ def test_an_append_updates_the_sleeves_and_equals_a_full_run(tmp_path, monkeypat
     assert set(_modes(instance, first.run_id).values()) == {"full recompute: no previous result"}
 
     _write(bundled, price_file)  # 63 more days (weekly and monthly rebalances inside)
+    # staleness: an append is stale (a run must compute the new days) as an update, not as changed prices
+    reasons = {s.sleeve: s.reason for s in sleeve_statuses(instance, profiles)}
+    end = bundled.index[ROWS - 1].date().isoformat()
+    assert f"prices appended (+{ADDED} days after {end}): an incremental update" in reasons["ew"], reasons["ew"]
     second = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
     assert second.success, [e.message for e in second.all_events if e.is_failure]
     modes = _modes(instance, second.run_id)
@@ -94,7 +98,9 @@ def test_an_append_updates_the_sleeves_and_equals_a_full_run(tmp_path, monkeypat
     revised = bundled.copy()
     revised.iloc[200, 3] *= 1.01
     _write(revised, price_file)
+    reasons = {s.sleeve: s.reason for s in sleeve_statuses(instance, profiles)}
+    day, ticker = revised.index[200].date().isoformat(), revised.columns[3]
+    assert f"prices changed (prices revised on {day} for {ticker};" in reasons["mom"], reasons["mom"]
     third = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
     assert third.success
-    day, ticker = revised.index[200].date().isoformat(), revised.columns[3]
     assert _modes(instance, third.run_id)["ew"] == f"full recompute: prices revised on {day} for {ticker}"

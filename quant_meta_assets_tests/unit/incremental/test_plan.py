@@ -142,3 +142,21 @@ def test_a_warmup_too_short_is_caught_by_the_window_run(prices, monkeypatch):
     plan = plan_sleeve(profile, prices, record)
     with pytest.raises(NotExactError, match="warm-up too short"):
         run_sleeve_update(profile, prices.iloc[plan.window_start:], record["resume_state"], 0.0, CostModel())
+
+
+def test_staleness_names_an_append_as_an_update_and_a_revision_by_ticker(prices):
+    from quant_meta_assets.sleeves.status import STALE, StoredSleeve, assess_sleeves
+
+    old = prices.iloc[:300]
+    record = StoredSleeve(status="success", config_hash="c", code_hash="k", prices_hash="old", end="2021-02-23")
+    append = compare_prefix(prices_digest(old), prices)
+    [status] = assess_sleeves({"s": ("c", "k")}, "new", {"s": record}, {"old": append})
+    assert status.state == STALE
+    assert status.reason.startswith("stale: prices appended (+100 days after 2021-02-23): an incremental update")
+    revised = prices.copy()
+    revised.iloc[10, 2] += 1.0
+    change = compare_prefix(prices_digest(old), revised, previous_prices=old)
+    [status] = assess_sleeves({"s": ("c", "k")}, "new", {"s": record}, {"old": change})
+    assert f"prices changed (prices revised on {prices.index[10].date()} for CCC;" in status.reason
+    [status] = assess_sleeves({"s": ("c", "k")}, "new", {"s": record})  # not known: as before
+    assert status.reason == "stale: prices changed (prices hash old -> new)"
