@@ -252,7 +252,7 @@ def _plan_sleeves(context, io_manager, profiles: dict, keys: list[str], prices: 
                     plan = plan_sleeve(profile, prices, meta, from_run=stored.run_id, hashes=hashes,
                                        previous_prices=old.iloc[:rows])
         except Exception as exc:  # an unreadable previous bundle: the full run is always right
-            plan = SleevePlan(key, "full", f"previous bundle unreadable: {type(exc).__name__}: {exc}",
+            plan = SleevePlan(key, "full", f"no update planned: {type(exc).__name__}: {exc}",
                               from_run=stored.run_id)
         plans[key] = plan
     return plans
