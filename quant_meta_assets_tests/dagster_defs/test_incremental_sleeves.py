@@ -34,6 +34,9 @@ sleeves:
     rebalance: weekly
   - name: plug
     strategy: quant_meta_assets_tests.strategies_for_tests:good
+  - name: short
+    strategy: quant_meta_assets_tests.strategies_for_tests:short_warmup_trend
+    rebalance: weekly
 """
 ROWS, ADDED = 400, 63
 
@@ -75,6 +78,8 @@ def test_an_append_updates_the_sleeves_and_equals_a_full_run(tmp_path, monkeypat
     for name in ("ew", "mom", "minvar"):
         assert modes[name] == f"update (+{ADDED} days from run {first.run_id})"
     assert modes["plug"].startswith("full recompute: strategy") and "declares no warm-up" in modes["plug"]
+    # a warm-up declared too short: the worker cannot reproduce the state, the step recomputes it in full
+    assert modes["short"].startswith("full recompute: update not exact: NotExactError"), modes["short"]
 
     # the gate's answer: every sleeve good and current on the new prices
     assert all(s.ok for s in sleeve_statuses(instance, profiles)), [s.reason for s in sleeve_statuses(instance, profiles)]
