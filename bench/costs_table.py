@@ -62,6 +62,7 @@ def main() -> None:
               f"| {t['book_cost_bps_per_year']:.1f} | {t['unnetted_cost_bps_per_year']:.1f} "
               f"| {t['standalone_cost_bps_per_year']:.1f} "
               f"| {t['savings_bps_per_year']:.1f} | {t['crossed_fraction']:.1%} |")
+    print(f"\nlive {d.index[0].date()} to {d.index[-1].date()} ({len(d):,} days)")
 
 
 if __name__ == "__main__":

@@ -309,6 +309,7 @@ class BookCosts:
         held, today = w[:-1], w[1:]  # yesterday's start-of-day weights, today's
         # the sleeve's own trade: today's weights minus yesterday's drifted through yesterday
         pre = _one_day_drift(held, R[:-1], self.rf[:-1])
+        pre[self.no_return[1:, cols]] = 0.0  # a position whose ticker delisted at yesterday's close is cash
         asset_trade = today - pre
         trade = np.abs(asset_trade).sum(axis=1)
         # the sleeve's own account: one trading rate on every asset (its registry cost_bps) plus the
@@ -369,6 +370,7 @@ class BookCosts:
         a = self.book
         drifted = np.zeros_like(a)
         drifted[1:] = _one_day_drift(a[:-1], R[:-1], rf[:-1])  # first live day: built from cash
+        drifted[self.no_return[1:]] = 0.0  # delisted at yesterday's close: cash, not a trade (as the engine)
         net_trade = a - drifted
         book_volume = np.abs(net_trade).sum(axis=1)
         book_gross = (a * R).sum(axis=1) + (1.0 - a.sum(axis=1)) * rf

@@ -371,6 +371,7 @@ def build_report(
         figures=figures, summary=summary, previous=previous, live=live, sleeves=sleeves,
         tolerance=tolerance, risk_free_rate=risk_free_rate, costs=costs, decision=decision,
         turnover_by_year=turnover_by_year, bench=bench, universe=_survivorship(asset_returns, live)[0],
+        spans=_sleeve_spans(sleeve_returns, live),
     )
     summary_text = json.dumps(summary, indent=2, allow_nan=False)
 
@@ -505,7 +506,28 @@ def _survivorship(asset_returns: pd.DataFrame, live: pd.DatetimeIndex) -> tuple[
     return text, text
 
 
-def _caveats(risk_free_rate: float, bench: Benchmark | None, universe: str) -> str:
+def _sleeve_spans(sleeve_returns: pd.DataFrame, live: pd.DatetimeIndex) -> str:
+    """When sleeves start late or stop early: how many are live at the start and when all are."""
+    r = sleeve_returns.reindex(live)
+    starts = r.apply(lambda c: c.first_valid_index())
+    ends = r.apply(lambda c: c.last_valid_index())
+    n = r.shape[1]
+    parts = []
+    late = starts[starts > live[0]]
+    if len(late):
+        at_start = n - len(late)
+        parts.append(f"the book starts on {live[0].date()} with {at_start} of its {n} sleeves live (it can hold only "
+                     f"those); all {n} are live from {starts.max().date()}, and a sleeve enters the optimizer only "
+                     "once a whole lookback window of it is live")
+    stopped = ends[ends < live[-1]]
+    if len(stopped):
+        parts.append(f"{len(stopped)} sleeve(s) stopped before the end ("
+                     + ", ".join(f"{name} on {day.date()}" for name, day in stopped.sort_values().items())
+                     + "): their capital went to cash until the next rebalance")
+    return "; ".join(parts)
+
+
+def _caveats(risk_free_rate: float, bench: Benchmark | None, universe: str, spans: str = "") -> str:
     if bench is None:
         bench_text = ("No benchmark was given: beta, alpha, tracking error and information ratio are empty "
                       f"(set ${BENCHMARK_ENV}).")
@@ -519,6 +541,7 @@ def _caveats(risk_free_rate: float, bench: Benchmark | None, universe: str) -> s
                       f"can be given (${BENCHMARK_ENV}, docs/report.md).")
     items = [
         "<b>Survivorship.</b> " + _html.escape(universe),
+        *(["<b>Sleeves come and go.</b> " + _html.escape(spans[0].upper() + spans[1:]) + "."] if spans else []),
         "<b>Benchmark.</b> " + bench_text,
         f"<b>Risk-free rate.</b> rf = {risk_free_rate:.2%} a year, converted to a daily rate geometrically, "
         "(1 + rf)^(1/252) - 1; one rf for Sharpe, Sortino, alpha, the optimizer and the sleeves' idle cash.",
@@ -530,7 +553,7 @@ def _caveats(risk_free_rate: float, bench: Benchmark | None, universe: str) -> s
 
 
 def _decision_html(*, metrics, decision, figures_html, changes, previous, risk_free_rate, live, bench,
-                   universe) -> str:
+                   universe, spans) -> str:
     books = decision["books"]
     meta = metrics.loc["meta"]
     short = LABEL_SHORT | ({"benchmark": bench.name} if bench is not None else {})
@@ -597,7 +620,7 @@ def _decision_html(*, metrics, decision, figures_html, changes, previous, risk_f
                f"{live[0].date()} – {live[-1].date()} ({len(live):,} trading days), against the equal-weight "
                "meta (1/N of the sleeves, same rebalance dates)"
                + (f" and {bench.label}." if bench is not None else "; no benchmark was given."))
-        + _caveats(risk_free_rate, bench, universe)
+        + _caveats(risk_free_rate, bench, universe, spans)
         + f'<div class="cards">{cards}</div>'
         + "<h3>Meta vs benchmarks</h3>"
         + H.table(compare, compare_fmt, row_class=lambda k, r: "meta" if k == "meta" else "", scroll=False,
@@ -624,7 +647,7 @@ LABEL_SHORT = {"equal_weight_meta": "EW meta", "meta_standalone": "stand-alone"}
 
 def _render(*, title, metrics, reconciliations, attribution, risk, diagnostics, lineage, changes,
             conventions, figures, summary, previous, live, sleeves, tolerance, risk_free_rate, costs,
-            decision, turnover_by_year, bench, universe) -> str:
+            decision, turnover_by_year, bench, universe, spans) -> str:
     reconciled = bool(reconciliations["passed"].all())
     max_diff = summary["max_reconciliation_diff"]
     n_passed = int(reconciliations["passed"].sum())
@@ -645,7 +668,7 @@ def _render(*, title, metrics, reconciliations, attribution, risk, diagnostics, 
 
     decision_sec = _decision_html(metrics=metrics, decision=decision, figures_html=fig, changes=changes,
                                    previous=previous, risk_free_rate=risk_free_rate, live=live, bench=bench,
-                                   universe=universe)
+                                   universe=universe, spans=spans)
 
     order = ["meta", "meta_standalone", "equal_weight_meta", "benchmark", *sleeves]
     risk_view, risk_fmt = _labelled(_metric_view(metrics, order, RISK_COLUMNS), _METRIC_FORMATS)

@@ -27,7 +27,8 @@ Point in time (``prices.py``): an asset return is NaN before a ticker's second p
 last one. A target may only hold tickers tradable on its date (price present), else
 ``StrategyOutputError`` names the sleeve, the ticker and the date; a target the engine carries
 forward from the strategy's last row to a later rebalance date keeps only the tickers still
-tradable then (a ticker that delisted in between stays in cash, as its delisting left it). A NaN
+tradable then (a ticker that delisted in between stays in cash, as its delisting left it), and a
+target decided on a ticker's last price day (nothing left to earn there) holds cash instead. A NaN
 return of a ticker the sleeve does not hold contributes nothing. A position held when its ticker
 delists is closed at the last price into cash, which earns ``rf_d`` from the next day (the asset's
 return after its last price is ``rf_d`` and its value is reported as cash, all in the same closed
@@ -325,6 +326,9 @@ def simulate(target_weights: pd.DataFrame, asset_returns: pd.DataFrame, cost_bps
                 f"simulate: target dated {targets.index[k].date()} holds {rets.columns[j]!r} before its "
                 "first return (not listed yet)"
             )
+        # a target decided on a ticker's last price earns nothing there: it is cash, never bought (the
+        # position held into that close is cashed out by the delisting, not traded)
+        targets = targets.mask(starts[:, None] > last[None, :], 0.0)
     weights_out = np.zeros((n_days, n_assets))
     delistings: tuple[dict, ...] = ()
     gross = np.full(n_days, np.nan)
@@ -445,7 +449,7 @@ def run_sleeve(profile: SleeveProfile, prices: pd.DataFrame, risk_free_rate: flo
     raw = fn(sub, **profile.params)
     weights = validate_target_weights(raw, sub, universe, profile.name)
     lookahead = None
-    if is_plugin(profile.strategy):  # the built-ins are proven prefix-invariant by the tests
+    if is_plugin(profile.strategy) and profile.check_lookahead:  # built-ins: proven by the tests
         lookahead = check_prefix_invariance(
             fn, sub, profile.params, weights, strategy=profile.strategy, sleeve=profile.name,
             validate=lambda out, window: validate_target_weights(out, window, universe, profile.name),

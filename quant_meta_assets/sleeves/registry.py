@@ -2,7 +2,7 @@
 
 Registry file (``yaml.safe_load`` only)::
 
-    defaults:            # optional: timeout_s, max_retries, cost_bps, rebalance
+    defaults:            # optional: timeout_s, max_retries, cost_bps, rebalance, max_gross, check_lookahead
       timeout_s: 300
       max_retries: 1
     sleeves:             # required, non-empty, order preserved
@@ -14,6 +14,8 @@ Registry file (``yaml.safe_load`` only)::
         rebalance: monthly               # daily | weekly | monthly | quarterly
         cost_bps: 5                      # optional: the sleeve's one-way rate on every asset;
                                          # omitted = each asset's half-spread (costs/cost_model.py)
+        check_lookahead: true            # plug-ins: run the look-ahead check (sleeves/lookahead.py;
+                                         # one more call of the strategy); false turns it off
 
 Source: the ``path`` argument, else ``$QUANT_META_SLEEVES``, else the bundled
 ``quant_meta_assets/data/sleeves.yaml``.
@@ -51,9 +53,10 @@ SLEEVE_NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 SLEEVE_NAME_RULE = "1-64 characters from A-Z, a-z, 0-9, '_' and '-'"
 
 _SLEEVE_KEYS = frozenset(
-    {"name", "strategy", "universe", "params", "rebalance", "cost_bps", "max_gross", "timeout_s", "max_retries"}
+    {"name", "strategy", "universe", "params", "rebalance", "cost_bps", "max_gross", "timeout_s", "max_retries",
+     "check_lookahead"}
 )
-_DEFAULT_KEYS = frozenset({"rebalance", "cost_bps", "max_gross", "timeout_s", "max_retries"})
+_DEFAULT_KEYS = frozenset({"rebalance", "cost_bps", "max_gross", "timeout_s", "max_retries", "check_lookahead"})
 _TOP_KEYS = frozenset({"defaults", "sleeves"})
 
 __all__ = [
@@ -123,6 +126,7 @@ class SleeveProfile:
     max_gross: float = DEFAULT_MAX_GROSS
     timeout_s: float = DEFAULT_TIMEOUT_S
     max_retries: int = DEFAULT_MAX_RETRIES
+    check_lookahead: bool = True  # plug-ins only: the prefix-invariance check after each run
 
     def __post_init__(self) -> None:
         validate_sleeve_name(self.name)
@@ -161,6 +165,8 @@ class SleeveProfile:
             raise RegistryError(f"{where}: 'timeout_s' must be a finite number > 0, got {self.timeout_s!r}")
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
             raise RegistryError(f"{where}: 'max_retries' must be an integer >= 0, got {self.max_retries!r}")
+        if not isinstance(self.check_lookahead, bool):
+            raise RegistryError(f"{where}: 'check_lookahead' must be true or false, got {self.check_lookahead!r}")
         if self.cost_bps is not None:
             object.__setattr__(self, "cost_bps", float(self.cost_bps))
         object.__setattr__(self, "max_gross", float(self.max_gross))
@@ -453,6 +459,7 @@ def load_registry(path: str | os.PathLike[str] | None = None) -> list[SleeveProf
                 max_gross=merged.get("max_gross", DEFAULT_MAX_GROSS),
                 timeout_s=merged.get("timeout_s", DEFAULT_TIMEOUT_S),
                 max_retries=merged.get("max_retries", DEFAULT_MAX_RETRIES),
+                check_lookahead=merged.get("check_lookahead", True),
             )
             try:
                 fn = resolve_strategy(profile.strategy)

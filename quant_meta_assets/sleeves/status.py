@@ -72,7 +72,7 @@ def config_hash(profile, risk_free_rate: float | None = None, holding_costs: Map
     risk-free rate its cash earns (``None`` = the project's, which the sleeves step uses), the
     holding costs it pays (``None`` = the project's, ``costs.load_cost_model``) and, for a sleeve
     without ``cost_bps``, the cost file's half-spreads."""
-    fields = {k: v for k, v in dataclasses.asdict(profile).items() if k not in ("timeout_s", "max_retries")}
+    fields = {k: v for k, v in dataclasses.asdict(profile).items() if k not in ("timeout_s", "max_retries", "check_lookahead")}
     fields["risk_free_rate"] = rates.resolve(risk_free_rate)
     project_holding, spreads = _project_costs()
     holding = project_holding if holding_costs is None else (dict(holding_costs) or None)

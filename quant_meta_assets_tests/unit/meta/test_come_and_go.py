@@ -127,6 +127,8 @@ def test_stopped_sleeve_costs_and_report_reconcile(tmp_path):
     assert report["reconciled"]
     meta = report["portfolio_returns"]["meta"]
     assert meta.notna().all() and meta.index[-1] == dates[-1]
+    html = open(report["html"], encoding="utf-8").read()
+    assert f"1 sleeve(s) stopped before the end (c on {dates[299].date()})" in html[:html.index('class="cards"')]
 
 
 @pytest.mark.timeout(300)

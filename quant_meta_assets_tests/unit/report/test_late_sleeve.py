@@ -29,6 +29,10 @@ def test_report_on_a_late_sleeve_reconciles_and_buys_no_dead_sleeve(tmp_path):
         asset_returns=assets, benchmark=None, lineage=None, previous=None, output_dir=tmp_path,
     )
     assert report["reconciled"]
+    html = open(report["html"], encoding="utf-8").read()
+    top = html[html.index("<main>"):html.index('class="cards"')]  # said before any number
+    assert (f"Sleeves come and go.</b> The book starts on {report['meta_returns'].index[0].date()} with 2 of its 3 "
+            f"sleeves live") in top and f"all 3 are live from {dates[250].date()}" in top
     meta = report["portfolio_returns"]["meta"]
     assert meta.notna().all() and (meta != 0.0).all()
     ew = report["portfolio_returns"]["equal_weight_meta"]

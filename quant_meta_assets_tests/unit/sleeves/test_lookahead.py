@@ -115,3 +115,21 @@ def test_run_sleeve_checks_plugins_and_names_a_suspect():
     assert honest["lookahead"]["suspect"] is False and honest["lookahead"]["compared_dates"] > 0
     builtin = run_sleeve(SleeveProfile(name="ew", strategy="equal_weight"), prices)
     assert builtin["lookahead"] is None  # built-ins are checked by the tests above, not at run time
+
+
+def test_the_check_can_be_turned_off_per_sleeve_and_is_not_part_of_its_identity(tmp_path):
+    from quant_meta_assets.sleeves.engine import run_sleeve
+    from quant_meta_assets.sleeves.registry import SleeveProfile, load_registry
+    from quant_meta_assets.sleeves.status import config_hash
+    from quant_meta_assets_tests.strategies_for_tests import make_prices, spec
+
+    off = SleeveProfile(name="peeker", strategy=spec("peeks_at_tomorrow"), check_lookahead=False)
+    assert run_sleeve(off, make_prices())["lookahead"] is None
+    on = SleeveProfile(name="peeker", strategy=spec("peeks_at_tomorrow"))
+    assert config_hash(on) == config_hash(off)  # turning the check on or off recomputes nothing
+    path = tmp_path / "sleeves.yaml"
+    path.write_text(f"defaults: {{check_lookahead: false}}\nsleeves:\n  - name: p\n    strategy: {spec('good')}\n")
+    assert load_registry(path)[0].check_lookahead is False
+    path.write_text(f"sleeves:\n  - name: p\n    strategy: {spec('good')}\n    check_lookahead: 'no'\n")
+    with pytest.raises(Exception, match=r"'check_lookahead' must be true or false, got 'no'"):
+        load_registry(path)

@@ -147,6 +147,23 @@ def test_delisting_ledger_by_hand():
     assert sim.delistings == ({"ticker": "B", "last_price_date": "2024-01-03", "weight": pytest.approx(0.45)},)
 
 
+def test_a_target_on_the_last_price_day_is_cash_and_costs_nothing():
+    """B's last price is d2, and the d2 rebalance still names it (it is tradable that day): the target
+    has nothing left to earn there, so it is cash, never bought. Before, the engine charged buying
+    0.5 of B at 10 bps and then cashed the position out at the same close."""
+    days = pd.bdate_range("2024-01-01", periods=5, name="date")
+    prices = validate_prices(pd.DataFrame({"A": [100.0, 110.0, 121.0, 121.0, 133.1],
+                                           "B": [100.0, 90.0, 99.0, np.nan, np.nan]}, index=days))
+    targets = pd.DataFrame({"A": [0.5, 0.5], "B": [0.5, 0.5]}, index=[days[0], days[2]])
+    sim = simulate(targets, asset_returns(prices), cost_bps=10.0)
+    # d2's close: A drifted to 0.605 / 1.1 = 0.55 -> target 0.5 sells 0.05; B (0.45) is cashed out,
+    # and its 0.5 target is cash: the whole trade is 0.05 of A
+    assert sim.turnover[days[2]] == pytest.approx(0.05, abs=1e-15)
+    assert sim.costs[days[3]] == pytest.approx(0.05 * 0.001, abs=1e-18)
+    assert sim.weights.loc[days[3]].tolist() == pytest.approx([0.5, 0.0], abs=1e-15)  # half cash
+    assert sim.returns[days[3]] == pytest.approx(0.0 - 0.05 * 0.001, abs=1e-15)  # A flat, cash at rf 0
+
+
 def test_an_unheld_ticker_listing_late_does_not_poison_the_sleeve():
     days = pd.bdate_range("2024-01-01", periods=4, name="date")
     prices = validate_prices(pd.DataFrame({"A": [100.0, 101.0, 102.0, 103.0], "C": [np.nan, np.nan, 50.0, 51.0]},
