@@ -152,9 +152,7 @@ def sleeves(
     as_of = str(prices.index[-1].date())
     provenance = price_provenance_tags(context.instance) if record_now else {}
     plans = _plan_sleeves(context, io_manager, profiles, keys, prices)
-    n_updates = sum(p.update for p in plans.values())
-    context.log.info(f"{n_updates} sleeve update(s), {len(keys) - n_updates} full recompute(s)"
-                     + "".join(f"\n- {k}: {plans[k].describe}" for k in keys))
+    context.log.info(_plan_summary(plans))
     with cancel_on_interrupt(context):  # Ctrl-C cancels the run (and the engine stops its Ray)
         engine = RayComputeEngine()
         connect_ray(ray_cluster, context, engine)
@@ -195,7 +193,10 @@ def sleeves(
             discard_bundle(item)
         raise dg.RetryRequested(max_retries=TRANSIENT_RETRIES, seconds_to_wait=wait)
     if record_now:  # every bundle is stored and recorded: the step's own output carries nothing
-        yield dg.Output(PerPartition({}), metadata={"sleeves": ", ".join(keys), "n_sleeves": len(keys)})
+        updated = [k for k in keys if metadata[k]["mode"].startswith("update")]
+        yield dg.Output(PerPartition({}), metadata={"sleeves": ", ".join(keys), "n_sleeves": len(keys),
+                                                    "n_updates": len(updated),
+                                                    "full_recomputes": ", ".join(k for k in keys if k not in updated)})
         return
     for key in keys:
         context.add_asset_metadata(metadata[key], partition_key=key)
@@ -256,6 +257,19 @@ def _plan_sleeves(context, io_manager, profiles: dict, keys: list[str], prices: 
                               from_run=stored.run_id)
         plans[key] = plan
     return plans
+
+
+def _plan_summary(plans: dict) -> str:
+    """One line per mode (updates by their source run; full recomputes by why), naming the sleeves."""
+    groups: dict[str, list[str]] = {}
+    for name, plan in plans.items():
+        groups.setdefault(plan.describe if not plan.update else f"update from run {plan.from_run}", []).append(name)
+    n_updates = sum(p.update for p in plans.values())
+    lines = [f"{n_updates} sleeve update(s), {len(plans) - n_updates} full recompute(s)"]
+    for what, names in groups.items():
+        shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+        lines.append(f"- {what}: {len(names)} sleeve(s): {shown}")
+    return "\n".join(lines)
 
 
 def _stored_prices(io_manager, run_id: str):

@@ -81,6 +81,11 @@ def test_an_append_updates_the_sleeves_and_equals_a_full_run(tmp_path, monkeypat
     # a warm-up declared too short: the worker cannot reproduce the state, the step recomputes it in full
     assert modes["short"].startswith("full recompute: update not exact: NotExactError"), modes["short"]
 
+    summary = [e.user_message for e in instance.all_logs(second.run_id) if "sleeve update(s)" in (e.user_message or "")]
+    # the plan (before the workers ran): `short` is planned as an update, then found not exact
+    assert summary and summary[0].startswith("4 sleeve update(s), 1 full recompute(s)"), summary
+    assert f"- update from run {first.run_id}: 4 sleeve(s): ew, mom, minvar, short" in summary[0]
+
     # the gate's answer: every sleeve good and current on the new prices
     assert all(s.ok for s in sleeve_statuses(instance, profiles)), [s.reason for s in sleeve_statuses(instance, profiles)]
     stored = latest_stored_sleeves(instance, names)
