@@ -151,7 +151,7 @@ def sleeves(
     prices_hash = snapshot.get("prices_hash") or frame_hash(prices)
     as_of = str(prices.index[-1].date())
     provenance = price_provenance_tags(context.instance) if record_now else {}
-    plans = _plan_sleeves(context, io_manager, profiles, keys, prices)
+    plans, previous = _plan_sleeves(context, io_manager, profiles, keys, prices)
     context.log.info(_plan_summary(plans))
     with cancel_on_interrupt(context):  # Ctrl-C cancels the run (and the engine stops its Ray)
         engine = RayComputeEngine()
@@ -162,7 +162,7 @@ def sleeves(
         try:
             # each sleeve's bundle is staged as soon as its task finishes, then its frames are dropped;
             # the stream is closed (its tasks cancelled) even when the step stops at a yield
-            with engine, closing(_stream_planned(engine, context, io_manager, profiles, keys, plans, prices)) as outcomes:
+            with engine, closing(_stream_planned(engine, context, profiles, keys, plans, previous, prices)) as outcomes:
                 for outcome, mode in outcomes:
                     # what lineage needs: the bundle's run (it is run-scoped) and its prices
                     name = outcome.name
@@ -212,9 +212,10 @@ def sleeves(
         yield from _content_materializations(context.instance, keys, metadata, versions)
 
 
-def _plan_sleeves(context, io_manager, profiles: dict, keys: list[str], prices: pd.DataFrame) -> dict:
+def _plan_sleeves(context, io_manager, profiles: dict, keys: list[str], prices: pd.DataFrame) -> tuple[dict, dict]:
     """Per sleeve: an update from its latest stored bundle, or a full recompute and why
-    (incremental.resume.plan_sleeve). The previous bundle is read from storage; nothing is written."""
+    (incremental.resume.plan_sleeve); and the previous bundle of each update (read from storage,
+    lazily for its frames; nothing is written)."""
     from quant_meta_assets.dagster_defs.instance_queries import latest_stored_sleeves
     from quant_meta_assets.incremental.prefix import PanelHashes
     from quant_meta_assets.incremental.resume import SleevePlan, plan_sleeve
@@ -223,7 +224,7 @@ def _plan_sleeves(context, io_manager, profiles: dict, keys: list[str], prices: 
     latest = latest_stored_sleeves(context.instance, keys)
     hashes = PanelHashes(prices)
     previous_prices: dict = {}
-    plans = {}
+    plans, bundles = {}, {}
     for key in keys:
         profile, stored = profiles[key], latest.get(key)
         if stored is None or not stored.run_id:
@@ -240,8 +241,8 @@ def _plan_sleeves(context, io_manager, profiles: dict, keys: list[str], prices: 
                                     from_run=stored.run_id)
             continue
         try:
-            meta = StoredBundle(directory).meta if not changed and stored.status == "success" else \
-                {"status": stored.status}
+            bundle = StoredBundle(directory) if not changed and stored.status == "success" else None
+            meta = bundle.meta if bundle is not None else {"status": stored.status}
             plan = plan_sleeve(profile, prices, meta, changed="; ".join(changed) or None, from_run=stored.run_id,
                                hashes=hashes)
             if "prices revised for" in plan.reason:  # name the date from the previous run's snapshot
@@ -256,7 +257,9 @@ def _plan_sleeves(context, io_manager, profiles: dict, keys: list[str], prices: 
             plan = SleevePlan(key, "full", f"no update planned: {type(exc).__name__}: {exc}",
                               from_run=stored.run_id)
         plans[key] = plan
-    return plans
+        if plan.update:
+            bundles[key] = bundle
+    return plans, bundles
 
 
 def _plan_summary(plans: dict) -> str:
@@ -284,28 +287,28 @@ def _stored_prices(io_manager, run_id: str):
         return None
 
 
-def _stream_planned(engine, context, io_manager, profiles: dict, keys: list[str], plans: dict, prices: pd.DataFrame):
+def _stream_planned(engine, context, profiles: dict, keys: list[str], plans: dict, previous: dict,
+                    prices: pd.DataFrame):
     """``(outcome, mode)`` per sleeve as each finishes: updates (only their window and state go to
     the worker; the new days are appended to the previous bundle here) and full recomputes. An
-    update the worker could not prove exact is then recomputed in full, in the same run."""
+    update the worker could not prove exact is then recomputed in full, in the same run. The
+    whole panel is sent to the workers only when some sleeve is recomputed in full."""
     from quant_meta_assets.incremental.prefix import PanelHashes
     from quant_meta_assets.incremental.resume import UpdateJob
     from quant_meta_assets.ray.compute import NEEDS_FULL, finish_update
-    from quant_meta_assets.storage import StoredBundle
 
     hashes = PanelHashes(prices)
-    jobs, previous = [], {}
+    jobs = []
     for key in keys:
         plan = plans[key]
         if plan.update:
-            bundle = StoredBundle(io_manager._dir(plan.from_run, SLEEVES_KEY, key))
-            previous[key] = bundle
-            jobs.append(UpdateJob(profiles[key], prices.iloc[plan.window_start:], bundle.meta["resume_state"],
+            jobs.append(UpdateJob(profiles[key], prices.iloc[plan.window_start:], previous[key]["resume_state"],
                                   plan.from_run))
         else:
             jobs.append(profiles[key])
     fallback: dict[str, str] = {}
-    with closing(engine.stream_sleeves(jobs, prices)) as outcomes:
+    shared = prices if any(not plans[k].update for k in keys) else prices.iloc[:0]
+    with closing(engine.stream_sleeves(jobs, shared)) as outcomes:
         for outcome in outcomes:
             name = outcome.name
             if outcome.record.get("status") == NEEDS_FULL:
@@ -314,7 +317,7 @@ def _stream_planned(engine, context, io_manager, profiles: dict, keys: list[str]
                 fallback[name] = f"update not exact: {outcome.record.get('error')}"
                 continue
             if name in previous:
-                tickers = previous[name].meta["resume_state"]["tickers"]
+                tickers = previous[name]["resume_state"]["tickers"]
                 outcome = finish_update(outcome, previous[name], hashes.of(tickers))
             yield outcome, plans[name].describe
     if fallback:
