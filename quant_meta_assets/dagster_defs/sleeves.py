@@ -317,8 +317,14 @@ def _stream_planned(engine, context, profiles: dict, keys: list[str], plans: dic
                 fallback[name] = f"update not exact: {outcome.record.get('error')}"
                 continue
             if name in previous:
-                tickers = previous[name]["resume_state"]["tickers"]
-                outcome = finish_update(outcome, previous[name], hashes.of(tickers))
+                try:
+                    tickers = previous[name]["resume_state"]["tickers"]
+                    outcome = finish_update(outcome, previous[name], hashes.of(tickers))
+                except Exception as exc:  # e.g. the previous bundle was pruned meanwhile: the full run is right
+                    context.log.warning(f"sleeve {name}: update not appended ({type(exc).__name__}: {exc}): "
+                                        "recomputing it in full")
+                    fallback[name] = f"update not appended: {type(exc).__name__}: {exc}"
+                    continue
             yield outcome, plans[name].describe
     if fallback:
         with closing(engine.stream_sleeves([profiles[k] for k in fallback], prices)) as outcomes:

@@ -42,3 +42,28 @@ def test_updates_run_on_ray_from_their_window_alone(local_ray):
             np.testing.assert_allclose(done[key].to_numpy(dtype=float), full[key].to_numpy(dtype=float),
                                        atol=1e-10, rtol=0)
         assert done["data_hash"] and done["n_days"] == full["returns"].notna().sum()
+
+
+def test_a_previous_bundle_gone_before_the_append_is_recomputed_in_full(local_ray, tmp_path):
+    import shutil
+
+    import dagster as dg
+
+    from quant_meta_assets.dagster_defs.sleeves import _stream_planned
+    from quant_meta_assets.ray.compute import SleeveOutcome
+    from quant_meta_assets.sleeves.store import SleeveStore
+
+    prices = make_prices(n_days=300)
+    profile = SleeveProfile(name="ew", strategy="equal_weight", cost_bps=5)
+    old = run_sleeve(profile, prices.iloc[:280], None, load_cost_model())
+    store = SleeveStore(tmp_path / "sleeves")
+    [bundle] = store.save_stream([SleeveOutcome.from_record(old)], ["ew"])
+    plan = plan_sleeve(profile, prices, bundle.meta, from_run="r0")
+    assert plan.update
+    shutil.rmtree(store.path("ew"))  # pruned between the plan and the append
+    streamed = list(_stream_planned(RayComputeEngine(), dg.build_asset_context(), {"ew": profile}, ["ew"],
+                                    {"ew": plan}, {"ew": bundle}, prices))
+    [(outcome, mode)] = streamed
+    assert mode.startswith("full recompute: update not appended: StorageError"), mode
+    full = run_sleeve(profile, prices, None, load_cost_model())
+    assert outcome.ok and outcome.to_record()["returns"].equals(full["returns"])
