@@ -151,3 +151,15 @@ def peeks_at_tomorrow(prices: pd.DataFrame) -> pd.DataFrame:
     tomorrow = prices.pct_change(fill_method=None).shift(-1)
     ranks = tomorrow.rank(axis=1, ascending=False)
     return (ranks <= 2).astype(float) / 2.0
+
+
+def short_warmup_trend(prices: pd.DataFrame) -> pd.DataFrame:
+    """Equal weight on the tickers with a positive 20-day return, declaring a warm-up of 2 rows
+    (too short on purpose: an incremental update must catch it and recompute in full)."""
+    score = prices / prices.shift(20) - 1.0
+    score = score.iloc[20:]
+    held = (score > 0).astype(float)
+    return held.div(held.sum(axis=1).where(held.sum(axis=1) > 0), axis=0).fillna(0.0)
+
+
+short_warmup_trend.warmup = lambda: 2

@@ -87,7 +87,24 @@ def sleeve_statuses(
     if prices_hash is None:
         prices_hash = current_prices_hash(instance)
     registered = {p.name: identity(p) for p in profiles}
-    return assess_sleeves(registered, prices_hash, latest_stored_sleeves(instance, list(registered)))
+    stored = latest_stored_sleeves(instance, list(registered))
+    return assess_sleeves(registered, prices_hash, stored, _price_changes(stored, prices_hash))
+
+
+def _price_changes(stored, prices_hash: str) -> dict:
+    """How today's prices differ from each older prices hash the sleeves were computed on (an
+    append, a revision, ...), read from the runs' stored snapshots; only when some sleeve is on
+    older prices (then the price file is read once). Best effort: what cannot be read is left
+    out and the reason stays "prices changed"."""
+    older = {}
+    for record in stored.values():
+        if record.status == "success" and record.prices_hash and record.prices_hash != prices_hash and record.run_id:
+            older.setdefault(record.prices_hash, record.run_id)
+    if not older:
+        return {}
+    from quant_meta_assets.dagster_defs.prices import stored_price_changes
+
+    return stored_price_changes(older)
 
 
 def latest_materialization_storage_id(instance: dg.DagsterInstance, asset_key: dg.AssetKey) -> int | None:

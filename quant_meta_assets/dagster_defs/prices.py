@@ -140,3 +140,34 @@ def prices_source_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult
     if observed_version(context.instance) == source.content_hash:
         return dg.SkipReason(f"{source.label} unchanged ({source.content_hash[:12]})")
     return dg.SensorResult(asset_events=[_observation(source)], cursor=source.content_hash)
+
+
+def stored_price_changes(older: dict[str, str]) -> dict:
+    """``{old prices hash: AppendCheck}`` of today's price source against the `prices` snapshot each
+    run stored (``older``: old prices hash -> a run that read it); a snapshot that is gone (retention)
+    or that is not of that hash is left out."""
+    import logging
+
+    from quant_meta_assets import settings
+    from quant_meta_assets.bundle_values import join_value
+    from quant_meta_assets.incremental.prefix import compare_prefix, prices_digest
+    from quant_meta_assets.publishing.snapshot import run_scoped_dir
+    from quant_meta_assets.sleeves.status import frame_hash
+    from quant_meta_assets.storage import read_bundle
+
+    out: dict = {}
+    current = None
+    for old_hash, run_id in older.items():
+        try:
+            directory = run_scoped_dir(settings.storage_root(), run_id, PRICES_KEY.path)
+            if not directory.exists():
+                continue
+            previous = join_value(*read_bundle(directory))
+            if frame_hash(previous) != old_hash:
+                continue
+            if current is None:
+                current = load_price_snapshot()[0]
+            out[old_hash] = compare_prefix(prices_digest(previous), current, previous_prices=previous)
+        except Exception as exc:  # noqa: BLE001 - only the wording of a stale reason depends on it
+            logging.getLogger(__name__).debug("price change of %s not known: %s", old_hash, exc)
+    return out

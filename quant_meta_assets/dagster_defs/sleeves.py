@@ -75,6 +75,8 @@ def _sleeve_metadata(record: dict, profile, prices_hash: str) -> dict:
         "runtime_s": md.seconds(record.get("runtime_s") or 0.0),
         "start": record.get("start") or "",
         "end": record.get("end") or "",
+        # incremental (incremental/resume.py): "update (+N days from run X)" or "full recompute: <why>"
+        "mode": record.get("mode") or "",
     }
     if record["status"] == "success":  # summaries computed on the worker (compute.SleeveOutcome)
         metadata["n_days"] = dg.IntMetadataValue(int(record["n_days"]))
@@ -149,6 +151,8 @@ def sleeves(
     prices_hash = snapshot.get("prices_hash") or frame_hash(prices)
     as_of = str(prices.index[-1].date())
     provenance = price_provenance_tags(context.instance) if record_now else {}
+    plans, previous = _plan_sleeves(context, io_manager, profiles, keys, prices)
+    context.log.info(_plan_summary(plans))
     with cancel_on_interrupt(context):  # Ctrl-C cancels the run (and the engine stops its Ray)
         engine = RayComputeEngine()
         connect_ray(ray_cluster, context, engine)
@@ -158,11 +162,12 @@ def sleeves(
         try:
             # each sleeve's bundle is staged as soon as its task finishes, then its frames are dropped;
             # the stream is closed (its tasks cancelled) even when the step stops at a yield
-            with closing(engine.stream_sleeves([profiles[k] for k in keys], prices)) as outcomes:
-                for outcome in outcomes:
+            with engine, closing(_stream_planned(engine, context, profiles, keys, plans, previous, prices)) as outcomes:
+                for outcome, mode in outcomes:
                     # what lineage needs: the bundle's run (it is run-scoped) and its prices
                     name = outcome.name
-                    record = {**outcome.record, "run_id": context.run_id, "prices_hash": prices_hash, "as_of": as_of}
+                    record = {**outcome.record, "run_id": context.run_id, "prices_hash": prices_hash, "as_of": as_of,
+                              "mode": mode}
                     if not outcome.ok:
                         context.log.error(f"sleeve {name} failed: {record.get('error')}")
                     elif (record.get("lookahead") or {}).get("suspect"):
@@ -188,7 +193,10 @@ def sleeves(
             discard_bundle(item)
         raise dg.RetryRequested(max_retries=TRANSIENT_RETRIES, seconds_to_wait=wait)
     if record_now:  # every bundle is stored and recorded: the step's own output carries nothing
-        yield dg.Output(PerPartition({}), metadata={"sleeves": ", ".join(keys), "n_sleeves": len(keys)})
+        updated = [k for k in keys if metadata[k]["mode"].startswith("update")]
+        yield dg.Output(PerPartition({}), metadata={"sleeves": ", ".join(keys), "n_sleeves": len(keys),
+                                                    "n_updates": len(updated),
+                                                    "full_recomputes": ", ".join(k for k in keys if k not in updated)})
         return
     for key in keys:
         context.add_asset_metadata(metadata[key], partition_key=key)
@@ -202,6 +210,126 @@ def sleeves(
         # materialization, right after, carrying its content hash: the latest one, which the UI's
         # stale status, the lineage and the check read.
         yield from _content_materializations(context.instance, keys, metadata, versions)
+
+
+def _plan_sleeves(context, io_manager, profiles: dict, keys: list[str], prices: pd.DataFrame) -> tuple[dict, dict]:
+    """Per sleeve: an update from its latest stored bundle, or a full recompute and why
+    (incremental.resume.plan_sleeve); and the previous bundle of each update (read from storage,
+    lazily for its frames; nothing is written)."""
+    from quant_meta_assets.dagster_defs.instance_queries import latest_stored_sleeves
+    from quant_meta_assets.incremental.prefix import PanelHashes
+    from quant_meta_assets.incremental.resume import SleevePlan, plan_sleeve
+    from quant_meta_assets.storage import StoredBundle
+
+    latest = latest_stored_sleeves(context.instance, keys)
+    hashes = PanelHashes(prices)
+    previous_prices: dict = {}
+    plans, bundles = {}, {}
+    for key in keys:
+        profile, stored = profiles[key], latest.get(key)
+        if stored is None or not stored.run_id:
+            plans[key] = SleevePlan(key, "full", "no previous result")
+            continue
+        changed = []
+        if stored.config_hash != config_hash(profile):
+            changed.append("registry entry, risk-free rate or costs changed")
+        if stored.code_hash != code_hash(profile):
+            changed.append("strategy code changed")
+        directory = io_manager._dir(stored.run_id, SLEEVES_KEY, key)
+        if not changed and stored.status == "success" and not directory.exists():
+            plans[key] = SleevePlan(key, "full", f"the previous bundle of run {stored.run_id} is not stored",
+                                    from_run=stored.run_id)
+            continue
+        try:
+            bundle = StoredBundle(directory) if not changed and stored.status == "success" else None
+            meta = bundle.meta if bundle is not None else {"status": stored.status}
+            plan = plan_sleeve(profile, prices, meta, changed="; ".join(changed) or None, from_run=stored.run_id,
+                               hashes=hashes)
+            if "prices revised for" in plan.reason:  # name the date from the previous run's snapshot
+                if stored.run_id not in previous_prices:
+                    previous_prices[stored.run_id] = _stored_prices(io_manager, stored.run_id)
+                old = previous_prices[stored.run_id]
+                if old is not None:
+                    rows = int(meta["resume_state"]["prices"]["rows"])
+                    plan = plan_sleeve(profile, prices, meta, from_run=stored.run_id, hashes=hashes,
+                                       previous_prices=old.iloc[:rows])
+        except Exception as exc:  # an unreadable previous bundle: the full run is always right
+            plan = SleevePlan(key, "full", f"no update planned: {type(exc).__name__}: {exc}",
+                              from_run=stored.run_id)
+        plans[key] = plan
+        if plan.update:
+            bundles[key] = bundle
+    return plans, bundles
+
+
+def _plan_summary(plans: dict) -> str:
+    """One line per mode (updates by their source run; full recomputes by why), naming the sleeves."""
+    groups: dict[str, list[str]] = {}
+    for name, plan in plans.items():
+        groups.setdefault(plan.describe if not plan.update else f"update from run {plan.from_run}", []).append(name)
+    n_updates = sum(p.update for p in plans.values())
+    lines = [f"{n_updates} sleeve update(s), {len(plans) - n_updates} full recompute(s)"]
+    for what, names in groups.items():
+        shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+        lines.append(f"- {what}: {len(names)} sleeve(s): {shown}")
+    return "\n".join(lines)
+
+
+def _stored_prices(io_manager, run_id: str):
+    """The prices snapshot a run stored (to name a revised price's date), or None."""
+    from quant_meta_assets.bundle_values import join_value
+    from quant_meta_assets.storage import read_bundle
+
+    directory = io_manager._dir(run_id, PRICES_KEY)
+    try:
+        return join_value(*read_bundle(directory)) if directory.exists() else None
+    except Exception:  # noqa: BLE001 - only the message's detail depends on it
+        return None
+
+
+def _stream_planned(engine, context, profiles: dict, keys: list[str], plans: dict, previous: dict,
+                    prices: pd.DataFrame):
+    """``(outcome, mode)`` per sleeve as each finishes: updates (only their window and state go to
+    the worker; the new days are appended to the previous bundle here) and full recomputes. An
+    update the worker could not prove exact is then recomputed in full, in the same run. The
+    whole panel is sent to the workers only when some sleeve is recomputed in full."""
+    from quant_meta_assets.incremental.prefix import PanelHashes
+    from quant_meta_assets.incremental.resume import UpdateJob
+    from quant_meta_assets.ray.compute import NEEDS_FULL, finish_update
+
+    hashes = PanelHashes(prices)
+    jobs = []
+    for key in keys:
+        plan = plans[key]
+        if plan.update:
+            jobs.append(UpdateJob(profiles[key], prices.iloc[plan.window_start:], previous[key]["resume_state"],
+                                  plan.from_run))
+        else:
+            jobs.append(profiles[key])
+    fallback: dict[str, str] = {}
+    shared = prices if any(not plans[k].update for k in keys) else prices.iloc[:0]
+    with closing(engine.stream_sleeves(jobs, shared)) as outcomes:
+        for outcome in outcomes:
+            name = outcome.name
+            if outcome.record.get("status") == NEEDS_FULL:
+                context.log.warning(f"sleeve {name}: update not exact ({outcome.record.get('error')}): "
+                                    "recomputing it in full")
+                fallback[name] = f"update not exact: {outcome.record.get('error')}"
+                continue
+            if name in previous:
+                try:
+                    tickers = previous[name]["resume_state"]["tickers"]
+                    outcome = finish_update(outcome, previous[name], hashes.of(tickers))
+                except Exception as exc:  # e.g. the previous bundle was pruned meanwhile: the full run is right
+                    context.log.warning(f"sleeve {name}: update not appended ({type(exc).__name__}: {exc}): "
+                                        "recomputing it in full")
+                    fallback[name] = f"update not appended: {type(exc).__name__}: {exc}"
+                    continue
+            yield outcome, plans[name].describe
+    if fallback:
+        with closing(engine.stream_sleeves([profiles[k] for k in fallback], prices)) as outcomes:
+            for outcome in outcomes:
+                yield outcome, f"full recompute: {fallback[outcome.name]}"
 
 
 def _is_transient(error: str) -> bool:

@@ -161,22 +161,41 @@ def _sleeve_task(profile: Any, prices: pd.DataFrame, risk_free_rate: float | Non
     return record
 
 
-def _packed_outcome(profile: Any, prices: pd.DataFrame, risk_free_rate: float | None = None,
-                    cost_model: Any = None) -> dict[str, Any]:
-    """One sleeve on the worker: run, check, summarise and encode (frames -> Parquet bytes)."""
+NEEDS_FULL = "needs_full"
+"""Status of an update the worker could not prove identical to a full run: the driver recomputes it
+in full (``incremental.resume.NotExactError``, or any exception raised by the update)."""
+
+
+def _update_task(job: Any, risk_free_rate: float | None = None, cost_model: Any = None) -> dict[str, Any]:
+    """Runs on a Ray worker: the new days of one sleeve from its state and its trailing window
+    (``incremental.resume.UpdateJob``). The frames cover the new days only; the driver, which has
+    the previous bundle, extends them (``finish_update``)."""
+    from quant_meta_assets.incremental.resume import run_sleeve_update
+    from quant_meta_assets.storage import encode_frame
+
+    t0 = time.perf_counter()
+    try:
+        record = run_sleeve_update(job.profile, job.window, job.state, risk_free_rate, cost_model)
+    except (Exception, SystemExit) as exc:  # the full run is the truth: it decides a real failure
+        return {"record": {"sleeve": job.name, "status": NEEDS_FULL, "error": f"{type(exc).__name__}: {exc}",
+                           "runtime_s": time.perf_counter() - t0}, "parquet": {}}
+    scalars = {k: v for k, v in record.items() if k not in _FRAME_KEYS}
+    scalars.update({k: None for k in _FRAME_KEYS})
+    return {"record": scalars, "parquet": {k: encode_frame(record[k]) for k in _FRAME_KEYS}}
+
+
+def pack_record(name: str, record: dict[str, Any]) -> dict[str, Any]:
+    """A sleeve record checked, summarised and encoded (frames -> Parquet bytes): what a worker sends
+    back, and what the driver stores for an extended (updated) record."""
     from quant_meta_assets.sleeves.status import frame_hash
     from quant_meta_assets.storage import encode_frame
 
-    record = _sleeve_task(profile, prices, risk_free_rate, cost_model)
-    if record.get("sleeve") != profile.name:
-        bad = StrategyOutputError(f"sleeve {profile.name!r}: the worker produced another sleeve's record")
-        return {"record": _record(profile.name, bad, record.get("runtime_s") or 0.0), "parquet": {}}
     if record.get("status") != "success":
         return {"record": record, "parquet": {}}
     problem = check_success_record(record)
     if problem is not None:
-        bad = StrategyOutputError(f"sleeve {profile.name!r}: result rejected by the engine: {problem}")
-        return {"record": _record(profile.name, bad, record.get("runtime_s") or 0.0), "parquet": {}}
+        bad = StrategyOutputError(f"sleeve {name!r}: result rejected by the engine: {problem}")
+        return {"record": _record(name, bad, record.get("runtime_s") or 0.0), "parquet": {}}
     live = record["returns"].dropna()
     scalars = {k: v for k, v in record.items() if k not in _FRAME_KEYS}
     scalars.update({k: None for k in _FRAME_KEYS})
@@ -186,6 +205,36 @@ def _packed_outcome(profile: Any, prices: pd.DataFrame, risk_free_rate: float | 
         total_return=float((1.0 + live).prod() - 1.0),
     )
     return {"record": scalars, "parquet": {k: encode_frame(record[k]) for k in _FRAME_KEYS}}
+
+
+def finish_update(outcome: SleeveOutcome, previous: Any, prices_digest: dict) -> SleeveOutcome:
+    """The driver's half of an update: the previous record's frames (``previous``: a mapping such
+    as a ``StoredBundle``) extended with the outcome's new days, checked and encoded as a full
+    record (``incremental.resume.extend_record``)."""
+    from quant_meta_assets.incremental.resume import extend_record
+
+    if not outcome.ok:
+        return outcome
+    part = outcome.to_record()
+    prior = {**{k: previous[k] for k in _FRAME_KEYS}, **{k: previous.get(k) for k in ("delistings", "lookahead")}}
+    record = extend_record(prior, part, prices_digest)
+    packed = pack_record(outcome.name, record)
+    return SleeveOutcome(packed["record"], packed["parquet"])
+
+
+def _packed_outcome(profile: Any, prices: pd.DataFrame, risk_free_rate: float | None = None,
+                    cost_model: Any = None) -> dict[str, Any]:
+    """One sleeve on the worker: run, check, summarise and encode (frames -> Parquet bytes); an
+    ``UpdateJob`` computes only its new days, from its own window."""
+    from quant_meta_assets.incremental.resume import UpdateJob
+
+    if isinstance(profile, UpdateJob):
+        return _update_task(profile, risk_free_rate, cost_model)
+    record = _sleeve_task(profile, prices, risk_free_rate, cost_model)
+    if record.get("sleeve") != profile.name:
+        bad = StrategyOutputError(f"sleeve {profile.name!r}: the worker produced another sleeve's record")
+        return {"record": _record(profile.name, bad, record.get("runtime_s") or 0.0), "parquet": {}}
+    return pack_record(profile.name, record)
 
 
 def _batch_task(

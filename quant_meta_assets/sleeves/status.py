@@ -9,7 +9,11 @@ A sleeve is
 - ``missing``  no stored record (never materialized, or only by a run that died first);
 - ``failed``   its latest record has a status other than success;
 - ``stale``    it succeeded, but with another registry entry, risk-free rate, holding costs (borrow,
-               funding), strategy code or prices than today's;
+               funding), strategy code or prices than today's. When today's prices only append
+               dates to the ones it was computed on (``price_changes``, incremental/prefix.py),
+               the reason says so: ``prices appended (+N days after D): an incremental update``;
+               a revision is named (``prices revised on D for T``), anything else is
+               ``prices changed``. Stale either way (a run must compute the new days);
 - ``current``  it succeeded with today's registry entry, code and prices.
 """
 
@@ -131,12 +135,16 @@ class SleeveStatus:
 
 
 def assess_sleeves(
-    registered: Mapping[str, tuple[str, str]], prices_hash: str | None, stored: Mapping[str, StoredSleeve]
+    registered: Mapping[str, tuple[str, str]], prices_hash: str | None, stored: Mapping[str, StoredSleeve],
+    price_changes: Mapping[str, object] | None = None,
 ) -> list[SleeveStatus]:
     """The state of each registered sleeve (``{name: (config hash, code hash)}``, in registry order).
 
-    ``prices_hash`` None means "not known here": prices are then not compared.
+    ``prices_hash`` None means "not known here": prices are then not compared. ``price_changes``:
+    for a stored prices hash, how today's prices differ from it (an ``incremental.prefix.AppendCheck``:
+    ``is_append``, ``new_days``, ``reason``), when known.
     """
+    price_changes = price_changes or {}
     out = []
     for name, (wanted_config, wanted_code) in registered.items():
         record = stored.get(name)
@@ -153,7 +161,14 @@ def assess_sleeves(
         if record.code_hash != wanted_code:
             changed.append(f"strategy code changed (code hash {record.code_hash} -> {wanted_code})")
         if prices_hash is not None and record.prices_hash != prices_hash:
-            changed.append(f"prices changed (prices hash {record.prices_hash} -> {prices_hash})")
+            change = price_changes.get(record.prices_hash)
+            if change is not None and getattr(change, "is_append", False):
+                changed.append(f"prices appended (+{change.new_days} days after {record.end or 'its last day'}): "
+                               f"an incremental update (prices hash {record.prices_hash} -> {prices_hash})")
+            elif change is not None:
+                changed.append(f"prices changed ({change.reason}; prices hash {record.prices_hash} -> {prices_hash})")
+            else:
+                changed.append(f"prices changed (prices hash {record.prices_hash} -> {prices_hash})")
         if changed:
             out.append(SleeveStatus(name, STALE, "stale: " + "; ".join(changed), record))
         else:

@@ -256,6 +256,18 @@ def equal_weight(prices: pd.DataFrame) -> pd.DataFrame:
     return _normalise(_from_first_signal(listed.astype("float64").where(listed)).fillna(0.0))
 
 
+# Warm-up declarations (incremental updates, docs/incremental.md): ``fn.warmup(**params)`` is the
+# number of price rows ending at ``t`` that decide the target row of ``t`` (and whether there is
+# one). A plug-in declares its own the same way; one without it is recomputed in full.
+momentum_12_1.warmup = lambda lookback=252, skip=21, top_n=5: int(lookback) + 1  # P[t-lookback] .. P[t]
+short_term_reversal.warmup = lambda lookback=5, top_n=5: int(lookback) + 1
+low_volatility.warmup = lambda lookback=63, top_n=5: int(lookback) + 1  # lookback returns
+trend_vol_target.warmup = (lambda lookback=252, vol_lookback=63, target_vol=0.10, max_leverage=1.0:
+                           max(int(lookback), int(vol_lookback)) + 1)
+min_variance.warmup = lambda lookback=252: int(lookback) + 1  # lookback returns up to a month end
+equal_weight.warmup = lambda: 1  # the tickers tradable on t
+
+
 BUILTIN_STRATEGIES: dict[str, Callable[..., pd.DataFrame]] = {
     "momentum_12_1": momentum_12_1,
     "short_term_reversal": short_term_reversal,

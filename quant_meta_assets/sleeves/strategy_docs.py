@@ -92,11 +92,24 @@ def render() -> str:
         "target for <date> changed when later dates were appended (...)`. The built-ins pass it on the bundled",
         "data and on a point-in-time panel (tested).",
         "",
+        "## Warm-up: incremental daily updates",
+        "",
+        "A strategy declares the trailing window that decides its target row for a date, in rows of",
+        "prices: `fn.warmup = lambda **params: rows` (the registry's params, defaults filled in). A sleeve",
+        "whose strategy declares one is updated from its stored state when new dates are appended to the",
+        "prices: the strategy receives only that window plus the new days. A plug-in without it, or one the",
+        "look-ahead check flags, is recomputed in full every run (its metadata `mode` says so).",
+        "[docs/incremental.md](incremental.md) has the details.",
+        "",
         "## Built-in strategies",
     ]
+    from quant_meta_assets.incremental.resume import strategy_warmup
+
     for name, fn in BUILTIN_STRATEGIES.items():
         params = list(inspect.signature(fn).parameters.values())[1:]
-        out += ["", f"### `{name}`", "", _summary(fn), ""]
+        warmup = strategy_warmup(fn, {})
+        out += ["", f"### `{name}`", "", _summary(fn), "",
+                f"Warm-up: {warmup} row{'s' if warmup != 1 else ''} of prices with the default params.", ""]
         if not params:
             out.append("No params.")
             continue

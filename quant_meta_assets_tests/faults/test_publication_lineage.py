@@ -200,11 +200,11 @@ def test_new_prices_make_every_sleeve_stale_and_one_run_recomputes_them(
     assert snapshot_version.tags["dagster/data_version"] == current_prices_hash() == lineage.detach(
         publication.read_published().outputs["meta/returns"])["prices_hash"]
 
-    # a day is appended to the price file (no run yet): every sleeve is stale at once
+    # a day is appended to the price file (no run yet): every sleeve is stale at once, as an update
     monkeypatch.setenv("QUANT_META_PRICES", str(price_files[1]))
     statuses = sleeve_statuses(instance)
     assert [s.state for s in statuses] == ["stale"] * 3
-    assert all("prices changed" in s.reason for s in statuses)
+    assert all("prices appended (+1 days after" in s.reason for s in statuses), [s.reason for s in statuses]
     observed = prices_source_sensor(dg.build_sensor_context(instance=instance))
     assert observed.asset_events[0].tags["dagster/data_version"] == current_prices_hash()
     # the registry sensor asks for ONE run of all three; the meta sensor waits
@@ -212,13 +212,13 @@ def test_new_prices_make_every_sleeve_stale_and_one_run_recomputes_them(
     (request,) = tick.run_requests
     assert sorted(request.tags[ONLY_TAG].split(",")) == sorted(names)
     waiting = meta_on_fresh_sleeves(dg.build_sensor_context(instance=instance))
-    assert isinstance(waiting, dg.SkipReason) and "prices changed" in waiting.skip_message
+    assert isinstance(waiting, dg.SkipReason) and "prices appended" in waiting.skip_message
     # meta_job on the old sleeves stops at the gate, naming them
     blocked = run_cli(["dagster", "job", "execute", "-m", "quant_meta_assets", "-j", "meta_job"],
                       {"PYTHONPATH": str(REPO_ROOT), "QUANT_META_SLEEVES": str(tmp_path / "good.yaml"),
                        "QUANT_META_PRICES": str(price_files[1])})
     assert blocked.returncode != 0
-    assert "stop the line" in blocked.stdout + blocked.stderr and "prices changed" in blocked.stdout + blocked.stderr
+    assert "stop the line" in blocked.stdout + blocked.stderr and "prices appended" in blocked.stdout + blocked.stderr
     # the requested run (sleeves_job with the sensor's tags) recomputes all three on Ray, in one run
     rerun = dg.materialize(
         defs.resolve_asset_graph().assets_defs, instance=instance, raise_on_error=False, tags=request.tags,
@@ -227,6 +227,11 @@ def test_new_prices_make_every_sleeve_stale_and_one_run_recomputes_them(
     )
     assert rerun.success
     assert all(s.ok for s in sleeve_statuses(instance))
+    # ... each one an update of the day from the first run's bundle (docs/incremental.md)
+    modes = {r.partition_key: r.asset_materialization.metadata["mode"].value
+             for r in instance.fetch_materializations(dg.AssetKey("sleeves"), limit=50).records
+             if r.run_id == rerun.run_id and r.partition_key}
+    assert modes == {name: f"update (+1 days from run {first.run_id})" for name in names}, modes
 
 
 PLUGIN_V1 = "def weights(prices):\n    return prices * 0 + 1.0 / prices.shape[1]\n"
