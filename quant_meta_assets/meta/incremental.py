@@ -10,8 +10,10 @@ ones are computed, with the same arithmetic a full recompute performs on them, s
 identical to a full recompute. Otherwise it recomputes in full and says why (``Update.reason``).
 
 * ``meta.returns`` is the outer join of the sleeves' return series (one series per sleeve, cheap):
-  it is always computed, and ``returns_update`` says whether it appends to the previous frame or
-  where it was revised (first date, sleeve).
+  it is always computed; ``extend_returns`` keeps the previous rows and appends the new ones when
+  the new frame equals the previous one on its rows (up to rounding between two sleeve runs,
+  ``RETURN_REVISION_TOLERANCE``), else it is the new frame and the update names the first revised
+  date and sleeve.
 * ``meta.optimize`` (``extend_optimize``): same parameters and code (``optimize_fingerprint``),
   the previous returns equal to the new ones on every previous row: only the rebalances after the
   previous last one are solved, resumed from the stored walk state (last target, warm starts).
@@ -96,20 +98,46 @@ def _first_difference(previous: pd.DataFrame, current: pd.DataFrame) -> str:
                 f"with {len(current)} rows")
     a = previous.to_numpy(dtype=float)
     b = current.iloc[: len(previous)].to_numpy(dtype=float)
-    differs = ~((a == b) | (np.isnan(a) & np.isnan(b)))
+    differs = ~((np.abs(a - b) <= RETURN_REVISION_TOLERANCE) | (np.isnan(a) & np.isnan(b)))
     row, col = (int(v) for v in np.argwhere(differs)[0])
     return (f"meta/returns revised on {previous.index[row].date()} for sleeve {str(previous.columns[col])!r} "
             f"({a[row, col]!r} -> {b[row, col]!r}; {int(differs.sum())} revised cell(s))")
 
 
+RETURN_REVISION_TOLERANCE = 1e-14  # two sleeve runs may round a day's return differently (~1e-19)
+
+
 def returns_update(previous: pd.DataFrame | None, current: pd.DataFrame) -> Update:
-    """Whether the new meta returns append to the previous ones (equal on every previous row)."""
+    """Whether the new meta returns append to the previous ones: equal on every previous row, up
+    to ``RETURN_REVISION_TOLERANCE`` per cell (rounding between two sleeve runs)."""
+    return extend_returns(previous, current)[1]
+
+
+def extend_returns(previous: pd.DataFrame | None, current: pd.DataFrame) -> tuple[pd.DataFrame, Update]:
+    """meta.returns of an update: ``current`` (the aggregate of today's sleeves) when it revises
+    the previous frame, else the previous rows followed by the new ones. A revision within
+    ``RETURN_REVISION_TOLERANCE`` (rounding between two sleeve runs) keeps the previous value, so
+    every later stage sees the very rows its previous output was computed on; the update says how
+    many cells and by how much."""
     if previous is None:
-        return Update("full", "no previous meta/returns", len(current))
-    if len(current) >= len(previous) and frame_digest(current.iloc[: len(previous)]) == frame_digest(previous):
-        return Update("extend", f"equal to the previous frame on its {len(previous)} rows",
-                      len(current) - len(previous))
-    return Update("full", _first_difference(previous, current), len(current))
+        return current, Update("full", "no previous meta/returns", len(current))
+    n = len(previous)
+    same_shape = (list(map(str, previous.columns)) == list(map(str, current.columns)) and len(current) >= n
+                  and current.index[:n].equals(previous.index))
+    if same_shape:
+        a, b = previous.to_numpy(dtype=float), current.iloc[:n].to_numpy(dtype=float)
+        if np.array_equal(np.isnan(a), np.isnan(b)):
+            diff = np.abs(np.where(np.isnan(a), 0.0, a - b))
+            if diff.max(initial=0.0) <= RETURN_REVISION_TOLERANCE:
+                revised = int((diff > 0).sum())
+                tail = current.iloc[n:]
+                frame = pd.concat([previous, tail]) if len(tail) else previous.copy()
+                frame.index.name = current.index.name
+                note = (f"equal to the previous frame on its {n} rows" if not revised else
+                        f"{revised} cell(s) of the previous {n} rows differ by rounding (max {diff.max():.3g}), "
+                        "the previous values kept")
+                return frame, Update("extend", note, len(tail))
+    return current, Update("full", _first_difference(previous, current), len(current))
 
 
 # ------------------------------------------------------------------------------ meta.optimize
