@@ -435,6 +435,10 @@ def meta_report(
             "report_dir": str(output_dir),
             **{name: dg.MarkdownMetadataValue(text) for name, text in markdown.items()},
             **{name: dg.FloatMetadataValue(float(value)) for name, value in headline_metrics(report).items()},
+            # not incremental yet: the cost views, attribution and metrics read every input (docs/incremental.md)
+            "update": dg.TextMetadataValue("full recompute: meta/report computes its cost views, attribution "
+                                           "and metrics from every input on each run"),
+            "update_mode": "full",
             **_lineage_metadata(own),
         }
     )

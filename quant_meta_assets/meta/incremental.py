@@ -59,31 +59,38 @@ class Update:
         return f"full recompute: {self.reason}"
 
 
-def _digest(h: Any) -> str:
-    return h.hexdigest()[:32]
+def _rows(frame: pd.DataFrame | pd.Series) -> np.ndarray:
+    """One row per date: the date (int64 ns, as float64 bits) then the values (one NaN bit
+    pattern), C-contiguous, so the bytes of the first k rows are a prefix of the bytes of all rows."""
+    values = np.asarray(frame.to_numpy(), dtype=float).reshape(len(frame), -1)
+    out = np.empty((len(frame), values.shape[1] + 1))
+    out[:, 0] = pd.DatetimeIndex(frame.index).as_unit("ns").asi8.view(np.float64)
+    out[:, 1:] = np.where(np.isnan(values), np.nan, values)
+    return out
 
 
-def _hasher(index: pd.Index, columns: pd.Index) -> Any:
+def _hasher(frame: pd.DataFrame | pd.Series) -> Any:
+    columns = frame.columns if isinstance(frame, pd.DataFrame) else pd.Index([frame.name])
     h = hashlib.blake2b(digest_size=32)
     h.update(json.dumps([str(c) for c in columns]).encode())
-    h.update(np.ascontiguousarray(pd.DatetimeIndex(index).as_unit("ns").asi8).tobytes())
     return h
-
-
-def _values(frame: pd.DataFrame | pd.Series) -> np.ndarray:
-    values = np.ascontiguousarray(np.asarray(frame.to_numpy(), dtype=float))
-    return np.where(np.isnan(values), np.nan, values)  # one NaN bit pattern
 
 
 def frame_digest(frame: pd.DataFrame | pd.Series, until: pd.Timestamp | None = None) -> str:
     """Digest of ``frame``'s rows dated on or before ``until`` (all rows if None): dates, column
     names and float64 values; equal digests mean equal frames element by element."""
-    if until is not None:
-        frame = frame.loc[frame.index <= until]
-    columns = frame.columns if isinstance(frame, pd.DataFrame) else pd.Index([frame.name])
-    h = _hasher(frame.index, columns)
-    h.update(_values(frame).tobytes())
-    return _digest(h)
+    return prefix_digests(frame, [until])[0]
+
+
+def prefix_digests(frame: pd.DataFrame | pd.Series, until: list[pd.Timestamp | None]) -> list[str]:
+    """``frame_digest(frame, u)`` for each ``u`` of ``until`` (ascending), hashing each row once."""
+    h, rows, done, out = _hasher(frame), _rows(frame), 0, []
+    for u in until:
+        k = len(frame) if u is None else int(np.searchsorted(frame.index.to_numpy(), np.datetime64(u), side="right"))
+        h.update(rows[done:k].tobytes())
+        done = k
+        out.append(h.copy().hexdigest()[:32])
+    return out
 
 
 def _first_difference(previous: pd.DataFrame, current: pd.DataFrame) -> str:
@@ -204,9 +211,12 @@ class _SleeveDigests:
         self.mismatch: str | None = None
 
     def __call__(self, sleeve: str, weights: pd.DataFrame) -> None:
-        self.digests[sleeve] = frame_digest(weights, self.until)
-        if self.expected is not None and self.mismatch is None:
-            if self.expected.get(sleeve) != frame_digest(weights, self.previous_end):
+        if self.expected is None:
+            self.digests[sleeve] = frame_digest(weights, self.until)
+            return
+        previous, self.digests[sleeve] = prefix_digests(weights, [self.previous_end, self.until])
+        if self.mismatch is None:
+            if self.expected.get(sleeve) != previous:
                 self.mismatch = (f"sleeve {sleeve!r}: its weights on the previous rows (through "
                                  f"{self.previous_end.date()}) differ from those the previous output used")  # type: ignore[union-attr]
 

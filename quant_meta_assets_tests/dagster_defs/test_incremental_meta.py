@@ -113,6 +113,7 @@ def test_daily_updates_extend_and_equal_a_full_recompute(tmp_path, monkeypatch, 
         if step == 2:  # 63 new days: at least one new rebalance was solved in the update
             assert len(optimized["weights"]) >= previous_rebalances + 2
         previous_rebalances = len(optimized["weights"])
+        assert _metadata(instance, dg.AssetKey(["meta", "report"]))["update_mode"].value == "full"
         # the report and the publication see one lineage, as in a full run
         assert _metadata(instance, dg.AssetKey(["meta", "published"]))["published"].value is True
     print(f"largest difference update vs full recompute through Dagster: {largest:.3g}")
