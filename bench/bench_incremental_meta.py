@@ -6,7 +6,7 @@ Run from the repository root:
     .venv/bin/python bench/bench_incremental_meta.py --sleeves 500 --tickers 200 --days 2520
 
 Data: synthetic sleeve records (seed 0): factor-model daily returns with a small daily cost, and
-each sleeve's start-of-day weights over a random subset of 20 tickers. The previous outputs are
+each sleeve's start-of-day weights over a random subset of ``--held`` tickers (20). The previous outputs are
 computed in full on all days but the last ``--append``; the update extends them with
 ``meta.incremental`` (risk parity, lookback 252, rebalance every 21). It prints the wall time of
 meta.returns, meta.optimize and meta.flatten, full vs update, and the largest difference between
@@ -26,7 +26,7 @@ from quant_meta_assets.meta.incremental import extend_flatten, extend_optimize, 
 from quant_meta_assets.meta.returns import aggregate_returns
 
 
-def synthetic_records(n_sleeves: int, n_tickers: int, n_days: int, seed: int = 0) -> list[dict]:
+def synthetic_records(n_sleeves: int, n_tickers: int, n_days: int, held: int = 20, seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)
     index = pd.bdate_range("2015-01-02", periods=n_days, name="date")
     tickers = [f"T{i:04d}" for i in range(n_tickers)]
@@ -35,7 +35,7 @@ def synthetic_records(n_sleeves: int, n_tickers: int, n_days: int, seed: int = 0
     for s in range(n_sleeves):
         returns = factor @ rng.normal(0, 0.5, 3) + rng.normal(0, 0.005, n_days)
         costs = np.abs(rng.normal(0, 2e-5, n_days))
-        chosen = sorted(rng.choice(n_tickers, size=min(20, n_tickers), replace=False))
+        chosen = sorted(rng.choice(n_tickers, size=min(held, n_tickers), replace=False))
         weights = np.abs(rng.normal(1.0, 0.2, size=(n_days, len(chosen))))
         weights /= weights.sum(axis=1, keepdims=True)
         records.append({
@@ -63,8 +63,9 @@ def main() -> None:
     parser.add_argument("--tickers", type=int, default=100)
     parser.add_argument("--days", type=int, default=1260)
     parser.add_argument("--append", type=int, default=1)
+    parser.add_argument("--held", type=int, default=20, help="tickers each sleeve holds")
     args = parser.parse_args()
-    records = synthetic_records(args.sleeves, args.tickers, args.days)
+    records = synthetic_records(args.sleeves, args.tickers, args.days, args.held)
     previous_records = _cut(records, args.days - args.append)
     params = {"method": "risk_parity", "lookback": 252, "rebalance_every": 21, "risk_free_rate": 0.0}
     fp = optimize_fingerprint(params, "bench")
@@ -94,7 +95,7 @@ def main() -> None:
         float((update["flatten"]["asset_weights"] - full["flatten"]["asset_weights"]).abs().max().max()),
         float((update["flatten"]["meta_weights_daily"] - full["flatten"]["meta_weights_daily"]).abs().max().max()),
     )
-    print(f"{args.sleeves} sleeves x {args.tickers} tickers x {args.days} days, +{args.append} day(s)")
+    print(f"{args.sleeves} sleeves x {args.tickers} tickers ({args.held} held each) x {args.days} days, +{args.append} day(s)")
     for stage in t_full:
         print(f"  {stage:14s} full {t_full[stage]:7.3f} s   update {t_update[stage]:7.3f} s")
     print(f"  total          full {sum(t_full.values()):7.3f} s   update {sum(t_update.values()):7.3f} s")
