@@ -117,3 +117,31 @@ def test_daily_updates_extend_and_equal_a_full_recompute(tmp_path, monkeypatch, 
         # the report and the publication see one lineage, as in a full run
         assert _metadata(instance, dg.AssetKey(["meta", "published"]))["published"].value is True
     print(f"largest difference update vs full recompute through Dagster: {largest:.3g}")
+
+
+def test_a_changed_optimizer_config_recomputes_optimize_and_flatten_in_full_and_says_why(tmp_path, monkeypatch,
+                                                                                          local_ray):
+    from skfolio.datasets import load_sp500_dataset
+
+    from quant_meta_assets.dagster_defs.definitions import defs
+
+    prices = load_sp500_dataset().iloc[-N_ROWS:]
+    price_file = tmp_path / "prices.parquet"
+    monkeypatch.setenv("QUANT_META_PRICES", str(price_file))
+    instance = dg.DagsterInstance.get()
+    names = use_registry(tmp_path / "s.yaml", REGISTRY, monkeypatch, instance)
+    _write_prices(price_file, prices.iloc[:-5])
+    assert materialize_all(instance, names).success
+    _write_prices(price_file, prices)
+    result = dg.materialize(defs.resolve_asset_graph().assets_defs, instance=instance,
+                            selection=dg.AssetSelection.all(), raise_on_error=False,
+                            run_config={"ops": {"meta__optimize": {"config": {"rebalance_every": 10}}}})
+    assert result.success
+    update = {k.to_user_string(): _metadata(instance, k)["update"].value for k in (RETURNS_KEY, OPTIMIZE_KEY, FLATTEN_KEY)}
+    assert update["meta/returns"].startswith("extended: 5 new row(s)"), update
+    assert update["meta/optimize"] == ("full recompute: the optimizer's configuration or code changed since the "
+                                       "previous output"), update
+    assert update["meta/flatten"].startswith("full recompute: the meta-weights dated on or before"), update
+    optimized = _stored(result.run_id, OPTIMIZE_KEY)
+    positions = optimized["weights"].index.map(_stored(result.run_id, RETURNS_KEY).index.get_loc)
+    assert set(np.diff(positions)) == {10}  # the new grid, from the first rebalance
