@@ -177,3 +177,21 @@ def test_frame_digest_sees_every_cell_and_date():
     assert frame_digest(frame.rename(columns={"b": "c"})) != base
     assert frame_digest(frame.set_axis(frame.index + pd.Timedelta(days=1))) != base
     assert frame_digest(frame, until=frame.index[1]) == frame_digest(frame.iloc[:2])
+
+
+def test_a_rounding_revision_keeps_the_previous_value_and_says_so():
+    index = pd.date_range("2021-01-04", periods=4, freq="B", name="date")
+    previous = pd.DataFrame({"a": [0.01, 0.02, 0.03], "b": [np.nan, 0.01, -0.02]}, index=index[:3])
+    current = pd.DataFrame({"a": [0.01, 0.02 + 2e-18, 0.03, 0.04], "b": [np.nan, 0.01, -0.02, 0.0]}, index=index)
+    frame, update = extend_returns(previous, current)
+    assert update.mode == "extend" and update.new_rows == 1
+    assert "1 cell(s) of the previous 3 rows differ by rounding" in update.reason
+    assert frame.iloc[1, 0] == 0.02 and frame.iloc[3, 0] == 0.04  # the previous value, then the new row
+    revised = current.copy()
+    revised.iloc[1, 0] = 0.021
+    frame, update = extend_returns(previous, revised)
+    assert update.mode == "full" and frame is revised
+    assert "revised on 2021-01-05 for sleeve 'a'" in update.reason
+    late = current.copy()
+    late.iloc[0, 1] = 0.0  # a sleeve's history now starts earlier: not an append
+    assert extend_returns(previous, late)[1].mode == "full"
