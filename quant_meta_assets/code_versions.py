@@ -29,9 +29,9 @@ ENGINE_SOURCES = ("sleeves/engine.py", "prices.py", "rates.py")
 ASSET_SOURCES: dict[str, tuple[str, ...]] = {
     "prices": ("prices.py",),
     "sleeves": (*ENGINE_SOURCES, "sleeves/strategies.py", "ray/compute.py"),
-    "meta/returns": ("meta/returns.py",),
-    "meta/optimize": ("meta/optimize", "rates.py"),
-    "meta/flatten": ("meta/flatten.py", "meta/drift.py"),
+    "meta/returns": ("meta/returns.py", "meta/incremental.py"),
+    "meta/optimize": ("meta/optimize", "meta/incremental.py", "rates.py"),
+    "meta/flatten": ("meta/flatten.py", "meta/drift.py", "meta/incremental.py"),
     "meta/report": ("report", "metrics.py", "meta/costs.py", "meta/drift.py", "rates.py"),
     "meta/published": ("publishing",),
 }

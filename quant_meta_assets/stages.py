@@ -56,9 +56,14 @@ def run_returns(*, sleeve_results: list[Mapping]) -> dict[str, Any]:
 
 
 def run_optimize(*, meta_returns, sleeve_results: list[Mapping] | None = None, prices=None,
+                 fingerprint: str | None = None, previous: Mapping | None = None,
                  **params: Any) -> dict[str, Any]:
     """``turnover_space="asset"`` also needs the sleeves' daily weights and the prices (their
-    holdings at each decision date), unless ``sleeve_holdings`` is given."""
+    holdings at each decision date), unless ``sleeve_holdings`` is given.
+
+    Incremental (``fingerprint`` given, ``meta.incremental``): resumes ``previous`` (a stored
+    output of the same configuration) when the returns append to its returns, and also returns
+    ``optimizer_state``, ``append_key`` and ``update`` (how it was made)."""
     from quant_meta_assets.meta.optimize import optimize_meta_weights
 
     if params.get("turnover_space") == "asset" and params.get("sleeve_holdings") is None:
@@ -73,19 +78,37 @@ def run_optimize(*, meta_returns, sleeve_results: list[Mapping] | None = None, p
             _sleeve_frames(sleeve_results, "weights"), asset_returns(prices),
             cash_return=rates.daily_rate(params.get("risk_free_rate")),
         )
+    if fingerprint is not None:
+        from quant_meta_assets.meta.incremental import extend_optimize
+
+        result, key, update = extend_optimize(previous, meta_returns, fingerprint, **params)
+        return {"meta_weights": result.weights, "optimizer_diagnostics": result.diagnostics,
+                "optimizer_state": result.state, "append_key": key, "update": update}
     result = optimize_meta_weights(meta_returns, **params)
     return {"meta_weights": result.weights, "optimizer_diagnostics": result.diagnostics}
 
 
-def run_flatten(*, meta_weights, meta_returns, sleeve_results: list[Mapping]) -> dict[str, Any]:
+def run_flatten(*, meta_weights, meta_returns, sleeve_results: list[Mapping], incremental: bool = False,
+                previous: Mapping | None = None) -> dict[str, Any]:
+    """Incremental (``meta.incremental``): only the rows after ``previous`` (a stored output) when
+    every input it read is unchanged on its rows; also returns ``append_key`` and ``update``."""
     from quant_meta_assets.meta.flatten import flatten_weights
 
-    result = flatten_weights(meta_weights, _sleeve_frames(sleeve_results, "weights"), meta_returns,
-                             dict(_sleeve_frames(sleeve_results, "costs")))  # small: one series per sleeve
+    costs = dict(_sleeve_frames(sleeve_results, "costs"))  # small: one series per sleeve
+    if incremental:
+        from quant_meta_assets.meta.incremental import extend_flatten
+
+        result, key, update = extend_flatten(previous, meta_weights, _sleeve_frames(sleeve_results, "weights"),
+                                             meta_returns, costs)
+        extra = {"append_key": key, "update": update}
+    else:
+        result = flatten_weights(meta_weights, _sleeve_frames(sleeve_results, "weights"), meta_returns, costs)
+        extra = {}
     return {
         "flattened_weights": result.asset_weights,
         "meta_weights_daily": result.meta_weights_daily,
         "exposure": result.exposure,
+        **extra,
     }
 
 

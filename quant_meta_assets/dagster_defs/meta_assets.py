@@ -7,7 +7,7 @@ value and records metadata. No stage logic here."""
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import dagster as dg
 import pandas as pd
@@ -20,6 +20,7 @@ from quant_meta_assets.dagster_defs.interrupts import cancel_on_interrupt
 from quant_meta_assets.dagster_defs import metadata as md
 from quant_meta_assets.dagster_defs.prices import PRICES_KEY, PRICES_SOURCE_KEY
 from quant_meta_assets.errors import LineageError
+from quant_meta_assets import rates
 from quant_meta_assets.meta.costs import DEFAULT_BOOK_COST_BPS
 from quant_meta_assets.publishing import lineage
 from quant_meta_assets.stages import StageRegistry
@@ -78,6 +79,41 @@ def _date_range(frame: pd.DataFrame | pd.Series) -> dict:
     return {"start": str(frame.index[0].date()), "end": str(frame.index[-1].date())}
 
 
+def previous_output(context: dg.AssetExecutionContext, key: dg.AssetKey) -> tuple[Any, str | None]:
+    """The value of ``key``'s latest successful materialization before this step (its immutable
+    run-scoped bundle, ``runs/<run>/<asset key>``), the output an update extends; ``(None, why)``
+    when there is none (never materialized, or its bundle is gone: retention)."""
+    from quant_meta_assets.bundle_values import join_value
+    from quant_meta_assets.publishing.snapshot import run_scoped_dir
+    from quant_meta_assets.storage import read_bundle
+
+    records = context.instance.fetch_materializations(key, limit=1).records
+    if not records or not records[0].run_id:
+        return None, f"no previous {key.to_user_string()}"
+    run_id = records[0].run_id
+    directory = run_scoped_dir(_storage_root(context), run_id, key.path)
+    if not directory.exists():
+        return None, f"the previous {key.to_user_string()} (run {run_id}) is no longer stored"
+    return join_value(*read_bundle(directory)), run_id
+
+
+def _storage_root(context: dg.AssetExecutionContext) -> Path:
+    from quant_meta_assets import settings
+
+    io_manager = getattr(context.resources, "io_manager", None)
+    return io_manager.root() if hasattr(io_manager, "root") else settings.storage_root()
+
+
+def _update_metadata(update, previous_run: str | None) -> dict:
+    """How the output was made: extended from the previous one, or recomputed in full (and why)."""
+    return {
+        "update": dg.TextMetadataValue(update.describe()),
+        "update_mode": update.mode,
+        "update_new_rows": dg.IntMetadataValue(int(update.new_rows)),
+        **({"extended_run": previous_run} if update.mode == "extend" and previous_run else {}),
+    }
+
+
 def _markdown(frame: pd.DataFrame, floatfmt: str = ".4f") -> dg.MarkdownMetadataValue:
     return md.percent_table(frame)  # weights: percentages (floatfmt is unused)
 
@@ -88,6 +124,7 @@ def _markdown(frame: pd.DataFrame, floatfmt: str = ".4f") -> dg.MarkdownMetadata
     deps=[PRICES_SOURCE_KEY],  # stale in the UI as soon as a changed price source is observed
     group_name=GROUP,
     code_version=asset_code_version("meta/returns"),
+    required_resource_keys={"io_manager"},  # the previous output an update extends is under its root
     kinds={"pandas"},
     description=StageRegistry.get("meta.returns").description,
 )
@@ -101,9 +138,18 @@ def meta_returns(context: dg.AssetExecutionContext, sleeves: dict) -> pd.DataFra
     line.check(line.step, own)  # the loaded bundles are today's
     with cancel_on_interrupt(context):
         out = StageRegistry.get("meta.returns").run(sleeve_results=records)["meta_returns"]
+    from quant_meta_assets.meta.incremental import extend_returns  # pandas only; lazily like the stages
+
+    previous, previous_run = previous_output(context, RETURNS_KEY)
+    if previous is not None:
+        lineage.detach(previous)
+    out, update = extend_returns(previous, out)  # the previous rows + the new ones, or where it was revised
+    if update.mode == "full" and previous is not None:
+        context.log.info(f"meta/returns: {update.describe()}")
     context.add_output_metadata(
         {"rows": len(out), "sleeves": dg.IntMetadataValue(out.shape[1]), **_date_range(out),
-         "sleeve_names": ", ".join(out.columns), **_lineage_metadata(own)}
+         "sleeve_names": ", ".join(out.columns), **_update_metadata(update, previous_run),
+         **_lineage_metadata(own)}
     )
     return lineage.attach(out, own)
 
@@ -187,6 +233,7 @@ def optimize_metadata(method: str, weights: pd.DataFrame, diagnostics: pd.DataFr
     deps=[PRICES_SOURCE_KEY],  # stale in the UI as soon as a changed price source is observed
     group_name=GROUP,
     code_version=asset_code_version("meta/optimize"),
+    required_resource_keys={"io_manager"},  # the previous output an update extends is under its root
     kinds={"cvxpy"},
     description=StageRegistry.get("meta.optimize").description,
 )
@@ -200,21 +247,31 @@ def meta_weights(
     upstream = {"meta/returns": lineage.detach(meta_returns)}
     line = require_current(context, upstream)  # the gate holds here too (a selection may start here)
     own = derive(line, context.run_id, upstream)
+    from quant_meta_assets.meta.incremental import optimize_fingerprint
+
     params = config.optimizer_params(list(meta_returns.columns))
+    fingerprint = optimize_fingerprint(
+        {**params, "risk_free_rate": rates.resolve(params.get("risk_free_rate"))}, asset_code_version("meta/optimize"))
+    previous, previous_run = previous_output(context, OPTIMIZE_KEY)
     if config.turnover_space == "asset":  # the sleeves' holdings price the meta trade in asset space
         if sleeves is None or prices is None:
             raise dg.Failure(description="turnover_space='asset' needs the sleeves' stored weights and the prices snapshot")
         records = registered_records(sleeves)
         _check_sleeves(line, own, records)
         params.update(sleeve_results=records, prices=prices)  # the run's `prices` snapshot
+        previous, previous_run = None, "turnover_space='asset' reads the sleeves' holdings: always in full"
     with cancel_on_interrupt(context):
-        out = StageRegistry.get("meta.optimize").run(meta_returns=meta_returns, **params)
-    weights, diagnostics = out["meta_weights"], out["optimizer_diagnostics"]
+        out = StageRegistry.get("meta.optimize").run(meta_returns=meta_returns, previous=previous,
+                                                     fingerprint=fingerprint, **params)
+    weights, diagnostics, update = out["meta_weights"], out["optimizer_diagnostics"], out["update"]
+    if update.mode == "full" and previous is None and previous_run:
+        update = type(update)("full", previous_run, update.new_rows)  # why there was nothing to extend
     metadata, cov_warning = optimize_metadata(config.method, weights, diagnostics)
     if cov_warning:
         context.log.warning(cov_warning)
-    context.add_output_metadata({**metadata, **_lineage_metadata(own)})
-    return lineage.attach({"weights": weights, "diagnostics": diagnostics}, own)
+    context.add_output_metadata({**metadata, **_update_metadata(update, previous_run), **_lineage_metadata(own)})
+    return lineage.attach({"weights": weights, "diagnostics": diagnostics, "state": out["optimizer_state"],
+                           "append_key": out["append_key"]}, own)
 
 
 @dg.asset(
@@ -227,6 +284,7 @@ def meta_weights(
     deps=[PRICES_SOURCE_KEY],  # stale in the UI as soon as a changed price source is observed
     group_name=GROUP,
     code_version=asset_code_version("meta/flatten"),
+    required_resource_keys={"io_manager"},  # the previous output an update extends is under its root
     kinds={"pandas"},
     description=StageRegistry.get("meta.flatten").description,
 )
@@ -238,11 +296,15 @@ def flattened_weights(
     own = derive(line, context.run_id, upstream)
     records = registered_records(sleeves)
     _check_sleeves(line, own, records)
+    previous, previous_run = previous_output(context, FLATTEN_KEY)
     with cancel_on_interrupt(context):
         out = StageRegistry.get("meta.flatten").run(
-            meta_weights=optimized["weights"], meta_returns=meta_returns, sleeve_results=records
+            meta_weights=optimized["weights"], meta_returns=meta_returns, sleeve_results=records, incremental=True,
+            previous=previous,
         )
-    assets, exposure = out["flattened_weights"], out["exposure"]
+    assets, exposure, update = out["flattened_weights"], out["exposure"], out["update"]
+    if update.mode == "full" and previous is None and previous_run:
+        update = type(update)("full", previous_run, update.new_rows)
     latest = assets.iloc[-1]
     top = latest.reindex(latest.abs().sort_values(ascending=False).index).head(10)
     context.add_output_metadata(
@@ -251,11 +313,13 @@ def flattened_weights(
             "gross_exposure": dg.FloatMetadataValue(float(exposure["gross"].iloc[-1])),
             "net_exposure": dg.FloatMetadataValue(float(exposure["net"].iloc[-1])),
             "top_exposures": _markdown(top.rename("weight").to_frame()),
+            **_update_metadata(update, previous_run),
             **_lineage_metadata(own),
         }
     )
     return lineage.attach(
-        {"asset_weights": assets, "meta_weights_daily": out["meta_weights_daily"], "exposure": exposure}, own
+        {"asset_weights": assets, "meta_weights_daily": out["meta_weights_daily"], "exposure": exposure,
+         "append_key": out["append_key"]}, own
     )
 
 
@@ -371,6 +435,10 @@ def meta_report(
             "report_dir": str(output_dir),
             **{name: dg.MarkdownMetadataValue(text) for name, text in markdown.items()},
             **{name: dg.FloatMetadataValue(float(value)) for name, value in headline_metrics(report).items()},
+            # not incremental yet: the cost views, attribution and metrics read every input (docs/incremental.md)
+            "update": dg.TextMetadataValue("full recompute: meta/report computes its cost views, attribution "
+                                           "and metrics from every input on each run"),
+            "update_mode": "full",
             **_lineage_metadata(own),
         }
     )

@@ -22,7 +22,7 @@ the daily risk-free rate ``cash_return`` and holds no asset until the optimizer 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,6 +116,9 @@ def flatten_weights(
     sleeve_returns: pd.DataFrame,
     sleeve_costs,
     cash_return: float | pd.Series | None = None,
+    *,
+    after: pd.Timestamp | None = None,
+    on_frame: Callable[[str, pd.DataFrame], None] | None = None,
 ) -> FlattenResult:
     """The book's asset weights per live day = sum over sleeves of its share x sleeve weight.
 
@@ -125,13 +128,24 @@ def flatten_weights(
     ``cash_return``, daily, ``None`` = the project's rf): it contributes no asset weight.
     ``sleeve_weights`` is any mapping; each sleeve's frame is fetched exactly once, in
     meta-weight column order, so a lazy mapping over stored bundles streams the book.
+
+    ``after`` (an update, ``meta.incremental``): only the rows dated after it are computed, from
+    the last rebalance on or before it; each is the same number a full call gives on that date
+    (the same arithmetic on the same inputs). ``on_frame(sleeve, frame)`` sees each sleeve's
+    weights frame as it is read (the update's prefix digests).
     """
     missing = [s for s in meta_weights.columns if s not in sleeve_weights]
     if missing:
         raise StageInputError(f"meta.flatten needs the daily weights of sleeves {missing}")
     gross = book_sleeve_returns(sleeve_returns.loc[:, [c for c in sleeve_returns.columns
                                                      if c in set(meta_weights.columns)]], sleeve_costs)
-    held = held_meta_weights(meta_weights, gross, cash_return)
+    if after is not None and (meta_weights.index <= after).any():
+        # the rows after ``after`` drift from the last rebalance on or before it
+        held = held_meta_weights(meta_weights.loc[meta_weights.index[meta_weights.index <= after][-1]:], gross,
+                                 cash_return)
+        held = held.loc[held.index > after]
+    else:
+        held = held_meta_weights(meta_weights, gross, cash_return)
     stopped = pd.DataFrame(stopped_mask(sleeve_returns[meta_weights.columns].to_numpy(dtype=float)),
                            index=sleeve_returns.index, columns=meta_weights.columns).loc[held.index]
     # one pass, one sleeve's weights in memory at a time (``sleeve_weights`` may read each from
@@ -140,6 +154,8 @@ def flatten_weights(
     assets = np.zeros((len(held), 0))
     for sleeve in meta_weights.columns:
         frame = sleeve_weights[sleeve]
+        if on_frame is not None:
+            on_frame(sleeve, frame)
         new = [c for c in frame.columns if c not in column_of]
         if new:
             column_of.update({c: len(column_of) + i for i, c in enumerate(new)})

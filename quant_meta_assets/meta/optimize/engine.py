@@ -183,6 +183,33 @@ class OptimizationResult:
 
     weights: pd.DataFrame
     diagnostics: pd.DataFrame
+    # what a later call needs to resume the walk after the last rebalance (JSON-able; see
+    # ``resume_state``): the last target and its row, and the warm starts of the fast paths
+    state: dict | None = None
+
+
+def _mask_hex(mask: bytes) -> str:
+    return mask.hex()
+
+
+def resume_state(eng: "_Engine", last_target: np.ndarray | None, last_row: int, n_rows: int) -> dict:
+    """The walk's state after its last rebalance, JSON-able (floats round-trip exactly through
+    JSON): the last target and row, the exact fast paths' warm starts and the power iteration's
+    top eigenvectors, each keyed by its active set. Resuming from it makes the next rebalances
+    follow the same path as one uninterrupted walk."""
+    return {
+        "version": 1,
+        "n_rows": int(n_rows),
+        "last_row": int(last_row),
+        "last_target": None if last_target is None else [float(x) for x in last_target],
+        "warm": [[method, _mask_hex(mask), [float(x) for x in vec]] for (method, mask), vec in eng.warm.items()],
+        "top_vector": [[_mask_hex(mask), [float(x) for x in vec]] for mask, vec in eng.top_vector.items()],
+    }
+
+
+def _restore_state(eng: "_Engine", state: Mapping) -> None:
+    eng.warm = {(str(method), bytes.fromhex(mask)): np.asarray(vec, dtype=float) for method, mask, vec in state["warm"]}
+    eng.top_vector = {bytes.fromhex(mask): np.asarray(vec, dtype=float) for mask, vec in state["top_vector"]}
 
 
 @dataclass
@@ -595,6 +622,7 @@ def optimize_meta_weights(
     solver: str = "CLARABEL",
     turnover_space: str = "sleeve",
     sleeve_holdings: Callable[[pd.Timestamp, Sequence[str]], np.ndarray] | None = None,
+    resume: OptimizationResult | None = None,
 ) -> OptimizationResult:
     """Walk-forward meta-weights; see the module docstring for the contract and policies.
 
@@ -602,6 +630,11 @@ def optimize_meta_weights(
     trade in asset space, ``sum_i |sum_s (w_s - w_held,s) H_s,i|`` (``AssetTrade``), where
     ``sleeve_holdings(date, sleeves)`` returns each sleeve's asset holdings drifted to the decision
     date (sleeves x assets; ``meta.costs.DriftedSleeveHoldings``).
+
+    ``resume``: the result of the same call (same parameters, same code) on a prefix of
+    ``returns`` (``meta.incremental`` checks that); its rebalances are kept as they are and the
+    walk continues from its ``state``: only the rebalances after its last one are solved, warm-started
+    exactly as one uninterrupted walk would be. The result covers every rebalance.
     """
     if method not in METHODS:
         raise OptimizerConfigError(f"unknown method {method!r}; known: {list(METHODS)}")
@@ -662,12 +695,17 @@ def optimize_meta_weights(
     )
     rows = list(range(lookback - 1, n_rows, rebalance_every))
     n = len(sleeves)
-    W = np.zeros((len(rows), n))
-    # diagnostics are collected column by column and framed once at the end
-    cols: dict[str, list] = {c: [] for c in DIAGNOSTIC_COLUMNS}
     prev: np.ndarray | None = None  # holdings drifted to the decision date (None before the first)
     last_target: np.ndarray | None = None
     last_row = -1
+    kept = 0  # rebalances taken from ``resume`` as they are
+    if resume is not None:
+        kept, last_target, last_row = _resume_from(resume, returns, rows)
+        _restore_state(eng, resume.state)  # type: ignore[arg-type]
+    all_rows, rows = rows, rows[kept:]
+    W = np.zeros((len(rows), n))
+    # diagnostics are collected column by column and framed once at the end
+    cols: dict[str, list] = {c: [] for c in DIAGNOSTIC_COLUMNS}
     chain = (method, *fallback)
     subsets: dict[bytes, ActiveConstraints] = {}
     # NaN bookkeeping once for the whole history: NaNs of column c in rows [a, b) are
@@ -823,4 +861,38 @@ def optimize_meta_weights(
     diagnostics = pd.DataFrame(cols, index=out_index, columns=DIAGNOSTIC_COLUMNS)
     diagnostics["psd_repaired"] = diagnostics["psd_repaired"].astype(bool)
     diagnostics["fallback_used"] = diagnostics["fallback_used"].astype(bool)
-    return OptimizationResult(weights=weights, diagnostics=diagnostics)
+    if kept:
+        weights = pd.concat([resume.weights, weights]) if len(rows) else resume.weights.copy()  # type: ignore[union-attr]
+        diagnostics = _concat_diagnostics(resume.diagnostics, diagnostics, len(rows))  # type: ignore[union-attr]
+        weights.index.name = index.name
+        diagnostics.index.name = index.name
+    state = resume_state(eng, last_target, last_row, n_rows)
+    assert len(weights) == len(all_rows)
+    return OptimizationResult(weights=weights, diagnostics=diagnostics, state=state)
+
+
+def _concat_diagnostics(old: pd.DataFrame, new: pd.DataFrame, n_new: int) -> pd.DataFrame:
+    if not n_new:
+        return old.copy()
+    out = pd.concat([old[DIAGNOSTIC_COLUMNS], new])
+    out["psd_repaired"] = out["psd_repaired"].astype(bool)
+    out["fallback_used"] = out["fallback_used"].astype(bool)
+    return out
+
+
+def _resume_from(resume: OptimizationResult, returns: pd.DataFrame, rows: list[int]) -> tuple[int, np.ndarray, int]:
+    """How many rebalances of ``resume`` are kept, its last target and row; refuses a result that
+    is not this walk's prefix (other sleeves, other rebalance dates, no state)."""
+    state = resume.state
+    if not state or state.get("version") != 1:
+        raise OptimizerConfigError("resume: the previous result carries no resumable state (computed before "
+                                   "meta.optimize stored one); recompute in full")
+    if list(map(str, resume.weights.columns)) != [str(c) for c in returns.columns]:
+        raise OptimizerConfigError("resume: the previous result's sleeves differ from the returns' columns")
+    kept = len(resume.weights)
+    if kept == 0 or kept > len(rows) or not resume.weights.index.equals(returns.index[rows[:kept]]):
+        raise OptimizerConfigError("resume: the previous result's rebalance dates are not the first rebalances "
+                                   "of this walk (the returns are not an append of the previous ones)")
+    if int(state["last_row"]) != rows[kept - 1] or int(state["n_rows"]) > len(returns):
+        raise OptimizerConfigError("resume: the previous state's last rebalance row does not match its weights")
+    return kept, np.asarray(state["last_target"], dtype=float), int(state["last_row"])
