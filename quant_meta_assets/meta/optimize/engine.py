@@ -698,11 +698,11 @@ def optimize_meta_weights(
     prev: np.ndarray | None = None  # holdings drifted to the decision date (None before the first)
     last_target: np.ndarray | None = None
     last_row = -1
-    kept = 0  # rebalances taken from ``resume`` as they are
+    done = 0  # rebalance-grid rows the ``resume`` result already walked (held or not allocatable)
     if resume is not None:
-        kept, last_target, last_row = _resume_from(resume, returns, rows)
+        done, last_target, last_row = _resume_from(resume, returns, rows)
         _restore_state(eng, resume.state)  # type: ignore[arg-type]
-    all_rows, rows = rows, rows[kept:]
+    rows = rows[done:]
     W = np.zeros((len(rows), n))
     # diagnostics are collected column by column and framed once at the end
     cols: dict[str, list] = {c: [] for c in DIAGNOSTIC_COLUMNS}
@@ -720,7 +720,7 @@ def optimize_meta_weights(
     # what the held weights drift with: a sleeve that stopped is cash earning rf_d (meta.drift)
     R_drift = R if nan_cum is None else cash_after_stop(
         pd.DataFrame(R, index=index, columns=sleeves), eng.rf_daily).to_numpy()
-    kept: list[int] = []  # the rebalances the book holds: from the first one that can be allocated
+    held: list[int] = []  # the rebalances the book holds: from the first one that can be allocated
     not_yet: list[str] = []  # why the rebalances before it could not be
     for j, r in enumerate(rows):
         t_start = time.perf_counter()
@@ -819,10 +819,10 @@ def optimize_meta_weights(
             full = np.zeros(n)
             full[active] = w
         W[j] = full
-        if not kept and not_yet:
+        if not held and not_yet:
             win.notes.append(f"the book starts here: {len(not_yet)} earlier rebalance(s) could not be allocated "
                              f"(the first: {not_yet[0]})")
-        kept.append(j)
+        held.append(j)
         trade = float(np.abs(full).sum()) if prev is None else float(np.abs(full - prev).sum())
         last_target, last_row = full, r
         fb_used = name != method
@@ -851,23 +851,22 @@ def optimize_meta_weights(
         cols["halflife"].append(math.nan if halflife is None else float(halflife))
         cols["lookback"].append(int(lookback))
         cols["notes"].append("; ".join(win.notes) if win.notes else None)
-    if not kept:
+    if not held and resume is None:
         raise InfeasibleConstraintsError(
             f"no rebalance can be allocated: the live sleeves never satisfy the constraints ({len(not_yet)} "
             f"rebalances; the last: {not_yet[-1]})"
         )
-    out_index = index[[rows[j] for j in kept]]
-    weights = pd.DataFrame(W[kept], index=out_index, columns=returns.columns)
+    out_index = index[[rows[j] for j in held]]
+    weights = pd.DataFrame(W[held], index=out_index, columns=returns.columns)
     diagnostics = pd.DataFrame(cols, index=out_index, columns=DIAGNOSTIC_COLUMNS)
     diagnostics["psd_repaired"] = diagnostics["psd_repaired"].astype(bool)
     diagnostics["fallback_used"] = diagnostics["fallback_used"].astype(bool)
-    if kept:
-        weights = pd.concat([resume.weights, weights]) if len(rows) else resume.weights.copy()  # type: ignore[union-attr]
-        diagnostics = _concat_diagnostics(resume.diagnostics, diagnostics, len(rows))  # type: ignore[union-attr]
+    if resume is not None:
+        weights = pd.concat([resume.weights, weights]) if len(held) else resume.weights.copy()
+        diagnostics = _concat_diagnostics(resume.diagnostics, diagnostics, len(held))
         weights.index.name = index.name
         diagnostics.index.name = index.name
     state = resume_state(eng, last_target, last_row, n_rows)
-    assert len(weights) == len(all_rows)
     return OptimizationResult(weights=weights, diagnostics=diagnostics, state=state)
 
 
@@ -881,18 +880,21 @@ def _concat_diagnostics(old: pd.DataFrame, new: pd.DataFrame, n_new: int) -> pd.
 
 
 def _resume_from(resume: OptimizationResult, returns: pd.DataFrame, rows: list[int]) -> tuple[int, np.ndarray, int]:
-    """How many rebalances of ``resume`` are kept, its last target and row; refuses a result that
-    is not this walk's prefix (other sleeves, other rebalance dates, no state)."""
+    """How many rows of the rebalance grid ``resume`` walked (its rebalances are the grid's rows from
+    the first one it could allocate to its last), its last target and row; refuses a result that is
+    not this walk's prefix (other sleeves, other rebalance dates, no state)."""
     state = resume.state
     if not state or state.get("version") != 1:
         raise OptimizerConfigError("resume: the previous result carries no resumable state (computed before "
                                    "meta.optimize stored one); recompute in full")
     if list(map(str, resume.weights.columns)) != [str(c) for c in returns.columns]:
         raise OptimizerConfigError("resume: the previous result's sleeves differ from the returns' columns")
-    kept = len(resume.weights)
-    if kept == 0 or kept > len(rows) or not resume.weights.index.equals(returns.index[rows[:kept]]):
-        raise OptimizerConfigError("resume: the previous result's rebalance dates are not the first rebalances "
-                                   "of this walk (the returns are not an append of the previous ones)")
-    if int(state["last_row"]) != rows[kept - 1] or int(state["n_rows"]) > len(returns):
+    last_row = int(state["last_row"])
+    n_held = len(resume.weights)
+    done = rows.index(last_row) + 1 if last_row in rows else 0
+    if n_held == 0 or done < n_held or not resume.weights.index.equals(returns.index[rows[done - n_held:done]]):
+        raise OptimizerConfigError("resume: the previous result's rebalance dates are not the rebalances of this "
+                                   "walk up to its last one (the returns are not an append of the previous ones)")
+    if int(state["n_rows"]) > len(returns):
         raise OptimizerConfigError("resume: the previous state's last rebalance row does not match its weights")
-    return kept, np.asarray(state["last_target"], dtype=float), int(state["last_row"])
+    return done, np.asarray(state["last_target"], dtype=float), last_row

@@ -198,3 +198,17 @@ def test_after_the_start_a_set_that_cannot_meet_the_bounds_is_still_an_error():
     with pytest.raises(InfeasibleConstraintsError, match=r"rebalance 2020-\d\d-\d\d.*with inactive sleeves pinned "
                        r"to 0 \(inactive \(NaN in window\): c\): sum of max_weight over 2 sleeves is 0.8 < 1"):
         optimize_meta_weights(returns, "inverse_vol", lookback=50, rebalance_every=20, max_weight=0.4)
+
+
+def test_a_book_that_started_late_resumes_like_a_full_walk():
+    """An incremental update resumes the walk after a start that skipped rebalances (3 here)."""
+    rng = np.random.default_rng(5)
+    dates = pd.bdate_range("2020-01-01", periods=300, name="date")
+    returns = pd.DataFrame(rng.normal(4e-4, 0.01, (300, 2)), index=dates, columns=["a", "b"])
+    returns.iloc[:60, 1] = np.nan
+    kwargs = dict(method="inverse_vol", lookback=50, rebalance_every=20, max_weight=0.6)
+    before = optimize_meta_weights(returns.iloc[:200], **kwargs)
+    resumed = optimize_meta_weights(returns, resume=before, **kwargs)
+    full = optimize_meta_weights(returns, **kwargs)
+    assert before.weights.index[0] == dates[109] and len(full.weights) > len(before.weights)
+    pd.testing.assert_frame_equal(resumed.weights, full.weights, check_freq=False, rtol=0, atol=1e-12)
