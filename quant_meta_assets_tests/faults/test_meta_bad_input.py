@@ -99,9 +99,9 @@ def test_zero_variance_sleeve_is_pinned_to_zero_and_recorded(prices):
     # documented policy: an inactive sleeve's bounds are dropped (weight exactly 0, noted) ...
     floored = meta(records, min_weight=0.2)
     assert (floored.meta_weights["cash"] == 0).all() and (floored.meta_weights[["a", "b"]] >= 0.2 - 1e-9).all().all()
-    # ... and when the active sleeves then cannot meet the bounds, the error names the date and the sleeve
-    with pytest.raises(InfeasibleConstraintsError, match=r"rebalance .*inactive sleeves pinned to 0 .*cash.*"
-                       r"sum of max_weight over 2 sleeves is 0\.8 < 1"):
+    # ... and when the active sleeves then never meet the bounds, the error names the bound and the sleeve
+    with pytest.raises(InfeasibleConstraintsError, match=r"no rebalance can be allocated: .*sum of max_weight over "
+                       r"2 sleeves is 0\.8 < 1 \(budget\) \(inactive \(zero variance\): cash\)"):
         meta(records, max_weight=0.4)  # feasible for 3 sleeves (1.2 >= 1), not for the 2 active ones
 
 
