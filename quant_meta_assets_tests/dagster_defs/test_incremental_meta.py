@@ -20,7 +20,7 @@ from quant_meta_assets.stages import StageRegistry
 from quant_meta_assets.storage import StoredBundle, read_bundle
 from quant_meta_assets_tests.dagster_support import materialize_all, use_registry
 
-pytestmark = [pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.timeout(420), pytest.mark.slow]  # real Dagster runs on Ray: in `make test`, not test-fast
 
 REGISTRY = """
 sleeves:

@@ -18,7 +18,7 @@ from quant_meta_assets.sleeves.registry import load_registry
 from quant_meta_assets.storage import StoredBundle
 from quant_meta_assets_tests.conftest import write_registry
 
-pytestmark = [pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.timeout(420), pytest.mark.slow]  # real Dagster runs on Ray: in `make test`, not test-fast
 
 REGISTRY = """
 sleeves:
