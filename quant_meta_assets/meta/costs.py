@@ -62,6 +62,8 @@ __all__ = [
     "BookCosts",
     "CostViews",
     "cost_views",
+    "fold_checks",
+    "fold_cost_views",
 ]
 
 DEFAULT_BOOK_COST_BPS = DEFAULT_HALF_SPREAD_BPS
@@ -113,15 +115,20 @@ class CostViews:
     same days (what it trades and pays in its own account) and its trading rate in bps.
     ``book_trades``: the book's signed net trade per asset and day (date x ticker, for capacity).
     ``cost_bps``: the default half-spread; ``cost_model``: the model every trade was priced with.
+    ``sleeve_sums``: the sums behind ``sleeve_totals`` (sleeve x [trade, cost, rate_bps]: its own
+    two-sided trade without the initial build, its own cost), which a later update adds to
+    (``fold_cost_views``). A folded view keeps no ``book_weights`` or ``book_trades`` (its
+    reconciliations ran on the new days, when they were built).
     """
 
     daily: pd.DataFrame
-    book_weights: pd.DataFrame
+    book_weights: pd.DataFrame | None
     cost_bps: float
     checks: pd.DataFrame
     sleeve_totals: pd.DataFrame  # sleeve x [asset_turnover, cost_drag, rate_bps]: own trades, annualised
     book_trades: pd.DataFrame | None = None
     cost_model: CostModel | None = None
+    sleeve_sums: pd.DataFrame | None = None
 
     @property
     def reconciled(self) -> bool:
@@ -176,7 +183,14 @@ class BookCosts:
     ticker, as the sleeve engine records them) at a time, in any order, each sleeve once.
     ``cost_model`` prices every trade and position (``None`` = ``CostModel`` with ``cost_bps`` as
     the default half-spread; both given = the model with that default). Each sleeve's trading rates
-    are read back from its own cost series (``_sleeve_rates``) and checked daily.
+    are read back from its own cost series (``_sleeve_rates``) and checked daily; ``sleeve_rates``
+    (sleeve -> bps, NaN = per-ticker half-spreads) fixes them to those an earlier run read back.
+
+    ``emit_from``: the views of a trailing window (an incremental update, ``report.incremental``).
+    The inputs then start at a meta rebalance's decision date ``d0``, so the shares held from it on
+    are those of the full history; the rows before ``emit_from`` (from ``d0``'s first earning day,
+    whose meta trade and book build are priced from cash here) only carry the book and the
+    sleeves' holdings forward and are dropped from the result, its sums and its checks.
     """
 
     def __init__(
@@ -190,6 +204,8 @@ class BookCosts:
         cash_return: float | pd.Series = 0.0,
         tolerance: float = 1e-10,
         cost_model: CostModel | None = None,
+        emit_from: pd.Timestamp | None = None,
+        sleeve_rates: Mapping[str, float] | None = None,
     ) -> None:
         if cost_bps is not None and (not np.isfinite(cost_bps) or cost_bps < 0):
             raise StageInputError(f"book cost_bps (the default half-spread) must be a finite number >= 0, "
@@ -218,6 +234,12 @@ class BookCosts:
         self.held_net = held_meta_weights(meta_weights, net, cash_return)  # stand-alone: drift with net returns
         self.live = self.held_net.index
         self.days = net.index[net.index.get_loc(self.live[0]) - 1:]  # decision day before + live days
+        self.emit = 0 if emit_from is None else int(self.live.searchsorted(pd.Timestamp(emit_from)))
+        if emit_from is not None and (self.emit == 0 or self.emit >= len(self.live)):
+            raise StageInputError(f"cost views: emit_from {pd.Timestamp(emit_from).date()} must be a live day after "
+                                  f"the first one ({self.live[0].date()}) and not after the last "
+                                  f"({self.live[-1].date()}): the window starts at a rebalance before it")
+        self.known_rates = {} if sleeve_rates is None else {str(k): float(v) for k, v in sleeve_rates.items()}
         self.held_gross = held_meta_weights(meta_weights, gross_returns(net, costs), cash_return)  # book: gross drift
         # a sleeve not held that day (meta-weight exactly 0 in both views) contributes exactly 0
         self.held = (self.held_net.to_numpy() != 0.0) | (self.held_gross.to_numpy() != 0.0)
@@ -317,7 +339,8 @@ class BookCosts:
         own_holding = holding_cost(today, self.borrow[cols], self.funding)
         live_held = held_day[1:]
         trading_cost = self.costs[sleeve].to_numpy() - own_holding
-        rate, residual, label = self._sleeve_rates(np.abs(asset_trade), trading_cost, live_held, cols)
+        rate, residual, label = self._sleeve_rates(np.abs(asset_trade), trading_cost, live_held, cols,
+                                                   self.known_rates.get(sleeve))
         self.sleeve_rate[sleeve] = label
         self.sleeve_cost_diff = np.maximum(self.sleeve_cost_diff, residual)
         gross_today = (today * R[1:]).sum(axis=1) + (1.0 - today.sum(axis=1)) * self.rf[1:]
@@ -335,26 +358,32 @@ class BookCosts:
         self.component_volume[:, cols] += component
         self.rated_volume[:, cols] += component * rate[None, :]
         self.unnetted_holding += m * own_holding
-        self.sleeve_trade[sleeve] = float(trade[1:].sum())  # as the turnover rule: no initial build
+        self.sleeve_trade[sleeve] = float(trade[max(self.emit, 1):].sum())  # the turnover rule: no initial build
         self.added.add(sleeve)
 
     def _sleeve_rates(self, traded: np.ndarray, trading_cost: np.ndarray, held: np.ndarray,
-                      cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+                      cols: np.ndarray, known: float | None = None) -> tuple[np.ndarray, np.ndarray, float]:
         """The sleeve's trading rate per asset, read back from its own cost series: one rate on every
         asset (a registry ``cost_bps``), or the cost file's per-ticker half-spreads with one rate for
         the tickers it does not list (a sleeve without ``cost_bps``). The default is fitted as
         Σ cost / Σ volume over the held days; the candidate with the smaller daily residual is kept
-        (the residual is checked, ``sleeve_costs_priced``). Returns (rates, |residual| per day, the
-        rate in bps or NaN for per-ticker rates)."""
+        (the residual is checked, ``sleeve_costs_priced``). ``known``: the rate an earlier run read
+        back (bps; NaN = per-ticker): only that candidate, the uniform rate fixed to it. Returns
+        (rates, |residual| per day, the rate in bps or NaN for per-ticker rates)."""
         listed = np.array([t in self.model.half_spread_bps for t in (self.tickers[c] for c in cols)], dtype=bool)
         best = None
-        for per_ticker in ((False, True) if listed.any() else (False,)):
+        candidates = (False, True) if listed.any() else (False,)
+        if known is not None:
+            candidates = (bool(np.isnan(known)) and bool(listed.any()),)
+        for per_ticker in candidates:
             fixed = np.where(listed, self.h[cols], 0.0) if per_ticker else np.zeros(len(cols))
             free = ~listed if per_ticker else np.ones(len(cols), dtype=bool)
             rest = trading_cost - traded @ fixed
             volume = traded[:, free].sum(axis=1)
             total = float(volume[held].sum())
             default = float(rest[held].sum() / total) if total > 0 else 0.0
+            if known is not None and not np.isnan(known):
+                default = known / 1e4
             rates = np.where(free, default, fixed)
             residual = np.abs(np.where(held, trading_cost - traded @ rates, 0.0))
             if best is None or residual.max() < best[1].max():
@@ -362,7 +391,8 @@ class BookCosts:
         return best
 
     def result(self) -> CostViews:
-        """Finish both views and run every reconciliation (see ``CostViews.checks``)."""
+        """Finish both views and run every reconciliation (see ``CostViews.checks``), on the rows
+        from ``emit_from`` (all live days without it)."""
         missing = [s for s in self.sleeves if s not in self.added]
         if missing:
             raise StageInputError(f"cost views: no weights were added for sleeves {missing}")
@@ -402,6 +432,8 @@ class BookCosts:
         unnetted_volume = volume.sum(axis=1)
         unnetted_trading = rated.sum(axis=1)
         unnetted_cost = unnetted_trading + self.unnetted_holding
+        e = self.emit  # the rows kept (a trailing window's carry-forward rows are dropped)
+        live = self.live[e:]
         daily = pd.DataFrame({
             "netted_return": netted, "standalone_return": standalone,
             "book_volume": book_volume, "book_trading_cost": book_trading, "book_holding_cost": book_holding,
@@ -414,36 +446,37 @@ class BookCosts:
             "savings_volume": unnetted_volume - book_volume, "savings_cost": unnetted_cost - book_cost,
             "savings_cost_trading": unnetted_trading - book_trading,
             "savings_cost_holding": self.unnetted_holding - book_holding,
-        }, index=self.live)[DAILY_COLUMNS]
-        book_weights = pd.DataFrame(a, index=self.live, columns=self.tickers)
-        years = len(self.live) / PERIODS_PER_YEAR
-        sleeve_totals = pd.DataFrame({
-            "asset_turnover": pd.Series(self.sleeve_trade).reindex(self.sleeves) / years,
-            "cost_drag": self.costs.sum() / years,
+        }, index=self.live)[DAILY_COLUMNS].iloc[e:]
+        book_weights = pd.DataFrame(a[e:], index=live, columns=self.tickers)
+        sums = pd.DataFrame({
+            "trade": pd.Series(self.sleeve_trade, dtype=float).reindex(self.sleeves),
+            "cost": self.costs.iloc[e:].sum(),
             "rate_bps": pd.Series(self.sleeve_rate, dtype=float).reindex(self.sleeves),  # NaN: per-ticker
         }).rename_axis("sleeve")
         return CostViews(daily=daily, book_weights=book_weights, cost_bps=self.cost_bps,
-                         checks=self._checks(daily, R, rf), sleeve_totals=sleeve_totals,
-                         book_trades=pd.DataFrame(net_trade, index=self.live, columns=self.tickers),
-                         cost_model=self.model)
+                         checks=self._checks(daily, R[e:], rf[e:]), sleeve_totals=_sleeve_totals(sums, len(daily)),
+                         book_trades=pd.DataFrame(net_trade[e:], index=live, columns=self.tickers),
+                         cost_model=self.model, sleeve_sums=sums)
 
     def _checks(self, daily: pd.DataFrame, R: np.ndarray, rf: np.ndarray) -> pd.DataFrame:
-        """Each identity recomputed along a second path (sleeves vs assets), daily."""
-        tol, idx = self.tolerance, daily.index
-        sleeve_path_book = (self.held_gross * self.gross).sum(axis=1, skipna=False).to_numpy()
-        b = self.standalone_book
+        """Each identity recomputed along a second path (sleeves vs assets), daily (emitted rows)."""
+        tol, idx, e = self.tolerance, daily.index, self.emit
+        held_gross, held_net, gross = self.held_gross.iloc[e:], self.held_net.iloc[e:], self.gross.iloc[e:]
+        sleeve_path_book = (held_gross * gross).sum(axis=1, skipna=False).to_numpy()
+        b = self.standalone_book[e:]
         asset_path_sa = ((b * R).sum(axis=1) + (1.0 - b.sum(axis=1)) * rf
                          - daily["standalone_sleeve_cost"].to_numpy() - daily["standalone_meta_cost"].to_numpy())
-        sa_cost_read_back = (self.held_net * self.gross).sum(axis=1, skipna=False).to_numpy() \
+        sa_cost_read_back = (held_net * gross).sum(axis=1, skipna=False).to_numpy() \
             - daily["standalone_return"].to_numpy()
         book_cost_read_back = sleeve_path_book - daily["netted_return"].to_numpy()
-        meta_cost_gross = np.zeros(len(idx))
+        meta_cost_gross = np.zeros(len(self.live))
         meta_cost_gross[self.rebalance_rows] = np.abs(self.meta_trade["gross"]) @ self.h
-        unnetted_sleeve_path = (self.held_gross * self.costs).sum(axis=1, skipna=False).to_numpy() + meta_cost_gross
+        unnetted_sleeve_path = (held_gross * self.costs.iloc[e:]).sum(axis=1, skipna=False).to_numpy() \
+            + meta_cost_gross[e:]
         rows = [
             _check("sleeve_gross_returns",
                    "each sleeve's weights x asset returns (+ cash) == its gross return reconstructed from "
-                   "net return and own cost (max over sleeves)", self.gross_diff, idx, tol),
+                   "net return and own cost (max over sleeves)", self.gross_diff[e:], idx, tol),
             _check("netted_book_return",
                    "netted return == sum_i a_i R_i + cash - cost_book, recomputed as sum_s m_s g_s - cost_book "
                    "(g_s gross sleeve returns, m drifting with them)",
@@ -458,7 +491,7 @@ class BookCosts:
                    daily["standalone_cost"].to_numpy() - sa_cost_read_back, idx, tol),
             _check("sleeve_costs_priced",
                    "each sleeve's own cost == its rate x its asset trade + the holding cost of its positions "
-                   "under the cost model (max over sleeves)", self.sleeve_cost_diff, idx, tol),
+                   "under the cost model (max over sleeves)", self.sleeve_cost_diff[e:], idx, tol),
             _check("crossing_savings",
                    "savings == the un-netted cost (sum_s m_s x sleeve's own cost + the meta trades at h_i, same "
                    "holdings as the book) - the book's cost read back as gross - net return",
@@ -477,6 +510,52 @@ class BookCosts:
         return pd.DataFrame(rows, columns=CHECK_COLUMNS)
 
 
+def _sleeve_totals(sums: pd.DataFrame, days: int) -> pd.DataFrame:
+    """Each sleeve's own turnover and cost drag a year over ``days`` live days, and its rate."""
+    years = days / PERIODS_PER_YEAR
+    return pd.DataFrame({"asset_turnover": sums["trade"] / years, "cost_drag": sums["cost"] / years,
+                         "rate_bps": sums["rate_bps"]}).rename_axis("sleeve")
+
+
+def fold_checks(previous: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """Two tables of daily checks on consecutive day ranges as one over both: per check the larger
+    difference and where it is (NaN is larger than any number), passed only if both passed.
+    A check in one table only is kept as it is."""
+    old = {row["check"]: row for row in previous.to_dict("records")}
+    rows = []
+    for row in new.to_dict("records"):
+        before = old.pop(row["check"], None)
+        if before is not None:
+            a, b = float(before["max_abs_diff"]), float(row["max_abs_diff"])
+            if np.isnan(a) or (not np.isnan(b) and a >= b):
+                row = {**row, "max_abs_diff": a, "where": before["where"]}
+            row["passed"] = bool(before["passed"]) and bool(row["passed"])
+        rows.append(row)
+    rows.extend(old.values())
+    return pd.DataFrame(rows, columns=list(new.columns))
+
+
+def fold_cost_views(previous: CostViews, new: CostViews) -> CostViews:
+    """The views of the live days so far from those of the earlier days (``previous``, stored by
+    the last run) and of the days after them (``new``: a trailing window's ``emit_from`` rows):
+    daily rows appended, sleeve sums added, checks folded (``fold_checks``). Identical to the
+    views of all days computed at once, up to the order of the additions."""
+    if previous.sleeve_sums is None or new.sleeve_sums is None:
+        raise StageInputError("cost views: folding needs the sleeve sums of both parts")
+    if len(previous.daily) and len(new.daily) and new.daily.index[0] <= previous.daily.index[-1]:
+        raise StageInputError(f"cost views: the new days start {new.daily.index[0].date()}, not after the "
+                              f"previous ones ({previous.daily.index[-1].date()})")
+    if list(previous.sleeve_sums.index) != list(new.sleeve_sums.index):
+        raise StageInputError("cost views: the sleeves changed between the two parts")
+    daily = pd.concat([previous.daily, new.daily])
+    sums = pd.DataFrame({"trade": previous.sleeve_sums["trade"] + new.sleeve_sums["trade"],
+                         "cost": previous.sleeve_sums["cost"] + new.sleeve_sums["cost"],
+                         "rate_bps": previous.sleeve_sums["rate_bps"]}).rename_axis("sleeve")
+    return CostViews(daily=daily, book_weights=None, cost_bps=new.cost_bps,
+                     checks=fold_checks(previous.checks, new.checks), sleeve_totals=_sleeve_totals(sums, len(daily)),
+                     book_trades=None, cost_model=new.cost_model, sleeve_sums=sums)
+
+
 def cost_views(
     *,
     meta_weights: pd.DataFrame,
@@ -488,14 +567,17 @@ def cost_views(
     cash_return: float | pd.Series = 0.0,
     tolerance: float = 1e-10,
     cost_model: CostModel | None = None,
+    emit_from: pd.Timestamp | None = None,
+    sleeve_rates: Mapping[str, float] | None = None,
 ) -> CostViews:
     """Both cost views in one call; ``sleeve_weights`` may be a mapping or an iterator of
-    ``(sleeve, weights)`` chunks (consumed one at a time)."""
+    ``(sleeve, weights)`` chunks (consumed one at a time). ``emit_from``/``sleeve_rates``: a
+    trailing window's views (``BookCosts``)."""
     if not isinstance(sleeve_costs, pd.DataFrame):
         sleeve_costs = pd.DataFrame({s: pd.Series(v, dtype=float) for s, v in sleeve_costs.items()})
     acc = BookCosts(meta_weights=meta_weights, sleeve_returns=sleeve_returns, sleeve_costs=sleeve_costs,
                     asset_returns=asset_returns, cost_bps=cost_bps, cash_return=cash_return,
-                    tolerance=tolerance, cost_model=cost_model)
+                    tolerance=tolerance, cost_model=cost_model, emit_from=emit_from, sleeve_rates=sleeve_rates)
     chunks = sleeve_weights.items() if isinstance(sleeve_weights, Mapping) else sleeve_weights
     for sleeve, weights in chunks:
         if str(sleeve) in acc.sleeves:
