@@ -38,6 +38,12 @@ class SleeveFrames(Mapping):
     def __getitem__(self, sleeve: str) -> Any:
         return self._records[sleeve][self._key]
 
+    def read_since(self, sleeve: str, since: Any) -> Any:
+        """The frame's rows from ``since`` on; a stored record reads only the chunks holding them."""
+        record = self._records[sleeve]
+        read = getattr(record, "frame", None)
+        return read(self._key, since=since) if read is not None else record[self._key].loc[since:]
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._records)
 

@@ -79,13 +79,15 @@ def _date_range(frame: pd.DataFrame | pd.Series) -> dict:
     return {"start": str(frame.index[0].date()), "end": str(frame.index[-1].date())}
 
 
-def previous_output(context: dg.AssetExecutionContext, key: dg.AssetKey) -> tuple[Any, str | None]:
+def previous_output(context: dg.AssetExecutionContext, key: dg.AssetKey,
+                    only: str | None = None) -> tuple[Any, str | None]:
     """The value of ``key``'s latest successful materialization before this step (its immutable
     run-scoped bundle, ``runs/<run>/<asset key>``), the output an update extends; ``(None, why)``
-    when there is none (never materialized, or its bundle is gone: retention)."""
+    when there is none (never materialized, or its bundle is gone: retention). ``only``: read just
+    that entry's frames (the report's ``fold_state``, not its every table)."""
     from quant_meta_assets.bundle_values import join_value
     from quant_meta_assets.publishing.snapshot import run_scoped_dir
-    from quant_meta_assets.storage import read_bundle
+    from quant_meta_assets.storage import StoredBundle, read_bundle
 
     records = context.instance.fetch_materializations(key, limit=1).records
     if not records or not records[0].run_id:
@@ -94,7 +96,10 @@ def previous_output(context: dg.AssetExecutionContext, key: dg.AssetKey) -> tupl
     directory = run_scoped_dir(_storage_root(context), run_id, key.path)
     if not directory.exists():
         return None, f"the previous {key.to_user_string()} (run {run_id}) is no longer stored"
-    return join_value(*read_bundle(directory)), run_id
+    if only is None:
+        return join_value(*read_bundle(directory)), run_id
+    keys = [k for k in StoredBundle(directory).frame_keys if k.split("__", 1)[0] == only]
+    return join_value(*read_bundle(directory, keys)), run_id
 
 
 def _storage_root(context: dg.AssetExecutionContext) -> Path:
@@ -305,6 +310,9 @@ def flattened_weights(
     assets, exposure, update = out["flattened_weights"], out["exposure"], out["update"]
     if update.mode == "full" and previous is None and previous_run:
         update = type(update)("full", previous_run, update.new_rows)
+    append_key = dict(out["append_key"])
+    # what meta/report checks before folding forward: this output kept the rows of that run's
+    append_key["extended_from"] = previous_run if update.mode == "extend" else None
     latest = assets.iloc[-1]
     top = latest.reindex(latest.abs().sort_values(ascending=False).index).head(10)
     context.add_output_metadata(
@@ -319,7 +327,7 @@ def flattened_weights(
     )
     return lineage.attach(
         {"asset_weights": assets, "meta_weights_daily": out["meta_weights_daily"], "exposure": exposure,
-         "append_key": out["append_key"]}, own
+         "append_key": append_key}, own
     )
 
 
@@ -343,6 +351,16 @@ class ReportConfig(dg.Config):
         description="The report's plots draw the meta, the benchmarks and the top_k sleeves by average held "
         "meta-weight; every sleeve stays in the (sortable) tables.",
     )
+
+
+def _fold_vouched(fold_from: Mapping, flattened: Mapping, flatten_run: str | None) -> str | None:
+    """None when this run's meta/flatten vouches for the sleeves' weights and costs on the previous
+    report's days (it is the output that report read, or extended it after comparing them), else why not."""
+    read = fold_from.get("vouched_by")
+    if read is not None and read in (flatten_run, (flattened.get("append_key") or {}).get("extended_from")):
+        return None
+    return (f"meta/flatten (run {flatten_run}) did not extend the output the previous report read (run {read}): "
+            "the sleeves' weights on its days are not known to be unchanged")
 
 
 def _previous_summary(instance: dg.DagsterInstance) -> dict | None:
@@ -408,6 +426,10 @@ def meta_report(
         if (r := s.stored) is not None
     }
     output_dir = safe_child(context.resources.io_manager.root(), "reports", context.run_id)
+    previous, previous_run = previous_output(context, REPORT_KEY, only="fold_state")
+    flatten_run = (lineage.detach(flattened) or {}).get("run_id")
+    fold_from = (previous or {}).get("fold_state")
+    fold_vouched = _fold_vouched(fold_from, flattened, flatten_run) if fold_from else None
     with cancel_on_interrupt(context):
         out = StageRegistry.get("meta.report").run(
             prices=prices,  # this run's snapshot (the `prices` asset), the one the sleeves used
@@ -422,9 +444,14 @@ def meta_report(
             benchmark=load_benchmark(),
             lineage=sleeve_lineage,
             previous=_previous_summary(context.instance),
+            fold_from=fold_from, fold_vouched=fold_vouched, vouched_by=flatten_run,
+            code_version=asset_code_version("meta/report"),
             **config.model_dump(),
         )
     report = out["report"]
+    update = report.pop("update")  # metadata, not stored
+    if update.mode == "full" and previous is None and previous_run:
+        update = type(update)("full", previous_run, update.new_rows)  # why there was nothing to fold into
     context.log.info(f"report: {Path(report['html']).resolve()}")  # the path a CLI run prints (summary: make report)
     markdown = report_markdown_summary(report)
     context.add_output_metadata(
@@ -435,10 +462,7 @@ def meta_report(
             "report_dir": str(output_dir),
             **{name: dg.MarkdownMetadataValue(text) for name, text in markdown.items()},
             **{name: dg.FloatMetadataValue(float(value)) for name, value in headline_metrics(report).items()},
-            # not incremental yet: the cost views, attribution and metrics read every input (docs/incremental.md)
-            "update": dg.TextMetadataValue("full recompute: meta/report computes its cost views, attribution "
-                                           "and metrics from every input on each run"),
-            "update_mode": "full",
+            **_update_metadata(update, previous_run),
             **_lineage_metadata(own),
         }
     )

@@ -23,12 +23,14 @@ from quant_meta_assets import rates
 from quant_meta_assets.errors import ReconciliationError, StageInputError
 from quant_meta_assets.rates import PERIODS_PER_YEAR
 from quant_meta_assets.benchmark import BENCHMARK_ENV, Benchmark, as_benchmark
-from quant_meta_assets.meta.costs import DEFAULT_BOOK_COST_BPS, cost_views
+from quant_meta_assets.meta.costs import DEFAULT_BOOK_COST_BPS, cost_views, fold_checks, fold_cost_views
+from quant_meta_assets.meta.incremental import Update
 from quant_meta_assets.meta.drift import cash_after_stop
 from quant_meta_assets.meta.flatten import book_sleeve_returns, meta_portfolio_returns
 from quant_meta_assets.meta.optimize.diagnostics import covariance_summary, covariance_warning
 from quant_meta_assets.report import forensics as F
 from quant_meta_assets.report import html as H
+from quant_meta_assets.report import incremental as RI
 from quant_meta_assets.costs.capacity import capacity
 from quant_meta_assets.costs.cost_model import CostModel, load_cost_model
 from quant_meta_assets.report import plots as P
@@ -143,6 +145,25 @@ def _as_frame_weights(mapping: Mapping[str, pd.DataFrame], sleeves) -> Mapping[s
     return mapping
 
 
+class TrailingRows(Mapping):
+    """The sleeves' daily weights from ``since`` on: an incremental report reads no earlier row
+    (a stored record that can read a trailing range, ``read_since``, is asked for only that)."""
+
+    def __init__(self, weights: Mapping[str, pd.DataFrame], since: pd.Timestamp) -> None:
+        self._weights, self._since = weights, pd.Timestamp(since)
+
+    def __getitem__(self, sleeve: str) -> pd.DataFrame:
+        read_since = getattr(self._weights, "read_since", None)
+        frame = read_since(sleeve, self._since) if read_since is not None else self._weights[sleeve]
+        return frame.loc[self._since:]
+
+    def __iter__(self):
+        return iter(self._weights)
+
+    def __len__(self) -> int:
+        return len(self._weights)
+
+
 def _fail_message(failed: pd.DataFrame) -> str:
     parts = [
         f"{row.check}: max |diff| = {H.fmt_sci(row.max_abs_diff)} > tolerance {row.tolerance:.1e} "
@@ -176,6 +197,10 @@ def build_report(
     cash_return: float | pd.Series | None = None,
     top_k: int = P.DEFAULT_TOP_K,
     cost_model: CostModel | None = None,
+    fold_from: Mapping | None = None,
+    fold_vouched: str | None = "nothing vouches for the sleeves' weights and costs on the previous report's days",
+    vouched_by: str | None = None,
+    code_version: str | None = None,
 ) -> dict:
     """Build the report; see the module docstring and ``REPORT_CONVENTIONS``.
 
@@ -188,6 +213,13 @@ def build_report(
     the cash the sleeves and the book hold (default: the daily rf, as the sleeve engine credits it).
     ``top_k``: the plots draw the meta, the benchmarks and this many sleeves (largest average held
     meta-weight); every sleeve is in the tables.
+
+    Incremental (``report.incremental``): ``fold_from`` is the previous report's ``fold_state``.
+    When ``fold_vouched`` is None (the caller vouches that the sleeves' weights and costs on its
+    days are unchanged: ``vouched_by`` names what does, stored for the next report) and the other
+    inputs append to the previous ones under the same configuration and ``code_version``, the cost
+    views and the daily holdings reconciliations run on a trailing window and fold into the stored
+    ones; the result equals a full recompute. ``report["update"]`` says which it was and why.
     """
     if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
         raise StageInputError(f"meta.report: top_k must be an integer >= 1, got {top_k!r}")
@@ -215,14 +247,39 @@ def build_report(
     recomputed_held, meta_turnover = PF.drifted_weights(meta_weights, gross_returns, cash_return)
     held = flatten.meta_weights_daily.reindex(index=live, columns=sleeves)  # the book's shares, as published
     gross_as_held = cash_after_stop(gross_returns, cash_return)  # what the held sub-accounts earned
-    costs = cost_views(
-        meta_weights=meta_weights, sleeve_returns=sleeve_returns,
-        sleeve_costs={s: sleeve_costs[s] for s in sleeves if s in sleeve_costs},
-        sleeve_weights=weights_by_sleeve, asset_returns=asset_returns,
-        cost_model=(load_cost_model(default_half_spread_bps=cost_bps) if cost_model is None
-                    else cost_model.with_default_half_spread(cost_bps)),
-        cash_return=cash_return, tolerance=tolerance,
-    )
+    model = (load_cost_model(default_half_spread_bps=cost_bps) if cost_model is None
+             else cost_model.with_default_half_spread(cost_bps))
+    fingerprint = RI.report_fingerprint(cost_model=model, cost_bps=cost_bps, cash_return=cash_return,
+                                        tolerance=tolerance, code_version=code_version)
+    reason = RI.fold_reason(fold_from, fingerprint=fingerprint, sleeve_returns=sleeve_returns,
+                            meta_weights=meta_weights, asset_returns=asset_returns, vouched=fold_vouched,
+                            capacity=model.adv is not None)
+    since = None  # the first day the daily reconciliations run on (None: every live day)
+    window_costs = {s: sleeve_costs[s] for s in sleeves if s in sleeve_costs}
+    if reason is None:  # the trailing window from the last rebalance before the previous last day
+        end = pd.Timestamp(fold_from["end"])  # type: ignore[index]
+        start = RI.window_start(meta_weights, end)
+        since = sleeve_returns.index[sleeve_returns.index > end][0]
+        window = cost_views(
+            meta_weights=meta_weights.loc[start:], sleeve_returns=sleeve_returns.loc[start:],
+            sleeve_costs={s: c.loc[start:] for s, c in window_costs.items()},
+            sleeve_weights=TrailingRows(weights_by_sleeve, start), asset_returns=asset_returns, cost_model=model,
+            cash_return=cash_return, tolerance=tolerance, emit_from=since,
+            sleeve_rates=fold_from["sleeve_sums"]["rate_bps"].to_dict(),  # type: ignore[index]
+        )
+        costs = fold_cost_views(RI.previous_views(fold_from, cost_bps), window)  # type: ignore[arg-type]
+        book_weights = window.book_weights
+        update = Update("extend", f"cost views and daily reconciliations on {len(window.daily)} new day(s) "
+                        f"from the rebalance of {start.date()}, folded into the previous report's "
+                        f"{len(fold_from['daily'])}", len(window.daily))  # type: ignore[index]
+    else:
+        costs = cost_views(
+            meta_weights=meta_weights, sleeve_returns=sleeve_returns, sleeve_costs=window_costs,
+            sleeve_weights=weights_by_sleeve, asset_returns=asset_returns, cost_model=model,
+            cash_return=cash_return, tolerance=tolerance,
+        )
+        book_weights = costs.book_weights
+        update = Update("full", reason, len(costs.daily))
     book_capacity = None
     if costs.cost_model.adv is not None:  # the book's Sharpe and cost drag against its AUM
         book_capacity = capacity(costs.daily["netted_return"], costs.book_trades, asset_returns, costs.cost_model,
@@ -261,12 +318,16 @@ def build_report(
     # --- forensics: one set of holdings --------------------------------------------------------
     asset_weights = flatten.asset_weights.reindex(live)
     book_cost = costs.daily["book_cost"]
-    reconciliations = F.reconcile(
+    holdings_checks = F.reconcile(
         meta_weights=meta_weights, meta_weights_daily=flatten.meta_weights_daily,
         recomputed_meta_weights_daily=recomputed_held, book_returns=netted, book_costs=book_cost,
-        book_weights=costs.book_weights, asset_weights=flatten.asset_weights, asset_returns=asset_returns,
-        exposure=flatten.exposure, sleeve_weights=weights_by_sleeve, tolerance=tolerance, cash_return=cash_return,
+        book_weights=book_weights, asset_weights=flatten.asset_weights, asset_returns=asset_returns,
+        exposure=flatten.exposure, tolerance=tolerance, cash_return=cash_return, since=since,
+        sleeve_weights=weights_by_sleeve if since is None else TrailingRows(weights_by_sleeve, since),
     )
+    if since is not None:
+        holdings_checks = fold_checks(fold_from["holdings_checks"], holdings_checks)  # type: ignore[index]
+    reconciliations = holdings_checks
     attribution = F.attribution(
         meta_returns=netted, meta_weights_daily=held, sleeve_returns=gross_as_held,
         asset_weights=asset_weights, asset_returns=asset_returns, book_costs=book_cost, cash_return=cash_return,
@@ -301,6 +362,7 @@ def build_report(
     if book_capacity is not None:
         summary["costs"]["halving_aum"] = book_capacity.halving_aum
     changes = F.what_changed(summary, previous)
+    survivorship = _survivorship(asset_returns, live)
     conventions = {**M.CONVENTIONS, **REPORT_CONVENTIONS,
                    "book_cost_bps_used": f"default half-spread {cost_bps:g} bps one-way (run config 'cost_bps'; "
                    f"default {DEFAULT_BOOK_COST_BPS:g} bps); per-ticker half-spreads: "
@@ -311,7 +373,7 @@ def build_report(
                    "risk_free_rate_used": f"rf = {risk_free_rate:.4%} per year; MAR = {mar:.4%} per year",
                    "risk_window_used": f"{window} trading days",
                    "benchmark": _benchmark_convention(bench),
-                   "survivorship_bias": _survivorship(asset_returns, live)[1],
+                   "survivorship_bias": survivorship[1],
                    "reconciliation_tolerance": f"{tolerance:.1e} absolute"}
 
     shown = P.top_sleeves(held, top_k)
@@ -371,7 +433,7 @@ def build_report(
         risk=risk, diagnostics=diagnostics, lineage=lineage, changes=changes, conventions=conventions,
         figures=figures, summary=summary, previous=previous, live=live, sleeves=sleeves,
         tolerance=tolerance, risk_free_rate=risk_free_rate, costs=costs, decision=decision,
-        turnover_by_year=turnover_by_year, bench=bench, universe=_survivorship(asset_returns, live)[0],
+        turnover_by_year=turnover_by_year, bench=bench, universe=survivorship[0],
         spans=_sleeve_spans(sleeve_returns, live, window),
     )
     summary_text = json.dumps(summary, indent=2, allow_nan=False)
@@ -382,6 +444,10 @@ def build_report(
     H.write_atomic(out_dir / "summary.json", summary_text)
 
     return {
+        "update": update,
+        "fold_state": RI.fold_state(costs=costs, holdings_checks=holdings_checks, fingerprint=fingerprint,
+                                    sleeve_returns=sleeve_returns, meta_weights=meta_weights,
+                                    asset_returns=asset_returns, vouched_by=vouched_by),
         "metrics": metrics,
         "meta_returns": netted,
         "standalone_returns": standalone,

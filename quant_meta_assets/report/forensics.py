@@ -106,8 +106,10 @@ def reconcile(
     sleeve_weights: Mapping[str, pd.DataFrame],
     tolerance: float,
     cash_return: float | pd.Series = 0.0,
+    since: pd.Timestamp | None = None,
 ) -> pd.DataFrame:
-    """All identities on the live days of ``recomputed_meta_weights_daily``; one row per check.
+    """All identities on the live days of ``recomputed_meta_weights_daily`` (from ``since`` on when
+    given: an incremental report checks only its new days, ``report.incremental``); one row per check.
 
     ``meta_weights_daily`` / ``asset_weights`` / ``exposure`` are what meta.flatten published (the
     book's shares and holdings); ``book_returns`` / ``book_costs`` / ``book_weights`` the headline
@@ -115,6 +117,9 @@ def reconcile(
     drift of the targets with the sleeves' gross returns. ``cash_return`` is the daily rate cash
     earns (``rates.daily_rate(rf)``, or a daily series)."""
     live = recomputed_meta_weights_daily.index
+    if since is not None:
+        live = live[live >= since]
+        recomputed_meta_weights_daily = recomputed_meta_weights_daily.loc[live]
     sleeves = list(meta_weights.columns)
     held = meta_weights_daily.reindex(index=live, columns=sleeves)
     rows = []

@@ -31,6 +31,13 @@ class CashAfterStop(Mapping):
         last = self._stops.get(str(sleeve))
         return frame if last is None else weights_after_stop(frame, last, self._index)
 
+    def read_since(self, sleeve: str, since: pd.Timestamp) -> pd.DataFrame:
+        """The rows from ``since`` on, read as such when the weights can (``SleeveFrames``)."""
+        read = getattr(self._weights, "read_since", None)
+        frame = read(sleeve, since) if read is not None else self._weights[sleeve].loc[since:]
+        last = self._stops.get(str(sleeve))
+        return frame if last is None else weights_after_stop(frame, last, self._index[self._index >= since])
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._weights)
 

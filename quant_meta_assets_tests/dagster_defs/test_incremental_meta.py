@@ -2,7 +2,7 @@
 previous materialization, and every meta output equals a full recompute on the same inputs.
 
 The sleeves run on a cut price file, then on the file with more days; the oracle recomputes
-meta.returns, meta.optimize and meta.flatten in full from the second run's stored sleeve bundles.
+meta.returns, meta.optimize, meta.flatten and meta.report in full from the run's stored sleeve bundles.
 """
 
 from __future__ import annotations
@@ -14,7 +14,13 @@ import pytest
 
 from quant_meta_assets import settings
 from quant_meta_assets.bundle_values import join_value
-from quant_meta_assets.dagster_defs.meta_assets import FLATTEN_KEY, OPTIMIZE_KEY, RETURNS_KEY, OptimizeConfig
+from quant_meta_assets.dagster_defs.meta_assets import (
+    FLATTEN_KEY,
+    OPTIMIZE_KEY,
+    REPORT_KEY,
+    RETURNS_KEY,
+    OptimizeConfig,
+)
 from quant_meta_assets.publishing.snapshot import run_scoped_dir
 from quant_meta_assets.stages import StageRegistry
 from quant_meta_assets.storage import StoredBundle, read_bundle
@@ -57,8 +63,10 @@ def _max_diff(a: pd.DataFrame, b: pd.DataFrame) -> float:
     return float(np.nanmax(np.abs(x - y), initial=0.0))
 
 
-def _full_recompute(run_id: str, names: list[str]) -> dict:
+def _full_recompute(run_id: str, names: list[str], report_dir) -> dict:
     """The oracle: every meta stage in full on the sleeve bundles the run stored."""
+    from quant_meta_assets.prices import load_prices
+
     records = [StoredBundle(run_scoped_dir(settings.storage_root(), run_id, ["sleeves", n])).with_meta(sleeve=n)
                for n in names]
     returns = StageRegistry.get("meta.returns").run(sleeve_results=records)["meta_returns"]
@@ -66,7 +74,11 @@ def _full_recompute(run_id: str, names: list[str]) -> dict:
     optimized = StageRegistry.get("meta.optimize").run(meta_returns=returns, **params)
     flat = StageRegistry.get("meta.flatten").run(meta_weights=optimized["meta_weights"], meta_returns=returns,
                                                  sleeve_results=records)
-    return {"returns": returns, **optimized, **flat}
+    report = StageRegistry.get("meta.report").run(
+        prices=load_prices(), sleeve_results=records, meta_returns=returns, meta_weights=optimized["meta_weights"],
+        optimizer_diagnostics=optimized["optimizer_diagnostics"], flattened_weights=flat["flattened_weights"],
+        meta_weights_daily=flat["meta_weights_daily"], exposure=flat["exposure"], output_dir=report_dir)["report"]
+    return {"returns": returns, **optimized, **flat, "report": report}
 
 
 def test_daily_updates_extend_and_equal_a_full_recompute(tmp_path, monkeypatch, local_ray):
@@ -84,19 +96,28 @@ def test_daily_updates_extend_and_equal_a_full_recompute(tmp_path, monkeypatch, 
         result = materialize_all(instance, names)
         assert result.success, [e.message for e in result.all_events if e.is_failure]
         modes = {k.to_user_string(): _metadata(instance, k)["update_mode"].value
-                 for k in (RETURNS_KEY, OPTIMIZE_KEY, FLATTEN_KEY)}
+                 for k in (RETURNS_KEY, OPTIMIZE_KEY, FLATTEN_KEY, REPORT_KEY)}
         if step == 0:
             assert set(modes.values()) == {"full"}, modes
             assert _metadata(instance, RETURNS_KEY)["update"].value == "full recompute: no previous meta/returns"
         else:
             assert set(modes.values()) == {"extend"}, (modes, {k: _metadata(instance, k)["update"].value
-                                                               for k in (RETURNS_KEY, OPTIMIZE_KEY, FLATTEN_KEY)})
-        oracle = _full_recompute(result.run_id, names)
+                                                               for k in (RETURNS_KEY, OPTIMIZE_KEY, FLATTEN_KEY,
+                                                                         REPORT_KEY)})
+        oracle = _full_recompute(result.run_id, names, tmp_path / f"oracle-{step}")
         returns = _stored(result.run_id, RETURNS_KEY)
         returns.attrs.clear()
         optimized = _stored(result.run_id, OPTIMIZE_KEY)
         flattened = _stored(result.run_id, FLATTEN_KEY)
+        report = _stored(result.run_id, REPORT_KEY)
+        assert report["reconciliations"]["passed"].all()
+        assert report["reconciliations"]["check"].tolist() == oracle["report"]["reconciliations"]["check"].tolist()
         diffs = {
+            "report_metrics": _max_diff(report["metrics"].select_dtypes("number"),
+                                        oracle["report"]["metrics"].select_dtypes("number")),
+            "report_costs_daily": _max_diff(report["costs"]["daily"], oracle["report"]["costs"]["daily"]),
+            "report_sleeve_totals": _max_diff(report["costs"]["sleeve_totals"],
+                                              oracle["report"]["costs"]["sleeve_totals"]),
             "meta_returns": _max_diff(returns, oracle["returns"]),
             "weights": _max_diff(optimized["weights"], oracle["meta_weights"]),
             "asset_weights": _max_diff(flattened["asset_weights"], oracle["flattened_weights"]),
@@ -113,7 +134,6 @@ def test_daily_updates_extend_and_equal_a_full_recompute(tmp_path, monkeypatch, 
         if step == 2:  # 63 new days: at least one new rebalance was solved in the update
             assert len(optimized["weights"]) >= previous_rebalances + 2
         previous_rebalances = len(optimized["weights"])
-        assert _metadata(instance, dg.AssetKey(["meta", "report"]))["update_mode"].value == "full"
         # the report and the publication see one lineage, as in a full run
         assert _metadata(instance, dg.AssetKey(["meta", "published"]))["published"].value is True
     print(f"largest difference update vs full recompute through Dagster: {largest:.3g}")
