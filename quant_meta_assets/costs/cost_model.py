@@ -32,7 +32,7 @@ import pandas as pd
 
 from quant_meta_assets.errors import StageInputError
 from quant_meta_assets.rates import PERIODS_PER_YEAR
-from quant_meta_assets.settings import BORROW_BPS_ENV, COSTS_FILE_ENV, FUNDING_SPREAD_BPS_ENV
+from quant_meta_assets.settings import BORROW_BPS_ENV, COSTS_FILE_ENV, FUNDING_SPREAD_BPS_ENV, env_number
 
 __all__ = ["DEFAULT_HALF_SPREAD_BPS", "CostModel", "annual_bps_to_daily", "load_cost_model"]
 
@@ -143,17 +143,17 @@ class CostModel:
         return np.tile(self.adv.reindex(tickers).to_numpy(dtype=float), (len(index), 1))
 
 
-def _env_bps(env: str) -> float:
-    raw = os.environ.get(env, "").strip()
-    if not raw:
-        return 0.0
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{env}={raw!r} is not a number (bps per year, e.g. 50)") from None
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{env}={raw!r} must be a finite number of bps per year >= 0")
+def _finite_bps(raw: str) -> float:
+    """``float(raw)``, blank = 0; a ValueError when it is not finite (``env_number`` names the rule)."""
+    value = float(raw) if raw.strip() else 0.0
+    if not math.isfinite(value):
+        raise ValueError(raw)
     return value
+
+
+def _env_bps(env: str) -> float:
+    """bps per year from ``$env``: unset or blank = 0, else a finite number >= 0."""
+    return env_number(env, 0.0, _finite_bps, minimum=0, unit="a finite number of bps per year")
 
 
 def load_cost_model(path: str | Path | None = None, *,

@@ -159,8 +159,8 @@ def run_sleeve_update(profile, window: pd.DataFrame, state: Mapping, risk_free_r
     new state (``prices`` left for the driver, which has the whole panel). Raises ``NotExactError``
     when the window does not reproduce the stored state (then recompute in full)."""
     from quant_meta_assets.sleeves.engine import (
-        Carry, check_gross, check_solvent, rebalance_dates, sample_weights, simulate, untradable_to_cash,
-        validate_target_weights,
+        Carry, check_gross, check_solvent, rebalance_dates, sample_weights, simulate, success_record,
+        untradable_to_cash, validate_target_weights,
     )
     from quant_meta_assets.sleeves.registry import resolve_strategy, validate_universe
 
@@ -214,20 +214,12 @@ def run_sleeve_update(profile, window: pd.DataFrame, state: Mapping, risk_free_r
     check_solvent(sim, profile.name)
     new_state = resume_state(sub, combined, sim, state.get("warmup"))
     new_state["prices"] = None  # the driver fills it from the whole panel
-    return {
-        "sleeve": profile.name,
-        "status": "success",
-        "error": None,
-        "error_type": None,
-        "returns": sim.returns.rename(profile.name),
-        "weights": sim.weights,
-        "costs": sim.costs.rename(profile.name),
-        "turnover": sim.turnover.rename(profile.name),
-        "runtime_s": time.perf_counter() - t0,
-        "delistings": delisted_now + [dict(d) for d in sim.delistings],
-        "resume_state": new_state,
-        "update_of": state["as_of"],
-    }
+    return success_record(
+        profile.name, sim, t0,
+        delistings=delisted_now + [dict(d) for d in sim.delistings],
+        resume_state=new_state,
+        update_of=state["as_of"],
+    )
 
 
 def extend_record(previous: Mapping[str, Any], update: Mapping[str, Any], prices_digest_now: dict) -> dict[str, Any]:

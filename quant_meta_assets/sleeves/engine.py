@@ -71,6 +71,7 @@ __all__ = [
     "run_sleeve",
     "sample_weights",
     "simulate",
+    "success_record",
     "untradable_to_cash",
     "validate_target_weights",
 ]
@@ -474,21 +475,32 @@ def run_sleeve(profile: SleeveProfile, prices: pd.DataFrame, risk_free_rate: flo
             f"sleeve {profile.name!r}: never takes a position (first weight row "
             f"{weights.index[0].date().isoformat()}, last price date {sub.index[-1].date().isoformat()})"
         )
+    return success_record(
+        profile.name, sim, t0,
+        start=live.index[0].date().isoformat(),
+        end=live.index[-1].date().isoformat(),
+        delistings=[dict(d) for d in sim.delistings],
+        lookahead=lookahead,
+        resume_state=state,  # what an incremental update continues from (incremental/resume.py)
+    )
+
+
+def success_record(profile_name: str, sim: SimulationResult, t0: float, **extra: Any) -> dict[str, Any]:
+    """The success-shaped sleeve record of a full run (``run_sleeve``) and of an incremental update
+    (``incremental.resume.run_sleeve_update``): status, the simulation's frames named after the
+    sleeve and the runtime since ``t0`` (``time.perf_counter()``), then ``extra`` in its order
+    (what differs between the two: dates, delistings, look-ahead, resume state, ``update_of``)."""
     return {
-        "sleeve": profile.name,
+        "sleeve": profile_name,
         "status": "success",
         "error": None,
         "error_type": None,
-        "returns": sim.returns.rename(profile.name),
+        "returns": sim.returns.rename(profile_name),
         "weights": sim.weights,
-        "costs": sim.costs.rename(profile.name),
-        "turnover": sim.turnover.rename(profile.name),
+        "costs": sim.costs.rename(profile_name),
+        "turnover": sim.turnover.rename(profile_name),
         "runtime_s": time.perf_counter() - t0,
-        "start": live.index[0].date().isoformat(),
-        "end": live.index[-1].date().isoformat(),
-        "delistings": [dict(d) for d in sim.delistings],
-        "lookahead": lookahead,
-        "resume_state": state,  # what an incremental update continues from (incremental/resume.py)
+        **extra,
     }
 
 

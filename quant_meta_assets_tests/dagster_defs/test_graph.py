@@ -20,7 +20,8 @@ from quant_meta_assets_tests.dagster_support import materialize_all, report_slee
 
 pytestmark = [pytest.mark.timeout(300)]
 
-GOOD = """
+# the registries here and in test_incremental_meta start with these two built-in sleeves
+EW_AND_LOW_VOL = """
 sleeves:
   - name: equal_weight
     strategy: equal_weight
@@ -28,6 +29,8 @@ sleeves:
   - name: low_volatility
     strategy: low_volatility
     cost_bps: 5
+"""
+GOOD = EW_AND_LOW_VOL + """\
   - name: min_variance
     strategy: min_variance
     cost_bps: 5

@@ -24,18 +24,12 @@ from quant_meta_assets.dagster_defs.meta_assets import (
 from quant_meta_assets.publishing.snapshot import run_scoped_dir
 from quant_meta_assets.stages import StageRegistry
 from quant_meta_assets.storage import StoredBundle, read_bundle
+from quant_meta_assets_tests.dagster_defs.test_graph import EW_AND_LOW_VOL
 from quant_meta_assets_tests.dagster_support import materialize_all, use_registry
 
 pytestmark = [pytest.mark.timeout(420), pytest.mark.slow]  # real Dagster runs on Ray: in `make test`, not test-fast
 
-REGISTRY = """
-sleeves:
-  - name: equal_weight
-    strategy: equal_weight
-    cost_bps: 5
-  - name: low_volatility
-    strategy: low_volatility
-    cost_bps: 5
+REGISTRY = EW_AND_LOW_VOL + """\
   - name: momentum
     strategy: momentum_12_1
     cost_bps: 10

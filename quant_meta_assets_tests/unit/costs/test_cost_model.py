@@ -54,8 +54,11 @@ def test_bad_csv_is_named(tmp_path, text, match):
 def test_bad_environment_and_missing_file(tmp_path, monkeypatch):
     with pytest.raises(StageInputError, match="no cost file"):
         load_cost_model(tmp_path / "nope.csv")
-    monkeypatch.setenv(BORROW_BPS_ENV, "-3")
-    with pytest.raises(ValueError, match=BORROW_BPS_ENV):
-        load_cost_model()
+    for raw in ("-3", "nan", "fifty"):
+        monkeypatch.setenv(BORROW_BPS_ENV, raw)
+        with pytest.raises(ValueError, match=f"{BORROW_BPS_ENV} must be a finite number of bps per year >= 0, got '{raw}'"):
+            load_cost_model()
+    monkeypatch.setenv(BORROW_BPS_ENV, " ")  # blank: the default, 0
+    assert load_cost_model().default_borrow_bps == 0.0
     with pytest.raises(StageInputError, match="'XYZ'"):
         CostModel(borrow_bps={"XYZ": float("nan")})

@@ -15,6 +15,7 @@ from quant_meta_assets.sleeves.registry import SleeveProfile, load_registry
 from quant_meta_assets.sleeves.strategies import BUILTIN_STRATEGIES
 from quant_meta_assets.synthetic_book import listed_life, point_in_time_prices
 from quant_meta_assets_tests.unit.incremental.helpers import TOLERANCE, check_update
+from quant_meta_assets_tests.unit.sleeves.test_point_in_time import PARAMS as PIT_PARAMS
 
 pytestmark = [pytest.mark.timeout(300)]
 
@@ -54,16 +55,6 @@ def test_holding_costs_leverage_and_per_asset_costs(bundled):
     profile = SleeveProfile(name="lev", strategy="trend_vol_target", rebalance="weekly", max_gross=2.0,
                             params={"target_vol": 0.4, "max_leverage": 1.8})
     check_update(profile, bundled, len(bundled) - 70, (1, 5, 63), rf=0.03, model=model)
-
-
-PIT_PARAMS = {
-    "momentum_12_1": {"lookback": 126, "skip": 21, "top_n": 3},
-    "short_term_reversal": {"lookback": 5, "top_n": 3},
-    "low_volatility": {"lookback": 63, "top_n": 4},
-    "trend_vol_target": {"lookback": 126, "vol_lookback": 63, "target_vol": 0.10, "max_leverage": 1.0},
-    "min_variance": {"lookback": 126},
-    "equal_weight": {},
-}
 
 
 @pytest.fixture(scope="module")
