@@ -89,9 +89,12 @@ def live_returns(returns: pd.Series) -> pd.Series:
     remains inside the live period."""
     if not isinstance(returns, pd.Series):
         raise MetricsInputError(f"returns must be a pandas Series, got {type(returns).__name__}")
-    r = pd.to_numeric(returns, errors="raise").astype(float)
+    r = returns if returns.dtype == np.float64 else pd.to_numeric(returns, errors="raise").astype(float)
     values = r.to_numpy()
-    finite_or_nan = np.isfinite(values) | np.isnan(values)
+    finite = np.isfinite(values)
+    if finite.all():  # already live (every metric of a row re-checks the row's series): nothing to drop
+        return r
+    finite_or_nan = finite | np.isnan(values)
     if not finite_or_nan.all():
         bad = r.index[~finite_or_nan][0]
         raise MetricsInputError(f"returns {returns.name!r} contain an infinite value on {bad}")
@@ -240,7 +243,10 @@ def worst_day(returns: pd.Series) -> float:
 def _aligned(returns: pd.Series, benchmark: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """The live returns and the benchmark on the same days (the benchmark must cover them)."""
     r = live_returns(returns)
-    b = pd.to_numeric(pd.Series(benchmark), errors="raise").astype(float).reindex(r.index)
+    b = benchmark if isinstance(benchmark, pd.Series) and benchmark.dtype == np.float64 else \
+        pd.to_numeric(pd.Series(benchmark), errors="raise").astype(float)
+    if not b.index.equals(r.index):
+        b = b.reindex(r.index)
     if b.isna().any():
         raise MetricsInputError(
             f"benchmark {b.name!r} has no return on {b.index[b.isna().to_numpy()][0]}, a live day of "
@@ -417,6 +423,7 @@ def metrics_row(
     r = live_returns(returns)
     relative = dict.fromkeys(("beta", "alpha", "tracking_error", "information_ratio"), float("nan"))
     if benchmark is not None and r.size:
+        benchmark = pd.to_numeric(pd.Series(benchmark), errors="raise").astype(float).reindex(r.index)  # aligned once
         relative = {"beta": beta(r, benchmark), "alpha": alpha(r, benchmark, risk_free_rate),
                     "tracking_error": tracking_error(r, benchmark),
                     "information_ratio": information_ratio(r, benchmark)}

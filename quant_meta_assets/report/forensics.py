@@ -151,18 +151,21 @@ def reconcile(
                        held - recomputed_meta_weights_daily, tolerance))
 
     # 3. exposures
-    tickers = a.columns
-    expected = pd.DataFrame(0.0, index=live, columns=tickers)
+    position = {t: i for i, t in enumerate(a.columns)}  # the published tickers, then any other a sleeve holds
+    acc = np.zeros((len(live), len(position)))
     net_by_sleeve = {}
     gross_by_sleeve = {}
-    for s in sleeves:
+    for s in sleeves:  # one sleeve's weights at a time, accumulated in place
         w = sleeve_weights[s].reindex(index=live).fillna(0.0)
-        extra = w.columns.difference(tickers)
-        if len(extra):
-            expected = expected.reindex(columns=expected.columns.union(extra), fill_value=0.0)
-        expected = expected.add(w.mul(held[s], axis=0), fill_value=0.0)
-        net_by_sleeve[s] = w.sum(axis=1)
-        gross_by_sleeve[s] = w.abs().sum(axis=1)
+        extra = [c for c in w.columns if c not in position]
+        if extra:
+            position.update({c: len(position) + k for k, c in enumerate(extra)})
+            acc = np.hstack([acc, np.zeros((len(live), len(extra)))])
+        values = w.to_numpy(dtype=float)
+        acc[:, [position[c] for c in w.columns]] += values * held[s].to_numpy(dtype=float)[:, None]
+        net_by_sleeve[s] = pd.Series(values.sum(axis=1), index=live)
+        gross_by_sleeve[s] = pd.Series(np.abs(values).sum(axis=1), index=live)
+    expected = pd.DataFrame(acc, index=live, columns=list(position))
     a_full = a.reindex(columns=expected.columns, fill_value=0.0)
     rows.append(_check("asset_weights_flatten", "a_i(t) == sum_s m_s(t) w_s,i(t), every date x ticker",
                        a_full - expected, tolerance))
