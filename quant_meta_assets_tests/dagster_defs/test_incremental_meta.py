@@ -159,3 +159,47 @@ def test_a_changed_optimizer_config_recomputes_optimize_and_flatten_in_full_and_
     optimized = _stored(result.run_id, OPTIMIZE_KEY)
     positions = optimized["weights"].index.map(_stored(result.run_id, RETURNS_KEY).index.get_loc)
     assert set(np.diff(positions)) == {10}  # the new grid, from the first rebalance
+
+
+def test_the_daily_schedules_run_after_one_more_session_is_an_update(tmp_path, monkeypatch, local_ray):
+    """Two ticks of the daily schedule, the price file gaining the second session's row between
+    them: the second scheduled meta_full updates every sleeve by one day, every meta stage extends
+    its previous output, and the set is published."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from skfolio.datasets import load_sp500_dataset
+
+    from quant_meta_assets.dagster_defs.definitions import defs
+    from quant_meta_assets.dagster_defs.schedules import daily_meta_schedule
+    from quant_meta_assets.market_calendar import exchange_calendar
+
+    for name in ("CRON", "TIMEZONE", "CALENDAR", "AFTER_CLOSE_MINUTES"):
+        monkeypatch.delenv(f"QUANT_META_SCHEDULE_{name}", raising=False)
+    schedule = daily_meta_schedule()
+    closes = load_sp500_dataset().iloc[-N_ROWS:]
+    closes.index = pd.DatetimeIndex(exchange_calendar("XNYS").sessions_window(pd.Timestamp("2026-11-25"),
+                                                                              -len(closes)), name="date")
+    price_file = tmp_path / "prices.parquet"
+    monkeypatch.setenv("QUANT_META_PRICES", str(price_file))
+    instance = dg.DagsterInstance.get()
+    names = use_registry(tmp_path / "s.yaml", REGISTRY, monkeypatch, instance)
+    runs = []
+    for day, rows in ((24, closes.iloc[:-1]), (25, closes)):
+        _write_prices(price_file, rows)
+        tick = schedule.evaluate_tick(dg.build_schedule_context(
+            scheduled_execution_time=datetime(2026, 11, day, 17, 30, tzinfo=ZoneInfo("America/New_York"))))
+        (request,) = tick.run_requests
+        result = defs.resolve_job_def("meta_full").execute_in_process(instance=instance, tags=request.tags,
+                                                                      raise_on_error=False)
+        assert result.success, [e.message for e in result.all_events if e.is_failure]
+        runs.append(result.run_id)
+    sleeves = instance.fetch_materializations(dg.AssetKey("sleeves"), limit=50).records
+    modes = {r.partition_key: r.asset_materialization.metadata["mode"].value for r in sleeves
+             if r.run_id == runs[1] and r.partition_key is not None}
+    assert modes == {name: f"update (+1 days from run {runs[0]})" for name in names}
+    for key in (RETURNS_KEY, OPTIMIZE_KEY, FLATTEN_KEY, REPORT_KEY):
+        metadata = _metadata(instance, key)
+        assert metadata["update_mode"].value == "extend", (key, metadata["update"].value)
+        assert metadata["extended_run"].value == runs[0]
+    assert _metadata(instance, dg.AssetKey(["meta", "published"]))["published"].value is True
