@@ -104,8 +104,10 @@ def run_flatten(*, meta_weights, meta_returns, sleeve_results: list[Mapping], in
     if incremental:
         from quant_meta_assets.meta.incremental import extend_flatten
 
+        bundles = {str(r["sleeve"]): (r.get("run_id"), r.get("extended_from"))  # which stored bundle each is
+                   for r in sleeve_results if r.get("status") == "success"}
         result, key, update = extend_flatten(previous, meta_weights, _sleeve_frames(sleeve_results, "weights"),
-                                             meta_returns, costs)
+                                             meta_returns, costs, bundles=bundles)
         extra = {"append_key": key, "update": update}
     else:
         result = flatten_weights(meta_weights, _sleeve_frames(sleeve_results, "weights"), meta_returns, costs)

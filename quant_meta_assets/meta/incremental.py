@@ -203,15 +203,18 @@ COST_REVISION_TOLERANCE = 1e-14  # a sleeve's daily cost drag may differ by roun
 class _SleeveDigests:
     """Per sleeve: the digest of its weights on the rows through ``until`` (what the next update
     compares) and, when ``expected`` is given, whether they equal the stored ones on the previous
-    rows (through ``previous_end``)."""
+    rows (through ``previous_end``). ``carried`` sleeves are neither digested nor compared (their
+    bundle extends the one the previous output read: ``carried_sleeves``)."""
 
     def __init__(self, until: pd.Timestamp, previous_end: pd.Timestamp | None = None,
-                 expected: Mapping[str, str] | None = None) -> None:
-        self.until, self.previous_end, self.expected = until, previous_end, expected
+                 expected: Mapping[str, str] | None = None, carried: frozenset[str] = frozenset()) -> None:
+        self.until, self.previous_end, self.expected, self.carried = until, previous_end, expected, carried
         self.digests: dict[str, str] = {}
         self.mismatch: str | None = None
 
     def __call__(self, sleeve: str, weights: pd.DataFrame) -> None:
+        if sleeve in self.carried:
+            return
         if self.expected is None:
             self.digests[sleeve] = frame_digest(weights, self.until)
             return
@@ -262,22 +265,64 @@ def _flatten_reason(previous: Mapping[str, Any] | None, meta_weights: pd.DataFra
     return _cost_revision(stored, cost_frame(sleeve_costs, list(map(str, meta_weights.columns)), meta_returns.index))
 
 
+def carried_sleeves(stored_runs: Mapping[str, str] | None,
+                    bundles: Mapping[str, tuple[str | None, str | None]] | None) -> frozenset[str]:
+    """The sleeves whose weights on the previous output's rows are known to be unchanged without
+    reading them: their bundle (``bundles``: sleeve -> (its run, the run whose bundle it extends))
+    is the one the previous output read (``stored_runs``), or appends to it. A sleeve update
+    appends new rows to the previous bundle's frames and never rewrites one
+    (``storage``, ``incremental.resume``)."""
+    if not stored_runs or not bundles:
+        return frozenset()
+    return frozenset(s for s, (run, extends) in bundles.items()
+                     if stored_runs.get(s) is not None and stored_runs[s] in (run, extends))
+
+
+class _Trailing(Mapping):
+    """``frames`` with the carried sleeves read from ``since`` on only (``SleeveFrames.read_since``)."""
+
+    def __init__(self, frames: Mapping[str, pd.DataFrame], carried: frozenset[str], since: pd.Timestamp) -> None:
+        self._frames, self._carried, self._since = frames, carried, since
+
+    def __getitem__(self, sleeve: str) -> pd.DataFrame:
+        read_since = getattr(self._frames, "read_since", None)
+        if sleeve in self._carried and read_since is not None:
+            return read_since(sleeve, self._since)
+        return self._frames[sleeve]
+
+    def __iter__(self):
+        return iter(self._frames)
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+
 def extend_flatten(previous: Mapping[str, Any] | None, meta_weights: pd.DataFrame,
                    sleeve_weights: Mapping[str, pd.DataFrame], meta_returns: pd.DataFrame,
                    sleeve_costs: Mapping[str, pd.Series], cash_return: float | pd.Series | None = None,
+                   bundles: Mapping[str, tuple[str | None, str | None]] | None = None,
                    ) -> tuple[FlattenResult, dict[str, Any], Update]:
     """meta.flatten: only the rows after the previous output's last day when every input it read
     is unchanged on its rows (meta returns, meta-weights, each sleeve's weights and costs), else
-    in full. Each sleeve's weights are read once either way (a revision found while streaming
-    restarts in full). Returns the result, its append key and how it was made."""
+    in full. A sleeve whose bundle extends the one the previous output read (``bundles``,
+    ``carried_sleeves``) is read from the previous last day on only; every other sleeve's weights
+    are read whole and compared with the stored digest (a revision found while streaming restarts
+    in full). Returns the result, its append key and how it was made."""
     end = meta_returns.index[-1]
     reason = _flatten_reason(previous, meta_weights, meta_returns, sleeve_costs)
+    carried: frozenset[str] = frozenset()
     if reason is None:
         key = previous["append_key"]  # type: ignore[index]
+        carried = carried_sleeves(key.get("sleeve_runs"), bundles)
+        unknown = [s for s in map(str, meta_weights.columns) if s not in carried and not key["sleeves"].get(s)]
+        if unknown:
+            reason = (f"sleeve {unknown[0]!r}: its bundle does not extend the one the previous output read, and "
+                      "the previous output stores no digest of its weights to compare")
+    if reason is None:
         previous_end = pd.Timestamp(key["end"])
-        digests = _SleeveDigests(end, previous_end, key["sleeves"])
-        tail = flatten_weights(meta_weights, sleeve_weights, meta_returns, sleeve_costs, cash_return,
-                               after=previous_end, on_frame=digests)
+        digests = _SleeveDigests(end, previous_end, key["sleeves"], carried)
+        tail = flatten_weights(meta_weights, _Trailing(sleeve_weights, carried, previous_end), meta_returns,
+                               sleeve_costs, cash_return, after=previous_end, on_frame=digests)
         old_assets = previous["asset_weights"]  # type: ignore[index]
         if digests.mismatch is not None:
             reason = digests.mismatch
@@ -289,11 +334,13 @@ def extend_flatten(previous: Mapping[str, Any] | None, meta_weights: pd.DataFram
                 meta_weights_daily=_append(previous["meta_weights_daily"], tail.meta_weights_daily),  # type: ignore[index]
                 exposure=_append(previous["exposure"], tail.exposure),  # type: ignore[index]
             )
-            return result, _flatten_key(meta_weights, meta_returns, sleeve_costs, digests.digests, end), Update(
-                "extend", f"the previous {len(old_assets)} rows kept", len(tail.asset_weights))
+            read = (f"; {len(carried)} sleeve(s) extend the bundles it read: their new rows only"
+                    if carried else "")
+            return result, _flatten_key(meta_weights, meta_returns, sleeve_costs, digests.digests, end, bundles), \
+                Update("extend", f"the previous {len(old_assets)} rows kept{read}", len(tail.asset_weights))
     digests = _SleeveDigests(end)
     result = flatten_weights(meta_weights, sleeve_weights, meta_returns, sleeve_costs, cash_return, on_frame=digests)
-    return result, _flatten_key(meta_weights, meta_returns, sleeve_costs, digests.digests, end), Update(
+    return result, _flatten_key(meta_weights, meta_returns, sleeve_costs, digests.digests, end, bundles), Update(
         "full", str(reason), len(result.asset_weights))
 
 
@@ -306,8 +353,12 @@ def _append(previous: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
 
 
 def _flatten_key(meta_weights: pd.DataFrame, meta_returns: pd.DataFrame, sleeve_costs: Mapping[str, pd.Series],
-                 sleeves: Mapping[str, str], end: pd.Timestamp) -> dict[str, Any]:
+                 sleeves: Mapping[str, str], end: pd.Timestamp,
+                 bundles: Mapping[str, tuple[str | None, str | None]] | None = None) -> dict[str, Any]:
+    """``sleeves``: the digests of the sleeves' weights that were read whole (a carried sleeve has
+    none); ``sleeve_runs``: the run of each sleeve bundle read."""
     costs = cost_frame(sleeve_costs, [str(c) for c in meta_weights.columns], meta_returns.index)
     return {"sleeve_costs": costs, "version": APPEND_KEY_VERSION, "end": str(end.date()), "sleeves_order": [str(c) for c in meta_weights.columns],
             "returns_digest": frame_digest(meta_returns, end), "weights_digest": frame_digest(meta_weights, end),
-            "sleeves": dict(sleeves)}
+            "sleeves": dict(sleeves),
+            "sleeve_runs": {s: run for s, (run, _) in (bundles or {}).items() if run is not None}}

@@ -195,3 +195,38 @@ def test_a_rounding_revision_keeps_the_previous_value_and_says_so():
     late = current.copy()
     late.iloc[0, 1] = 0.0  # a sleeve's history now starts earlier: not an append
     assert extend_returns(previous, late)[1].mode == "full"
+
+
+class _TrailingOnly(SleeveFrames):
+    """Sleeve frames that may be read from a date on only (what a stored, chunked bundle offers)."""
+
+    def __getitem__(self, sleeve):
+        raise AssertionError(f"{sleeve}: read whole")
+
+
+def test_sleeves_whose_bundles_extend_the_ones_read_are_read_from_the_previous_last_day_only(book):
+    prices, records, full_records = book
+    cut = records(prices.iloc[:-5])
+    params = {"method": "risk_parity", "lookback": LOOKBACK, "rebalance_every": EVERY, "risk_free_rate": 0.0}
+    fp = optimize_fingerprint(params, "code")
+    r_cut, r_new = aggregate_returns(cut), aggregate_returns(full_records)
+    names = list(r_cut.columns)
+    o_cut, _, _ = extend_optimize(None, r_cut, fp, **params)
+    f_cut, key, _ = extend_flatten(None, o_cut.weights, SleeveFrames(cut, "weights"), r_cut,
+                                   dict(SleeveFrames(cut, "costs")), 0.0, bundles={s: ("run-1", None) for s in names})
+    assert key["sleeve_runs"] == {s: "run-1" for s in names}
+    previous = {"asset_weights": f_cut.asset_weights, "meta_weights_daily": f_cut.meta_weights_daily,
+                "exposure": f_cut.exposure, "append_key": key}
+    o_new, _, _ = extend_optimize(None, r_new, fp, **params)
+    costs = dict(SleeveFrames(full_records, "costs"))
+    result, key2, update = extend_flatten(previous, o_new.weights, _TrailingOnly(full_records, "weights"), r_new,
+                                          costs, 0.0, bundles={s: ("run-2", "run-1") for s in names})
+    assert update.mode == "extend" and f"{len(names)} sleeve(s) extend the bundles it read" in update.reason, update
+    full, _, _ = extend_flatten(None, o_new.weights, SleeveFrames(full_records, "weights"), r_new, costs, 0.0)
+    assert _max_diff(result.asset_weights, full.asset_weights) == 0.0
+    assert key2["sleeves"] == {} and key2["sleeve_runs"] == {s: "run-2" for s in names}
+    # a sleeve recomputed in full (its bundle extends nothing) needs a digest the carried path did not keep
+    again = {**previous, "append_key": key2}
+    _, _, update = extend_flatten(again, o_new.weights, SleeveFrames(full_records, "weights"), r_new, costs, 0.0,
+                                  bundles={**{s: ("run-3", "run-2") for s in names}, names[0]: ("run-3", None)})
+    assert update.mode == "full" and f"sleeve {names[0]!r}: its bundle does not extend" in update.reason, update
