@@ -11,7 +11,8 @@ In one fresh DAGSTER_HOME and storage, `dagster job execute -m quant_meta_assets
 on the first ``days`` rows (full), then again after the price file gained 1 day, then 5 more
 (``--appends``; each run an update of the one before). For each run it prints the wall time of the
 CLI process, each step's seconds from the Dagster event log, the rest of the wall time outside the
-steps (imports, code-location load, Ray start and stop), the driver's peak RSS (VmHWM) and how each
+steps (imports, code-location load, run bookkeeping; starting the local Ray is part of the sleeves
+step), the driver's peak RSS (VmHWM) and how each
 stage says it was made (the sleeves' `mode` per partition; the meta stages' `update_mode`), then
 the ratios update / full and the targets: an update <= 0.3x the full run at 150 x 100 x 2520,
 <= 0.1x at 1000 x 500 x 2520. With --repeats N the whole sequence runs N times, each in a fresh
@@ -51,7 +52,7 @@ STEPS = {
     "meta__report": "meta/report",
     "meta__published": "publish",
 }
-OUTSIDE = "outside steps"  # wall - the steps: imports, code-location load, Ray start/stop, run bookkeeping
+OUTSIDE = "outside steps"  # wall - the steps: imports, code-location load, run bookkeeping (Ray starts in `sleeves`)
 
 EVENTS = r"""
 import json
