@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export QUANT_META_STORAGE ?= $(DAGSTER_HOME)/storage/quant_meta
 
-.PHONY: install run report dev test test-fast bench docs clean
+.PHONY: install run report dev test test-fast bench bench-incremental docs clean
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ docs: install
 
 bench: install
 	$(PY) bench/bench_optimize.py
+
+## meta_full in full, then a daily update (+1, +5 days) in the same instance, checked against a fresh
+## full run (150 sleeves x 100 tickers x 2,520 days, several minutes; docs/performance.md)
+bench-incremental: install
+	$(PY) bench/bench_incremental.py --grid 150x100x2520
 
 clean:
 	rm -rf $(VENV) .dagster_home .quant_meta_storage
