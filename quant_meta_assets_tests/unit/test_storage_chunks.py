@@ -139,13 +139,13 @@ class Opened:
 
     def __init__(self, monkeypatch):
         self.names: list[str] = []
-        real = storage._open_load
+        real = storage._open_stored
 
-        def spy(directory, file_name, opener, empty=False):
+        def spy(directory, file_name, opener, read):
             self.names.append(file_name)
-            return real(directory, file_name, opener, empty)
+            return real(directory, file_name, opener, read)
 
-        monkeypatch.setattr(storage, "_open_load", spy)
+        monkeypatch.setattr(storage, "_open_stored", spy)
 
 
 def test_a_since_read_opens_only_the_chunks_it_needs(store, monkeypatch):

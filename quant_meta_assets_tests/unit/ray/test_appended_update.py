@@ -41,19 +41,19 @@ def test_an_update_appends_to_the_stored_bundle_and_equals_a_full_run(tmp_path, 
     [bundle] = first.save_stream([SleeveOutcome(**pack_record("mom", run_sleeve(PROFILE, prices.iloc[:680], None,
                                                                                    model)))], ["mom"])
     opened: list[str] = []
-    real = storage._open_load
+    real = storage._open_stored
 
-    def spy(directory, file_name, opener, empty=False):
+    def spy(directory, file_name, opener, read):
         opened.append(file_name)
-        return real(directory, file_name, opener, empty)
+        return real(directory, file_name, opener, read)
 
-    monkeypatch.setattr(storage, "_open_load", spy)
+    monkeypatch.setattr(storage, "_open_stored", spy)
     outcome = _update(bundle, prices.iloc[:695], model)
     assert outcome.appended_to == bundle.directory and outcome.replace_from.keys() == {"turnover"}
     assert max(len(storage.decode_frame(data)) for _, data in outcome.parquet.values()) <= 16  # new rows only
     [second] = SleeveStore(tmp_path / "run2").save_stream([outcome], ["mom"])
     assert sorted(set(opened)) == [f"{k}.2022.parquet" for k in sorted(FRAMES)]  # the last year, nothing older
-    monkeypatch.setattr(storage, "_open_load", real)
+    monkeypatch.setattr(storage, "_open_stored", real)
     for name in os.listdir(second.directory):  # earlier years: the same files, linked
         if ".2020." in name or ".2021." in name:
             assert os.stat(second.directory / name).st_ino == os.stat(bundle.directory / name).st_ino, name
