@@ -174,9 +174,10 @@ def sleeves(
                         context.log.warning(f"sleeve {name}: {record['lookahead']['message']}")
                     metadata[name] = _sleeve_metadata(record, profiles[name], prices_hash)
                     versions[name] = _data_version(record)
-                    staged[name] = io_manager.stage_partition(context.run_id, context.asset_key, name, record, outcome.parquet,
-                                                              extends=outcome.appended_to,
-                                                              replace_from=outcome.replace_from)
+                    # an update's outcome holds only its new rows: they are appended to its previous bundle
+                    staged[name] = io_manager.stage_partition(
+                        context.run_id, context.asset_key, name, record, outcome.parquet,
+                        extends=outcome.appended_to, replace_from=outcome.replace_from)
                     if record_now:
                         commit_bundle(staged.pop(name))
                         yield _content_materialization(name, metadata[name], versions[name], provenance)
