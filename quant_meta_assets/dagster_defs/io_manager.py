@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pandas as pd
 from dagster._core.execution.context.output import RUN_ID_PLACEHOLDER
 
 from quant_meta_assets import settings
@@ -40,6 +41,7 @@ from quant_meta_assets.storage import (
     commit_bundles,
     discard_bundle,
     read_bundle,
+    stage_appended_bundle,
     stage_bundle,
     write_bundle,
 )
@@ -101,15 +103,23 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         asset_key: dg.AssetKey,
         partition: str,
         value: Any,
-        encoded: Mapping[str, tuple[str, bytes]] | None = None,
+        encoded: Mapping[str, tuple[str, Any]] | None = None,
+        extends: Path | None = None,
+        replace_from: Mapping[str, Any] | None = None,
     ) -> StagedBundle:
         """Write one partition's value now, next to its bundle, without making it current; return
         it from the asset (in the `{partition_key: value}` mapping) and `handle_output` commits it.
-        ``encoded``: frames already encoded (`storage.encode_frame`), e.g. by a Ray worker."""
+        ``encoded``: frames already encoded (`storage.encode_chunked`), e.g. by a Ray worker.
+        ``extends``: a stored bundle (an update's previous one) that the ``encoded`` frames are
+        rows to append to (`storage.stage_appended_bundle`: its earlier years are linked, not read)."""
         frames, meta = split_value(value)
         encoded = dict(encoded or {})
         meta = {k: v for k, v in meta.items() if k not in encoded}
-        return stage_bundle(self._dir(run_id, asset_key, partition), {**frames, **encoded}, meta)
+        target = self._dir(run_id, asset_key, partition)
+        if extends is not None:
+            cuts = {k: pd.Timestamp(v) for k, v in (replace_from or {}).items()}
+            return stage_appended_bundle(target, extends, encoded, frames, meta, replace_from=cuts)
+        return stage_bundle(target, {**frames, **encoded}, meta)
 
     def _store_partitions(self, run_id: str, asset_key: dg.AssetKey, obj: Mapping[str, Any], keys: list[str]) -> None:
         """One bundle per key: a staged value is committed, a plain one written (each atomically);

@@ -174,7 +174,10 @@ def sleeves(
                         context.log.warning(f"sleeve {name}: {record['lookahead']['message']}")
                     metadata[name] = _sleeve_metadata(record, profiles[name], prices_hash)
                     versions[name] = _data_version(record)
-                    staged[name] = io_manager.stage_partition(context.run_id, context.asset_key, name, record, outcome.parquet)
+                    # an update's outcome holds only its new rows: they are appended to its previous bundle
+                    staged[name] = io_manager.stage_partition(
+                        context.run_id, context.asset_key, name, record, outcome.parquet,
+                        extends=outcome.appended_to, replace_from=outcome.replace_from)
                     if record_now:
                         commit_bundle(staged.pop(name))
                         yield _content_materialization(name, metadata[name], versions[name], provenance)
@@ -290,7 +293,8 @@ def _stored_prices(io_manager, run_id: str):
 def _stream_planned(engine, context, profiles: dict, keys: list[str], plans: dict, previous: dict,
                     prices: pd.DataFrame):
     """``(outcome, mode)`` per sleeve as each finishes: updates (only their window and state go to
-    the worker; the new days are appended to the previous bundle here) and full recomputes. An
+    the worker; the new days are appended to the previous bundle when it is staged, which links
+    its earlier years and reads only its last chunk) and full recomputes. An
     update the worker could not prove exact is then recomputed in full, in the same run. The
     whole panel is sent to the workers only when some sleeve is recomputed in full."""
     from quant_meta_assets.incremental.prefix import PanelHashes

@@ -53,6 +53,7 @@ __all__ = [
     "NotExactError",
     "SleevePlan",
     "UpdateJob",
+    "appended_record",
     "extend_record",
     "plan_sleeve",
     "resume_state",
@@ -253,6 +254,40 @@ def extend_record(previous: Mapping[str, Any], update: Mapping[str, Any], prices
         "lookahead": previous.get("lookahead"),
         "resume_state": state,
     }
+
+
+def appended_record(previous_meta: Mapping[str, Any], tails: Mapping[str, Any], update: Mapping[str, Any],
+                    prices_digest_now: dict) -> tuple[dict[str, Any], dict[str, pd.Timestamp]] | None:
+    """``extend_record`` without the previous frames: the record whose frames are only the rows to
+    append to the previous bundle, and ``replace_from`` (the previous turnover rows the update
+    restates, from its ``update_of`` on). ``tails``: the previous frames read since ``update_of``
+    (only their last chunk), for the weights' columns and to see nothing follows ``update_of``.
+    None when the append is not the same as the extension (rows after ``update_of``, no live
+    previous start): then the frames are extended in full."""
+    as_of = pd.Timestamp(update["update_of"])
+    if any(len(tails[key].index[tails[key].index > as_of]) for key in ("returns", "weights", "costs")):
+        return None
+    if not previous_meta.get("start"):
+        return None
+    tickers = list(update["resume_state"]["tickers"])
+    frames = {key: update[key] for key in FRAME_KEYS}
+    frames["weights"] = frames["weights"].reindex(columns=tails["weights"].columns)
+    order = {t: i for i, t in enumerate(tickers)}
+    delistings = sorted([*(previous_meta.get("delistings") or []), *update["delistings"]],
+                        key=lambda d: order.get(d["ticker"], len(order)))
+    live = frames["returns"].dropna()
+    state = dict(update["resume_state"])
+    state["prices"] = prices_digest_now
+    record = {
+        **{k: v for k, v in update.items() if k not in FRAME_KEYS},
+        **frames,
+        "delistings": delistings,
+        "start": previous_meta["start"],
+        "end": live.index[-1].date().isoformat() if len(live) else previous_meta.get("end"),
+        "lookahead": previous_meta.get("lookahead"),
+        "resume_state": state,
+    }
+    return record, {"turnover": as_of}
 
 
 @dataclass(frozen=True)

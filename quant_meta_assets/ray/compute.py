@@ -93,7 +93,8 @@ import time
 import traceback as traceback_module
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -171,7 +172,7 @@ def _update_task(job: Any, risk_free_rate: float | None = None, cost_model: Any 
     (``incremental.resume.UpdateJob``). The frames cover the new days only; the driver, which has
     the previous bundle, extends them (``finish_update``)."""
     from quant_meta_assets.incremental.resume import run_sleeve_update
-    from quant_meta_assets.storage import encode_frame
+    from quant_meta_assets.storage import encode_chunked
 
     t0 = time.perf_counter()
     try:
@@ -181,14 +182,14 @@ def _update_task(job: Any, risk_free_rate: float | None = None, cost_model: Any 
                            "runtime_s": time.perf_counter() - t0}, "parquet": {}}
     scalars = {k: v for k, v in record.items() if k not in _FRAME_KEYS}
     scalars.update({k: None for k in _FRAME_KEYS})
-    return {"record": scalars, "parquet": {k: encode_frame(record[k]) for k in _FRAME_KEYS}}
+    return {"record": scalars, "parquet": {k: encode_chunked(record[k]) for k in _FRAME_KEYS}}
 
 
 def pack_record(name: str, record: dict[str, Any]) -> dict[str, Any]:
     """A sleeve record checked, summarised and encoded (frames -> Parquet bytes): what a worker sends
     back, and what the driver stores for an extended (updated) record."""
     from quant_meta_assets.sleeves.status import frame_hash
-    from quant_meta_assets.storage import encode_frame
+    from quant_meta_assets.storage import encode_chunked
 
     if record.get("status") != "success":
         return {"record": record, "parquet": {}}
@@ -204,22 +205,60 @@ def pack_record(name: str, record: dict[str, Any]) -> dict[str, Any]:
         n_days=int(live.size),
         total_return=float((1.0 + live).prod() - 1.0),
     )
-    return {"record": scalars, "parquet": {k: encode_frame(record[k]) for k in _FRAME_KEYS}}
+    return {"record": scalars, "parquet": {k: encode_chunked(record[k]) for k in _FRAME_KEYS}}
 
 
 def finish_update(outcome: SleeveOutcome, previous: Any, prices_digest: dict) -> SleeveOutcome:
-    """The driver's half of an update: the previous record's frames (``previous``: a mapping such
-    as a ``StoredBundle``) extended with the outcome's new days, checked and encoded as a full
-    record (``incremental.resume.extend_record``)."""
+    """The driver's half of an update. ``previous`` is the previous record: a ``StoredBundle`` (the
+    outcome then carries only the rows to append to its bundle, ``SleeveOutcome.appended_to``: the
+    previous frames are not read, only their last chunk) or a mapping of whole frames (extended
+    here into a full record, ``incremental.resume.extend_record``)."""
     from quant_meta_assets.incremental.resume import extend_record
+    from quant_meta_assets.storage import StoredBundle
 
     if not outcome.ok:
         return outcome
     part = outcome.to_record()
+    if isinstance(previous, StoredBundle):
+        appended = _appended_outcome(outcome.name, part, previous, prices_digest)
+        if appended is not None:
+            return appended
     prior = {**{k: previous[k] for k in _FRAME_KEYS}, **{k: previous.get(k) for k in ("delistings", "lookahead")}}
     record = extend_record(prior, part, prices_digest)
     packed = pack_record(outcome.name, record)
     return SleeveOutcome(packed["record"], packed["parquet"])
+
+
+def _appended_outcome(name: str, part: dict[str, Any], previous: Any, prices_digest: dict) -> SleeveOutcome | None:
+    """An update as rows appended to the stored bundle ``previous``, summarised from the previous
+    summaries (n_days, total_return, data_hash) and the new rows; None when only a full extension
+    says the same (then the caller extends in full, and its checks name any problem)."""
+    from quant_meta_assets.incremental.resume import appended_record
+    from quant_meta_assets.sleeves.status import extended_frame_hash
+    from quant_meta_assets.storage import encode_chunked
+
+    meta = previous.meta
+    if any(meta.get(k) is None for k in ("n_days", "total_return", "data_hash")):
+        return None
+    tails = previous.frames(_FRAME_KEYS, since=pd.Timestamp(part["update_of"]))
+    done = appended_record(meta, tails, part, prices_digest)
+    if done is None:
+        return None
+    record, replace_from = done
+    # the previous rows passed these checks; the sleeve is live, so every new return must be finite
+    new_returns = record["returns"].to_numpy(dtype="float64", na_value=np.nan)
+    if check_success_record(record) is not None or _non_finite(new_returns):
+        return None
+    scalars = {k: v for k, v in record.items() if k not in _FRAME_KEYS}
+    scalars.update({k: None for k in _FRAME_KEYS})
+    scalars.update(
+        data_hash=extended_frame_hash(str(meta["data_hash"]), record["returns"], record["weights"]),
+        n_days=int(meta["n_days"]) + int(new_returns.size),
+        total_return=float((1.0 + float(meta["total_return"])) * (1.0 + record["returns"]).prod() - 1.0),
+    )
+    return SleeveOutcome(scalars, {k: encode_chunked(record[k]) for k in _FRAME_KEYS},
+                         appended_to=Path(previous.directory),
+                         replace_from={k: v.isoformat() for k, v in replace_from.items()})
 
 
 def _packed_outcome(profile: Any, prices: pd.DataFrame, risk_free_rate: float | None = None,
@@ -285,10 +324,16 @@ def _remote_batch_task() -> Any:
 @dataclass(frozen=True)
 class SleeveOutcome:
     """One sleeve's result as it comes back from its worker: the record's scalars (frames
-    ``None``) and, on success, each frame as ``storage.encode_frame`` output."""
+    ``None``) and, on success, each frame as ``storage.encode_chunked`` output.
+
+    ``appended_to``: the stored bundle an update extends; its frames are then only the rows to
+    append (``storage.stage_appended_bundle``, dropping the previous rows from ``replace_from``'s
+    dates on), and its scalars those of the whole record."""
 
     record: dict[str, Any]
-    parquet: dict[str, tuple[str, bytes]]
+    parquet: dict[str, tuple[str, Any]]
+    appended_to: Path | None = None
+    replace_from: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -301,14 +346,15 @@ class SleeveOutcome:
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> SleeveOutcome:
         """The outcome of an in-memory record (e.g. ``run_sleeve`` run in-process)."""
-        from quant_meta_assets.storage import encode_frame
+        from quant_meta_assets.storage import encode_chunked
 
         frames = {k: record[k] for k in _FRAME_KEYS if record.get(k) is not None}
         scalars = {k: (None if k in _FRAME_KEYS else v) for k, v in record.items()}
-        return cls(scalars, {k: encode_frame(v) for k, v in frames.items()})
+        return cls(scalars, {k: encode_chunked(v) for k, v in frames.items()})
 
     def to_record(self) -> dict[str, Any]:
-        """The full sleeve record (frames decoded into pandas objects the caller owns)."""
+        """The sleeve record (frames decoded into pandas objects the caller owns; for an appended
+        outcome, the new rows only)."""
         from quant_meta_assets.storage import decode_frame
 
         record = dict(self.record)

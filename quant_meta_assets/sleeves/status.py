@@ -41,6 +41,13 @@ def frame_hash(*frames: pd.DataFrame | pd.Series) -> str:
     return digest.hexdigest()[:16]
 
 
+def extended_frame_hash(previous: str, *new_rows: pd.DataFrame | pd.Series) -> str:
+    """The data version of stored frames extended by ``new_rows``: the previous version chained with
+    the new rows' hash, so an update need not read what it extends. It identifies the content as
+    ``frame_hash`` does, but is not ``frame_hash`` of the whole frames (a full run's version)."""
+    return hashlib.sha256(f"{previous}+{frame_hash(*new_rows)}".encode()).hexdigest()[:16]
+
+
 def _project_costs() -> tuple[dict | None, dict | None]:
     """What of the project's cost model changes a sleeve's output: (holding costs, per-ticker
     half-spreads), each None when there are none (so a book without them keeps the hashes it had

@@ -5,8 +5,8 @@ The SDK's twin of what the Dagster `sleeves` asset and its IO manager do: each o
 as it arrives, and every bundle is committed once the stream ends, so memory is bounded by
 the in-flight window. The records handed back are ``StoredBundle``s: frames are read from
 disk when a stage asks for them. Layout per sleeve: ``<directory>/<sleeve>/`` with
-``meta.json`` (the record's scalars) and one Parquet file per frame; a failed sleeve has no
-frame files.
+``meta.json`` (the record's scalars) and each frame's Parquet files (one per year, see storage);
+a failed sleeve has no frame files.
 """
 
 from __future__ import annotations
@@ -15,12 +15,15 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from quant_meta_assets.storage import (
     StagedBundle,
     StoredBundle,
     commit_bundles,
     discard_bundle,
     safe_child,
+    stage_appended_bundle,
     stage_bundle,
 )
 
@@ -39,6 +42,10 @@ class SleeveStore:
     def stage(self, outcome: Any) -> StagedBundle:
         """Write one ``SleeveOutcome`` next to its bundle (not yet current)."""
         meta = {k: v for k, v in outcome.record.items() if k not in outcome.parquet}
+        if getattr(outcome, "appended_to", None) is not None:  # an update: rows appended to its previous bundle
+            cuts = {k: pd.Timestamp(v) for k, v in outcome.replace_from.items()}
+            return stage_appended_bundle(self.path(outcome.name), outcome.appended_to, dict(outcome.parquet), {}, meta,
+                                         replace_from=cuts)
         return stage_bundle(self.path(outcome.name), dict(outcome.parquet), meta)
 
     def save_stream(self, outcomes: Iterable[Any], order: Sequence[str]) -> list[StoredBundle]:

@@ -103,6 +103,12 @@ def test_an_append_updates_the_sleeves_and_equals_a_full_run(tmp_path, monkeypat
             assert (np.isnan(a) == np.isnan(b)).all()
             worst = max(worst, float(np.nanmax(np.abs(a - b))) if a.size else 0.0)
     assert worst <= 1e-10, worst
+    # the update appended to the first run's bundle: its earlier years are the same files (linked)
+    runs = settings.storage_root() / "runs"
+    before, after = (runs / run / "sleeves" / "ew" for run in (first.run_id, stored["ew"].run_id))
+    linked = [p.name for p in after.glob("*.parquet")
+              if (before / p.name).exists() and (before / p.name).stat().st_ino == p.stat().st_ino]
+    assert sorted(linked) == [f"{k}.2021.parquet" for k in ("costs", "returns", "turnover", "weights")], linked
 
     # a revised past price: a full recompute that names the ticker and the date
     revised = bundled.copy()

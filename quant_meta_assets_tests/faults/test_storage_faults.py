@@ -97,7 +97,7 @@ def test_writer_failing_midway_keeps_previous_asset_version(io, monkeypatch):
     pd.testing.assert_frame_equal(load(io), returns(0.0), check_freq=False)
     parent = io._dir(RUN, KEY).parent
     assert visible(parent) == ["returns"]  # no .returns.tmp-* staging dir left behind
-    assert visible(io._dir(RUN, KEY)) == ["__value__.parquet", "meta.json"]
+    assert visible(io._dir(RUN, KEY)) == ["__value__.2022.parquet", "meta.json"]
 
 
 def test_partitioned_write_failing_on_the_second_partition(io, monkeypatch):

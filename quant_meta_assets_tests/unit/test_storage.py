@@ -269,10 +269,10 @@ def test_a_staged_bundle_of_another_target_is_refused(store):
 def test_read_bundle_reads_only_the_named_frames(store):
     target = store / "b"
     write_bundle(target, {"returns": series(), "weights": frame()}, {"version": 1})
-    (target / "weights.parquet").write_bytes(b"not parquet")  # would fail if it were read
+    (target / "weights.2021.parquet").write_bytes(b"not parquet")  # would fail if it were read
     frames, meta = read_bundle(target, keys=["returns"])
     assert list(frames) == ["returns"] and meta == {"version": 1}
-    with pytest.raises(StorageError, match="weights.parquet"):
+    with pytest.raises(StorageError, match="weights.2021.parquet"):
         read_bundle(target)
     with pytest.raises(StorageError, match="no frame"):
         read_bundle(target, keys=["costs"])
