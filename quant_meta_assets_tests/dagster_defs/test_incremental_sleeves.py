@@ -15,7 +15,7 @@ from quant_meta_assets.dagster_defs.instance_queries import latest_stored_sleeve
 from quant_meta_assets.prices import load_prices
 from quant_meta_assets.sleeves.engine import run_sleeve
 from quant_meta_assets.sleeves.registry import load_registry
-from quant_meta_assets.storage import StoredBundle
+from quant_meta_assets.storage import StoredBundle, read_json
 from quant_meta_assets_tests.conftest import write_registry
 
 pytestmark = [pytest.mark.timeout(420), pytest.mark.slow]  # real Dagster runs on Ray: in `make test`, not test-fast
@@ -108,7 +108,9 @@ def test_an_append_updates_the_sleeves_and_equals_a_full_run(tmp_path, monkeypat
     before, after = (runs / run / "sleeves" / "ew" for run in (first.run_id, stored["ew"].run_id))
     linked = [p.name for p in after.glob("*.parquet")
               if (before / p.name).exists() and (before / p.name).stat().st_ino == p.stat().st_ino]
-    assert sorted(linked) == [f"{k}.2021.parquet" for k in ("costs", "returns", "turnover", "weights")], linked
+    history = {k: read_json(after / "meta.json")["frames"][k]["chunks"][0] for k in ("costs", "returns", "turnover", "weights")}
+    assert all(int(c["year"]) < 2022 for c in history.values()), history  # the rows before the last year
+    assert sorted(linked) == sorted(c["file"] for c in history.values()), linked
 
     # a revised past price: a full recompute that names the ticker and the date
     revised = bundled.copy()

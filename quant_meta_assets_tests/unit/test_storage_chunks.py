@@ -1,5 +1,5 @@
-"""storage: dated frames stored one file per year, read since a date, and appended to without
-rewriting the earlier years."""
+"""storage: dated frames stored as their history and their last year, read since a date, and
+appended to without rewriting the history."""
 
 from __future__ import annotations
 
@@ -49,6 +49,12 @@ def files(directory) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
 
 
+def chunk_years(index: pd.DatetimeIndex) -> list[int]:
+    """The chunks' years: the history (labelled by its first year) and the last year."""
+    first, last = int(index[0].year), int(index[-1].year)
+    return [first] if first == last else [first, last]
+
+
 @pytest.fixture
 def store(tmp_path):
     path = tmp_path / "store"
@@ -71,9 +77,9 @@ def _same(a, b) -> None:
     prices(), prices(pd.bdate_range("2021-03-01", periods=40, name="date")), returns(),
     returns().rename(None), prices().astype("float32"), pd.DataFrame({"n": np.arange(len(DAYS))}, index=DAYS),
 ])
-def test_a_dated_frame_is_stored_one_file_per_year_and_reads_back_identical(store, value):
+def test_a_dated_frame_is_stored_as_history_and_last_year_and_reads_back_identical(store, value):
     write_bundle(store / "b", {"x": value}, {"v": 1})
-    years = sorted(set(value.index.year))
+    years = chunk_years(value.index)
     assert files(store / "b") == ["meta.json", *[f"x.{y}.parquet" for y in years]]
     chunks = read_json(store / "b" / "meta.json")["frames"]["x"]["chunks"]
     assert [c["year"] for c in chunks] == years and sum(c["rows"] for c in chunks) == len(value)
@@ -102,7 +108,7 @@ def test_empty_undated_unsorted_or_object_values_stay_one_file(store, value):
 
 def test_encoded_chunks_from_a_worker_store_the_same_files(store):
     kind, data = encode_chunked(prices())
-    assert kind == "frame" and [c.year for c in data.chunks] == [2019, 2020, 2021, 2022]
+    assert kind == "frame" and [c.year for c in data.chunks] == [2019, 2022]
     _same(decode_frame(data), prices())
     write_bundle(store / "a", {"x": prices()}, {})
     commit_bundle(storage.stage_bundle(store / "b", {"x": (kind, data)}, {}))
@@ -154,15 +160,14 @@ def test_a_since_read_opens_only_the_chunks_it_needs(store, monkeypatch):
     since = pd.Timestamp("2021-12-15")
     got = StoredBundle(store / "b").frame("w", since=since)
     _same(got, prices().loc[since:])
-    assert opened.names == ["w.2021.parquet", "w.2022.parquet"]
+    assert opened.names == ["w.2019.parquet", "w.2022.parquet"]  # 2021-12-15 is in the history
     opened.names.clear()
     frames, _ = read_bundle(store / "b", ["r"], since=pd.Timestamp("2022-01-03"))
     _same(frames["r"], returns().loc["2022-01-03":])
     assert opened.names == ["r.2022.parquet"]
-    # the older chunks are not needed at all
-    for year in (2019, 2020):
-        (store / "b" / f"w.{year}.parquet").unlink()
-    _same(StoredBundle(store / "b").frame("w", since=since), prices().loc[since:])
+    # the history is not needed at all for the last year's rows
+    (store / "b" / "w.2019.parquet").unlink()
+    _same(StoredBundle(store / "b").frame("w", since=pd.Timestamp("2022-01-03")), prices().loc["2022-01-03":])
     with pytest.raises(StorageError, match=r"w\.2019\.parquet"):
         StoredBundle(store / "b")["w"]
 
@@ -187,7 +192,7 @@ def _split(value, at):
 
 
 @pytest.mark.parametrize("at", ["2021-12-31", "2022-01-14", "2019-12-31"])
-def test_an_appended_bundle_equals_a_full_write_and_links_the_earlier_years(store, at):
+def test_an_appended_bundle_equals_a_full_write_and_links_the_history(store, at):
     full_w, full_r = prices(), returns()
     (old_w, new_w), (old_r, new_r) = _split(full_w, at), _split(full_r, at)
     write_bundle(store / "prev", {"w": old_w, "r": old_r, "other": full_r}, {"v": 1})
@@ -201,17 +206,19 @@ def test_an_appended_bundle_equals_a_full_write_and_links_the_earlier_years(stor
     assert files(store / "next") == files(store / "full")
     full_manifest = read_json(store / "full" / "meta.json")["frames"]
     assert read_json(store / "next" / "meta.json")["frames"] == full_manifest  # same chunks, same bytes
-    first_new_year = pd.Timestamp(new_w.index[0]).year
+    same_year = pd.Timestamp(new_w.index[0]).year == pd.Timestamp(at).year  # else the history is rewritten
     for name in files(store / "prev"):
         if name.startswith(("w.", "r.")):
-            shared = os.stat(store / "prev" / name).st_ino == os.stat(store / "next" / name).st_ino
-            assert shared == (int(name.split(".")[1]) < first_new_year), name
+            history = int(name.split(".")[1]) < pd.Timestamp(at).year
+            shared = (store / "next" / name).exists() and \
+                os.stat(store / "prev" / name).st_ino == os.stat(store / "next" / name).st_ino
+            assert shared == (history and same_year), name
     shutil.rmtree(store / "prev")  # the previous run's outputs pruned: the new bundle is whole
     got, _ = read_bundle(store / "next")
     _same(got["w"], full_w)
 
 
-def test_an_append_reads_only_the_chunk_the_new_rows_fall_into(store, monkeypatch):
+def test_an_append_reads_only_the_last_years_chunk(store, monkeypatch):
     old, new = _split(prices(), "2022-01-14")
     write_bundle(store / "prev", {"w": old}, {})
     opened = Opened(monkeypatch)
@@ -241,8 +248,8 @@ def test_a_copy_stands_in_for_a_link_across_devices(store, monkeypatch):
 
     monkeypatch.setattr(storage.os, "link", no_link)
     commit_bundle(stage_appended_bundle(store / "next", store / "prev", {"w": new}, {}, {}))
-    assert os.stat(store / "prev" / "w.2020.parquet").st_ino != os.stat(store / "next" / "w.2020.parquet").st_ino
-    assert (store / "prev" / "w.2020.parquet").read_bytes() == (store / "next" / "w.2020.parquet").read_bytes()
+    assert os.stat(store / "prev" / "w.2019.parquet").st_ino != os.stat(store / "next" / "w.2019.parquet").st_ino
+    assert (store / "prev" / "w.2019.parquet").read_bytes() == (store / "next" / "w.2019.parquet").read_bytes()
     _same(read_bundle(store / "next")[0]["w"], prices())
 
 
@@ -265,14 +272,14 @@ def test_a_bad_append_is_refused_naming_the_frame(store, new, message):
 def test_an_append_to_a_missing_bundle_or_frame_is_refused(store):
     with pytest.raises(StorageError, match="previous bundle .* is missing"):
         stage_appended_bundle(store / "next", store / "gone", {"w": prices()}, {}, {})
-    write_bundle(store / "prev", {"w": prices().loc[:"2021-12-31"]}, {})
+    write_bundle(store / "prev", {"w": prices().loc[:"2022-01-14"]}, {})
     with pytest.raises(StorageError, match=r"has no frame\(s\) \['x'\] to append to"):
         stage_appended_bundle(store / "next", store / "prev", {"x": prices()}, {}, {})
     with pytest.raises(StorageError, match="both appended to and written whole"):
         stage_appended_bundle(store / "next", store / "prev", {"w": prices()}, {"w": prices()}, {})
-    (store / "prev" / "w.2020.parquet").unlink()  # a linked chunk pruned under the writer
-    with pytest.raises(StorageError, match=r"w\.2020\.parquet.* is missing"):
-        stage_appended_bundle(store / "next", store / "prev", {"w": prices().loc["2022-01-03":]}, {}, {})
+    (store / "prev" / "w.2019.parquet").unlink()  # the linked history pruned under the writer
+    with pytest.raises(StorageError, match=r"w\.2019\.parquet.* is missing"):
+        stage_appended_bundle(store / "next", store / "prev", {"w": prices().loc["2022-01-17":]}, {}, {})
     assert files(store) == ["prev"]
 
 
