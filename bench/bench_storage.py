@@ -80,7 +80,7 @@ def main() -> None:
         one_s = _best(lambda: commit_bundle(stage_bundle(root / "one", {"weights": encode_frame(frame)}, {})),
                       args.repeat)
         one_read_s = _best(lambda: read_bundle(root / "one"), args.repeat)
-    print(f"{args.tickers} tickers x {args.days} days, {n_chunks} yearly chunks, pandas {pd.__version__}")
+    print(f"{args.tickers} tickers x {args.days} days, {n_chunks} chunks (history, last year), pandas {pd.__version__}")
     print(f"full write        {full_s:8.3f} s  {full_bytes / 1e6:8.2f} MB written")
     print(f"append 1 day      {append_s:8.3f} s  {append_bytes / 1e6:8.2f} MB written")
     print(f"full read         {read_s:8.3f} s")
