@@ -167,7 +167,9 @@ def sleeves(
                     # what lineage needs: the bundle's run (it is run-scoped) and its prices
                     name = outcome.name
                     record = {**outcome.record, "run_id": context.run_id, "prices_hash": prices_hash, "as_of": as_of,
-                              "mode": mode}
+                              "mode": mode,
+                              # the run whose bundle this one appends to: its rows are those, unchanged (meta.flatten)
+                              "extended_from": plans[name].from_run if outcome.appended_to is not None else None}
                     if not outcome.ok:
                         context.log.error(f"sleeve {name} failed: {record.get('error')}")
                     elif (record.get("lookahead") or {}).get("suspect"):

@@ -98,6 +98,8 @@ def test_daily_updates_extend_and_equal_a_full_recompute(tmp_path, monkeypatch, 
             assert set(modes.values()) == {"extend"}, (modes, {k: _metadata(instance, k)["update"].value
                                                                for k in (RETURNS_KEY, OPTIMIZE_KEY, FLATTEN_KEY,
                                                                          REPORT_KEY)})
+            # every sleeve bundle appends to the one the previous flatten read: only its new rows are read
+            assert f"{len(names)} sleeve(s) extend the bundles it read" in _metadata(instance, FLATTEN_KEY)["update"].value
         oracle = _full_recompute(result.run_id, names, tmp_path / f"oracle-{step}")
         returns = _stored(result.run_id, RETURNS_KEY)
         returns.attrs.clear()
