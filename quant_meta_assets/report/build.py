@@ -164,6 +164,37 @@ class TrailingRows(Mapping):
         return len(self._weights)
 
 
+def _book_costs(*, fold_from, fold_vouched, fingerprint, meta_weights, sleeve_returns, sleeve_costs, sleeve_weights,
+                asset_returns, cost_model, cost_bps, cash_return, tolerance):
+    """Both cost views: folded from the previous report's (``report.incremental``) when it may,
+    else on every live day. Returns (views, the book's weights on the days they were computed, the
+    first day the daily reconciliations run on (None: every live day), how it was made)."""
+    reason = RI.fold_reason(fold_from, fingerprint=fingerprint, sleeve_returns=sleeve_returns,
+                            meta_weights=meta_weights, asset_returns=asset_returns, vouched=fold_vouched,
+                            capacity=cost_model.adv is not None)
+    if reason is not None:
+        costs = cost_views(meta_weights=meta_weights, sleeve_returns=sleeve_returns, sleeve_costs=sleeve_costs,
+                           sleeve_weights=sleeve_weights, asset_returns=asset_returns, cost_model=cost_model,
+                           cash_return=cash_return, tolerance=tolerance)
+        return costs, costs.book_weights, None, Update("full", reason, len(costs.daily))
+    # the trailing window from the last rebalance before the previous last day
+    end = pd.Timestamp(fold_from["end"])
+    start = RI.window_start(meta_weights, end)
+    since = sleeve_returns.index[sleeve_returns.index > end][0]
+    window = cost_views(
+        meta_weights=meta_weights.loc[start:], sleeve_returns=sleeve_returns.loc[start:],
+        sleeve_costs={s: c.loc[start:] for s, c in sleeve_costs.items()},
+        sleeve_weights=TrailingRows(sleeve_weights, start), asset_returns=asset_returns, cost_model=cost_model,
+        cash_return=cash_return, tolerance=tolerance, emit_from=since,
+        sleeve_rates=fold_from["sleeve_sums"]["rate_bps"].to_dict(),
+    )
+    costs = fold_cost_views(RI.previous_views(fold_from, cost_bps), window)
+    update = Update("extend", f"cost views and daily reconciliations on {len(window.daily)} new day(s) from the "
+                    f"rebalance of {start.date()}, folded into the previous report's {len(fold_from['daily'])}",
+                    len(window.daily))
+    return costs, window.book_weights, since, update
+
+
 def _fail_message(failed: pd.DataFrame) -> str:
     parts = [
         f"{row.check}: max |diff| = {H.fmt_sci(row.max_abs_diff)} > tolerance {row.tolerance:.1e} "
@@ -251,35 +282,11 @@ def build_report(
              else cost_model.with_default_half_spread(cost_bps))
     fingerprint = RI.report_fingerprint(cost_model=model, cost_bps=cost_bps, cash_return=cash_return,
                                         tolerance=tolerance, code_version=code_version)
-    reason = RI.fold_reason(fold_from, fingerprint=fingerprint, sleeve_returns=sleeve_returns,
-                            meta_weights=meta_weights, asset_returns=asset_returns, vouched=fold_vouched,
-                            capacity=model.adv is not None)
-    since = None  # the first day the daily reconciliations run on (None: every live day)
-    window_costs = {s: sleeve_costs[s] for s in sleeves if s in sleeve_costs}
-    if reason is None:  # the trailing window from the last rebalance before the previous last day
-        end = pd.Timestamp(fold_from["end"])  # type: ignore[index]
-        start = RI.window_start(meta_weights, end)
-        since = sleeve_returns.index[sleeve_returns.index > end][0]
-        window = cost_views(
-            meta_weights=meta_weights.loc[start:], sleeve_returns=sleeve_returns.loc[start:],
-            sleeve_costs={s: c.loc[start:] for s, c in window_costs.items()},
-            sleeve_weights=TrailingRows(weights_by_sleeve, start), asset_returns=asset_returns, cost_model=model,
-            cash_return=cash_return, tolerance=tolerance, emit_from=since,
-            sleeve_rates=fold_from["sleeve_sums"]["rate_bps"].to_dict(),  # type: ignore[index]
-        )
-        costs = fold_cost_views(RI.previous_views(fold_from, cost_bps), window)  # type: ignore[arg-type]
-        book_weights = window.book_weights
-        update = Update("extend", f"cost views and daily reconciliations on {len(window.daily)} new day(s) "
-                        f"from the rebalance of {start.date()}, folded into the previous report's "
-                        f"{len(fold_from['daily'])}", len(window.daily))  # type: ignore[index]
-    else:
-        costs = cost_views(
-            meta_weights=meta_weights, sleeve_returns=sleeve_returns, sleeve_costs=window_costs,
-            sleeve_weights=weights_by_sleeve, asset_returns=asset_returns, cost_model=model,
-            cash_return=cash_return, tolerance=tolerance,
-        )
-        book_weights = costs.book_weights
-        update = Update("full", reason, len(costs.daily))
+    costs, book_weights, since, update = _book_costs(
+        fold_from=fold_from, fold_vouched=fold_vouched, fingerprint=fingerprint, meta_weights=meta_weights,
+        sleeve_returns=sleeve_returns, sleeve_costs={s: sleeve_costs[s] for s in sleeves if s in sleeve_costs},
+        sleeve_weights=weights_by_sleeve, asset_returns=asset_returns, cost_model=model, cost_bps=cost_bps,
+        cash_return=cash_return, tolerance=tolerance)
     book_capacity = None
     if costs.cost_model.adv is not None:  # the book's Sharpe and cost drag against its AUM
         book_capacity = capacity(costs.daily["netted_return"], costs.book_trades, asset_returns, costs.cost_model,
