@@ -297,3 +297,56 @@ def test_retention_pruning_the_previous_run_leaves_the_appended_bundle_whole(tmp
     assert prune_runs(root, keep=1) == [old_run]
     assert not (root / "runs" / old_run).exists()
     _same(read_bundle(current)[0]["w"], prices())
+
+
+# ----------------------------------------------------------------- wide float frames
+
+
+def _wide(n_columns: int = 40, days=DAYS) -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(rng.normal(size=(len(days), n_columns)), index=days,
+                         columns=pd.Index([f"T{i:03d}" for i in range(n_columns)], name="ticker"))
+    frame.iloc[:20, 3] = np.nan  # listed later
+    frame.iloc[-5:, 7] = np.nan  # delisted
+    return frame
+
+
+@pytest.mark.parametrize("value", [_wide(), _wide().iloc[-1:], _wide().iloc[:0], _wide().rename_axis(columns=None),
+                                   _wide(storage.MATRIX_MIN_COLUMNS)])
+def test_a_wide_float_frame_is_one_list_column_and_reads_back_as_column_by_column(store, value, monkeypatch):
+    import pyarrow.parquet as pq
+
+    write_bundle(store / "b", {"w": value}, {})
+    entry = read_json(store / "b" / "meta.json")["frames"]["w"]
+    first = entry["chunks"][0]["file"] if "chunks" in entry else entry["file"]
+    assert storage._MATRIX_COLUMN in pq.read_schema(store / "b" / first).names
+    got = read_bundle(store / "b")[0]["w"]
+    monkeypatch.setattr(storage, "MATRIX_MIN_COLUMNS", 10**9)  # the column-by-column path, as an oracle
+    write_bundle(store / "c", {"w": value}, {})
+    assert storage._MATRIX_COLUMN not in pq.read_schema(next((store / "c").glob("w*.parquet"))).names
+    pd.testing.assert_frame_equal(got, read_bundle(store / "c")[0]["w"])
+    pd.testing.assert_frame_equal(got, value, check_freq=False)
+    np.testing.assert_array_equal(np.isnan(got.to_numpy()), np.isnan(value.to_numpy()))
+
+
+@pytest.mark.parametrize("value", [
+    _wide(storage.MATRIX_MIN_COLUMNS - 1),
+    _wide().set_axis(range(40), axis=1),  # labels that are not strings
+    _wide().astype({"T000": "float32"}),
+    _wide().astype(int, errors="ignore").fillna(0).astype(int),  # integers
+])
+def test_narrow_mixed_or_unlabelled_frames_stay_column_by_column(store, value):
+    import pyarrow.parquet as pq
+
+    write_bundle(store / "b", {"w": value}, {})
+    assert storage._MATRIX_COLUMN not in pq.read_schema(next((store / "b").glob("w*.parquet"))).names
+    pd.testing.assert_frame_equal(read_bundle(store / "b")[0]["w"], value, check_freq=False,
+                                  check_column_type=False)
+
+
+def test_a_wide_frame_appends_and_reads_since_like_any_frame(store):
+    old, new = _split(_wide(), "2022-01-14")
+    write_bundle(store / "prev", {"w": old}, {})
+    commit_bundle(stage_appended_bundle(store / "next", store / "prev", {"w": new}, {}, {}))
+    _same(read_bundle(store / "next")[0]["w"], _wide())
+    _same(StoredBundle(store / "next").frame("w", since=pd.Timestamp("2022-01-10")), _wide().loc["2022-01-10":])
