@@ -13,7 +13,7 @@ import pytest
 from quant_meta_assets.meta.flatten import FlattenResult, flatten_weights
 from quant_meta_assets.report import build_report
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]  # whole reports on the bundled data: in `make test`
 
 
 @pytest.fixture(scope="module")
